@@ -1,0 +1,7 @@
+"""migratekit — the data mover of OSSEA-Migrate."""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+__version__ = _version("migratekit")

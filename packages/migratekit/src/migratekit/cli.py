@@ -1,0 +1,13 @@
+"""The `migratekit` command line (commands are added by later issues)."""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="migratekit")
+def main() -> None:
+    """migratekit command line."""

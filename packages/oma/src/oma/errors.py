@@ -1,0 +1,57 @@
+"""Errors raised by the OMA.
+
+::
+
+    OmaError                        base of everything the OMA raises
+    ├── CloudStackError             CloudStack answered an error (errorcode, errortext, command)
+    │   └── CloudStackUnreachable   no answer from the CloudStack endpoint
+    ├── DeviceNotFoundError         an attached volume's /dev/disk/by-id entry never appeared
+    ├── NbdExportError              a qemu-nbd export could not be started or stopped
+    ├── VmaClientError              the VMA refused or failed a call
+    └── WorkflowError               a workflow step failed (carries the step name)
+
+Add classes here (one-line docstring each, subclassing the nearest parent); never elsewhere.
+"""
+
+from __future__ import annotations
+
+
+class OmaError(Exception):
+    """Base class of every OMA error."""
+
+
+class CloudStackError(OmaError):
+    """CloudStack answered with an error; carries its errorcode and errortext."""
+
+    def __init__(self, errortext: str, *, errorcode: int | None = None,
+                 command: str | None = None) -> None:
+        code = f" {errorcode}" if errorcode is not None else ""
+        where = f" ({command})" if command else ""
+        super().__init__(f"CloudStack error{code}{where}: {errortext}")
+        self.errortext = errortext
+        self.errorcode = errorcode
+        self.command = command
+
+
+class CloudStackUnreachable(CloudStackError):
+    """The CloudStack endpoint did not answer (connection refused, reset, timeout)."""
+
+
+class DeviceNotFoundError(OmaError):
+    """An attached volume's block device did not appear in the by-id directory in time."""
+
+
+class NbdExportError(OmaError):
+    """A qemu-nbd export could not be started, found or stopped."""
+
+
+class VmaClientError(OmaError):
+    """The VMA refused or failed a call."""
+
+
+class WorkflowError(OmaError):
+    """A workflow step failed; ``step`` names it."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step

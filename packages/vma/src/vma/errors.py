@@ -1,0 +1,48 @@
+"""Errors raised by the VMA services.
+
+::
+
+    VmaError                        base of everything the VMA raises
+    ├── VmwareError                 vCenter refused or failed an operation (carries vm_id)
+    │   ├── VmwareConnectionError   vCenter unreachable or login refused
+    │   └── VmNotFoundError         no VM with that id
+    ├── SourceError                 a disk source (lab qcow2/qemu-nbd, or VDDK) failed
+    └── JobError                    a replication job cannot be started, stopped or found
+        └── JobNotFoundError        no job with that id
+
+Add classes here (one-line docstring each, subclassing the nearest parent); never elsewhere.
+"""
+
+from __future__ import annotations
+
+
+class VmaError(Exception):
+    """Base class of every VMA error."""
+
+
+class VmwareError(VmaError):
+    """vCenter refused or failed an operation."""
+
+    def __init__(self, message: str, *, vm_id: str | None = None) -> None:
+        super().__init__(message)
+        self.vm_id = vm_id
+
+
+class VmwareConnectionError(VmwareError):
+    """vCenter could not be reached or refused the login."""
+
+
+class VmNotFoundError(VmwareError):
+    """No VM with the requested id exists in vCenter."""
+
+
+class SourceError(VmaError):
+    """A disk source failed (image missing, qemu-nbd did not start, bitmap unusable)."""
+
+
+class JobError(VmaError):
+    """A replication job cannot be started, stopped or found."""
+
+
+class JobNotFoundError(JobError):
+    """No job with that id."""
