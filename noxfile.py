@@ -7,7 +7,6 @@ then each wheel installed alone into a fresh virtualenv and imported).
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,9 @@ IMPORT_NAMES = {
     "oma": "oma",
 }
 # Lab tools installed next to the packages in test environments (never released).
-LAB_TOOLS = [p for p in ["tools/labtest", "tools/cloudstack_sim"] if (ROOT / p / "pyproject.toml").exists()]
+LAB_TOOLS = [
+    p for p in ["tools/labtest", "tools/cloudstack_sim"] if (ROOT / p / "pyproject.toml").exists()
+]
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
 
 nox.options.sessions = ["tests"]
@@ -84,13 +85,24 @@ def _check_wheel_alone(session: nox.Session, pkg: str, wheel: Path, version: str
     shutil.rmtree(venv, ignore_errors=True)
     session.run("python", "-m", "venv", str(venv), silent=True)
     py = str(venv / "bin" / "python")
-    session.run(py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                "--find-links", str(wheel.parent), str(wheel), external=True, silent=True)
+    session.run(
+        py,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--find-links",
+        str(wheel.parent),
+        str(wheel),
+        external=True,
+        silent=True,
+    )
     name = IMPORT_NAMES[pkg]
-    out = session.run(py, "-c", f"import {name}; print({name}.__version__)", external=True,
-                      silent=True)
+    out = session.run(
+        py, "-c", f"import {name}; print({name}.__version__)", external=True, silent=True
+    )
     got = (out or "").strip()
     if got != version:
         session.error(f"{pkg}: installed wheel reports version {got!r}, VERSION says {version!r}")
     session.log(f"{pkg} {version}: wheel installs alone and imports")
-

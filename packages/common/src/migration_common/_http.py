@@ -88,15 +88,21 @@ class HttpClient:
         timeout: float | tuple[float, float] | None = None,
     ) -> Any:
         """Send one request with retries; return decoded JSON or raise HttpError."""
-        response = self.send(method, path, params=params, json=json, retries=retries,
-                             timeout=timeout)
+        response = self.send(
+            method, path, params=params, json=json, retries=retries, timeout=timeout
+        )
         if not response.content:
             return None
         try:
             return response.json()
         except ValueError:
-            raise HttpError("response is not JSON", method=method, url=response.url,
-                            status=response.status_code, body=response.text) from None
+            raise HttpError(
+                "response is not JSON",
+                method=method,
+                url=response.url,
+                status=response.status_code,
+                body=response.text,
+            ) from None
 
     def send(
         self,
@@ -116,8 +122,11 @@ class HttpClient:
         req = requests.Request(method, url, params=params, json=json, headers=headers)
         prepared = self._session.prepare_request(req)
         attempts = 1 + (self.retries if retries is None else max(0, retries))
-        limit = self.timeout if timeout is None else (
-            timeout if isinstance(timeout, tuple) else (timeout, timeout))
+        limit = (
+            self.timeout
+            if timeout is None
+            else (timeout if isinstance(timeout, tuple) else (timeout, timeout))
+        )
         last: HttpError | None = None
         for attempt in range(attempts):
             if attempt:
@@ -129,18 +138,29 @@ class HttpClient:
                 last.__cause__ = exc
                 continue
             if response.status_code >= 500:
-                last = HttpError("server error", method=method, url=url,
-                                 status=response.status_code, body=response.text)
+                last = HttpError(
+                    "server error",
+                    method=method,
+                    url=url,
+                    status=response.status_code,
+                    body=response.text,
+                )
                 continue
             if response.status_code >= 400:
-                raise HttpError("request rejected", method=method, url=url,
-                                status=response.status_code, body=response.text)
+                raise HttpError(
+                    "request rejected",
+                    method=method,
+                    url=url,
+                    status=response.status_code,
+                    body=response.text,
+                )
             return response
         assert last is not None
         raise last
 
-    def _send(self, prepared: requests.PreparedRequest, timeout: tuple[float, float]
-              ) -> requests.Response:
+    def _send(
+        self, prepared: requests.PreparedRequest, timeout: tuple[float, float]
+    ) -> requests.Response:
         if self._transport is not None:
             return self._transport(prepared, timeout)
         return self._session.send(prepared, timeout=timeout)

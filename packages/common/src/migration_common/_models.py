@@ -106,7 +106,7 @@ class DiskProgress(_Model):
 
     @property
     def percent(self) -> float:
-        """Share of bytes_total done, 0–100 (100 when there is nothing to move and it is done)."""
+        """Share of bytes_total done, 0-100 (100 when there is nothing to move and it is done)."""
         if self.bytes_total == 0:
             return 100.0 if self.status is Status.COMPLETED else 0.0
         return round(100.0 * self.bytes_done / self.bytes_total, 2)
@@ -197,7 +197,7 @@ def parse_disk_update(data: dict[str, Any] | str | bytes) -> DiskProgress:
 
 
 def parse_job_progress(data: dict[str, Any] | str | bytes) -> JobProgress:
-    """Validate a job progress document (dict or JSON text); raise ContractError naming the field."""
+    """Validate a job progress document (dict or JSON); raise ContractError naming the field."""
     try:
         if isinstance(data, str | bytes):
             return JobProgress.model_validate_json(data)

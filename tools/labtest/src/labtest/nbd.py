@@ -55,17 +55,24 @@ class NbdExport:
 
 
 @contextlib.contextmanager
-def qemu_nbd(image: str | os.PathLike[str], *, fmt: str = "qcow2", readonly: bool = False,
-             bitmap: str | None = None, export: str = "disk", unix_dir: str | None = None,
-             connections: int = 4, extra: Sequence[str] = (),
-             log_path: str | None = None) -> Iterator[NbdExport]:
+def qemu_nbd(
+    image: str | os.PathLike[str],
+    *,
+    fmt: str = "qcow2",
+    readonly: bool = False,
+    bitmap: str | None = None,
+    export: str = "disk",
+    unix_dir: str | None = None,
+    connections: int = 4,
+    extra: Sequence[str] = (),
+    log_path: str | None = None,
+) -> Iterator[NbdExport]:
     """Serve ``image`` with qemu-nbd on a free loopback port (or a unix socket in ``unix_dir``).
 
     The server keeps running after a client disconnects (``-t``) and accepts ``connections``
     clients at once (``-e``). It is stopped by PID when the block exits.
     """
-    argv = ["qemu-nbd", "-f", fmt, "-x", export, "-t", "-e", str(connections),
-            "--cache=writeback"]
+    argv = ["qemu-nbd", "-f", fmt, "-x", export, "-t", "-e", str(connections), "--cache=writeback"]
     if readonly:
         argv.append("-r")
     if bitmap:

@@ -28,8 +28,13 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05,
-               what: str = "condition", proc: subprocess.Popen | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    proc: subprocess.Popen | None = None,
+) -> None:
     """Poll ``check`` until it returns True; raise TimeoutError (or the process's death)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -48,9 +53,15 @@ class ManagedProcess:
     signals the process group it created — never anything found by name.
     """
 
-    def __init__(self, argv: Sequence[str], *, log_path: str | os.PathLike[str] | None = None,
-                 env: Mapping[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.argv = [str(a) for a in argv]
         self.name = name or Path(self.argv[0]).name
         self.log_path = Path(log_path) if log_path else None
@@ -71,9 +82,15 @@ class ManagedProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         out = self._log if self._log else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
         return self
 
     def alive(self) -> bool:
@@ -82,13 +99,18 @@ class ManagedProcess:
 
     def wait_port(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
         """Wait until host:port accepts connections (or the process dies)."""
-        wait_until(lambda: port_open(host, port), timeout, what=f"{self.name} on {host}:{port}",
-                   proc=self.proc)
+        wait_until(
+            lambda: port_open(host, port),
+            timeout,
+            what=f"{self.name} on {host}:{port}",
+            proc=self.proc,
+        )
 
     def wait_path(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
         """Wait until ``path`` exists (a unix socket, a pid file…)."""
-        wait_until(lambda: Path(path).exists(), timeout, what=f"{self.name}: {path}",
-                   proc=self.proc)
+        wait_until(
+            lambda: Path(path).exists(), timeout, what=f"{self.name}: {path}", proc=self.proc
+        )
 
     def log_text(self) -> str:
         """What the process wrote so far (empty without a log file)."""
@@ -133,8 +155,14 @@ class ManagedProcess:
 
 
 @contextlib.contextmanager
-def running(argv: Sequence[str], *, port: int | None = None, path: str | None = None,
-            timeout: float = 30.0, **kw: object) -> Iterator[ManagedProcess]:
+def running(
+    argv: Sequence[str],
+    *,
+    port: int | None = None,
+    path: str | None = None,
+    timeout: float = 30.0,
+    **kw: object,
+) -> Iterator[ManagedProcess]:
     """Start ``argv``, wait for ``port`` (or ``path``), yield it, and always stop it."""
     proc = ManagedProcess(argv, **kw)  # type: ignore[arg-type]
     proc.start()
