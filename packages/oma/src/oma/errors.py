@@ -8,6 +8,7 @@
     ├── DeviceNotFoundError         an attached volume's /dev/disk/by-id entry never appeared
     ├── NbdExportError              a qemu-nbd export could not be started or stopped
     ├── VmaClientError              the VMA refused or failed a call
+    │   └── VmaUnreachable          no answer from the VMA
     └── WorkflowError               a workflow step failed (carries the step name)
 
 Add classes here (one-line docstring each, subclassing the nearest parent); never elsewhere.
@@ -55,3 +56,7 @@ class WorkflowError(OmaError):
     def __init__(self, message: str, *, step: str | None = None) -> None:
         super().__init__(message)
         self.step = step
+
+
+class VmaUnreachable(VmaClientError):
+    """The VMA did not answer at all (connection refused, reset, timeout)."""

@@ -1,0 +1,475 @@
+"""OMA lab fixtures: a stub VMA HTTP server, and the real OMA services (API + worker).
+
+``StubVma`` is a real HTTP server (``ThreadingHTTPServer`` on a free loopback port) that speaks
+the VMA's API as far as the OMA uses it: bearer auth, ``POST /replicate``, ``GET /jobs/{id}``,
+``POST /jobs/{id}/stop``, ``GET /progress/{id}`` and the batched ``GET /progress?job_ids=``.
+Tests set each job's progress document (``set_progress``), forget jobs (→ ``not_found``) or
+switch the server off; optionally a replicated job copies real bytes from a source image to
+each disk's ``target_uri`` with ``qemu-img convert`` and then reports completion with a
+change ID, so a workflow test gets byte-exact results without a full VMA.
+
+``oma_services`` starts the real ``oma serve`` (gunicorn) and ``oma worker`` processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .procs import ManagedProcess, free_port, wait_until
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def progress_doc(
+    job_id: str,
+    status: str,
+    disks: list[dict[str, Any]],
+    *,
+    error: str | None = None,
+    sync_type: str = "full",
+) -> dict[str, Any]:
+    """A JobProgress-shaped dict built from per-disk dicts (sums like JobProgress.aggregate)."""
+    full = []
+    for d in disks:
+        disk = {
+            "disk_key": str(d["disk_key"]),
+            "sync_type": d.get("sync_type", sync_type),
+            "phase": d.get("phase", "copy"),
+            "status": d.get("status", "running"),
+            "bytes_total": d.get("bytes_total", 0),
+            "bytes_done": d.get("bytes_done", 0),
+            "bytes_written": d.get("bytes_written", 0),
+            "bytes_zeroed": d.get("bytes_zeroed", 0),
+            "throughput_bps": d.get("throughput_bps", 0.0),
+            "change_id": d.get("change_id"),
+            "error": d.get("error"),
+            "seq": d.get("seq", 1),
+            "sent_at": d.get("sent_at", _now()),
+        }
+        full.append(disk)
+    total = sum(d["bytes_total"] for d in full)
+    done = sum(d["bytes_done"] for d in full)
+    percent = 100.0 if status == "completed" else (round(100.0 * done / total, 2) if total else 0)
+    order = ["snapshot", "copy", "verify", "done"]
+    phase = min((d["phase"] for d in full), key=order.index) if full else "snapshot"
+    return {
+        "job_id": job_id,
+        "status": status,
+        "sync_type": sync_type,
+        "phase": phase,
+        "percent": percent,
+        "bytes_total": total,
+        "bytes_done": done,
+        "throughput_bps": sum(d["throughput_bps"] for d in full),
+        "eta_seconds": None,
+        "started_at": _now(),
+        "updated_at": _now(),
+        "error": error,
+        "disks": full,
+    }
+
+
+@dataclass
+class StubVma:
+    """A stub VMA API on a free loopback port. Use as a context manager (or start/stop)."""
+
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    host: str = "127.0.0.1"
+    #: (vm_id, disk_key) -> source image; when set, POST /replicate copies real bytes.
+    sources: dict[tuple[str, str], Path] = field(default_factory=dict)
+    #: When set, a copying job waits for this event before it copies (crash tests).
+    gate: threading.Event | None = None
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicate_calls: list[dict[str, Any]] = field(default_factory=list)
+    stop_calls: list[str] = field(default_factory=list)
+    requests: int = 0
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._copiers: list[threading.Thread] = []
+        self._generation = 0
+
+    @property
+    def url(self) -> str:
+        """Base URL (without /api/v1)."""
+        return f"http://{self.host}:{self.port}"
+
+    # -- state used by tests -------------------------------------------------------------
+
+    def set_progress(self, job_id: str, doc: dict[str, Any]) -> None:
+        """Make ``GET /progress`` answer ``doc`` for ``job_id`` (the job becomes known)."""
+        with self._lock:
+            self.jobs[job_id] = doc
+
+    def forget(self, job_id: str) -> None:
+        """Forget ``job_id`` (the VMA answers it as not_found)."""
+        with self._lock:
+            self.jobs.pop(job_id, None)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> StubVma:
+        """Listen on the configured port (or a free one) and serve in a thread."""
+        stub = self
+
+        class Handler(_Handler):
+            vma = stub
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (the port stays reserved in ``port``)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self.gate is not None:
+            self.gate.set()
+        for t in self._copiers:
+            t.join(60)
+
+    def __enter__(self) -> StubVma:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- behaviour --------------------------------------------------------------------------
+
+    def _replicate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        job_id = body.get("job_id")
+        if not isinstance(job_id, str) or not job_id:
+            return 400, _err("invalid", "job_id is required", "job_id")
+        disks = body.get("disks")
+        if not isinstance(disks, list) or not disks:
+            return 400, _err("invalid", "disks must be a non-empty list", "disks")
+        with self._lock:
+            self.replicate_calls.append(body)
+            if job_id in self.jobs:
+                return 202, {"job_id": job_id, "status": self.jobs[job_id]["status"]}
+            self.jobs[job_id] = progress_doc(
+                job_id,
+                "queued",
+                [
+                    {"disk_key": d["disk_key"], "phase": "snapshot", "status": "queued"}
+                    for d in disks
+                ],
+            )
+        if self.sources:
+            t = threading.Thread(target=self._copy, args=(body,), daemon=True)
+            self._copiers.append(t)
+            t.start()
+        return 202, {"job_id": job_id, "status": "queued"}
+
+    def _copy(self, body: dict[str, Any]) -> None:
+        job_id, vm_id = body["job_id"], body["vm_id"]
+        disks = body["disks"]
+        self.set_progress(
+            job_id,
+            progress_doc(
+                job_id,
+                "running",
+                [{"disk_key": d["disk_key"], "status": "running", "bytes_total": 1} for d in disks],
+            ),
+        )
+        if self.gate is not None:
+            self.gate.wait()
+        done = []
+        for d in disks:
+            src = self.sources.get((vm_id, str(d["disk_key"])))
+            if src is None:
+                self.set_progress(
+                    job_id,
+                    progress_doc(
+                        job_id,
+                        "failed",
+                        [{"disk_key": d["disk_key"], "status": "failed", "error": "no source"}],
+                        error=f"no source image for disk {d['disk_key']}",
+                    ),
+                )
+                return
+            res = subprocess.run(
+                ["qemu-img", "convert", "-n", "-O", "raw", str(src), d["target_uri"]],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                msg = res.stderr.strip() or f"qemu-img exited with {res.returncode}"
+                self.set_progress(
+                    job_id,
+                    progress_doc(
+                        job_id,
+                        "failed",
+                        [{"disk_key": d["disk_key"], "status": "failed", "error": msg}],
+                        error=msg,
+                    ),
+                )
+                return
+            size = src.stat().st_size
+            with self._lock:
+                self._generation += 1
+                gen = self._generation
+            done.append(
+                {
+                    "disk_key": d["disk_key"],
+                    "status": "completed",
+                    "phase": "done",
+                    "bytes_total": size,
+                    "bytes_done": size,
+                    "bytes_written": size,
+                    "change_id": f"gen-{gen}",
+                    "seq": 2,
+                }
+            )
+        with self._lock:
+            if self.jobs.get(job_id, {}).get("status") == "stopped":
+                return
+        self.set_progress(job_id, progress_doc(job_id, "completed", done))
+
+
+def _err(code: str, message: str, field_name: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field_name}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    vma: StubVma
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence per-request logging."""
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        if self.headers.get("Authorization") == f"Bearer {self.vma.token}":
+            return True
+        self._send(401, _err("unauthorized", "missing or invalid bearer token"))
+        return False
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def do_GET(self) -> None:
+        """health, progress (single and batched), jobs."""
+        parts = urlsplit(self.path)
+        path = parts.path.removeprefix("/api/v1").strip("/")
+        with self.vma._lock:
+            self.vma.requests += 1
+        if path == "health":
+            self._send(200, {"status": "ok"})
+            return
+        if not self._authorized():
+            return
+        if path == "progress":
+            ids = [i for i in parse_qs(parts.query).get("job_ids", [""])[0].split(",") if i]
+            with self.vma._lock:
+                found = [self.vma.jobs[i] for i in ids if i in self.vma.jobs]
+                missing = [i for i in ids if i not in self.vma.jobs]
+            self._send(200, {"jobs": found, "not_found": missing})
+            return
+        for prefix in ("progress/", "jobs/"):
+            if path.startswith(prefix):
+                job_id = path.removeprefix(prefix)
+                with self.vma._lock:
+                    doc = self.vma.jobs.get(job_id)
+                if doc is None:
+                    self._send(404, _err("not_found", f"job {job_id} not found", "job_id"))
+                elif prefix == "jobs/":
+                    self._send(
+                        200,
+                        {
+                            "job_id": job_id,
+                            "status": doc["status"],
+                            "pid": None,
+                            "error": doc["error"],
+                            "progress": doc,
+                        },
+                    )
+                else:
+                    self._send(200, doc)
+                return
+        self._send(404, _err("not_found", f"no route {parts.path}"))
+
+    def do_POST(self) -> None:
+        """replicate, stop."""
+        path = urlsplit(self.path).path.removeprefix("/api/v1").strip("/")
+        with self.vma._lock:
+            self.vma.requests += 1
+        if not self._authorized():
+            return
+        body = self._body()
+        if path == "replicate":
+            self._send(*self.vma._replicate(body))
+            return
+        if path.startswith("jobs/") and path.endswith("/stop"):
+            job_id = path.removeprefix("jobs/").removesuffix("/stop")
+            with self.vma._lock:
+                doc = self.vma.jobs.get(job_id)
+                self.vma.stop_calls.append(job_id)
+                if doc is not None and doc["status"] not in ("completed", "failed"):
+                    doc["status"] = "stopped"
+            if doc is None:
+                self._send(404, _err("not_found", f"job {job_id} not found", "job_id"))
+            else:
+                self._send(200, {"job_id": job_id, "status": doc["status"]})
+            return
+        self._send(404, _err("not_found", f"no route {path}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The real OMA services
+
+
+@dataclass
+class OmaInfo:
+    """A running OMA: API URL, admin token, data dir, processes and the env they run with."""
+
+    url: str
+    admin_token: str
+    data_dir: Path
+    api_process: ManagedProcess
+    worker_process: ManagedProcess
+    config_env: dict[str, str]
+    restart_worker: Callable[[], ManagedProcess] = field(repr=False, default=lambda: None)  # type: ignore[assignment, return-value]
+    kill_worker: Callable[[], None] = field(repr=False, default=lambda: None)
+
+
+def _oma_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "oma", *args]
+
+
+@contextlib.contextmanager
+def oma_services(
+    tmpdir: str | os.PathLike[str],
+    *,
+    cloudstack: Any = None,
+    vma: Any = None,
+    extra_env: Mapping[str, str] | None = None,
+    poll_interval: float = 0.5,
+) -> Iterator[OmaInfo]:
+    """Start the real ``oma serve`` and ``oma worker`` with a SQLite DB on free ports.
+
+    ``cloudstack`` is a ``labtest.cloudstack.SimInfo`` (its by-id dir becomes OMA_BY_ID_DIR);
+    ``vma`` a ``VmaInfo``/``StubVma`` (only used by callers to register it through the API).
+    Yields :class:`OmaInfo`; ``restart_worker()`` starts a fresh worker process and
+    ``kill_worker()`` sends it SIGKILL (crash tests). Everything is stopped by PID on exit.
+    """
+    base = Path(tmpdir)
+    data_dir = base / "oma-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    lo = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "OMA_DATA_DIR": str(data_dir),
+            "OMA_BIND": f"127.0.0.1:{port}",
+            "OMA_SECRET_KEY": _fernet_key(),
+            "OMA_POLL_INTERVAL": str(poll_interval),
+            "OMA_NBD_BIND_HOST": "127.0.0.1",
+            "OMA_NBD_PORT_RANGE": f"{lo}-{min(lo + 40, 65000)}",
+            "OMA_CLOUDSTACK_POLL_INTERVAL": "0.05",
+            "OMA_DEVICE_TIMEOUT": "20",
+            "OMA_LOG_LEVEL": "DEBUG",
+        }
+    )
+    if cloudstack is not None:
+        env["OMA_BY_ID_DIR"] = str(cloudstack.by_id_dir)
+    env.update(extra_env or {})
+    res = subprocess.run(_oma_argv("db", "upgrade"), env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"oma db upgrade failed: {res.stderr.strip()}")
+    res = subprocess.run(
+        _oma_argv("token", "create", "--name", "lab-admin", "--role", "admin"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"oma token create failed: {res.stderr.strip()}")
+    token = res.stdout.strip().splitlines()[-1].strip()
+    api = ManagedProcess(
+        _oma_argv("serve"), env=env, name="oma-serve", log_path=data_dir / "logs" / "api.log"
+    ).start()
+    workers: list[ManagedProcess] = []
+
+    def start_worker() -> ManagedProcess:
+        proc = ManagedProcess(
+            _oma_argv("worker"),
+            env=env,
+            name="oma-worker",
+            log_path=data_dir / "logs" / "worker.log",
+        ).start()
+        workers.append(proc)
+        return proc
+
+    info = OmaInfo(
+        url=f"http://127.0.0.1:{port}",
+        admin_token=token,
+        data_dir=data_dir,
+        api_process=api,
+        worker_process=start_worker(),
+        config_env=env,
+    )
+
+    def restart_worker() -> ManagedProcess:
+        info.worker_process.stop()
+        info.worker_process = start_worker()
+        return info.worker_process
+
+    def kill_worker() -> None:
+        info.worker_process.kill()
+
+    info.restart_worker = restart_worker
+    info.kill_worker = kill_worker
+    try:
+        api.wait_port(port, timeout=60)
+        wait_until(info.worker_process.alive, timeout=5, what="oma worker")
+        yield info
+    finally:
+        for proc in workers:
+            proc.stop()
+        api.stop()
+
+
+def _fernet_key() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
