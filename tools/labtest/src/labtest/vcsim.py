@@ -1,0 +1,77 @@
+"""Start govmomi's vCenter simulator (vcsim) for tests and the demo, stop it by PID.
+
+``tools/vcsim/build`` builds (or reuses) the launcher binary; :func:`vcsim` starts it on a free
+loopback port with a random username and password passed through the environment, waits until
+it accepts connections and yields a :class:`VcsimInfo`. The simulator serves the VPX model:
+datacenter ``DC0``, cluster ``DC0_C0`` (3 hosts), standalone host ``DC0_H0``, datastore
+``LocalDS_0``, network ``VM Network`` and a few VMs (``DC0_H0_VM0``, ``DC0_C0_RP0_VM0``, …).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from labtest.procs import ManagedProcess, free_port
+
+#: The build script, found relative to this file (tools/labtest/src/labtest → tools/vcsim).
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "vcsim" / "build"
+
+
+@dataclass(frozen=True)
+class VcsimInfo:
+    """Where a running simulator listens and the login it accepts."""
+
+    host: str
+    port: int
+    url: str
+    username: str
+    password: str
+    pid: int
+
+    def __repr__(self) -> str:  # keep the password out of assertion messages and logs
+        return f"VcsimInfo(url={self.url!r}, username={self.username!r}, pid={self.pid})"
+
+
+def build(timeout: float = 600.0) -> Path:
+    """Build the launcher if needed (instant when cached) and return the binary's path."""
+    if not BUILD_SCRIPT.exists():
+        raise FileNotFoundError(f"vcsim build script not found: {BUILD_SCRIPT}")
+    result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"tools/vcsim/build failed (exit {result.returncode}):\n"
+                           f"{result.stderr.strip()}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def vcsim(tmpdir: str | os.PathLike[str], *, vms_per_host: int = 2, username: str | None = None,
+          password: str | None = None, timeout: float = 30.0) -> Iterator[VcsimInfo]:
+    """Run a vcsim (VPX model, TLS, self-signed) on a free 127.0.0.1 port while the block runs.
+
+    ``tmpdir`` receives the log file ``vcsim.log``. The login is random unless given; it reaches
+    the simulator through ``VCSIM_USERNAME``/``VCSIM_PASSWORD`` (never argv). The process is
+    stopped by PID when the block exits, also on failure.
+    """
+    binary = build()
+    host = "127.0.0.1"
+    port = free_port(host)
+    username = username or "lab-" + secrets.token_hex(4)
+    password = password or secrets.token_urlsafe(16)
+    env = dict(os.environ, VCSIM_USERNAME=username, VCSIM_PASSWORD=password)
+    log_path = Path(tmpdir) / "vcsim.log"
+    argv = [str(binary), "-host", host, "-port", str(port), "-vm", str(vms_per_host)]
+    proc = ManagedProcess(argv, log_path=log_path, env=env, name="vcsim")
+    proc.start()
+    try:
+        proc.wait_port(port, host=host, timeout=timeout)
+        yield VcsimInfo(host=host, port=port, url=f"https://{host}:{port}/sdk",
+                        username=username, password=password, pid=proc.pid)
+    finally:
+        proc.stop()
