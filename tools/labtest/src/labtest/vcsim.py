@@ -42,17 +42,25 @@ def build(timeout: float = 600.0) -> Path:
     """Build the launcher if needed (instant when cached) and return the binary's path."""
     if not BUILD_SCRIPT.exists():
         raise FileNotFoundError(f"vcsim build script not found: {BUILD_SCRIPT}")
-    result = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True,
-                            timeout=timeout, check=False)
+    result = subprocess.run(
+        [str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"tools/vcsim/build failed (exit {result.returncode}):\n"
-                           f"{result.stderr.strip()}")
+        raise RuntimeError(
+            f"tools/vcsim/build failed (exit {result.returncode}):\n{result.stderr.strip()}"
+        )
     return Path(result.stdout.strip().splitlines()[-1])
 
 
 @contextlib.contextmanager
-def vcsim(tmpdir: str | os.PathLike[str], *, vms_per_host: int = 2, username: str | None = None,
-          password: str | None = None, timeout: float = 30.0) -> Iterator[VcsimInfo]:
+def vcsim(
+    tmpdir: str | os.PathLike[str],
+    *,
+    vms_per_host: int = 2,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 30.0,
+) -> Iterator[VcsimInfo]:
     """Run a vcsim (VPX model, TLS, self-signed) on a free 127.0.0.1 port while the block runs.
 
     ``tmpdir`` receives the log file ``vcsim.log``. The login is random unless given; it reaches
@@ -71,7 +79,13 @@ def vcsim(tmpdir: str | os.PathLike[str], *, vms_per_host: int = 2, username: st
     proc.start()
     try:
         proc.wait_port(port, host=host, timeout=timeout)
-        yield VcsimInfo(host=host, port=port, url=f"https://{host}:{port}/sdk",
-                        username=username, password=password, pid=proc.pid)
+        yield VcsimInfo(
+            host=host,
+            port=port,
+            url=f"https://{host}:{port}/sdk",
+            username=username,
+            password=password,
+            pid=proc.pid,
+        )
     finally:
         proc.stop()
