@@ -473,3 +473,105 @@ def _fernet_key() -> str:
     import base64
 
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# An OMA database for in-process tests and the poller benchmark
+
+
+@contextlib.contextmanager
+def oma_database(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Bind the OMA's database to a fresh SQLite file at ``path`` with the schema applied."""
+    from oma.database.db import database, init_db
+    from oma.database.migrate import upgrade
+
+    db = init_db(f"sqlite:///{Path(path).resolve()}")
+    upgrade()
+    try:
+        yield db
+    finally:
+        if not db.is_closed():
+            db.close()
+        database.initialize(None)
+
+
+def seed_replicating_jobs(
+    vmas: list[tuple[str, str]],
+    jobs_per_vma: int,
+    *,
+    disks_per_job: int = 2,
+    disk_size: int = 1 << 30,
+) -> dict[str, list[str]]:
+    """Insert VMAs, contexts (with disks) and one ``replicating`` job each; return ids per VMA.
+
+    ``vmas`` is a list of (name, url). Tokens are stored as the literal text ``token:<name>``
+    (pass a matching ``token_for`` to the poller). Rows are inserted in bulk.
+    """
+    import uuid
+
+    from migration_common import utcnow
+    from oma.database.db import database
+    from oma.database.models import JobDisk, ReplicationJob, VmaAppliance, VmContext, VmDisk
+
+    now = utcnow()
+    out: dict[str, list[str]] = {}
+    with database.connection_context(), database.atomic():
+        for name, url in vmas:
+            vma = VmaAppliance.create(name=name, url=url, token_encrypted=f"token:{name}")
+            ctx_rows, disk_rows, job_rows, jd_rows = [], [], [], []
+            ids = []
+            for _ in range(jobs_per_vma):
+                ctx_id, job_id = str(uuid.uuid4()), str(uuid.uuid4())
+                ids.append(job_id)
+                ctx_rows.append(
+                    {
+                        "id": ctx_id,
+                        "vma": vma.id,
+                        "vcenter": "vc.lab",
+                        "vm_id": str(uuid.uuid4()),
+                        "name": f"vm-{ctx_id[:8]}",
+                        "state": "replicating",
+                        "active_job_id": job_id,
+                    }
+                )
+                job_rows.append(
+                    {
+                        "id": job_id,
+                        "context": ctx_id,
+                        "vma": vma.id,
+                        "status": "replicating",
+                        "active_context_id": ctx_id,
+                        "effective_type": "full",
+                        "started_at": now,
+                        "last_progress_at": now,
+                        "vma_seen_at": now,
+                    }
+                )
+                for k in range(disks_per_job):
+                    key = str(2000 + k)
+                    disk_rows.append(
+                        {
+                            "id": str(uuid.uuid4()),
+                            "context": ctx_id,
+                            "disk_key": key,
+                            "capacity_bytes": disk_size,
+                        }
+                    )
+                    jd_rows.append(
+                        {
+                            "id": str(uuid.uuid4()),
+                            "job": job_id,
+                            "disk_key": key,
+                            "status": "queued",
+                        }
+                    )
+            for model, rows in (
+                (VmContext, ctx_rows),
+                (VmDisk, disk_rows),
+                (ReplicationJob, job_rows),
+                (JobDisk, jd_rows),
+            ):
+                for start in range(0, len(rows), 200):
+                    model.insert_many(rows[start : start + 200]).execute()
+            out[vma.id] = ids
+    return out

@@ -1,0 +1,274 @@
+"""Database reads and writes the worker needs (poller, workflow runner, recovery).
+
+Every function that changes more than one row runs inside ``database.atomic()``. Terminal
+transitions (:func:`finish_job`) clear the "one active job per VM" guard on both sides — the
+job's ``active_context_id`` and the context's ``active_job_id`` — in the same transaction, so a
+VM is never left blocked by a finished job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from peewee import JOIN
+
+from migration_common import JobProgress, Status, utcnow
+
+from ..database.db import is_sqlite
+from ..database.models import (
+    ContextState,
+    JobDisk,
+    JobEvent,
+    JobStatus,
+    ReplicationJob,
+    VmaAppliance,
+    VmContext,
+    VmDisk,
+    WorkerHeartbeat,
+)
+
+
+def append_event(
+    job_id: str | None,
+    context_id: str | None,
+    kind: str,
+    message: str,
+    data: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Add one line to a job's (and its context's) timeline."""
+    JobEvent.create(
+        job=job_id, context=context_id, kind=kind, message=message, data=data, at=at or utcnow()
+    )
+
+
+def replicating_jobs() -> list[tuple[ReplicationJob, list[JobDisk]]]:
+    """Every job in ``replicating`` with its VMA row and disk rows (two queries in total)."""
+    jobs = list(
+        ReplicationJob.select(ReplicationJob, VmaAppliance)
+        .join(VmaAppliance, JOIN.LEFT_OUTER)
+        .where(ReplicationJob.status == JobStatus.REPLICATING.value)
+        .order_by(ReplicationJob.created_at)
+    )
+    if not jobs:
+        return []
+    by_job: dict[str, list[JobDisk]] = {j.id: [] for j in jobs}
+    ids = list(by_job)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for disk in JobDisk.select().where(JobDisk.job.in_(chunk)):
+            by_job[disk.job_id].append(disk)
+    return [(j, by_job[j.id]) for j in jobs]
+
+
+def write_progress(
+    job: ReplicationJob,
+    disks: list[JobDisk],
+    progress: JobProgress,
+    *,
+    now: datetime,
+    advanced: bool,
+    events: Iterable[tuple[str, str]],
+) -> bool:
+    """Store a job's progress and its disks' rows (call inside ``atomic()``).
+
+    Returns False when the job left ``replicating`` meanwhile (stopped by an operator):
+    nothing is written then.
+    """
+    values: dict[Any, Any] = {
+        ReplicationJob.phase: progress.phase.value,
+        ReplicationJob.percent: progress.percent,
+        ReplicationJob.bytes_total: progress.bytes_total,
+        ReplicationJob.bytes_done: progress.bytes_done,
+        ReplicationJob.throughput_bps: progress.throughput_bps,
+        ReplicationJob.eta_seconds: progress.eta_seconds,
+        ReplicationJob.effective_type: progress.sync_type.value,
+        ReplicationJob.vma_seen_at: now,
+        ReplicationJob.updated_at: now,
+    }
+    if advanced:
+        values[ReplicationJob.last_progress_at] = now
+    changed = (
+        ReplicationJob.update(values)
+        .where(ReplicationJob.id == job.id, ReplicationJob.status == JobStatus.REPLICATING.value)
+        .execute()
+    )
+    if not changed:
+        return False
+    known = {d.disk_key: d for d in disks}
+    for d in progress.disks:
+        row = known.get(d.disk_key)
+        fields = {
+            JobDisk.status: d.status.value,
+            JobDisk.phase: d.phase.value,
+            JobDisk.sync_type: d.sync_type.value,
+            JobDisk.bytes_total: d.bytes_total,
+            JobDisk.bytes_done: d.bytes_done,
+            JobDisk.bytes_written: d.bytes_written,
+            JobDisk.bytes_zeroed: d.bytes_zeroed,
+            JobDisk.throughput_bps: d.throughput_bps,
+            JobDisk.change_id: d.change_id,
+            JobDisk.error: d.error,
+            JobDisk.seq: d.seq,
+            JobDisk.updated_at: now,
+        }
+        if row is None:
+            JobDisk.insert({JobDisk.job: job.id, JobDisk.disk_key: d.disk_key, **fields}).execute()
+        elif d.seq >= row.seq and _disk_changed(row, d):
+            JobDisk.update(fields).where(JobDisk.id == row.id).execute()
+    for kind, message in events:
+        append_event(job.id, job.context_id, kind, message, at=now)
+    return True
+
+
+def _disk_changed(row: JobDisk, d: Any) -> bool:
+    return (
+        row.seq != d.seq
+        or row.status != d.status.value
+        or row.bytes_done != d.bytes_done
+        or row.phase != d.phase.value
+        or row.change_id != d.change_id
+    )
+
+
+def mark_seen(job_id: str, now: datetime) -> None:
+    """Record that the VMA reported the job without writing anything else."""
+    ReplicationJob.update(vma_seen_at=now).where(ReplicationJob.id == job_id).execute()
+
+
+def store_change_ids(context_id: str, progress: JobProgress, now: datetime) -> None:
+    """Persist each disk's new change ID on its stable vm_disks row (call inside atomic())."""
+    for d in progress.disks:
+        if d.change_id:
+            (
+                VmDisk.update(change_id=d.change_id, change_id_at=now, updated_at=now)
+                .where(VmDisk.context == context_id, VmDisk.disk_key == d.disk_key)
+                .execute()
+            )
+
+
+def finish_job(
+    job_id: str,
+    status: JobStatus,
+    *,
+    now: datetime | None = None,
+    error_class: str | None = None,
+    message: str | None = None,
+    from_statuses: Iterable[JobStatus] | None = None,
+) -> bool:
+    """Move a job to a terminal status and release its context (call inside ``atomic()``).
+
+    Only jobs currently in ``from_statuses`` (default: any active status) move; returns
+    whether this call moved it. The context becomes ready_for_failover on completion; on
+    failure/stop it keeps ready_for_failover if an earlier sync succeeded.
+    """
+    now = now or utcnow()
+    allowed = [
+        s.value
+        for s in (
+            from_statuses
+            or (JobStatus.PENDING, JobStatus.PROVISIONING, JobStatus.READY, JobStatus.REPLICATING)
+        )
+    ]
+    job = ReplicationJob.get_or_none(ReplicationJob.id == job_id)
+    if job is None or job.status not in allowed:
+        return False
+    values: dict[Any, Any] = {
+        ReplicationJob.status: status.value,
+        ReplicationJob.active_context_id: None,
+        ReplicationJob.finished_at: now,
+        ReplicationJob.updated_at: now,
+        ReplicationJob.claimed_by: None,
+        ReplicationJob.lease_until: None,
+    }
+    if status is JobStatus.COMPLETED:
+        values[ReplicationJob.percent] = 100.0
+        values[ReplicationJob.eta_seconds] = None
+        values[ReplicationJob.throughput_bps] = 0.0
+    else:
+        values[ReplicationJob.error_class] = error_class
+        values[ReplicationJob.error_message] = message
+    moved = (
+        ReplicationJob.update(values)
+        .where(ReplicationJob.id == job_id, ReplicationJob.status.in_(allowed))
+        .execute()
+    )
+    if not moved:
+        return False
+    ctx = VmContext.get_by_id(job.context_id)
+    cvalues: dict[Any, Any] = {VmContext.last_job_id: job_id, VmContext.updated_at: now}
+    if ctx.active_job_id == job_id:
+        cvalues[VmContext.active_job_id] = None
+    if status is JobStatus.COMPLETED:
+        cvalues[VmContext.state] = ContextState.READY_FOR_FAILOVER.value
+        cvalues[VmContext.ready_for_failover] = True
+        cvalues[VmContext.last_success_at] = now
+    elif ctx.state == ContextState.REPLICATING.value:
+        cvalues[VmContext.state] = (
+            ContextState.READY_FOR_FAILOVER.value
+            if ctx.ready_for_failover
+            else ContextState.FAILED.value
+        )
+    VmContext.update(cvalues).where(VmContext.id == ctx.id).execute()
+    if status is JobStatus.COMPLETED:
+        text = "replication completed"
+    elif status is JobStatus.STOPPED:
+        text = f"replication stopped{': ' + message if message else ''}"
+    else:
+        text = f"replication failed ({error_class}): {message}"
+    append_event(
+        job_id,
+        job.context_id,
+        status.value,
+        text,
+        data={"error_class": error_class} if error_class else None,
+        at=now,
+    )
+    return True
+
+
+def fail_disks(job_id: str, message: str, now: datetime) -> None:
+    """Mark the job's disk rows that are neither completed nor failed as failed."""
+    (
+        JobDisk.update(status=Status.FAILED.value, error=message, updated_at=now)
+        .where(
+            JobDisk.job == job_id,
+            JobDisk.status.not_in([Status.COMPLETED.value, Status.FAILED.value]),
+        )
+        .execute()
+    )
+
+
+def heartbeat(
+    worker_id: str, hostname: str, pid: int, version: str | None, started_at: datetime
+) -> None:
+    """Insert or refresh this worker's heartbeat row."""
+    now = utcnow()
+    updated = (
+        WorkerHeartbeat.update(seen_at=now, pid=pid, hostname=hostname)
+        .where(WorkerHeartbeat.worker_id == worker_id)
+        .execute()
+    )
+    if not updated:
+        WorkerHeartbeat.insert(
+            worker_id=worker_id,
+            hostname=hostname,
+            pid=pid,
+            version=version,
+            started_at=started_at,
+            seen_at=now,
+        ).execute()
+
+
+def lock_rows(query: Any) -> Any:
+    """``query`` with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB (SQLite: unchanged)."""
+    if is_sqlite():
+        return query
+    return query.for_update("FOR UPDATE SKIP LOCKED")
+
+
+def lease_expiry(now: datetime, seconds: float) -> datetime:
+    """The end of a lease taken at ``now``."""
+    return now + timedelta(seconds=seconds)

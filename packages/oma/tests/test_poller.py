@@ -1,0 +1,277 @@
+"""The progress poller against real stub VMA HTTP servers and a real SQLite database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from labtest.oma import StubVma, oma_database, progress_doc, seed_replicating_jobs
+from migration_common import utcnow
+from oma.database.db import database
+from oma.database.models import JobDisk, JobEvent, ReplicationJob, VmContext, VmDisk
+from oma.services.classify import Timeouts
+from oma.services.poller import ProgressPoller
+
+TIMEOUTS = Timeouts(vma_unreachable=120, job_lost=60, stale=900)
+
+
+class Clock:
+    """A settable clock so timeouts are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db(tmp_path):
+    with oma_database(tmp_path / "oma.db") as handle:
+        yield handle
+
+
+@pytest.fixture
+def vma():
+    with StubVma() as stub:
+        yield stub
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def poller(vma, clock):
+    p = ProgressPoller(
+        timeouts=TIMEOUTS, token_for=lambda _v: vma.token, clock=clock, vma_timeout=2.0
+    )
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def job_id(db, vma):
+    ids = seed_replicating_jobs([("vma-1", vma.url)], 1, disks_per_job=2)
+    return next(iter(ids.values()))[0]
+
+
+def _job(job_id):
+    with database.connection_context():
+        return ReplicationJob.get_by_id(job_id)
+
+
+def _disks(job_id):
+    with database.connection_context():
+        return {d.disk_key: d for d in JobDisk.select().where(JobDisk.job == job_id)}
+
+
+def _events(job_id):
+    with database.connection_context():
+        return [
+            (e.kind, e.message)
+            for e in JobEvent.select().where(JobEvent.job == job_id).order_by(JobEvent.at)
+        ]
+
+
+def _context(job_id):
+    with database.connection_context():
+        job = ReplicationJob.get_by_id(job_id)
+        ctx = VmContext.get_by_id(job.context_id)
+        disks = {d.disk_key: d.change_id for d in VmDisk.select().where(VmDisk.context == ctx)}
+        return ctx, disks
+
+
+def test_running_progress_is_written_to_job_and_disk_rows(vma, poller, job_id):
+    vma.set_progress(
+        job_id,
+        progress_doc(
+            job_id,
+            "running",
+            [
+                {
+                    "disk_key": "2000",
+                    "bytes_total": 1000,
+                    "bytes_done": 250,
+                    "throughput_bps": 50,
+                    "seq": 3,
+                },
+                {
+                    "disk_key": "2001",
+                    "bytes_total": 1000,
+                    "bytes_done": 750,
+                    "throughput_bps": 70,
+                    "seq": 5,
+                },
+            ],
+        ),
+    )
+    result = poller.tick()
+    assert (result.jobs, result.updated, result.vmas) == (1, 1, 1)
+    job = _job(job_id)
+    assert job.status == "replicating" and job.phase == "copy"
+    assert (job.bytes_total, job.bytes_done, job.percent) == (2000, 1000, 50.0)
+    assert job.throughput_bps == 120
+    disks = _disks(job_id)
+    assert (disks["2000"].bytes_done, disks["2000"].seq, disks["2000"].status) == (
+        250,
+        3,
+        "running",
+    )
+    assert disks["2001"].bytes_done == 750
+    assert ("phase", "phase copy") in _events(job_id)
+    # the same answer again: no new phase event
+    poller.tick()
+    assert _events(job_id).count(("phase", "phase copy")) == 1
+
+
+def test_completion_stores_change_ids_then_releases_the_vm(vma, poller, job_id):
+    vma.set_progress(
+        job_id,
+        progress_doc(
+            job_id,
+            "completed",
+            [
+                {
+                    "disk_key": "2000",
+                    "status": "completed",
+                    "phase": "done",
+                    "bytes_total": 10,
+                    "bytes_done": 10,
+                    "change_id": "gen-1",
+                },
+                {
+                    "disk_key": "2001",
+                    "status": "completed",
+                    "phase": "done",
+                    "bytes_total": 20,
+                    "bytes_done": 20,
+                    "change_id": "gen-7",
+                },
+            ],
+        ),
+    )
+    assert poller.tick().completed == 1
+    job = _job(job_id)
+    assert job.status == "completed" and job.percent == 100.0 and job.finished_at is not None
+    assert job.active_context_id is None
+    ctx, change_ids = _context(job_id)
+    assert change_ids == {"2000": "gen-1", "2001": "gen-7"}
+    assert ctx.state == "ready_for_failover" and ctx.ready_for_failover
+    assert ctx.active_job_id is None and ctx.last_job_id == job_id
+    assert _disks(job_id)["2001"].change_id == "gen-7"
+    assert ("completed", "replication completed") in _events(job_id)
+    # a terminal job is no longer polled
+    assert poller.tick().jobs == 0
+
+
+def test_completion_without_change_id_fails_and_keeps_old_change_ids(vma, poller, job_id):
+    vma.set_progress(
+        job_id,
+        progress_doc(
+            job_id,
+            "completed",
+            [
+                {"disk_key": "2000", "status": "completed", "phase": "done", "change_id": "gen-1"},
+                {"disk_key": "2001", "status": "completed", "phase": "done", "change_id": None},
+            ],
+        ),
+    )
+    assert poller.tick().failed == 1
+    job = _job(job_id)
+    assert job.status == "failed" and job.error_class == "vma_error"
+    assert "disk 2001" in job.error_message
+    ctx, change_ids = _context(job_id)
+    assert change_ids == {"2000": None, "2001": None}
+    assert ctx.active_job_id is None and ctx.state == "failed"
+
+
+def test_vma_reported_failure_keeps_the_vma_error(vma, poller, job_id):
+    vma.set_progress(
+        job_id,
+        progress_doc(
+            job_id,
+            "failed",
+            [
+                {"disk_key": "2000", "status": "failed", "error": "NBD write failed: ENOSPC"},
+                {"disk_key": "2001", "status": "running"},
+            ],
+            error="migratekit exited with code 3",
+        ),
+    )
+    assert poller.tick().failed == 1
+    job = _job(job_id)
+    assert (job.status, job.error_class) == ("failed", "vma_reported")
+    assert job.error_message == "migratekit exited with code 3"
+    assert _disks(job_id)["2000"].error == "NBD write failed: ENOSPC"
+    assert _disks(job_id)["2001"].status == "failed"
+
+
+def test_unknown_job_fails_as_job_lost_after_the_timeout(poller, clock, job_id):
+    assert poller.tick().waiting == 1
+    assert _job(job_id).status == "replicating"
+    clock.advance(61)
+    assert poller.tick().failed == 1
+    job = _job(job_id)
+    assert (job.status, job.error_class) == ("failed", "job_lost")
+
+
+def test_unreachable_vma_fails_as_vma_unreachable_after_the_timeout(vma, poller, clock, job_id):
+    vma.stop()
+    clock.advance(100)
+    assert poller.tick().waiting == 1
+    assert _job(job_id).status == "replicating"
+    clock.advance(30)
+    assert poller.tick().failed == 1
+    job = _job(job_id)
+    assert (job.status, job.error_class) == ("failed", "vma_unreachable")
+    assert "VMA unreachable" in job.error_message
+
+
+def test_no_byte_progress_fails_as_stalled_and_stops_the_vma_job(vma, poller, clock, job_id):
+    doc = progress_doc(
+        job_id,
+        "running",
+        [
+            {"disk_key": "2000", "bytes_total": 100, "bytes_done": 10},
+            {"disk_key": "2001", "bytes_total": 100, "bytes_done": 10},
+        ],
+    )
+    vma.set_progress(job_id, doc)
+    poller.tick()
+    clock.advance(600)
+    assert poller.tick().updated == 1  # still within the stale timeout
+    clock.advance(400)
+    assert poller.tick().failed == 1
+    job = _job(job_id)
+    assert (job.status, job.error_class) == ("failed", "stalled")
+    assert "bytes_done stuck at 20" in job.error_message
+    assert vma.stop_calls == [job_id]
+
+
+def test_one_batched_request_per_vma_per_tick(db, clock):
+    with StubVma() as a, StubVma() as b:
+        ids = seed_replicating_jobs([("a", a.url), ("b", b.url)], 30, disks_per_job=1)
+        tokens = {"token:a": a.token, "token:b": b.token}
+        for stub, job_ids in zip((a, b), ids.values(), strict=True):
+            for j in job_ids:
+                stub.set_progress(
+                    j,
+                    progress_doc(
+                        j, "running", [{"disk_key": "2000", "bytes_total": 10, "bytes_done": 5}]
+                    ),
+                )
+        p = ProgressPoller(
+            timeouts=TIMEOUTS, token_for=lambda v: tokens[v.token_encrypted], clock=clock
+        )
+        try:
+            result = p.tick()
+        finally:
+            p.close()
+        assert (result.jobs, result.vmas, result.updated) == (60, 2, 60)
+        assert (a.requests, b.requests) == (1, 1)
