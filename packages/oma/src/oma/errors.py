@@ -60,3 +60,28 @@ class WorkflowError(OmaError):
 
 class VmaUnreachable(VmaClientError):
     """The VMA did not answer at all (connection refused, reset, timeout)."""
+
+
+class NotFoundError(OmaError):
+    """A requested row (job, context, appliance, target, credential) does not exist."""
+
+    def __init__(self, message: str, *, kind: str | None = None, id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.id = id
+
+
+class ConflictError(OmaError):
+    """A database uniqueness rule refused a change (second active job, duplicate name)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidStateError(OmaError):
+    """The row is in a state that does not allow the operation (e.g. delete an active job)."""
+
+
+class SecretsError(OmaError):
+    """A stored secret could not be encrypted or decrypted (wrong or invalid OMA_SECRET_KEY)."""

@@ -1,0 +1,330 @@
+"""OMA configuration: every ``OMA_*`` setting, defined, documented and validated here.
+
+This is the only module of the OMA that reads ``os.environ``. Values come from (highest
+first) explicit overrides, the environment, the TOML file named by ``OMA_CONFIG`` (keys are
+the names below in lower case without the prefix), and the defaults. An invalid value stops
+startup with :class:`migration_common.ConfigError` naming the variable.
+
+Server settings are loaded with :func:`load_config` (returns a frozen :class:`OmaConfig`);
+the operator CLI's client settings (``OMA_URL``, ``OMA_TOKEN``, ``OMA_DEBUG``) with
+:func:`load_client_config`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migration_common import (
+    ConfigError,
+    Setting,
+    load_settings,
+    parse_bool,
+    parse_hostport,
+    parse_int,
+    parse_port_range,
+    parse_seconds,
+)
+
+PREFIX = "OMA"
+
+
+def _default_data_dir() -> str:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return "/var/lib/oma"
+    return str(Path.home() / ".local" / "share" / "oma")
+
+
+def _parse_database_url(text: str) -> str:
+    url = text.strip()
+    schemes = ("sqlite://", "postgresql://", "postgres://", "mysql://", "mariadb://")
+    if not url.startswith(schemes):
+        raise ValueError(
+            f"expected sqlite:///path, postgresql://… or mysql://…, got {url.split(':')[0]!r}:…"
+        )
+    return url
+
+
+def _parse_log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {text!r}")
+    return level
+
+
+def _parse_host(text: str) -> str:
+    host = text.strip()
+    if not host or " " in host or "/" in host:
+        raise ValueError(f"expected a host name or IP address, got {text!r}")
+    return host
+
+
+def _parse_nonempty(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _parse_secret_key(text: str) -> str:
+    # Validated for real (Fernet format) by oma.secrets; here only non-empty.
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+# Every server setting: name (without OMA_), meaning, default. None defaults are derived.
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATA_DIR",
+        "directory for the SQLite database, secret key, export state and logs",
+        None,
+        _parse_nonempty,
+    ),
+    Setting(
+        "DATABASE_URL",
+        "database URL: sqlite:///path (default: <data dir>/oma.db), "
+        "postgresql://user:pw@host/db or mysql://user:pw@host/db",
+        None,
+        _parse_database_url,
+        secret=True,
+    ),
+    Setting("BIND", "host:port the API (oma serve) listens on", "0.0.0.0:8082", parse_hostport),
+    Setting(
+        "SECRET_KEY",
+        "Fernet key encrypting stored secrets (generated into "
+        "<data dir>/secret.key with a warning when absent)",
+        None,
+        _parse_secret_key,
+        secret=True,
+    ),
+    Setting("NBD_BIND_HOST", "address the replica NBD exports listen on", "127.0.0.1", _parse_host),
+    Setting(
+        "NBD_ADVERTISE_HOST",
+        "host the VMA uses to reach the exports (default: bind host)",
+        None,
+        _parse_host,
+    ),
+    Setting(
+        "NBD_PORT_RANGE",
+        "first-last TCP ports for replica NBD exports",
+        "10100-10199",
+        parse_port_range,
+    ),
+    Setting(
+        "BY_ID_DIR",
+        "directory where attached volumes appear as virtio-<serial>",
+        "/dev/disk/by-id",
+        _parse_nonempty,
+    ),
+    Setting("POLL_INTERVAL", "seconds between progress poller ticks", 5.0, parse_seconds),
+    Setting(
+        "VMA_UNREACHABLE_TIMEOUT",
+        "seconds a VMA may stay unreachable before its active jobs fail as vma_unreachable",
+        120.0,
+        parse_seconds,
+    ),
+    Setting(
+        "JOB_LOST_TIMEOUT",
+        "seconds a VMA may report a job unknown before it fails as job_lost",
+        60.0,
+        parse_seconds,
+    ),
+    Setting(
+        "STALE_TIMEOUT",
+        "seconds without byte progress before a job fails as stalled",
+        900.0,
+        parse_seconds,
+    ),
+    Setting(
+        "WORKER_ID",
+        "name of this worker in leases and heartbeats (default: hostname-pid)",
+        None,
+        _parse_nonempty,
+    ),
+    Setting(
+        "LEASE_TIMEOUT",
+        "seconds a claimed job or step stays leased to a worker that no longer renews it",
+        60.0,
+        parse_seconds,
+    ),
+    Setting(
+        "CLOUDSTACK_POLL_INTERVAL", "seconds between CloudStack async-job polls", 2.0, parse_seconds
+    ),
+    Setting(
+        "DEVICE_TIMEOUT",
+        "seconds to wait for an attached volume's by-id entry",
+        60.0,
+        parse_seconds,
+    ),
+    Setting(
+        "AUTO_UPGRADE",
+        "apply pending schema migrations when oma serve/worker start",
+        True,
+        parse_bool,
+    ),
+    Setting("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO", _parse_log_level),
+    Setting("LOG_FORMAT", "kv (key=value lines) or json", "kv", _parse_nonempty),
+    Setting("API_WORKERS", "gunicorn worker processes for oma serve", 2, parse_int(1, 64)),
+    Setting("API_THREADS", "threads per gunicorn worker", 4, parse_int(1, 64)),
+    Setting("API_TIMEOUT", "gunicorn worker timeout in seconds", 30, parse_int(5, 3600)),
+    Setting("VMA_TIMEOUT", "seconds an HTTP call to a VMA may take", 30.0, parse_seconds),
+)
+
+CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "URL",
+        "base URL of the OMA API for operator commands",
+        "http://127.0.0.1:8082",
+        _parse_nonempty,
+    ),
+    Setting("TOKEN", "API token for operator commands", None, str, secret=True),
+    Setting("DEBUG", "show tracebacks for CLI errors", False, parse_bool),
+)
+
+
+@dataclass(frozen=True)
+class OmaConfig:
+    """Validated OMA settings; attributes are the setting names in lower case.
+
+    ``config["POLL_INTERVAL"]`` and ``config.poll_interval`` are the same value.
+    """
+
+    data_dir: Path
+    database_url: str
+    bind: tuple[str, int]
+    secret_key: str | None
+    nbd_bind_host: str
+    nbd_advertise_host: str
+    nbd_port_range: tuple[int, int]
+    by_id_dir: Path
+    poll_interval: float
+    vma_unreachable_timeout: float
+    job_lost_timeout: float
+    stale_timeout: float
+    worker_id: str
+    lease_timeout: float
+    cloudstack_poll_interval: float
+    device_timeout: float
+    auto_upgrade: bool
+    log_level: str
+    log_format: str
+    api_workers: int
+    api_threads: int
+    api_timeout: int
+    vma_timeout: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        name = key.lower().removeprefix("oma_")
+        if name in self.__dataclass_fields__ and name != "extra":
+            return getattr(self, name)
+        return self.extra[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style access with a default."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict of the settings (secret key masked)."""
+        data = asdict(self)
+        data.pop("extra")
+        if data["secret_key"]:
+            data["secret_key"] = "***"
+        return data
+
+    @property
+    def bind_url(self) -> str:
+        """``http://host:port`` of the API as seen from this host."""
+        host, port = self.bind
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{port}"
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> OmaConfig:
+    """Load, validate and derive the OMA's settings (see the module docstring for precedence).
+
+    ``overrides`` keys are setting names with or without the ``OMA_`` prefix, in any case.
+    """
+    clean = {k.upper().removeprefix("OMA_"): v for k, v in (overrides or {}).items()}
+    values = load_settings(PREFIX, SETTINGS, environ=environ, overrides=clean)
+    data_dir = Path(values["DATA_DIR"] or _default_data_dir()).expanduser()
+    db_url = values["DATABASE_URL"] or f"sqlite:///{(data_dir / 'oma.db').resolve()}"
+    lo, hi = values["NBD_PORT_RANGE"]
+    if values["LOG_FORMAT"] not in ("kv", "json"):
+        raise ConfigError("OMA_LOG_FORMAT", f"expected kv or json, got {values['LOG_FORMAT']!r}")
+    worker_id = values["WORKER_ID"] or f"{socket.gethostname()}-{os.getpid()}"
+    return OmaConfig(
+        data_dir=data_dir,
+        database_url=db_url,
+        bind=values["BIND"],
+        secret_key=values["SECRET_KEY"],
+        nbd_bind_host=values["NBD_BIND_HOST"],
+        nbd_advertise_host=values["NBD_ADVERTISE_HOST"] or values["NBD_BIND_HOST"],
+        nbd_port_range=(lo, hi),
+        by_id_dir=Path(values["BY_ID_DIR"]),
+        poll_interval=values["POLL_INTERVAL"],
+        vma_unreachable_timeout=values["VMA_UNREACHABLE_TIMEOUT"],
+        job_lost_timeout=values["JOB_LOST_TIMEOUT"],
+        stale_timeout=values["STALE_TIMEOUT"],
+        worker_id=worker_id,
+        lease_timeout=values["LEASE_TIMEOUT"],
+        cloudstack_poll_interval=values["CLOUDSTACK_POLL_INTERVAL"],
+        device_timeout=values["DEVICE_TIMEOUT"],
+        auto_upgrade=values["AUTO_UPGRADE"],
+        log_level=values["LOG_LEVEL"],
+        log_format=values["LOG_FORMAT"],
+        api_workers=values["API_WORKERS"],
+        api_threads=values["API_THREADS"],
+        api_timeout=values["API_TIMEOUT"],
+        vma_timeout=values["VMA_TIMEOUT"],
+    )
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Settings of the operator commands (``oma vms``, ``oma jobs`` …)."""
+
+    url: str
+    token: str | None
+    debug: bool
+
+
+def load_client_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ClientConfig:
+    """Load ``OMA_URL``, ``OMA_TOKEN`` and ``OMA_DEBUG`` (overrides win over the environment)."""
+    env = dict(os.environ if environ is None else environ)
+    env.pop("OMA_CONFIG", None)  # the server's TOML file has no client keys
+    clean = {
+        k.upper().removeprefix("OMA_"): v for k, v in (overrides or {}).items() if v is not None
+    }
+    values = load_settings(PREFIX, CLIENT_SETTINGS, environ=env, overrides=clean)
+    return ClientConfig(
+        url=values["URL"].rstrip("/"), token=values["TOKEN"] or None, debug=values["DEBUG"]
+    )
+
+
+def environ_flag(name: str) -> str | None:
+    """Read one raw ``OMA_*`` variable (for the few places that need it before config loads)."""
+    return os.environ.get(name)
+
+
+def level_number(level: str) -> int:
+    """The logging module's number for a level name."""
+    return int(logging.getLevelName(level))

@@ -1,0 +1,402 @@
+"""The OMA's tables as peewee models (the schema itself is created by numbered migrations).
+
+Status words: replication jobs use :class:`JobStatus`; per-disk rows use
+``migration_common.Status`` (queued|running|completed|failed|stopped) and ``Phase``.
+
+"At most one active job per VM" is enforced by the database: a job row carries
+``active_context_id`` (unique, nullable) equal to its context's id while the job is active
+and NULL once it is terminal, so a second active job for the same context cannot be inserted
+on any of the three databases. ``vm_contexts.active_job_id`` mirrors it for readers and is
+changed in the same transaction (see ``repos/jobs.py``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    TextField,
+)
+
+from .db import BaseModel
+from .fields import JSONField, UtcDateTimeField, UUIDStrField, new_id, now
+
+
+class JobStatus(StrEnum):
+    """Replication job states (architecture.md §4)."""
+
+    PENDING = "pending"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    REPLICATING = "replicating"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for completed, failed and stopped."""
+        return self in TERMINAL_JOB_STATUSES
+
+
+ACTIVE_JOB_STATUSES = (
+    JobStatus.PENDING,
+    JobStatus.PROVISIONING,
+    JobStatus.READY,
+    JobStatus.REPLICATING,
+)
+TERMINAL_JOB_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.STOPPED)
+
+
+class RequestedType(StrEnum):
+    """What the operator asked for; ``auto`` lets the worker pick full or incremental."""
+
+    AUTO = "auto"
+    FULL = "full"
+    INCREMENTAL = "incremental"
+
+
+class ContextState(StrEnum):
+    """VM context states (architecture.md §4)."""
+
+    DISCOVERED = "discovered"
+    REPLICATING = "replicating"
+    READY_FOR_FAILOVER = "ready_for_failover"
+    FAILED_OVER_TEST = "failed_over_test"
+    FAILED_OVER_LIVE = "failed_over_live"
+    FAILED = "failed"
+
+
+class Role(StrEnum):
+    """API token roles: admin > operator > viewer (read-only)."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class StepStatus(StrEnum):
+    """Workflow step states."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+
+
+class VmaAppliance(BaseModel):
+    """A registered VMA: where it is and its API token (encrypted)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    url = CharField(max_length=500)
+    token_encrypted = TextField()
+    version = CharField(max_length=50, null=True)
+    last_seen_at = UtcDateTimeField(null=True)
+    last_error = TextField(null=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "vma_appliances"
+
+
+class VmwareCredential(BaseModel):
+    """A saved vCenter login; the password is encrypted."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    vcenter = CharField(max_length=255)
+    username = CharField(max_length=255)
+    password_encrypted = TextField()
+    datacenter = CharField(max_length=255, null=True)
+    insecure = BooleanField(default=False)
+    is_default = BooleanField(default=False)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "vmware_credentials"
+
+
+class CloudStackTarget(BaseModel):
+    """A CloudStack endpoint, its API key pair (secret encrypted) and placement choices."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    endpoint = CharField(max_length=500)
+    api_key = CharField(max_length=255)
+    secret_key_encrypted = TextField()
+    zone_id = CharField(max_length=64)
+    oma_vm_id = CharField(max_length=64)
+    disk_offering_id = CharField(max_length=64, null=True)
+    verify_tls = BooleanField(default=True)
+    is_default = BooleanField(default=False)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "cloudstack_targets"
+
+
+class VmContext(BaseModel):
+    """One protected VM (unique per vCenter + VMware VM uuid)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    vma = ForeignKeyField(VmaAppliance, null=True, backref="contexts", on_delete="SET NULL")
+    credential = ForeignKeyField(
+        VmwareCredential, null=True, backref="contexts", on_delete="SET NULL"
+    )
+    target = ForeignKeyField(CloudStackTarget, null=True, backref="contexts", on_delete="SET NULL")
+    vcenter = CharField(max_length=255)
+    vm_id = CharField(max_length=100)
+    name = CharField(max_length=255)
+    path = CharField(max_length=1000, null=True)
+    state = CharField(max_length=32, default=ContextState.DISCOVERED.value, index=True)
+    spec = JSONField(null=True)
+    ready_for_failover = BooleanField(default=False)
+    active_job_id = UUIDStrField(null=True, unique=True)
+    last_job_id = UUIDStrField(null=True)
+    last_success_at = UtcDateTimeField(null=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "vm_contexts"
+        indexes = ((("vcenter", "vm_id"), True),)
+
+
+class ReplicaVolume(BaseModel):
+    """The CloudStack volume that holds one source disk's replica."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    context = ForeignKeyField(VmContext, backref="volumes", on_delete="CASCADE")
+    disk_key = CharField(max_length=32)
+    cloudstack_volume_id = CharField(max_length=64, null=True, unique=True)
+    name = CharField(max_length=255, null=True)
+    size_bytes = BigIntegerField()
+    attached_vm_id = CharField(max_length=64, null=True)
+    device_id = IntegerField(null=True)
+    device_path = CharField(max_length=500, null=True)
+    state = CharField(max_length=32, default="creating", index=True)
+    error = TextField(null=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "replica_volumes"
+        indexes = ((("context", "disk_key"), False),)
+
+
+class VmDisk(BaseModel):
+    """A source disk of a context, stable per (context, disk key): capacity and change ID."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    context = ForeignKeyField(VmContext, backref="disks", on_delete="CASCADE")
+    disk_key = CharField(max_length=32)
+    capacity_bytes = BigIntegerField()
+    label = CharField(max_length=255, null=True)
+    unit_number = IntegerField(null=True)
+    controller_key = IntegerField(null=True)
+    path = CharField(max_length=1000, null=True)
+    replica_volume = ForeignKeyField(
+        ReplicaVolume, null=True, backref="disks", on_delete="SET NULL"
+    )
+    change_id = CharField(max_length=255, null=True)
+    change_id_at = UtcDateTimeField(null=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "vm_disks"
+        indexes = ((("context", "disk_key"), True),)
+
+
+class ReplicationJob(BaseModel):
+    """One replication (full or incremental) of a VM context."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    context = ForeignKeyField(VmContext, backref="jobs", on_delete="CASCADE")
+    vma = ForeignKeyField(VmaAppliance, null=True, backref="jobs", on_delete="SET NULL")
+    requested_type = CharField(max_length=16, default=RequestedType.AUTO.value)
+    effective_type = CharField(max_length=16, null=True)
+    status = CharField(max_length=16, default=JobStatus.PENDING.value, index=True)
+    active_context_id = UUIDStrField(null=True, unique=True)
+    phase = CharField(max_length=16, null=True)
+    percent = FloatField(default=0.0)
+    bytes_total = BigIntegerField(default=0)
+    bytes_done = BigIntegerField(default=0)
+    throughput_bps = FloatField(default=0.0)
+    eta_seconds = FloatField(null=True)
+    error_class = CharField(max_length=64, null=True)
+    error_message = TextField(null=True)
+    attempts = IntegerField(default=0)
+    claimed_by = CharField(max_length=255, null=True)
+    lease_until = UtcDateTimeField(null=True)
+    vma_seen_at = UtcDateTimeField(null=True)
+    last_progress_at = UtcDateTimeField(null=True)
+    stop_requested = BooleanField(default=False)
+    created_at = UtcDateTimeField(default=now, index=True)
+    started_at = UtcDateTimeField(null=True)
+    updated_at = UtcDateTimeField(default=now)
+    finished_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "replication_jobs"
+
+
+class JobDisk(BaseModel):
+    """Per-disk progress of one job."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    job = ForeignKeyField(ReplicationJob, backref="disks", on_delete="CASCADE")
+    disk_key = CharField(max_length=32)
+    status = CharField(max_length=16, default="queued")
+    phase = CharField(max_length=16, null=True)
+    sync_type = CharField(max_length=16, null=True)
+    bytes_total = BigIntegerField(default=0)
+    bytes_done = BigIntegerField(default=0)
+    bytes_written = BigIntegerField(default=0)
+    bytes_zeroed = BigIntegerField(default=0)
+    throughput_bps = FloatField(default=0.0)
+    change_id = CharField(max_length=255, null=True)
+    previous_change_id = CharField(max_length=255, null=True)
+    target_uri = CharField(max_length=500, null=True)
+    error = TextField(null=True)
+    seq = IntegerField(default=0)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "job_disks"
+        indexes = ((("job", "disk_key"), True),)
+
+
+class NbdExport(BaseModel):
+    """A running (or recorded) qemu-nbd export of a replica volume."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    volume = ForeignKeyField(ReplicaVolume, backref="exports", on_delete="CASCADE")
+    host = CharField(max_length=255)
+    port = IntegerField()
+    export_name = CharField(max_length=255)
+    device_path = CharField(max_length=500, null=True)
+    pid = IntegerField(null=True)
+    worker_id = CharField(max_length=255, null=True)
+    state = CharField(max_length=16, default="starting", index=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "nbd_exports"
+
+
+class ApiToken(BaseModel):
+    """An API bearer token; only its HMAC-SHA256 hash is stored."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    role = CharField(max_length=16)
+    token_hash = CharField(max_length=128, unique=True)
+    created_at = UtcDateTimeField(default=now)
+    last_used_at = UtcDateTimeField(null=True)
+    revoked_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+class JobEvent(BaseModel):
+    """One line of a job's (or context's) timeline, shown to operators."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    job = ForeignKeyField(ReplicationJob, null=True, backref="events", on_delete="CASCADE")
+    context = ForeignKeyField(VmContext, null=True, backref="events", on_delete="CASCADE")
+    at = UtcDateTimeField(default=now, index=True)
+    kind = CharField(max_length=64)
+    message = TextField()
+    data = JSONField(null=True)
+
+    class Meta:
+        table_name = "job_events"
+
+
+class Workflow(BaseModel):
+    """A multi-step operation (replication setup, failover, rollback, cleanup) of a context."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    kind = CharField(max_length=32)
+    context = ForeignKeyField(VmContext, null=True, backref="workflows", on_delete="CASCADE")
+    job = ForeignKeyField(ReplicationJob, null=True, backref="workflows", on_delete="CASCADE")
+    status = CharField(max_length=16, default="pending", index=True)
+    params = JSONField(null=True)
+    result = JSONField(null=True)
+    error = TextField(null=True)
+    claimed_by = CharField(max_length=255, null=True)
+    lease_until = UtcDateTimeField(null=True)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+    finished_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "workflows"
+
+
+class WorkflowStep(BaseModel):
+    """One named, ordered, idempotent step of a workflow."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    workflow = ForeignKeyField(Workflow, backref="steps", on_delete="CASCADE")
+    name = CharField(max_length=64)
+    position = IntegerField()
+    status = CharField(max_length=16, default=StepStatus.PENDING.value)
+    attempts = IntegerField(default=0)
+    error = TextField(null=True)
+    data = JSONField(null=True)
+    claimed_by = CharField(max_length=255, null=True)
+    lease_until = UtcDateTimeField(null=True)
+    started_at = UtcDateTimeField(null=True)
+    finished_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "workflow_steps"
+        indexes = ((("workflow", "name"), True),)
+
+
+class WorkerHeartbeat(BaseModel):
+    """The last sign of life of an ``oma worker`` process (written every tick)."""
+
+    worker_id = CharField(max_length=255, primary_key=True)
+    hostname = CharField(max_length=255)
+    pid = IntegerField()
+    version = CharField(max_length=50, null=True)
+    started_at = UtcDateTimeField(default=now)
+    seen_at = UtcDateTimeField(default=now, index=True)
+
+    class Meta:
+        table_name = "worker_heartbeats"
+
+
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    VmaAppliance,
+    VmwareCredential,
+    CloudStackTarget,
+    VmContext,
+    ReplicaVolume,
+    VmDisk,
+    ReplicationJob,
+    JobDisk,
+    NbdExport,
+    ApiToken,
+    JobEvent,
+    Workflow,
+    WorkflowStep,
+    WorkerHeartbeat,
+)
+"""Every model, in dependency order."""

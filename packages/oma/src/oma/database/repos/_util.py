@@ -1,0 +1,36 @@
+"""Helpers shared by the repositories: IntegrityError translation, lookups, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from peewee import IntegrityError, Model, ModelSelect
+
+from ...errors import ConflictError, NotFoundError
+
+M = TypeVar("M", bound=Model)
+
+
+@contextmanager
+def translate_integrity(message: str, *, field: str | None = None) -> Iterator[None]:
+    """Turn peewee's IntegrityError (unique/foreign key) into ConflictError(message)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise ConflictError(message, field=field) from exc
+
+
+def get_or_raise(model: type[M], id: Any, kind: str) -> M:
+    """The row with primary key ``id`` or NotFoundError naming ``kind``."""
+    row = model.get_or_none(model._meta.primary_key == id)
+    if row is None:
+        raise NotFoundError(f"{kind} {id} not found", kind=kind, id=str(id))
+    return row
+
+
+def paginate(query: ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
+    """(rows of one page, total count) for ``query``."""
+    total = query.count()
+    return list(query.limit(limit).offset(offset)), total

@@ -1,0 +1,451 @@
+"""replication_jobs and job_disks: create, claim, progress, finish, stop and delete jobs.
+
+The "one active job per VM" rule lives in the database: ``replication_jobs.active_context_id``
+is unique and holds the context id while the job is active (NULL once terminal). A second
+``create_job`` for the same context fails with the database's IntegrityError, translated to
+:class:`oma.errors.ConflictError` — no check-then-insert race, on any of the three databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from peewee import IntegrityError
+
+from migration_common import JobProgress, Status
+
+from ...errors import ConflictError, InvalidStateError
+from ..db import database, is_sqlite
+from ..fields import now
+from ..models import (
+    ACTIVE_JOB_STATUSES,
+    ContextState,
+    JobDisk,
+    JobStatus,
+    ReplicationJob,
+    RequestedType,
+    VmContext,
+)
+from . import events
+from ._util import get_or_raise, paginate
+
+ACTIVE = [s.value for s in ACTIVE_JOB_STATUSES]
+
+
+def create_job(
+    context_id: str,
+    *,
+    requested_type: RequestedType | str = RequestedType.AUTO,
+    vma_id: str | None = None,
+) -> ReplicationJob:
+    """Insert a pending job for a context; ConflictError when it already has an active job.
+
+    ``vma_id`` defaults to the context's VMA. The context moves to ``replicating``.
+    """
+    requested = RequestedType(requested_type)
+    try:
+        with database.atomic():
+            ctx = get_or_raise(VmContext, context_id, "vm context")
+            job = ReplicationJob.create(
+                context=ctx.id,
+                vma=vma_id or ctx.vma_id,
+                requested_type=requested.value,
+                status=JobStatus.PENDING.value,
+                active_context_id=ctx.id,
+            )
+            VmContext.update(
+                active_job_id=job.id,
+                last_job_id=job.id,
+                state=ContextState.REPLICATING.value,
+                ready_for_failover=False,
+                updated_at=now(),
+            ).where(VmContext.id == ctx.id).execute()
+            events.append_event(
+                "job_created",
+                f"{requested.value} replication requested",
+                job_id=job.id,
+                context_id=ctx.id,
+            )
+    except IntegrityError as exc:
+        active = VmContext.get_or_none(VmContext.id == context_id)
+        current = active.active_job_id if active else None
+        raise ConflictError(
+            f"VM context {context_id} already has an active job"
+            + (f" ({current})" if current else ""),
+            field="vm_context_id",
+        ) from exc
+    return job
+
+
+def get_job(job_id: str) -> ReplicationJob:
+    """The job with this id, or NotFoundError."""
+    return get_or_raise(ReplicationJob, job_id, "replication job")
+
+
+def list_jobs(
+    *,
+    status: str | Sequence[str] | None = None,
+    context_id: str | None = None,
+    vma_id: str | None = None,
+    active: bool | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[ReplicationJob], int]:
+    """A page of jobs, newest first, and the total count matching the filters."""
+    query = ReplicationJob.select()
+    if status:
+        statuses = [status] if isinstance(status, str) else list(status)
+        query = query.where(ReplicationJob.status.in_(statuses))
+    if active is True:
+        query = query.where(ReplicationJob.status.in_(ACTIVE))
+    elif active is False:
+        query = query.where(ReplicationJob.status.not_in(ACTIVE))
+    if context_id:
+        query = query.where(ReplicationJob.context == context_id)
+    if vma_id:
+        query = query.where(ReplicationJob.vma == vma_id)
+    if since is not None:
+        query = query.where(ReplicationJob.created_at >= since)
+    query = query.order_by(ReplicationJob.created_at.desc(), ReplicationJob.id)
+    return paginate(query, limit, offset)
+
+
+def list_active_jobs(
+    *, vma_id: str | None = None, statuses: Iterable[str] | None = None
+) -> list[ReplicationJob]:
+    """Every job in ``statuses`` (default: all active statuses), oldest first."""
+    wanted = [str(s) for s in statuses] if statuses is not None else ACTIVE
+    query = ReplicationJob.select().where(ReplicationJob.status.in_(wanted))
+    if vma_id is not None:
+        query = query.where(ReplicationJob.vma == vma_id)
+    return list(query.order_by(ReplicationJob.created_at))
+
+
+def list_job_disks(job_id: str) -> list[JobDisk]:
+    """A job's per-disk rows ordered by disk key."""
+    rows = list(JobDisk.select().where(JobDisk.job == job_id))
+    return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
+
+
+def claim_pending_job(
+    worker_id: str, *, lease_seconds: float = 60.0, statuses: Iterable[str] = ("pending",)
+) -> ReplicationJob | None:
+    """Claim the oldest job in ``statuses`` whose lease is free or expired; None if none.
+
+    PostgreSQL/MariaDB use ``SELECT … FOR UPDATE SKIP LOCKED`` so concurrent workers never
+    claim the same job; SQLite (one worker per host) relies on its database-wide write lock.
+    """
+    stamp = now()
+    with database.atomic():
+        query = (
+            ReplicationJob.select()
+            .where(
+                ReplicationJob.status.in_(list(statuses)),
+                (ReplicationJob.lease_until.is_null()) | (ReplicationJob.lease_until < stamp),
+                ReplicationJob.stop_requested == False,  # noqa: E712
+            )
+            .order_by(ReplicationJob.created_at)
+            .limit(1)
+        )
+        if not is_sqlite():
+            query = query.for_update(skip_locked=True)
+        job = query.first()
+        if job is None:
+            return None
+        ReplicationJob.update(
+            claimed_by=worker_id,
+            lease_until=stamp + timedelta(seconds=lease_seconds),
+            attempts=ReplicationJob.attempts + 1,
+            updated_at=stamp,
+        ).where(ReplicationJob.id == job.id).execute()
+    return ReplicationJob.get_by_id(job.id)
+
+
+def renew_lease(job_id: str, worker_id: str, *, lease_seconds: float = 60.0) -> bool:
+    """Extend a claimed job's lease; False when another worker holds it now."""
+    return bool(
+        ReplicationJob.update(lease_until=now() + timedelta(seconds=lease_seconds))
+        .where(ReplicationJob.id == job_id, ReplicationJob.claimed_by == worker_id)
+        .execute()
+    )
+
+
+def release_lease(job_id: str) -> None:
+    """Give a claimed job back (claimed_by and lease cleared)."""
+    ReplicationJob.update(claimed_by=None, lease_until=None).where(
+        ReplicationJob.id == job_id
+    ).execute()
+
+
+def set_status(
+    job_id: str,
+    status: JobStatus | str,
+    *,
+    message: str | None = None,
+    **fields: Any,
+) -> None:
+    """Move an active job to another active status (e.g. provisioning → ready), with an event.
+
+    Use :func:`complete_job`, :func:`fail_job` or :func:`stop_job` for terminal states.
+    """
+    new = JobStatus(status)
+    if new.is_terminal:
+        raise ValueError("use complete_job/fail_job/stop_job for terminal states")
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is already {job.status}")
+        values: dict[str, Any] = {"status": new.value, "updated_at": now(), **fields}
+        if new is not JobStatus.PENDING and job.started_at is None:
+            values["started_at"] = now()
+        ReplicationJob.update(**values).where(ReplicationJob.id == job_id).execute()
+        if new.value != job.status:
+            events.append_event(
+                "status",
+                message or f"{job.status} → {new.value}",
+                job_id=job_id,
+                context_id=job.context_id,
+                data={"from": job.status, "to": new.value},
+            )
+
+
+def upsert_job_disks(job_id: str, disks: Iterable[Mapping[str, Any]]) -> None:
+    """Create or update per-disk rows of a job (disk_key, target_uri, previous_change_id …)."""
+    with database.atomic():
+        for disk in disks:
+            key = str(disk["disk_key"])
+            fields = {k: v for k, v in disk.items() if k != "disk_key"}
+            row = JobDisk.get_or_none(JobDisk.job == job_id, JobDisk.disk_key == key)
+            if row is None:
+                JobDisk.create(job=job_id, disk_key=key, **fields)
+            elif fields:
+                JobDisk.update(updated_at=now(), **fields).where(JobDisk.id == row.id).execute()
+
+
+def update_job_progress(job_id: str, progress: JobProgress) -> dict[str, Any]:
+    """Write one VMA progress document into the job and its disk rows, in one transaction.
+
+    Only progress columns change (phase, percent, bytes, throughput, ETA, sync type,
+    vma_seen_at; last_progress_at when bytes_done advanced). Disk updates with a ``seq``
+    lower than the stored one are ignored. A phase change appends a ``phase`` event.
+    Terminal decisions (complete/fail) are the caller's: this returns
+    ``{"phase_changed": bool, "advanced": bool}``.
+    """
+    stamp = now()
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            return {"phase_changed": False, "advanced": False, "ignored": True}
+        advanced = progress.bytes_done > (job.bytes_done or 0)
+        phase = progress.phase.value
+        values: dict[str, Any] = {
+            "phase": phase,
+            "percent": progress.percent,
+            "bytes_total": progress.bytes_total,
+            "bytes_done": progress.bytes_done,
+            "throughput_bps": progress.throughput_bps,
+            "eta_seconds": progress.eta_seconds,
+            "effective_type": progress.sync_type.value,
+            "vma_seen_at": stamp,
+            "updated_at": stamp,
+        }
+        if advanced or job.last_progress_at is None:
+            values["last_progress_at"] = stamp
+        if progress.status is Status.RUNNING and job.status in (
+            JobStatus.READY.value,
+            JobStatus.PROVISIONING.value,
+        ):
+            values["status"] = JobStatus.REPLICATING.value
+        ReplicationJob.update(**values).where(ReplicationJob.id == job_id).execute()
+        existing = {d.disk_key: d for d in JobDisk.select().where(JobDisk.job == job_id)}
+        for disk in progress.disks:
+            row = existing.get(disk.disk_key)
+            fields = {
+                "status": disk.status.value,
+                "phase": disk.phase.value,
+                "sync_type": disk.sync_type.value,
+                "bytes_total": disk.bytes_total,
+                "bytes_done": disk.bytes_done,
+                "bytes_written": disk.bytes_written,
+                "bytes_zeroed": disk.bytes_zeroed,
+                "throughput_bps": disk.throughput_bps,
+                "change_id": disk.change_id,
+                "error": disk.error,
+                "seq": disk.seq,
+                "updated_at": stamp,
+            }
+            if row is None:
+                JobDisk.create(job=job_id, disk_key=disk.disk_key, **fields)
+            elif disk.seq >= row.seq:
+                JobDisk.update(**fields).where(JobDisk.id == row.id).execute()
+        phase_changed = phase != job.phase
+        if phase_changed:
+            events.append_event(
+                "phase",
+                f"phase {phase}",
+                job_id=job_id,
+                context_id=job.context_id,
+                data={"from": job.phase, "to": phase, "bytes_done": progress.bytes_done},
+            )
+    return {"phase_changed": phase_changed, "advanced": advanced}
+
+
+def _finish(
+    job: ReplicationJob,
+    status: JobStatus,
+    *,
+    context_state: ContextState | None,
+    kind: str,
+    message: str,
+    error_class: str | None = None,
+    error_message: str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> None:
+    stamp = now()
+    values: dict[str, Any] = {
+        "status": status.value,
+        "active_context_id": None,
+        "claimed_by": None,
+        "lease_until": None,
+        "finished_at": stamp,
+        "updated_at": stamp,
+        "error_class": error_class,
+        "error_message": error_message,
+    }
+    if status is JobStatus.COMPLETED:
+        values["percent"] = 100.0
+    ReplicationJob.update(**values).where(ReplicationJob.id == job.id).execute()
+    ctx_values: dict[str, Any] = {"active_job_id": None, "updated_at": stamp}
+    if context_state is not None:
+        ctx_values["state"] = context_state.value
+    if status is JobStatus.COMPLETED:
+        ctx_values["ready_for_failover"] = True
+        ctx_values["last_success_at"] = stamp
+    VmContext.update(**ctx_values).where(
+        VmContext.id == job.context_id, VmContext.active_job_id == job.id
+    ).execute()
+    events.append_event(
+        kind, message, job_id=job.id, context_id=job.context_id, data=dict(data) if data else None
+    )
+
+
+def _previous_context_state(context_id: str) -> ContextState:
+    ctx = VmContext.get_by_id(context_id)
+    if ctx.last_success_at is not None:
+        return ContextState.READY_FOR_FAILOVER
+    return ContextState.DISCOVERED
+
+
+def complete_job(job_id: str, change_ids: Mapping[str, str] | None = None) -> ReplicationJob:
+    """Mark a job completed; store each disk's new change ID on vm_disks (same transaction).
+
+    The context becomes ``ready_for_failover`` and its active job is cleared.
+    """
+    from .contexts import store_change_ids
+
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is already {job.status}")
+        if change_ids:
+            store_change_ids(job.context_id, change_ids)
+        _finish(
+            job,
+            JobStatus.COMPLETED,
+            context_state=ContextState.READY_FOR_FAILOVER,
+            kind="completed",
+            message="replication completed",
+            data={"change_ids": dict(change_ids or {})},
+        )
+    return get_job(job_id)
+
+
+def fail_job(job_id: str, error_class: str, error_message: str) -> ReplicationJob:
+    """Mark a job failed with a classification (e.g. ``vma_unreachable``) and a message.
+
+    The context's active job is cleared; its state returns to ``ready_for_failover`` when an
+    earlier sync succeeded (the replica is still consistent), else to ``failed``.
+    """
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is already {job.status}")
+        state = _previous_context_state(job.context_id)
+        if state is ContextState.DISCOVERED:
+            state = ContextState.FAILED
+        _finish(
+            job,
+            JobStatus.FAILED,
+            context_state=state,
+            kind="failed",
+            message=f"{error_class}: {error_message}",
+            error_class=error_class,
+            error_message=error_message,
+        )
+    return get_job(job_id)
+
+
+def request_stop(job_id: str) -> ReplicationJob:
+    """Ask for a job to stop. A pending job (nobody working on it) stops at once; otherwise
+    ``stop_requested`` is set and the worker stops the VMA side and calls :func:`stop_job`.
+    """
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is already {job.status}")
+        if job.status == JobStatus.PENDING.value and job.claimed_by is None:
+            _finish(
+                job,
+                JobStatus.STOPPED,
+                context_state=_previous_context_state(job.context_id),
+                kind="stopped",
+                message="stopped before it started",
+            )
+        else:
+            ReplicationJob.update(stop_requested=True, updated_at=now()).where(
+                ReplicationJob.id == job_id
+            ).execute()
+            events.append_event(
+                "stop_requested", "stop requested", job_id=job_id, context_id=job.context_id
+            )
+    return get_job(job_id)
+
+
+def stop_job(job_id: str, message: str = "stopped by operator") -> ReplicationJob:
+    """Mark a job stopped (called by the worker once the VMA side is stopped)."""
+    with database.atomic():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is already {job.status}")
+        _finish(
+            job,
+            JobStatus.STOPPED,
+            context_state=_previous_context_state(job.context_id),
+            kind="stopped",
+            message=message,
+        )
+    return get_job(job_id)
+
+
+def delete_job(job_id: str) -> None:
+    """Delete a terminal job with its disk rows and events; InvalidStateError while active."""
+    with database.atomic():
+        job = get_job(job_id)
+        if not JobStatus(job.status).is_terminal:
+            raise InvalidStateError(f"job {job_id} is {job.status}; stop it before deleting it")
+        VmContext.update(last_job_id=None).where(VmContext.last_job_id == job_id).execute()
+        job.delete_instance()
+
+
+def stale_jobs(older_than: datetime) -> list[ReplicationJob]:
+    """Active jobs whose last byte progress (or creation) is older than ``older_than``."""
+    return list(
+        ReplicationJob.select().where(
+            ReplicationJob.status == JobStatus.REPLICATING.value,
+            ((ReplicationJob.last_progress_at.is_null()) & (ReplicationJob.updated_at < older_than))
+            | (ReplicationJob.last_progress_at < older_than),
+        )
+    )

@@ -1,0 +1,213 @@
+"""Schema migrations and repositories on SQLite, PostgreSQL and MariaDB (real servers)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from migration_common import DiskProgress, JobProgress, Phase, Status, SyncType
+from oma.database import applied, database, pending, upgrade
+from oma.database.fields import now
+from oma.database.models import JobDisk, ReplicationJob, VmContext, VmDisk
+from oma.database.repos import contexts, events, heartbeats, jobs, tokens
+from oma.errors import ConflictError, InvalidStateError, NotFoundError
+
+VM = {
+    "id": "42e1c6f0-0000-4000-8000-000000000001",
+    "name": "web-01",
+    "disks": [
+        {"disk_key": 2000, "capacity_bytes": 8 << 20, "label": "Hard disk 1", "unit_number": 0},
+        {"key": "2001", "capacity_bytes": 4 << 20, "label": "Hard disk 2", "unit_number": 1},
+    ],
+}
+
+
+def _context(vm_id: str = VM["id"]) -> VmContext:
+    return contexts.create_context(
+        vcenter="vc.lab",
+        vm_id=vm_id,
+        name="web-01",
+        spec={"cpus": 2},
+        disks=contexts.disk_rows_from_vm(VM),
+    )
+
+
+def test_migrations_recorded_and_idempotent(any_db: str) -> None:
+    assert applied() == ["0001_initial"]
+    assert pending() == []
+    assert upgrade() == []
+    tables = set(database.get_tables())
+    for name in (
+        "vm_contexts",
+        "vm_disks",
+        "replication_jobs",
+        "job_disks",
+        "replica_volumes",
+        "nbd_exports",
+        "vma_appliances",
+        "vmware_credentials",
+        "cloudstack_targets",
+        "api_tokens",
+        "job_events",
+        "workflow_steps",
+        "worker_heartbeats",
+        "schema_migrations",
+    ):
+        assert name in tables
+
+
+def test_context_with_disks_keyed_by_string(any_db: str) -> None:
+    ctx = _context()
+    disks = contexts.list_disks(ctx.id)
+    assert [(d.disk_key, d.capacity_bytes) for d in disks] == [("2000", 8 << 20), ("2001", 4 << 20)]
+    assert VmContext.get_by_id(ctx.id).spec == {"cpus": 2}
+    with pytest.raises(ConflictError) as err:
+        _context()
+    assert err.value.field == "vm_id"
+
+
+def test_upsert_keeps_disk_ids_and_resets_change_id_on_resize(any_db: str) -> None:
+    ctx = _context()
+    before = {d.disk_key: d.id for d in contexts.list_disks(ctx.id)}
+    contexts.store_change_ids(ctx.id, {"2000": "52 aa/1", "2001": "52 bb/1"})
+    contexts.upsert_disks(
+        ctx.id,
+        [
+            {"disk_key": "2000", "capacity_bytes": 8 << 20},
+            {"disk_key": "2001", "capacity_bytes": 16 << 20},
+        ],
+    )
+    rows = {d.disk_key: d for d in contexts.list_disks(ctx.id)}
+    assert {k: r.id for k, r in rows.items()} == before
+    assert rows["2000"].change_id == "52 aa/1"
+    assert rows["2001"].change_id is None
+
+
+def test_second_active_job_is_a_conflict_enforced_by_the_database(any_db: str) -> None:
+    ctx = _context()
+    job = jobs.create_job(ctx.id, requested_type="full")
+    with pytest.raises(ConflictError) as err:
+        jobs.create_job(ctx.id)
+    assert err.value.field == "vm_context_id"
+    # The rule is the unique column, not application code: a raw insert fails too.
+    from peewee import IntegrityError
+
+    with pytest.raises(IntegrityError), database.atomic():
+        ReplicationJob.create(context=ctx.id, active_context_id=ctx.id)
+    assert VmContext.get_by_id(ctx.id).active_job_id == job.id
+    jobs.fail_job(job.id, "test", "boom")
+    second = jobs.create_job(ctx.id)
+    assert second.status == "pending"
+
+
+def test_claim_progress_and_complete(any_db: str) -> None:
+    ctx = _context()
+    job = jobs.create_job(ctx.id)
+    claimed = jobs.claim_pending_job("w1", lease_seconds=30)
+    assert claimed is not None and claimed.id == job.id and claimed.claimed_by == "w1"
+    assert jobs.claim_pending_job("w2") is None  # leased
+    jobs.set_status(job.id, "provisioning")
+    jobs.upsert_job_disks(
+        job.id,
+        [
+            {"disk_key": "2000", "target_uri": "nbd://h:1/vol-a"},
+            {"disk_key": "2001", "target_uri": "nbd://h:2/vol-b"},
+        ],
+    )
+    jobs.set_status(job.id, "ready")
+    disks = [
+        DiskProgress(disk_key="2000", phase=Phase.COPY, bytes_total=100, bytes_done=40, seq=3),
+        DiskProgress(disk_key="2001", phase=Phase.COPY, bytes_total=50, bytes_done=50, seq=2),
+    ]
+    progress = JobProgress.aggregate(job.id, disks, status=Status.RUNNING, sync_type=SyncType.FULL)
+    result = jobs.update_job_progress(job.id, progress)
+    assert result["advanced"] and result["phase_changed"]
+    row = jobs.get_job(job.id)
+    assert (row.status, row.bytes_done, row.bytes_total, row.phase) == (
+        "replicating",
+        90,
+        150,
+        "copy",
+    )
+    # A stale (lower seq) disk update is ignored.
+    old = JobProgress.aggregate(
+        job.id,
+        [DiskProgress(disk_key="2000", bytes_total=100, bytes_done=10, seq=1)],
+        status=Status.RUNNING,
+    )
+    jobs.update_job_progress(job.id, old)
+    d2000 = JobDisk.get(JobDisk.job == job.id, JobDisk.disk_key == "2000")
+    assert (d2000.bytes_done, d2000.target_uri) == (40, "nbd://h:1/vol-a")
+    done = jobs.complete_job(job.id, {"2000": "52 aa/7", "2001": "52 bb/9"})
+    assert done.status == "completed" and done.active_context_id is None
+    ctx = VmContext.get_by_id(ctx.id)
+    assert (ctx.state, ctx.ready_for_failover, ctx.active_job_id) == (
+        "ready_for_failover",
+        True,
+        None,
+    )
+    assert {d.disk_key: d.change_id for d in VmDisk.select()} == {
+        "2000": "52 aa/7",
+        "2001": "52 bb/9",
+    }
+    kinds = [e.kind for e in events.list_events(job_id=job.id)]
+    assert kinds[0] == "job_created" and kinds[-1] == "completed" and "phase" in kinds
+
+
+def test_expired_lease_is_reclaimed(any_db: str) -> None:
+    ctx = _context()
+    job = jobs.create_job(ctx.id)
+    assert jobs.claim_pending_job("w1", lease_seconds=30)
+    ReplicationJob.update(lease_until=now() - timedelta(seconds=1)).execute()
+    again = jobs.claim_pending_job("w2")
+    assert again is not None and again.id == job.id and again.claimed_by == "w2"
+    assert again.attempts == 2
+
+
+def test_stop_delete_and_list(any_db: str) -> None:
+    ctx = _context()
+    job = jobs.create_job(ctx.id)
+    with pytest.raises(InvalidStateError):
+        jobs.delete_job(job.id)
+    stopped = jobs.request_stop(job.id)
+    assert stopped.status == "stopped"
+    with pytest.raises(InvalidStateError):
+        jobs.request_stop(job.id)
+    second = jobs.create_job(ctx.id)
+    jobs.claim_pending_job("w1")
+    assert jobs.request_stop(second.id).stop_requested is True
+    jobs.stop_job(second.id)
+    page, total = jobs.list_jobs(status="stopped", limit=1)
+    assert total == 2 and len(page) == 1
+    assert jobs.list_active_jobs() == []
+    jobs.delete_job(job.id)
+    with pytest.raises(NotFoundError):
+        jobs.get_job(job.id)
+
+
+def test_tokens_are_hashed(any_db: str) -> None:
+    row, plain = tokens.create_token("ci", "operator")
+    assert plain.startswith("oma_") and plain not in row.token_hash
+    assert tokens.verify_token(plain).id == row.id
+    assert tokens.verify_token(plain + "x") is None
+    with pytest.raises(ConflictError):
+        tokens.create_token("ci", "viewer")
+    assert tokens.revoke_token("ci")
+    assert tokens.verify_token(plain) is None
+
+
+def test_heartbeats(any_db: str) -> None:
+    assert heartbeats.latest() is None
+    heartbeats.beat("w1", version="0.1.0")
+    heartbeats.beat("w1")
+    assert heartbeats.latest().worker_id == "w1"
+    assert len(heartbeats.list_heartbeats()) == 1
+
+
+def test_timestamps_come_back_utc_aware(any_db: str) -> None:
+    ctx = _context()
+    job = jobs.create_job(ctx.id)
+    created = jobs.get_job(job.id).created_at
+    assert created.tzinfo is not None
+    assert abs((now() - created).total_seconds()) < 300
