@@ -1,0 +1,259 @@
+"""A small step engine: named steps stored in the database, resumable after a crash.
+
+A workflow (a ``workflows`` row) is an ordered list of named steps (``workflow_steps`` rows).
+A :class:`Step` pairs an idempotent ``run`` with an optional ``compensate``. The engine:
+
+- claims a workflow with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB, a plain
+  transaction on SQLite), so two workers never run the same workflow and a dead worker's
+  workflow is picked up again once its lease has expired;
+- runs the steps in order, skipping those already ``done`` (their stored ``data`` is handed
+  to later steps), recording status, attempts, timing and errors per step;
+- on a step's failure, calls ``compensate`` of that step and of every earlier done step in
+  reverse order (each marked ``compensated``), then marks the workflow ``failed`` and hands
+  the error to the definition's ``on_failure``.
+
+A step that was ``running`` when its worker died is simply run again: steps are idempotent
+(find-or-create, attach-if-not-attached, start-if-not-running). The same engine runs the
+replication workflow now and the failover/rollback workflows later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from migration_common import get_logger, utcnow
+
+from ..database.db import database
+from ..database.models import StepStatus, Workflow, WorkflowStep
+from ..services import _queries as q
+
+log = get_logger(__name__)
+
+ACTIVE = ("pending", "running")
+
+
+class StepContext:
+    """What a running step sees: the workflow row, earlier steps' data, lease renewal."""
+
+    def __init__(self, engine: WorkflowEngine, workflow: Workflow) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.params: dict[str, Any] = dict(workflow.params or {})
+        self.data: dict[str, dict[str, Any]] = {}
+        self.step: str | None = None
+
+    def renew_lease(self) -> None:
+        """Extend this worker's lease (call during long steps)."""
+        self.engine.renew(self.workflow)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named step: ``run(ctx) -> data | None`` (idempotent) and its compensation."""
+
+    name: str
+    run: Callable[[StepContext], dict[str, Any] | None]
+    compensate: Callable[[StepContext], None] | None = None
+
+
+@dataclass
+class Definition:
+    """A workflow kind: its steps and what to do when it ends."""
+
+    kind: str
+    steps: list[Step]
+    on_success: Callable[[StepContext], None] | None = None
+    on_failure: Callable[[StepContext, BaseException], None] | None = None
+    names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = [s.name for s in self.steps]
+
+
+class WorkflowEngine:
+    """Creates, claims and runs workflows for one worker (``worker_id``)."""
+
+    def __init__(
+        self, worker_id: str, *, lease_seconds: float = 60.0, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def create(
+        self,
+        definition: Definition,
+        *,
+        context_id: str | None = None,
+        job_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Workflow:
+        """Insert a pending workflow and its pending steps (one transaction)."""
+        with database.atomic():
+            wf = Workflow.create(
+                kind=definition.kind,
+                context=context_id,
+                job=job_id,
+                params=params or {},
+                status="pending",
+            )
+            WorkflowStep.insert_many(
+                [
+                    {"workflow": wf.id, "name": name, "position": i, "status": "pending"}
+                    for i, name in enumerate(definition.names)
+                ]
+            ).execute()
+        return wf
+
+    def claim(self, kinds: Iterable[str], *, workflow_id: str | None = None) -> Workflow | None:
+        """Lease one runnable workflow of ``kinds`` (pending, or running with an expired lease
+        or a lease held by this very worker id after a restart)."""
+        now = self.clock()
+        with database.atomic():
+            query = (
+                Workflow.select()
+                .where(
+                    Workflow.kind.in_(list(kinds)),
+                    Workflow.status.in_(ACTIVE),
+                    (Workflow.lease_until.is_null())
+                    | (Workflow.lease_until < now)
+                    | (Workflow.claimed_by == self.worker_id),
+                )
+                .order_by(Workflow.created_at)
+                .limit(1)
+            )
+            if workflow_id is not None:
+                query = query.where(Workflow.id == workflow_id)
+            wf = q.lock_rows(query).first()
+            if wf is None:
+                return None
+            until = q.lease_expiry(now, self.lease_seconds)
+            got = (
+                Workflow.update(
+                    claimed_by=self.worker_id, lease_until=until, status="running", updated_at=now
+                )
+                .where(
+                    Workflow.id == wf.id,
+                    Workflow.status.in_(ACTIVE),
+                    (Workflow.lease_until.is_null())
+                    | (Workflow.lease_until < now)
+                    | (Workflow.claimed_by == self.worker_id),
+                )
+                .execute()
+            )
+            if not got:
+                return None
+        return Workflow.get_by_id(wf.id)
+
+    def renew(self, wf: Workflow) -> None:
+        """Extend the lease on ``wf`` (only while this worker holds it)."""
+        now = self.clock()
+        (
+            Workflow.update(lease_until=q.lease_expiry(now, self.lease_seconds), updated_at=now)
+            .where(Workflow.id == wf.id, Workflow.claimed_by == self.worker_id)
+            .execute()
+        )
+
+    def release_own(self) -> int:
+        """Expire leases still held under this worker id (called at start after a crash)."""
+        return (
+            Workflow.update(lease_until=None)
+            .where(Workflow.claimed_by == self.worker_id, Workflow.status.in_(ACTIVE))
+            .execute()
+        )
+
+    def _set_step(self, row: WorkflowStep, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.save()
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, wf: Workflow, definition: Definition, ctx: StepContext | None = None) -> str:
+        """Run (or resume) ``wf``; return its final status (``done`` or ``failed``)."""
+        ctx = ctx or StepContext(self, wf)
+        rows = {r.name: r for r in WorkflowStep.select().where(WorkflowStep.workflow == wf.id)}
+        done: list[Step] = []
+        for step in definition.steps:
+            row = rows.get(step.name)
+            if row is None:  # a step added to the definition after this workflow was created
+                row = WorkflowStep.create(
+                    workflow=wf.id, name=step.name, position=len(rows), status="pending"
+                )
+                rows[step.name] = row
+            if row.status == StepStatus.DONE.value:
+                ctx.data[step.name] = dict(row.data or {})
+                done.append(step)
+                continue
+            ctx.step = step.name
+            self.renew(wf)
+            self._set_step(
+                row,
+                status=StepStatus.RUNNING.value,
+                attempts=row.attempts + 1,
+                started_at=self.clock(),
+                error=None,
+                claimed_by=self.worker_id,
+            )
+            try:
+                data = step.run(ctx) or {}
+            except Exception as exc:
+                log.warning(
+                    "workflow step failed", workflow_id=wf.id, step=step.name, error=str(exc)
+                )
+                self._set_step(
+                    row,
+                    status=StepStatus.FAILED.value,
+                    error=str(exc)[:4000],
+                    finished_at=self.clock(),
+                )
+                self._compensate(ctx, [*done, step], rows)
+                ctx.step = step.name
+                self._finish(wf, "failed", error=f"{step.name}: {exc}")
+                if definition.on_failure is not None:
+                    definition.on_failure(ctx, exc)
+                return "failed"
+            ctx.data[step.name] = data
+            self._set_step(row, status=StepStatus.DONE.value, data=data, finished_at=self.clock())
+            done.append(step)
+        ctx.step = None
+        if definition.on_success is not None:
+            definition.on_success(ctx)
+        self._finish(wf, "done")
+        return "done"
+
+    def _compensate(
+        self, ctx: StepContext, steps: list[Step], rows: dict[str, WorkflowStep]
+    ) -> None:
+        for step in reversed(steps):
+            if step.compensate is None:
+                continue
+            ctx.step = step.name
+            try:
+                step.compensate(ctx)
+            except Exception as exc:  # keep unwinding; the error stays on the step row
+                log.warning(
+                    "compensation failed",
+                    workflow_id=ctx.workflow.id,
+                    step=step.name,
+                    error=str(exc),
+                )
+                self._set_step(rows[step.name], error=f"compensation failed: {exc}"[:4000])
+                continue
+            if rows[step.name].status == StepStatus.DONE.value:  # a failed step stays failed
+                self._set_step(rows[step.name], status=StepStatus.COMPENSATED.value)
+
+    def _finish(self, wf: Workflow, status: str, error: str | None = None) -> None:
+        now = self.clock()
+        (
+            Workflow.update(
+                status=status, error=error, finished_at=now, updated_at=now, lease_until=None
+            )
+            .where(Workflow.id == wf.id)
+            .execute()
+        )
