@@ -1,0 +1,49 @@
+"""Named exit codes and the one place that turns errors into a one-line message."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import click
+
+OK = 0
+COPY_FAILED = 1
+USAGE = 2
+VERIFY_FAILED = 3
+CANCELLED = 130
+
+
+def fail(message: str, hint: str | None, code: int) -> None:
+    """Print ``error: …`` (and ``hint: …``) to stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def errors_to_exit(debug: bool = False) -> Iterator[None]:
+    """Map our errors to one clear line and a named exit code (tracebacks only in debug)."""
+    from migration_common import ConfigError
+
+    from ..errors import MigrateKitError, NbdError, UsageError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("cancelled", err=True)
+        sys.exit(CANCELLED)
+    except (UsageError, ConfigError) as exc:
+        if debug:
+            raise
+        fail(str(exc), "check the arguments and the plan (see migratekit --help)", USAGE)
+    except NbdError as exc:
+        if debug:
+            raise
+        fail(str(exc), "is the NBD server running and the export name right?", COPY_FAILED)
+    except MigrateKitError as exc:
+        if debug:
+            raise
+        fail(str(exc), None, COPY_FAILED)

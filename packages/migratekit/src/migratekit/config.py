@@ -1,0 +1,79 @@
+"""Every ``MIGRATEKIT_*`` setting, defined and loaded in one place.
+
+Precedence: command-line option > environment > TOML file named by ``MIGRATEKIT_CONFIG`` >
+default. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migration_common import Setting, load_settings, parse_bool, parse_int, parse_seconds
+
+PREFIX = "MIGRATEKIT"
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size: ``1048576``, ``256K``, ``1M``, ``4MiB`` (binary units)."""
+    raw = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    factor = 1
+    for suffix, mult in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)):
+        if raw.endswith(suffix):
+            raw, factor = raw[:-1], mult
+            break
+    try:
+        value = int(raw) * factor
+    except ValueError:
+        raise ValueError(f"expected a size like 1048576, 256K or 1M, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"must be positive, got {text!r}")
+    return value
+
+
+SETTINGS = (
+    Setting(
+        "PROGRESS_TOKEN",
+        "bearer token for the VMA progress endpoint (never on argv)",
+        default=None,
+        secret=True,
+    ),
+    Setting(
+        "CONNECTIONS",
+        "NBD connections per side when both servers allow multi-conn",
+        default=2,
+        parse=parse_int(1, 16),
+    ),
+    Setting(
+        "REQUEST_SIZE",
+        "bytes per read/write request (capped at the server maximum)",
+        default=1 << 20,
+        parse=parse_size,
+    ),
+    Setting("WINDOW", "requests in flight per connection", default=16, parse=parse_int(1, 256)),
+    Setting(
+        "RETRIES",
+        "reconnect attempts per worker after a dropped connection",
+        default=5,
+        parse=parse_int(0, 100),
+    ),
+    Setting(
+        "TIMEOUT",
+        "seconds without an answer before a connection counts as dead",
+        default=60.0,
+        parse=parse_seconds,
+    ),
+    Setting(
+        "PROGRESS_INTERVAL",
+        "seconds between progress updates per disk",
+        default=1.0,
+        parse=parse_seconds,
+    ),
+    Setting("LOG_LEVEL", "log level (DEBUG, INFO, WARNING, ERROR)", default="INFO"),
+    Setting("DEBUG", "show tracebacks on errors", default=False, parse=parse_bool),
+)
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load and validate every setting (raises ConfigError naming the variable)."""
+    clean = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return load_settings(PREFIX, SETTINGS, overrides=clean)

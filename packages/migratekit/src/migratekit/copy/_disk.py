@@ -1,0 +1,242 @@
+"""Copy one disk: plan from the source's extents, copy pipelined, flush, verify, report.
+
+Order of work (each step's connection is closed before the next one opens, so servers that
+serve a single client at a time still work):
+
+1. planning connection to the source (structured replies, ``base:allocation`` and, for a
+   bitmap incremental, ``qemu:dirty-bitmap:NAME``): size, allocation map, changed ranges;
+2. a target connection: size check (target ≥ source), writable, zero support;
+3. the copy engine (1 worker, or ``connections`` workers when both servers advertise
+   multi-conn), every worker flushing its target connection at the end;
+4. optional verification: sha256 of source and target over the copied ranges (full copy:
+   the whole source size).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from migration_common import Phase, Status, SyncType, get_logger
+
+from ..errors import CopyError, MigrateKitError, TargetTooSmallError, UsageError, VerifyError
+from ..nbd import NbdClient, NbdUri
+from ..nbd import _protocol as p
+from ..progress._tracker import DiskTracker
+from . import _extents as ext
+from ._engine import CopyEngine, EngineOptions
+from ._verify import hash_both
+
+log = get_logger(__name__)
+
+
+@dataclass
+class DiskSpec:
+    """What to copy for one disk (one entry of a plan, or the ``copy`` command's arguments)."""
+
+    disk_key: str
+    source: NbdUri
+    target: NbdUri
+    mode: SyncType = SyncType.FULL
+    target_is_zero: bool = False
+    changed_extents: list[tuple[int, int]] | None = None
+    dirty_bitmap: str | None = None
+    change_id: str | None = None
+
+
+@dataclass
+class CopyOptions(EngineOptions):
+    """Engine tuning plus what to do around the copy."""
+
+    verify: bool = False
+    coalesce_gap: int = 64 * 1024
+
+
+@dataclass
+class DiskResult:
+    """The outcome of one disk sync (what ``--report`` and ``--json`` print)."""
+
+    disk_key: str
+    status: Status
+    sync_type: SyncType
+    bytes_total: int = 0
+    bytes_done: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    bytes_zeroed: int = 0
+    seconds: float = 0.0
+    throughput_bps: float = 0.0
+    virtual_size: int = 0
+    connections: int = 0
+    reconnects: int = 0
+    digest: str | None = None
+    change_id: str | None = None
+    error: str | None = None
+    verify_failed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "disk_key": self.disk_key,
+            "status": str(self.status),
+            "sync_type": str(self.sync_type),
+            "bytes_total": self.bytes_total,
+            "bytes_done": self.bytes_done,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "bytes_zeroed": self.bytes_zeroed,
+            "seconds": round(self.seconds, 3),
+            "throughput_bps": round(self.throughput_bps, 1),
+            "virtual_size": self.virtual_size,
+            "connections": self.connections,
+            "reconnects": self.reconnects,
+            "digest": self.digest,
+            "change_id": self.change_id,
+            "error": self.error,
+        }
+
+
+def _connect(uri: NbdUri, options: CopyOptions, **kw: Any) -> NbdClient:
+    return NbdClient(uri, timeout=options.timeout, **kw)
+
+
+def _plan(spec: DiskSpec, options: CopyOptions) -> tuple[int, list[ext.Extent], list[ext.Range]]:
+    """Return (source size, extents to process, ranges covered) from the source's maps."""
+    contexts = [p.BASE_ALLOCATION]
+    if spec.dirty_bitmap:
+        contexts.append(p.DIRTY_BITMAP_PREFIX + spec.dirty_bitmap)
+    with _connect(spec.source, options, contexts=contexts) as meta:
+        size = meta.info.size
+        if spec.mode is SyncType.FULL:
+            extents = ext.allocation(meta, 0, size)
+            ranges = [(0, size)]
+            if spec.target_is_zero:
+                extents = [e for e in extents if not e[2]]
+        else:
+            if spec.dirty_bitmap:
+                ranges = ext.dirty_ranges(meta, spec.dirty_bitmap, size)
+            else:
+                ranges = ext.merge_ranges(spec.changed_extents or [])
+                beyond = [r for r in ranges if r[0] + r[1] > size]
+                if beyond:
+                    raise UsageError(
+                        f"changed extent {list(beyond[0])} ends beyond the source size {size}",
+                        "changed_extents",
+                    )
+            extents = ext.intersect(ranges, ext.allocation(meta, 0, size)) if ranges else []
+    return size, ext.coalesce(extents, options.coalesce_gap), ranges
+
+
+def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> DiskResult:
+    """Copy one disk and return its result; failures are reported, never raised."""
+    result = DiskResult(
+        disk_key=spec.disk_key, status=Status.RUNNING, sync_type=spec.mode, change_id=spec.change_id
+    )
+    tracker.start()
+    dlog = get_logger(__name__, disk_key=spec.disk_key)
+    try:
+        size, extents, ranges = _plan(spec, options)
+        result.virtual_size = size
+        total = sum(e[1] for e in extents)
+        tracker.set_total(total)
+        dlog.info(
+            "plan ready",
+            mode=str(spec.mode),
+            virtual_size=size,
+            bytes_total=total,
+            extents=len(extents),
+            source=str(spec.source),
+            target=str(spec.target),
+        )
+        target = _connect(spec.target, options)
+        try:
+            if target.info.size < size:
+                raise TargetTooSmallError(
+                    f"target {spec.target} is {target.info.size} bytes, smaller than the "
+                    f"source ({size} bytes)",
+                    disk_key=spec.disk_key,
+                )
+            if target.info.read_only:
+                raise CopyError(f"target {spec.target} is read-only", disk_key=spec.disk_key)
+            source_probe = _connect(spec.source, options)
+            src_info = source_probe.info
+            source_probe.close()
+            request_size = _request_size(options.request_size, src_info, target.info)
+            workers = options.connections
+            if not (src_info.can_multi_conn and target.info.can_multi_conn):
+                workers = 1
+            result.connections = workers
+            chunks = ext.split(extents, request_size)
+            engine = CopyEngine(
+                functools.partial(_connect, spec.source, options),
+                functools.partial(_connect, spec.target, options),
+                chunks,
+                tracker,
+                options,
+                disk_key=spec.disk_key,
+                request_size=request_size,
+                can_zero=target.info.can_write_zeroes,
+                workers=workers,
+            )
+        except BaseException:
+            target.close()
+            raise
+        engine.run(first_target=target)
+        result.reconnects = engine.reconnects
+        if options.verify:
+            tracker.set_phase(Phase.VERIFY)
+            src_digest, tgt_digest = hash_both(
+                functools.partial(_connect, spec.source, options),
+                functools.partial(_connect, spec.target, options),
+                ranges,
+                request_size,
+            )
+            result.digest = src_digest
+            result.extra["target_digest"] = tgt_digest
+            if src_digest != tgt_digest:
+                raise VerifyError(
+                    f"verification failed: source sha256 {src_digest} != target sha256 "
+                    f"{tgt_digest}",
+                    disk_key=spec.disk_key,
+                )
+        tracker.finish(Status.COMPLETED)
+        result.status = Status.COMPLETED
+    except MigrateKitError as exc:
+        message = str(exc)
+        if not message.startswith(f"disk {spec.disk_key}:"):
+            message = f"disk {spec.disk_key}: {message}"
+        result.status = Status.FAILED
+        result.error = message
+        result.verify_failed = isinstance(exc, VerifyError)
+        dlog.error("disk failed", error=message)
+        tracker.finish(Status.FAILED, message)
+    except Exception as exc:
+        message = f"disk {spec.disk_key}: internal error: {exc!r}"
+        result.status = Status.FAILED
+        result.error = message
+        log.exception("disk failed", disk_key=spec.disk_key)
+        tracker.finish(Status.FAILED, message)
+    result.bytes_total = tracker.bytes_total
+    result.bytes_done = tracker.bytes_done
+    result.bytes_read = tracker.bytes_read
+    result.bytes_written = tracker.bytes_written
+    result.bytes_zeroed = tracker.bytes_zeroed
+    result.seconds = tracker.seconds
+    result.throughput_bps = tracker.throughput_bps
+    if result.status is Status.COMPLETED:
+        dlog.info(
+            "disk completed",
+            bytes_written=result.bytes_written,
+            bytes_zeroed=result.bytes_zeroed,
+            seconds=round(result.seconds, 3),
+        )
+    return result
+
+
+def _request_size(wanted: int, src: p.ExportInfo, tgt: p.ExportInfo) -> int:
+    """The data request size: ≤ both servers' maximum, a multiple of both minimum sizes."""
+    align = max(src.min_block, tgt.min_block, 1)
+    size = min(wanted, src.max_block, tgt.max_block, p.MAX_REQUEST_DEFAULT)
+    return max(align, size - size % align)

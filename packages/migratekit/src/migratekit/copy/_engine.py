@@ -1,0 +1,275 @@
+"""The pipelined copy engine: N workers, each one source and one target connection.
+
+Each worker keeps up to ``window`` reads in flight on its source connection and up to
+``window`` writes in flight on its target connection, in one thread: it receives a read reply
+straight into its buffer and sends it on as a write (the kernel has copied the bytes when
+``sendmsg`` returns, so one buffer per worker is enough). Writes only return 16-byte replies
+and reads are only 28-byte requests, so neither server can block on us while we block on the
+other: the pipeline cannot deadlock.
+
+Retries: when a connection drops or times out, the worker reconnects (bounded, with backoff)
+and re-sends every request that had not been acknowledged. When the *target* connection was
+lost, writes it acknowledged but never flushed are re-sent as well, since a restarted server
+may have lost them. Every worker flushes its own target connection at the end (a flush covers
+only its connection unless the server advertises multi-conn).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..errors import CopyError, NbdCommandError, NbdConnectionError, NbdError
+from ..nbd import NbdClient
+from ..nbd import _protocol as p
+from ..progress._tracker import DiskTracker
+from ._extents import split
+
+#: (offset, length, zero, redo) — ``redo`` requests were counted once already.
+Chunk = tuple[int, int, bool, bool]
+
+
+@dataclass
+class EngineOptions:
+    """Tuning of one disk copy."""
+
+    connections: int = 2
+    request_size: int = 1 << 20
+    window: int = 16
+    retries: int = 5
+    retry_delay: float = 0.5
+    timeout: float | None = 60.0
+
+
+class _Side(Exception):
+    """Wraps a connection error with which side failed."""
+
+    def __init__(self, exc: NbdError, target: bool) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.target = target
+
+
+class CopyEngine:
+    """Copies a stream of (offset, length, zero) requests with pipelined workers."""
+
+    def __init__(
+        self,
+        connect_source: Callable[[], NbdClient],
+        connect_target: Callable[[], NbdClient],
+        chunks: Iterator[tuple[int, int, bool]],
+        tracker: DiskTracker,
+        options: EngineOptions,
+        *,
+        disk_key: str,
+        request_size: int,
+        can_zero: bool,
+        workers: int,
+    ) -> None:
+        self.connect_source = connect_source
+        self.connect_target = connect_target
+        self._chunks = chunks
+        self._lock = threading.Lock()
+        self.tracker = tracker
+        self.options = options
+        self.disk_key = disk_key
+        self.request_size = request_size
+        self.can_zero = can_zero
+        self.workers = max(1, workers)
+        self._failure: BaseException | None = None
+        self._cancel = threading.Event()
+        self.reconnects = 0
+
+    def _take(self) -> Chunk | None:
+        if self._cancel.is_set():
+            return None
+        with self._lock:
+            nxt = next(self._chunks, None)
+        return None if nxt is None else (nxt[0], nxt[1], nxt[2], False)
+
+    def run(self, first_target: NbdClient | None = None) -> None:
+        """Copy everything; raise CopyError (first failure) when a worker gives up."""
+        threads = []
+        for i in range(self.workers):
+            tgt = first_target if i == 0 else None
+            t = threading.Thread(
+                target=self._worker, args=(i, tgt), name=f"copy-{self.disk_key}-{i}", daemon=True
+            )
+            threads.append(t)
+            t.start()
+        for t in threads:
+            t.join()
+        if self._failure is not None:
+            raise self._failure
+
+    # -- one worker -----------------------------------------------------------------------------
+    def _worker(self, index: int, target: NbdClient | None) -> None:
+        src: NbdClient | None = None
+        tgt = target
+        pending: deque[Chunk] = deque()
+        completed: list[Chunk] = []
+        reads: dict[int, Chunk] = {}
+        writes: dict[int, Chunk] = {}
+        attempts = 0
+        last_offset = 0
+        try:
+            while True:
+                try:
+                    if src is None:
+                        src = self._connect(self.connect_source, False)
+                    if tgt is None:
+                        tgt = self._connect(self.connect_target, True)
+                    self._pump(src, tgt, pending, completed, reads, writes)
+                    try:
+                        tgt.flush()
+                    except NbdConnectionError as exc:
+                        raise _Side(exc, True) from exc
+                    return
+                except _Side as side:
+                    if self._cancel.is_set():
+                        return
+                    attempts += 1
+                    in_flight = sorted([*reads.values(), *writes.values()])
+                    if in_flight:
+                        last_offset = in_flight[0][0]
+                    if attempts > self.options.retries:
+                        raise CopyError(
+                            f"gave up after {self.options.retries} reconnects: {side.exc}",
+                            disk_key=self.disk_key,
+                            offset=last_offset,
+                        ) from side.exc
+                    for c in (src, tgt):
+                        if c is not None:
+                            c.abort()
+                    src = tgt = None
+                    redo = sorted(in_flight)
+                    if side.target:
+                        again = split([(o, n, z) for o, n, z, _ in completed], self.request_size)
+                        redo = sorted([(o, n, z, True) for o, n, z in again] + redo)
+                        completed.clear()
+                    pending.extendleft(reversed(redo))
+                    reads.clear()
+                    writes.clear()
+                    self.reconnects += 1
+                    time.sleep(min(self.options.retry_delay * (2 ** (attempts - 1)), 5.0))
+        except BaseException as exc:
+            self._cancel.set()
+            with self._lock:
+                if self._failure is None:
+                    if isinstance(exc, NbdError) and not isinstance(exc, CopyError):
+                        exc = CopyError(
+                            str(exc), disk_key=self.disk_key, offset=getattr(exc, "offset", None)
+                        )
+                    self._failure = exc
+        finally:
+            for c in (src, tgt):
+                if c is not None:
+                    c.close()
+
+    def _connect(self, factory: Callable[[], NbdClient], target: bool) -> NbdClient:
+        try:
+            return factory()
+        except NbdConnectionError as exc:
+            raise _Side(exc, target) from exc
+
+    def _pump(
+        self,
+        src: NbdClient,
+        tgt: NbdClient,
+        pending: deque[Chunk],
+        completed: list[Chunk],
+        reads: dict[int, Chunk],
+        writes: dict[int, Chunk],
+    ) -> None:
+        buf = bytearray(self.request_size)
+        view = memoryview(buf)
+        zeros = memoryview(bytes(self.request_size)) if not self.can_zero else None
+        window = self.options.window
+        tracker = self.tracker
+        exhausted = False
+        while True:
+            while not exhausted and len(reads) < window and len(writes) < window:
+                chunk = pending.popleft() if pending else self._take()
+                if chunk is None:
+                    exhausted = True
+                    break
+                offset, length, zero, _ = chunk
+                if zero:
+                    try:
+                        handle = tgt.next_handle()
+                        if zeros is None:
+                            tgt.send_command(p.CMD_WRITE_ZEROES, handle, offset, length)
+                        else:
+                            tgt.send_write(handle, offset, zeros[:length])
+                    except NbdConnectionError as exc:
+                        pending.appendleft(chunk)
+                        raise _Side(exc, True) from exc
+                    writes[handle] = chunk
+                else:
+                    try:
+                        handle = src.next_handle()
+                        src.send_read(handle, offset, length)
+                    except NbdConnectionError as exc:
+                        pending.appendleft(chunk)
+                        raise _Side(exc, False) from exc
+                    reads[handle] = chunk
+            if reads:
+                try:
+                    error, handle = src.recv_simple()
+                    chunk = reads.pop(handle, None)
+                    if chunk is None:
+                        raise CopyError(
+                            f"source answered unknown handle {handle}", disk_key=self.disk_key
+                        )
+                    offset, length = chunk[0], chunk[1]
+                    if error:
+                        raise NbdCommandError(
+                            f"read failed: {p.errno_text(error)}",
+                            errno=error,
+                            server=src.server,
+                            offset=offset,
+                        )
+                    data = view[:length]
+                    src.recv_into(data)
+                except NbdConnectionError as exc:
+                    raise _Side(exc, False) from exc
+                tracker.add_read(length)
+                try:
+                    handle = tgt.next_handle()
+                    writes[handle] = chunk
+                    tgt.send_write(handle, offset, data)
+                except NbdConnectionError as exc:
+                    raise _Side(exc, True) from exc
+            elif writes:
+                self._reap(tgt, writes, completed)
+            elif exhausted:
+                return
+            while len(writes) >= window or (writes and not reads and exhausted):
+                self._reap(tgt, writes, completed)
+
+    def _reap(self, tgt: NbdClient, writes: dict[int, Chunk], completed: list[Chunk]) -> None:
+        try:
+            error, handle = tgt.recv_simple()
+        except NbdConnectionError as exc:
+            raise _Side(exc, True) from exc
+        chunk = writes.pop(handle, None)
+        if chunk is None:
+            raise CopyError(f"target answered unknown handle {handle}", disk_key=self.disk_key)
+        offset, length, zero, redo = chunk
+        if error:
+            what = "write-zeroes" if zero and self.can_zero else "write"
+            raise NbdCommandError(
+                f"{what} failed: {p.errno_text(error)}",
+                errno=error,
+                server=tgt.server,
+                offset=offset,
+            )
+        self.tracker.add(length, zero, redo)
+        if completed and completed[-1][0] + completed[-1][1] == offset and completed[-1][2] == zero:
+            last = completed[-1]
+            completed[-1] = (last[0], last[1] + length, zero, False)
+        else:
+            completed.append((offset, length, zero, False))

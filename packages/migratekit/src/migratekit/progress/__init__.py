@@ -1,0 +1,9 @@
+"""Progress: per-disk trackers, the publishing hub and its sinks (HTTP, terminal)."""
+
+from __future__ import annotations
+
+from ._http import HttpProgressSink
+from ._terminal import BarSink, PlainSink
+from ._tracker import DiskTracker, ProgressHub, ProgressSink
+
+__all__ = ["BarSink", "DiskTracker", "HttpProgressSink", "PlainSink", "ProgressHub", "ProgressSink"]
