@@ -5,10 +5,14 @@
     VmaError                        base of everything the VMA raises
     ├── VmwareError                 vCenter refused or failed an operation (carries vm_id)
     │   ├── VmwareConnectionError   vCenter unreachable or login refused
-    │   └── VmNotFoundError         no VM with that id
+    │   ├── VmNotFoundError         no VM with that id
+    │   └── VcenterNotConfiguredError  no vCenter configured or remembered
     ├── SourceError                 a disk source (lab qcow2/qemu-nbd, or VDDK) failed
     └── JobError                    a replication job cannot be started, stopped or found
-        └── JobNotFoundError        no job with that id
+        ├── JobNotFoundError        no job with that id
+        ├── JobConflictError        job id reused with other content / VM already busy
+        └── JobRequestError         the request names a missing VM part (carries field)
+            └── UnknownDiskError    a progress update for a disk not in the job
 
 Add classes here (one-line docstring each, subclassing the nearest parent); never elsewhere.
 """
@@ -46,3 +50,23 @@ class JobError(VmaError):
 
 class JobNotFoundError(JobError):
     """No job with that id."""
+
+
+class VcenterNotConfiguredError(VmwareError):
+    """No vCenter is configured and none was remembered from POST /discover."""
+
+
+class JobConflictError(JobError):
+    """The job id exists with other content, or the VM already has an active job."""
+
+
+class JobRequestError(JobError):
+    """A replicate request names something that does not exist (``field`` says what)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownDiskError(JobRequestError):
+    """A progress update names a disk key that is not part of the job."""

@@ -1,17 +1,66 @@
-"""The `vma-api-server` command (the server itself is added by a later issue)."""
+"""The ``vma-api-server`` command: validate the settings, then run gunicorn.
+
+gunicorn runs ``vma_api_server:create_app()`` with one worker (the job runner's supervision
+lives in it) and ``VMA_THREADS`` threads, bound to ``VMA_BIND``. Secrets stay in the
+environment; nothing secret is put on gunicorn's command line.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from importlib.metadata import version
 
-from . import __version__
+
+def gunicorn_argv(settings: dict[str, object]) -> list[str]:
+    """The gunicorn command line for ``settings`` (no secrets in it)."""
+    host, port = settings["BIND"]  # type: ignore[misc]
+    bind = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(settings["THREADS"]),
+        "--bind",
+        bind,
+        "--timeout",
+        str(int(float(settings["TIMEOUT"]))),  # type: ignore[arg-type]
+        "--graceful-timeout",
+        "10",
+        "--access-logfile",
+        "-",
+        "--error-logfile",
+        "-",
+        "vma_api_server:create_app()",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the version; the gunicorn launcher arrives with the API."""
+    """Entry point of ``vma-api-server`` (``--version``, ``--settings``, or run the server)."""
+    from migration_common import ConfigError
+
+    from .config import load_config, settings_table
+
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "--version":
-        print(f"vma-api-server {__version__}")
+        print(f"vma-api-server {version('vma-api-server')}")
         return 0
-    print("vma-api-server: the API is not implemented yet", file=sys.stderr)
-    return 2
+    if args and args[0] in ("--settings", "--help", "-h"):
+        print("vma-api-server: the VMA HTTP API under gunicorn. Settings (environment):")
+        print(settings_table())
+        return 0
+    try:
+        settings = load_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: run `vma-api-server --settings` to list every setting", file=sys.stderr)
+        return 2
+    settings["DATA_DIR"].mkdir(parents=True, exist_ok=True)
+    command = gunicorn_argv(settings)
+    os.execv(command[0], command)
+    return 0  # not reached

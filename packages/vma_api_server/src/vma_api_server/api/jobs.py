@@ -1,0 +1,56 @@
+"""Replication jobs: ``POST /replicate``, ``GET /jobs[/{id}]``, ``POST /jobs/{id}/stop``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from vma.services.progress import get_job, job_document
+from vma.services.store import Job
+
+from ..schemas import EmptyIn, ReplicateIn, json_body
+from ._services import services
+
+bp = Blueprint("jobs", __name__)
+
+
+@bp.post("/replicate")
+def replicate() -> tuple[dict[str, Any], int]:
+    """Queue a replication job (202). Same id + same body again → 202 with its current status."""
+    body = json_body(ReplicateIn)
+    job, _created = services().runner.submit(body.to_spec())
+    return {"job_id": job.job_id, "status": job.status}, 202
+
+
+@bp.get("/jobs")
+def list_jobs() -> dict[str, Any]:
+    """Every job, newest first (without progress)."""
+    rows = Job.select().order_by(Job.created_at.desc())
+    return {
+        "jobs": [
+            {
+                "job_id": j.job_id,
+                "vm_id": j.vm_id,
+                "status": j.status,
+                "pid": j.pid,
+                "error": j.error,
+                "created_at": j.created_at,
+                "finished_at": j.finished_at,
+            }
+            for j in rows
+        ]
+    }
+
+
+@bp.get("/jobs/<job_id>")
+def get(job_id: str) -> dict[str, Any]:
+    """The job record with its progress."""
+    return job_document(get_job(job_id))
+
+
+@bp.post("/jobs/<job_id>/stop")
+def stop(job_id: str) -> dict[str, Any]:
+    """Stop the job (SIGTERM, SIGKILL after the grace period, snapshot removed)."""
+    json_body(EmptyIn, optional=True)
+    return job_document(services().runner.stop(job_id))

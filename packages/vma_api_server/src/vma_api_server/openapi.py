@@ -1,0 +1,155 @@
+"""The OpenAPI 3.1 document served at ``/api/v1/openapi.json``.
+
+Request schemas come from the pydantic models in :mod:`schemas`; progress schemas from
+migration_common's contract models, so the document cannot drift from what is validated.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import version
+from typing import Any
+
+from migration_common import DiskProgress, JobProgress
+
+from .schemas import DiscoverIn, PowerOffIn, ReplicateIn
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str,
+    *,
+    body: str | None = None,
+    ok: dict[str, Any] | None = None,
+    status: str = "200",
+    public: bool = False,
+    params: list[str] = (),
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            status: _json(ok or {"type": "object"}),
+            "default": _json(_ref("Error"), "Error: {error: {code, message, field}}"),
+        },
+    }
+    if body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    if public:
+        op["security"] = []
+    if params:
+        op["parameters"] = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in params
+        ]
+    return op
+
+
+@cache
+def document() -> dict[str, Any]:
+    """Build (once) and return the OpenAPI document."""
+    schemas: dict[str, Any] = {}
+    for model in (ReplicateIn, DiscoverIn, PowerOffIn, DiskProgress, JobProgress):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    schemas["Error"] = {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": ["string", "null"]},
+                },
+            }
+        },
+    }
+    job = {
+        "type": "object",
+        "properties": {
+            k: {}
+            for k in ("job_id", "vm_id", "status", "pid", "error", "created_at", "finished_at")
+        }
+        | {"progress": _ref("JobProgress")},
+    }
+    vm = ["vm_id"]
+    paths = {
+        "/api/v1/health": {"get": _op("Liveness and job counts", public=True)},
+        "/api/v1/openapi.json": {"get": _op("This document")},
+        "/api/v1/discover": {"post": _op("List the VMs of a vCenter", body="DiscoverIn")},
+        "/api/v1/vms/{vm_id}": {"get": _op("One VM", params=vm)},
+        "/api/v1/vms/{vm_id}/power": {"get": _op("Power state", params=vm)},
+        "/api/v1/vms/{vm_id}/power-off": {
+            "post": _op(
+                "Graceful shutdown with a real wait, then forced", body="PowerOffIn", params=vm
+            )
+        },
+        "/api/v1/vms/{vm_id}/power-on": {"post": _op("Power on", params=vm)},
+        "/api/v1/vms/{vm_id}/cbt": {"get": _op("Change tracking status", params=vm)},
+        "/api/v1/vms/{vm_id}/cbt/enable": {"post": _op("Enable change tracking", params=vm)},
+        "/api/v1/replicate": {
+            "post": _op(
+                "Queue a replication job",
+                body="ReplicateIn",
+                status="202",
+                ok={
+                    "type": "object",
+                    "properties": {"job_id": {"type": "string"}, "status": {"type": "string"}},
+                },
+            )
+        },
+        "/api/v1/jobs": {"get": _op("All jobs")},
+        "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
+        "/api/v1/jobs/{job_id}/stop": {"post": _op("Stop a job", ok=job, params=["job_id"])},
+        "/api/v1/progress/{job_id}/update": {
+            "post": _op(
+                "One disk's progress (from migratekit)", body="DiskProgress", params=["job_id"]
+            )
+        },
+        "/api/v1/progress/{job_id}": {
+            "get": _op("A job's progress", ok=_ref("JobProgress"), params=["job_id"])
+        },
+        "/api/v1/progress": {
+            "get": {
+                **_op(
+                    "Progress of many jobs (?job_ids=a,b,c)",
+                    ok={
+                        "type": "object",
+                        "properties": {
+                            "jobs": {"type": "array", "items": _ref("JobProgress")},
+                            "not_found": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                ),
+                "parameters": [
+                    {
+                        "name": "job_ids",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "OSSEA-Migrate VMA API", "version": version("vma-api-server")},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
