@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_database_url,
         secret=True,
     ),
-    Setting("BIND", "host:port the API (oma serve) listens on", "0.0.0.0:8082", parse_hostport),
+    Setting("BIND", "host:port the API (oma serve) listens on", ("0.0.0.0", 8082), parse_hostport),
     Setting(
         "SECRET_KEY",
         "Fernet key encrypting stored secrets (generated into "
@@ -113,7 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "NBD_PORT_RANGE",
         "first-last TCP ports for replica NBD exports",
-        "10100-10199",
+        (10100, 10199),
         parse_port_range,
     ),
     Setting(

@@ -1,0 +1,99 @@
+"""The OMA HTTP API: a Flask app factory and one blueprint per resource.
+
+gunicorn runs ``'oma.api:create_app()'``. The factory loads :func:`oma.config.load_config`
+(the environment plus the given mapping), binds the database, applies pending migrations
+when ``OMA_AUTO_UPGRADE`` is true, then registers the hooks, blueprints and JSON error
+handlers. The API never does long work inside a request: a POST that starts work writes rows
+and answers 202; ``oma worker`` does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from ..config import SETTINGS, OmaConfig, load_config
+
+
+def _split(config: Mapping[str, Any] | OmaConfig | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(OMA settings overrides, plain Flask settings) from the factory's argument."""
+    if config is None:
+        return {}, {}
+    if isinstance(config, OmaConfig):
+        return {"__config__": config}, {}
+    names = {s.name for s in SETTINGS}
+    oma: dict[str, Any] = {}
+    flask: dict[str, Any] = {}
+    for key, value in config.items():
+        bare = key.upper().removeprefix("OMA_")
+        (oma if bare in names else flask)[bare if bare in names else key] = value
+    return oma, flask
+
+
+def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
+    """Build the API app. ``config`` holds OMA settings (``POLL_INTERVAL`` or
+    ``OMA_POLL_INTERVAL``) and/or Flask settings (``TESTING``), or is an OmaConfig.
+    """
+    from migration_common import setup_logging
+
+    from ..database import database, init_db, upgrade
+    from ..secrets import secret_box
+    from . import (
+        appliances,
+        contexts,
+        credentials,
+        discovery,
+        health,
+        openapi,
+        progress,
+        replications,
+        targets,
+    )
+    from .auth import init_auth
+    from .errors import register_error_handlers
+
+    overrides, flask_settings = _split(config)
+    cfg = overrides.pop("__config__", None) or load_config(overrides)
+    app = Flask(__name__)
+    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=16 * 1024 * 1024)
+    app.config.update(flask_settings)
+    app.json.sort_keys = False
+    if not app.testing:
+        setup_logging(level=cfg.log_level, json_lines=cfg.log_format == "json")
+
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    init_db(cfg.database_url)
+    if cfg.auto_upgrade:
+        upgrade()
+    app.extensions["oma_config"] = cfg
+    app.extensions["oma_secrets"] = secret_box(cfg)
+
+    @app.before_request
+    def _open_db() -> None:
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close_db(exc: BaseException | None) -> None:
+        if not database.is_closed():
+            database.close()
+
+    init_auth(app)
+    for module in (
+        health,
+        appliances,
+        credentials,
+        targets,
+        discovery,
+        contexts,
+        replications,
+        progress,
+        openapi,
+    ):
+        app.register_blueprint(module.bp)
+    register_error_handlers(app)
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,72 @@
+"""VMA appliances: register (URL + token, stored encrypted), list, get, test, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from ..database.repos import appliances
+from ._context import box, config
+from .auth import admin_only
+from .serialize import appliance
+from .validation import http_url, json_body, no_unknown, secret, string
+
+bp = Blueprint("vma_appliances", __name__, url_prefix="/api/v1/vma-appliances")
+
+
+@bp.get("")
+def list_appliances() -> Any:
+    """Every registered VMA."""
+    return jsonify({"items": [appliance(r) for r in appliances.list_appliances()]})
+
+
+@bp.post("")
+@admin_only
+def register_appliance() -> Any:
+    """Register a VMA: ``{"name", "url", "token"}`` → 201 (the token is never returned)."""
+    data = json_body()
+    no_unknown(data, ("name", "url", "token"))
+    name = string(data, "name", max_length=100)
+    url = http_url(data, "url")
+    token = secret(data, "token")
+    assert name and token
+    row = appliances.create_appliance(name, url, box().encrypt(token))
+    return jsonify(appliance(row)), 201
+
+
+@bp.get("/<appliance_id>")
+def get_appliance(appliance_id: str) -> Any:
+    """One VMA."""
+    return jsonify(appliance(appliances.get_appliance(appliance_id)))
+
+
+@bp.delete("/<appliance_id>")
+@admin_only
+def delete_appliance(appliance_id: str) -> Any:
+    """Forget a VMA (its contexts and jobs stay, with no VMA)."""
+    appliances.delete_appliance(appliance_id)
+    return "", 204
+
+
+@bp.post("/<appliance_id>/test")
+def test_appliance(appliance_id: str) -> Any:
+    """Call the VMA's health endpoint with the stored token: ``{"ok", "health" | "error"}``."""
+    from ..errors import VmaClientError
+    from ..vma_client import VmaClient
+
+    row = appliances.get_appliance(appliance_id)
+    token = box().decrypt(row.token_encrypted)
+    try:
+        with VmaClient(
+            row.url, token, timeout=min(config().vma_timeout, 10.0), retries=0
+        ) as client:
+            info = client.health()
+    except VmaClientError as exc:
+        appliances.mark_seen(row.id, error=str(exc))
+        return jsonify(
+            {"ok": False, "error": str(exc), "status": getattr(exc, "status", None)}
+        ), 200
+    version = info.get("version") if isinstance(info, dict) else None
+    appliances.mark_seen(row.id, version=version)
+    return jsonify({"ok": True, "health": info})

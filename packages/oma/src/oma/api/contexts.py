@@ -1,0 +1,63 @@
+"""VM contexts: list (filters, pagination), get with disks, jobs and events, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from ..database.models import ContextState
+from ..database.repos import contexts, events, jobs
+from .errors import invalid
+from .serialize import context, disk, event, job
+from .validation import page, query_int
+
+bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
+
+
+@bp.get("")
+def list_contexts() -> Any:
+    """Protected VMs: ``?state=&vma_id=&name=&limit=&offset=`` → ``{items, total, ...}``."""
+    state = request.args.get("state") or None
+    if state and state not in {s.value for s in ContextState}:
+        raise invalid("state", "must be one of " + ", ".join(s.value for s in ContextState))
+    limit, offset = page()
+    rows, total = contexts.list_contexts(
+        state=state,
+        vma_id=request.args.get("vma_id") or None,
+        name=request.args.get("name") or None,
+        limit=limit,
+        offset=offset,
+    )
+    items = []
+    for row in rows:
+        item = context(row)
+        item["disks"] = [disk(d) for d in contexts.list_disks(row.id)]
+        items.append(item)
+    return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
+@bp.get("/<context_id>")
+def get_context(context_id: str) -> Any:
+    """One VM context with its disks, recent jobs (``?jobs=20``) and events (``?events=100``)."""
+    row = contexts.get_context(context_id)
+    job_limit = query_int("jobs", 20, minimum=0, maximum=500)
+    event_limit = query_int("events", 100, minimum=0, maximum=1000)
+    recent, total = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
+    data = context(row)
+    data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
+    data["jobs"] = [job(j, context_name=row.name) for j in recent[:job_limit]]
+    data["jobs_total"] = total
+    data["events"] = (
+        [event(e) for e in events.list_events(context_id=context_id, limit=event_limit)]
+        if event_limit
+        else []
+    )
+    return jsonify(data)
+
+
+@bp.delete("/<context_id>")
+def delete_context(context_id: str) -> Any:
+    """Stop managing a VM (refused with 409 while it has an active job)."""
+    contexts.delete_context(context_id)
+    return "", 204

@@ -1,0 +1,61 @@
+"""vCenter credentials: create (password stored encrypted), list, get, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+from ..database.repos import credentials
+from ._context import box
+from .auth import admin_only
+from .serialize import credential
+from .validation import boolean, json_body, no_unknown, secret, string
+
+bp = Blueprint("vmware_credentials", __name__, url_prefix="/api/v1/vmware-credentials")
+
+
+@bp.get("")
+def list_credentials() -> Any:
+    """Every saved vCenter credential (never the password)."""
+    return jsonify({"items": [credential(r) for r in credentials.list_credentials()]})
+
+
+@bp.post("")
+@admin_only
+def create_credential() -> Any:
+    """Save ``{"name", "vcenter", "username", "password", "datacenter"?, "insecure"?,
+    "is_default"?}`` → 201."""
+    data = json_body()
+    no_unknown(
+        data, ("name", "vcenter", "username", "password", "datacenter", "insecure", "is_default")
+    )
+    name = string(data, "name", max_length=100)
+    vcenter = string(data, "vcenter")
+    username = string(data, "username")
+    password = secret(data, "password")
+    assert name and vcenter and username and password
+    row = credentials.create_credential(
+        name,
+        vcenter,
+        username,
+        box().encrypt(password),
+        datacenter=string(data, "datacenter", required=False),
+        insecure=boolean(data, "insecure"),
+        is_default=boolean(data, "is_default"),
+    )
+    return jsonify(credential(row)), 201
+
+
+@bp.get("/<credential_id>")
+def get_credential(credential_id: str) -> Any:
+    """One credential."""
+    return jsonify(credential(credentials.get_credential(credential_id)))
+
+
+@bp.delete("/<credential_id>")
+@admin_only
+def delete_credential(credential_id: str) -> Any:
+    """Delete a credential."""
+    credentials.delete_credential(credential_id)
+    return "", 204

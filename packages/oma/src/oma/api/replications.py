@@ -1,0 +1,116 @@
+"""Replications: create (202, the worker does the work), list, get, stop, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from ..database.models import JobStatus, RequestedType, VmContext
+from ..database.repos import contexts, jobs
+from .errors import ApiError, invalid
+from .serialize import job
+from .validation import choice, json_body, no_unknown, page, query_bool, string
+
+bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
+
+
+def _resolve_context(data: dict[str, Any]) -> VmContext:
+    context_id = string(data, "vm_context_id", required=False)
+    if context_id:
+        return contexts.get_context(context_id)
+    vm_id = string(data, "vm_id", required=False)
+    if not vm_id:
+        raise invalid("vm_context_id", "is required (or vm_id with vma_id)")
+    vma_id = string(data, "vma_id", required=False)
+    row = contexts.find_context(vm_id=vm_id, vma_id=vma_id)
+    if row is None:
+        raise ApiError(
+            "not_found", f"VM {vm_id} is not managed; add it through discovery first", 404, "vm_id"
+        )
+    return row
+
+
+@bp.post("")
+def create_replication() -> Any:
+    """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
+    "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job."""
+    data = json_body()
+    no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
+    kind = choice(data, "type", RequestedType, RequestedType.AUTO)
+    ctx = _resolve_context(data)
+    if ctx.vma_id is None:
+        raise invalid(
+            "vma_id", f"VM context {ctx.id} has no VMA; register one and add the VM again"
+        )
+    if kind is RequestedType.INCREMENTAL:
+        disks = contexts.list_disks(ctx.id)
+        if not disks or any(d.change_id is None for d in disks):
+            raise invalid(
+                "type", "incremental needs a completed earlier sync of every disk; use auto or full"
+            )
+    row = jobs.create_job(ctx.id, requested_type=kind)
+    response = jsonify(job(row, [], context_name=ctx.name))
+    response.headers["Location"] = url_for(".get_replication", job_id=row.id)
+    return response, 202
+
+
+@bp.get("")
+def list_replications() -> Any:
+    """Jobs, newest first: ``?status=a,b&vm_context_id=&vma_id=&active=&limit=&offset=``."""
+    statuses = [s for s in (request.args.get("status") or "").split(",") if s]
+    valid = {s.value for s in JobStatus}
+    for s in statuses:
+        if s not in valid:
+            raise invalid("status", "must be one or more of " + ", ".join(sorted(valid)))
+    limit, offset = page()
+    rows, total = jobs.list_jobs(
+        status=statuses or None,
+        context_id=request.args.get("vm_context_id") or None,
+        vma_id=request.args.get("vma_id") or None,
+        active=query_bool("active"),
+        limit=limit,
+        offset=offset,
+    )
+    names = (
+        {
+            c.id: c.name
+            for c in VmContext.select(VmContext.id, VmContext.name).where(
+                VmContext.id.in_({r.context_id for r in rows})
+            )
+        }
+        if rows
+        else {}
+    )
+    return jsonify(
+        {
+            "items": [job(r, context_name=names.get(r.context_id)) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@bp.get("/<job_id>")
+def get_replication(job_id: str) -> Any:
+    """One job with its per-disk rows."""
+    row = jobs.get_job(job_id)
+    ctx = VmContext.get_or_none(VmContext.id == row.context_id)
+    return jsonify(job(row, jobs.list_job_disks(job_id), context_name=ctx.name if ctx else None))
+
+
+@bp.post("/<job_id>/stop")
+def stop_replication(job_id: str) -> Any:
+    """Stop a job: a pending job stops at once (200); a running one is flagged and the worker
+    stops it on the VMA (202). 409 when the job is already finished."""
+    row = jobs.request_stop(job_id)
+    status = 200 if JobStatus(row.status).is_terminal else 202
+    return jsonify(job(row)), status
+
+
+@bp.delete("/<job_id>")
+def delete_replication(job_id: str) -> Any:
+    """Delete a finished job (409 while it is active; stop it first)."""
+    jobs.delete_job(job_id)
+    return "", 204
