@@ -1,0 +1,257 @@
+"""The OMA's CloudStack client: a thin, typed layer over the ``cs`` library.
+
+Every call goes through :meth:`CloudStackClient._call`, the one place where ``cs`` and
+``requests`` exceptions become :class:`~oma.errors.CloudStackError` (carrying CloudStack's
+``errorcode`` and ``errortext`` and the command) or :class:`~oma.errors.CloudStackUnreachable`.
+Async commands wait for their job (``queryAsyncJobResult`` every ``poll_interval`` seconds, at
+most ``job_timeout``) and return the job's entity. Requests are POSTed (form body), so API keys
+and signatures stay out of proxy and server access logs; the secret key is registered for log
+redaction and never logged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cs
+import requests
+
+from migration_common import get_logger, register_secret
+
+from ..errors import CloudStackError, CloudStackUnreachable
+
+GIB = 1024**3
+log = get_logger("oma.cloudstack")
+
+
+def size_in_gib(size_bytes: int) -> int:
+    """CloudStack's ``size`` (whole GB, really GiB) for a volume of at least ``size_bytes``."""
+    if size_bytes <= 0:
+        raise ValueError(f"size_bytes must be positive, got {size_bytes}")
+    return max(1, math.ceil(size_bytes / GIB))
+
+
+class CloudStackClient:
+    """Volumes, VMs and the catalog of one CloudStack endpoint (``…/client/api``)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        secret_key: str,
+        *,
+        poll_interval: float = 2.0,
+        job_timeout: float = 600.0,
+        verify: bool = True,
+        request_timeout: int = 30,
+    ) -> None:
+        register_secret(secret_key)
+        self.endpoint = endpoint
+        self._cs = cs.CloudStack(
+            endpoint=endpoint,
+            key=api_key,
+            secret=secret_key,
+            method="post",
+            poll_interval=poll_interval,
+            job_timeout=max(1, math.ceil(job_timeout)),
+            timeout=request_timeout,
+            verify=verify,
+            dangerous_no_tls_verify=not verify,
+            fetch_result=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"CloudStackClient({self.endpoint!r})"
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._cs.session.close()
+
+    def __enter__(self) -> CloudStackClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- the one adapter ------------------------------------------------------------------
+    def _call(self, command: str, **params: Any) -> Any:
+        """Run ``command``; translate every ``cs``/``requests`` failure into our errors."""
+        params = {k: v for k, v in params.items() if v is not None}
+        try:
+            return getattr(self._cs, command)(**params)
+        except cs.CloudStackApiException as exc:
+            err = exc.error if isinstance(exc.error, dict) else {}
+            status = getattr(exc.response, "status_code", None)
+            code = err.get("errorcode") or status
+            text = err.get("errortext") or str(exc.args[0] if exc.args else exc)
+            log.warning("cloudstack error", command=command, errorcode=code, errortext=text)
+            raise CloudStackError(text, errorcode=code, command=command) from exc
+        except cs.CloudStackException as exc:  # job timeout, non-JSON answer (wrong URL)
+            status = getattr(exc.response, "status_code", None)
+            text = " ".join(str(a) for a in exc.args) or type(exc).__name__
+            log.warning("cloudstack error", command=command, errorcode=status, errortext=text)
+            raise CloudStackError(text, errorcode=status, command=command) from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # the exception text holds the request URL: report only its kind and the endpoint
+            text = f"cannot reach CloudStack at {self.endpoint} ({type(exc).__name__})"
+            log.warning("cloudstack unreachable", command=command, endpoint=self.endpoint)
+            raise CloudStackUnreachable(text, command=command) from exc
+        except requests.RequestException as exc:
+            text = f"request to CloudStack at {self.endpoint} failed ({type(exc).__name__})"
+            raise CloudStackUnreachable(text, command=command) from exc
+
+    def _list(self, command: str, **params: Any) -> list[dict[str, Any]]:
+        return list(self._call(command, fetch_list=True, **params))
+
+    def _one(self, command: str, **params: Any) -> dict[str, Any] | None:
+        """First item of a list filtered by id; None when CloudStack says it does not exist."""
+        try:
+            items = self._list(command, **params)
+        except CloudStackError as exc:
+            if exc.errorcode == 431:  # "Invalid parameter id value=… entity does not exist"
+                return None
+            raise
+        return items[0] if items else None
+
+    # ----- catalog --------------------------------------------------------------------------
+    def test(self) -> dict[str, Any]:
+        """Prove endpoint and credentials work with a cheap ``listZones``."""
+        zones = self.list_zones()
+        return {"ok": True, "zones": [{"id": z["id"], "name": z.get("name")} for z in zones]}
+
+    def list_zones(self) -> list[dict[str, Any]]:
+        """Every zone."""
+        return self._list("listZones")
+
+    def list_service_offerings(self) -> list[dict[str, Any]]:
+        """Every compute offering."""
+        return self._list("listServiceOfferings")
+
+    def list_disk_offerings(self) -> list[dict[str, Any]]:
+        """Every disk offering."""
+        return self._list("listDiskOfferings")
+
+    def list_networks(self, zone_id: str | None = None) -> list[dict[str, Any]]:
+        """Networks (of one zone)."""
+        return self._list("listNetworks", zoneid=zone_id, listall=True)
+
+    def list_templates(
+        self, zone_id: str | None = None, templatefilter: str = "executable"
+    ) -> list[dict[str, Any]]:
+        """Templates visible through ``templatefilter``."""
+        return self._list("listTemplates", templatefilter=templatefilter, zoneid=zone_id)
+
+    # ----- volumes --------------------------------------------------------------------------
+    def create_volume(
+        self, name: str, *, zone_id: str, disk_offering_id: str, size_bytes: int
+    ) -> dict[str, Any]:
+        """Create a data volume of at least ``size_bytes`` (rounded up to whole GiB)."""
+        size = size_in_gib(size_bytes)
+        log.info("creating volume", name=name, size_gib=size)
+        result = self._call(
+            "createVolume", name=name, zoneid=zone_id, diskofferingid=disk_offering_id, size=size
+        )
+        return dict(result["volume"])
+
+    def get_volume(self, volume_id: str) -> dict[str, Any] | None:
+        """The volume, or None when it does not exist."""
+        return self._one("listVolumes", id=volume_id, listall=True)
+
+    def list_volumes(
+        self, *, vm_id: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Volumes, optionally of one VM and/or with exactly this name."""
+        items = self._list("listVolumes", virtualmachineid=vm_id, name=name, listall=True)
+        return [v for v in items if name is None or v.get("name") == name]
+
+    def attach_volume(
+        self, volume_id: str, vm_id: str, device_id: int | None = None
+    ) -> dict[str, Any]:
+        """Attach and wait; returns the volume (with ``deviceid``, ``virtualmachineid``)."""
+        log.info("attaching volume", volume_id=volume_id, vm_id=vm_id, device_id=device_id)
+        result = self._call(
+            "attachVolume", id=volume_id, virtualmachineid=vm_id, deviceid=device_id
+        )
+        return dict(result["volume"])
+
+    def detach_volume(self, volume_id: str) -> dict[str, Any]:
+        """Detach and wait; returns the volume."""
+        log.info("detaching volume", volume_id=volume_id)
+        return dict(self._call("detachVolume", id=volume_id)["volume"])
+
+    def delete_volume(self, volume_id: str, *, missing_ok: bool = False) -> None:
+        """Delete a detached volume; with ``missing_ok`` a volume already gone is fine."""
+        if missing_ok and self.get_volume(volume_id) is None:
+            return
+        log.info("deleting volume", volume_id=volume_id)
+        self._call("deleteVolume", id=volume_id)
+
+    # ----- virtual machines -----------------------------------------------------------------
+    def deploy_vm(
+        self,
+        *,
+        name: str,
+        zone_id: str,
+        service_offering_id: str,
+        template_id: str,
+        network_ids: list[str],
+        start: bool = False,
+        macs: dict[str, str] | None = None,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        cpu_speed_mhz: int = 1000,
+    ) -> dict[str, Any]:
+        """Deploy a VM from a template (stopped unless ``start``); returns the VM.
+
+        ``macs`` maps network id → MAC to keep the source VM's addresses (sent as
+        ``iptonetworklist``, which CloudStack does not accept together with ``networkids``).
+        ``cpus``/``memory_mb`` are sent as ``details`` for a custom service offering.
+        """
+        params: dict[str, Any] = {
+            "name": name,
+            "displayname": name,
+            "zoneid": zone_id,
+            "serviceofferingid": service_offering_id,
+            "templateid": template_id,
+            "startvm": start,
+        }
+        if macs:
+            params["iptonetworklist"] = [
+                {"networkid": n, **({"mac": macs[n]} if n in macs else {})} for n in network_ids
+            ]
+        else:
+            params["networkids"] = list(network_ids)
+        if cpus is not None or memory_mb is not None:
+            details = {"cpuSpeed": cpu_speed_mhz}
+            if cpus is not None:
+                details["cpuNumber"] = cpus
+            if memory_mb is not None:
+                details["memory"] = memory_mb
+            params["details"] = details
+        log.info("deploying vm", name=name, start=start)
+        return dict(self._call("deployVirtualMachine", **params)["virtualmachine"])
+
+    def start_vm(self, vm_id: str) -> dict[str, Any]:
+        """Start and wait; returns the VM."""
+        return dict(self._call("startVirtualMachine", id=vm_id)["virtualmachine"])
+
+    def stop_vm(self, vm_id: str, forced: bool = False) -> dict[str, Any]:
+        """Stop and wait; returns the VM."""
+        return dict(self._call("stopVirtualMachine", id=vm_id, forced=forced)["virtualmachine"])
+
+    def destroy_vm(self, vm_id: str, expunge: bool = True) -> dict[str, Any]:
+        """Destroy (and by default expunge) a VM; its data volumes are detached and kept."""
+        log.info("destroying vm", vm_id=vm_id, expunge=expunge)
+        return dict(
+            self._call("destroyVirtualMachine", id=vm_id, expunge=expunge)["virtualmachine"]
+        )
+
+    def get_vm(self, vm_id: str) -> dict[str, Any] | None:
+        """The VM, or None when it does not exist (or was expunged)."""
+        return self._one("listVirtualMachines", id=vm_id, listall=True)
+
+    def list_vms(self, name: str | None = None) -> list[dict[str, Any]]:
+        """VMs, optionally only those named exactly ``name``."""
+        items = self._list("listVirtualMachines", name=name, listall=True)
+        return [v for v in items if name is None or v.get("name") == name]

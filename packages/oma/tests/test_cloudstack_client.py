@@ -1,0 +1,180 @@
+"""oma.cloudstack.CloudStackClient against the real CloudStack simulator process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from labtest.cloudstack import SimInfo, cloudstack_sim, inject_fault
+from labtest.procs import free_port
+from oma.cloudstack import CloudStackClient, size_in_gib, wait_for_device
+from oma.errors import CloudStackError, CloudStackUnreachable
+
+GIB = 1024**3
+
+
+@pytest.fixture
+def sim(tmp_path) -> Iterator[SimInfo]:
+    with cloudstack_sim(tmp_path) as info:
+        yield info
+
+
+@pytest.fixture
+def csc(sim: SimInfo) -> Iterator[CloudStackClient]:
+    with CloudStackClient(
+        sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=30
+    ) as c:
+        yield c
+
+
+def test_size_rounds_up_to_whole_gib() -> None:
+    assert size_in_gib(1) == 1
+    assert size_in_gib(GIB) == 1
+    assert size_in_gib(GIB + 1) == 2
+    with pytest.raises(ValueError):
+        size_in_gib(0)
+
+
+def test_catalog_and_test(sim, csc) -> None:
+    assert csc.test() == {"ok": True, "zones": [{"id": sim.zone_id, "name": "zone1"}]}
+    assert [z["id"] for z in csc.list_zones()] == [sim.zone_id]
+    assert sim.custom_service_offering_id in {o["id"] for o in csc.list_service_offerings()}
+    assert sim.custom_disk_offering_id in {o["id"] for o in csc.list_disk_offerings()}
+    assert [n["id"] for n in csc.list_networks(sim.zone_id)] == [sim.network_id]
+    assert [t["id"] for t in csc.list_templates(sim.zone_id)] == [sim.template_id]
+
+
+def test_volume_lifecycle_with_device(sim, csc) -> None:
+    vol = csc.create_volume(
+        "mig-disk-2000",
+        zone_id=sim.zone_id,
+        disk_offering_id=sim.custom_disk_offering_id,
+        size_bytes=GIB + 512,
+    )
+    assert vol["size"] == 2 * GIB and vol["state"] == "Allocated"
+    assert csc.get_volume(vol["id"])["name"] == "mig-disk-2000"
+    assert [v["id"] for v in csc.list_volumes(name="mig-disk-2000")] == [vol["id"]]
+    attached = csc.attach_volume(vol["id"], sim.oma_vm_id)
+    assert attached["virtualmachineid"] == sim.oma_vm_id and attached["state"] == "Ready"
+    assert vol["id"] in {v["id"] for v in csc.list_volumes(vm_id=sim.oma_vm_id)}
+    device = wait_for_device(vol["id"], sim.by_id_dir, timeout=5)
+    assert device == (sim.state_dir / "volumes" / f"{vol['id']}.img").resolve()
+    assert device.stat().st_size == 2 * GIB
+    detached = csc.detach_volume(vol["id"])
+    assert "virtualmachineid" not in detached
+    csc.delete_volume(vol["id"])
+    assert csc.get_volume(vol["id"]) is None
+    csc.delete_volume(vol["id"], missing_ok=True)
+    with pytest.raises(CloudStackError) as exc:
+        csc.delete_volume(vol["id"])
+    assert exc.value.errorcode == 431 and exc.value.command == "deleteVolume"
+
+
+def test_attach_fault_becomes_cloudstack_error(sim, csc) -> None:
+    vol = csc.create_volume(
+        "v", zone_id=sim.zone_id, disk_offering_id=sim.custom_disk_offering_id, size_bytes=GIB
+    )
+    inject_fault(sim, "attachVolume", 530, errortext="Failed to attach volume v to VM oma")
+    with pytest.raises(CloudStackError) as exc:
+        csc.attach_volume(vol["id"], sim.oma_vm_id)
+    assert exc.value.errorcode == 530
+    assert exc.value.errortext == "Failed to attach volume v to VM oma"
+    assert exc.value.command == "attachVolume"
+    assert (
+        str(exc.value) == "CloudStack error 530 (attachVolume): Failed to attach volume v to VM oma"
+    )
+    assert csc.get_volume(vol["id"]).get("virtualmachineid") is None
+
+
+def test_state_rule_errors_carry_errortext(sim, csc) -> None:
+    vol = csc.create_volume(
+        "v", zone_id=sim.zone_id, disk_offering_id=sim.custom_disk_offering_id, size_bytes=GIB
+    )
+    csc.attach_volume(vol["id"], sim.oma_vm_id, device_id=3)
+    with pytest.raises(CloudStackError) as exc:
+        csc.delete_volume(vol["id"])
+    assert exc.value.errorcode == 431
+    assert exc.value.errortext == "Please specify a volume that is not attached to any VM."
+
+
+def test_vm_lifecycle(sim, csc) -> None:
+    vm = csc.deploy_vm(
+        name="mig-vm-01",
+        zone_id=sim.zone_id,
+        service_offering_id=sim.custom_service_offering_id,
+        template_id=sim.template_id,
+        network_ids=[sim.network_id],
+        macs={sim.network_id: "02:00:de:ad:be:ef"},
+        cpus=2,
+        memory_mb=2048,
+    )
+    assert vm["state"] == "Stopped"
+    assert (vm["cpunumber"], vm["memory"]) == (2, 2048)
+    assert vm["nic"][0]["macaddress"] == "02:00:de:ad:be:ef"
+    assert csc.get_vm(vm["id"])["name"] == "mig-vm-01"
+    assert [v["id"] for v in csc.list_vms(name="mig-vm-01")] == [vm["id"]]
+    assert csc.start_vm(vm["id"])["state"] == "Running"
+    assert csc.stop_vm(vm["id"], forced=True)["state"] == "Stopped"
+    assert csc.destroy_vm(vm["id"])["state"] == "Expunging"
+    assert csc.get_vm(vm["id"]) is None
+    plain = csc.deploy_vm(
+        name="plain",
+        zone_id=sim.zone_id,
+        service_offering_id=sim.service_offering_id,
+        template_id=sim.template_id,
+        network_ids=[sim.network_id],
+        start=True,
+    )
+    assert plain["state"] == "Running" and plain["cpunumber"] == 1
+
+
+def test_bad_credentials_are_401(sim) -> None:
+    with (
+        CloudStackClient(sim.endpoint, sim.api_key, "wrong", poll_interval=0.05) as bad,
+        pytest.raises(CloudStackError) as exc,
+    ):
+        bad.test()
+    assert exc.value.errorcode == 401
+    assert "unable to verify user credentials" in exc.value.errortext
+
+
+def test_unreachable_endpoint(caplog) -> None:
+    url = f"http://127.0.0.1:{free_port()}/client/api"
+    with (
+        CloudStackClient(url, "key", "very-secret-value", poll_interval=0.05) as dead,
+        caplog.at_level(logging.DEBUG),
+        pytest.raises(CloudStackUnreachable) as exc,
+    ):
+        dead.list_zones()
+    assert url in str(exc.value) and "signature" not in str(exc.value)
+    assert "very-secret-value" not in caplog.text
+
+
+def test_job_timeout_is_an_error(sim) -> None:
+    inject_fault(sim, "createVolume", None, delay=5.0)
+    with (
+        CloudStackClient(
+            sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=1
+        ) as c,
+        pytest.raises(CloudStackError) as exc,
+    ):
+        c.create_volume(
+            "slow",
+            zone_id=sim.zone_id,
+            disk_offering_id=sim.custom_disk_offering_id,
+            size_bytes=GIB,
+        )
+    assert "Timeout waiting for async job result" in exc.value.errortext
+    assert exc.value.errorcode == 408
+
+
+def test_wrong_url_is_an_error(sim) -> None:
+    url = sim.endpoint.replace("/client/api", "/nope")
+    with (
+        CloudStackClient(url, sim.api_key, sim.secret_key) as c,
+        pytest.raises(CloudStackError) as exc,
+    ):
+        c.list_zones()
+    assert exc.value.errorcode == 404
