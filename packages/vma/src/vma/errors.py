@@ -6,7 +6,9 @@
     ├── VmwareError                 vCenter refused or failed an operation (carries vm_id)
     │   ├── VmwareConnectionError   vCenter unreachable or login refused
     │   ├── VmNotFoundError         no VM with that id
-    │   └── VcenterNotConfiguredError  no vCenter configured or remembered
+    │   ├── VcenterNotConfiguredError  no vCenter configured or remembered
+    │   ├── SnapshotNotFoundError   the VM has no snapshot with that id
+    │   └── PowerOffError           graceful power-off failed and forcing was not allowed
     ├── SourceError                 a disk source (lab qcow2/qemu-nbd, or VDDK) failed
     └── JobError                    a replication job cannot be started, stopped or found
         ├── JobNotFoundError        no job with that id
@@ -70,3 +72,11 @@ class JobRequestError(JobError):
 
 class UnknownDiskError(JobRequestError):
     """A progress update names a disk key that is not part of the job."""
+
+
+class SnapshotNotFoundError(VmwareError):
+    """The VM has no snapshot with the requested id."""
+
+
+class PowerOffError(VmwareError):
+    """A graceful power-off was refused or timed out and forcing was not allowed."""
