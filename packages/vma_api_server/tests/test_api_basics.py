@@ -11,7 +11,9 @@ from vma.services.store import Job, JobDisk, database
 GOOD_BODY = {
     "job_id": "job-1",
     "vm_id": "vm-1",
-    "disks": [{"disk_key": "2000", "target_uri": "nbd://127.0.0.1:10100/v", "previous_change_id": None}],
+    "disks": [
+        {"disk_key": "2000", "target_uri": "nbd://127.0.0.1:10100/v", "previous_change_id": None}
+    ],
     "options": {"verify": False, "target_is_zero": False},
 }
 
@@ -31,8 +33,13 @@ def test_health_is_public(client):
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("get", "/api/v1/jobs"), ("post", "/api/v1/replicate"), ("get", "/api/v1/progress/x"),
-     ("get", "/api/v1/openapi.json"), ("post", "/api/v1/progress/x/update")],
+    [
+        ("get", "/api/v1/jobs"),
+        ("post", "/api/v1/replicate"),
+        ("get", "/api/v1/progress/x"),
+        ("get", "/api/v1/openapi.json"),
+        ("post", "/api/v1/progress/x/update"),
+    ],
 )
 def test_unauthenticated_is_401(client, method, path):
     res = getattr(client, method)(path)
@@ -52,15 +59,21 @@ def test_unknown_route_is_json_404(client, auth):
 def test_openapi_lists_the_routes(client, auth):
     doc = client.get("/api/v1/openapi.json", headers=auth).get_json()
     assert doc["openapi"].startswith("3.")
-    for path in ("/api/v1/replicate", "/api/v1/progress", "/api/v1/progress/{job_id}/update",
-                 "/api/v1/vms/{vm_id}/power-off", "/api/v1/jobs/{job_id}/stop"):
+    for path in (
+        "/api/v1/replicate",
+        "/api/v1/progress",
+        "/api/v1/progress/{job_id}/update",
+        "/api/v1/vms/{vm_id}/power-off",
+        "/api/v1/jobs/{job_id}/stop",
+    ):
         assert path in doc["paths"]
     assert "JobProgress" in doc["components"]["schemas"]
 
 
 def test_replicate_rejects_non_json(client, auth):
-    res = client.post("/api/v1/replicate", data="not json", headers=auth,
-                      content_type="application/json")
+    res = client.post(
+        "/api/v1/replicate", data="not json", headers=auth, content_type="application/json"
+    )
     assert res.status_code == 400
     assert res.get_json()["error"]["code"] == "invalid_json"
 
@@ -103,8 +116,9 @@ def test_progress_update_unknown_job_is_404(client, auth):
 def test_progress_update_validates_and_orders_by_seq(client, auth):
     _make_job("j1")
     url = "/api/v1/progress/j1/update"
-    bad = client.post(url, json={"disk_key": "2000", "bytes_total": 1, "bytes_done": 5},
-                      headers=auth)
+    bad = client.post(
+        url, json={"disk_key": "2000", "bytes_total": 1, "bytes_done": 5}, headers=auth
+    )
     assert bad.status_code == 422
     assert "bytes_done" in bad.get_json()["error"]["message"]
     res = client.post(url, json={"disk_key": "9999", "seq": 1}, headers=auth)
@@ -138,8 +152,16 @@ def test_batched_progress_lists_not_found(client, auth):
 def test_get_job_and_unknown_job(client, auth):
     _make_job("j2", status="queued")
     doc = client.get("/api/v1/jobs/j2", headers=auth).get_json()
-    assert set(doc) == {"job_id", "vm_id", "status", "pid", "error", "created_at",
-                        "finished_at", "progress"}
+    assert set(doc) == {
+        "job_id",
+        "vm_id",
+        "status",
+        "pid",
+        "error",
+        "created_at",
+        "finished_at",
+        "progress",
+    }
     assert doc["status"] == "queued"
     res = client.get("/api/v1/jobs/none", headers=auth)
     assert res.status_code == 404
