@@ -26,7 +26,6 @@ from ..database.models import (
     VmaAppliance,
     VmContext,
     VmDisk,
-    WorkerHeartbeat,
 )
 
 
@@ -239,27 +238,6 @@ def fail_disks(job_id: str, message: str, now: datetime) -> None:
         )
         .execute()
     )
-
-
-def heartbeat(
-    worker_id: str, hostname: str, pid: int, version: str | None, started_at: datetime
-) -> None:
-    """Insert or refresh this worker's heartbeat row."""
-    now = utcnow()
-    updated = (
-        WorkerHeartbeat.update(seen_at=now, pid=pid, hostname=hostname)
-        .where(WorkerHeartbeat.worker_id == worker_id)
-        .execute()
-    )
-    if not updated:
-        WorkerHeartbeat.insert(
-            worker_id=worker_id,
-            hostname=hostname,
-            pid=pid,
-            version=version,
-            started_at=started_at,
-            seen_at=now,
-        ).execute()
 
 
 def lock_rows(query: Any) -> Any:

@@ -44,6 +44,20 @@ class StepContext:
         self.params: dict[str, Any] = dict(workflow.params or {})
         self.data: dict[str, dict[str, Any]] = {}
         self.step: str | None = None
+        self._row: WorkflowStep | None = None
+
+    def record(self, **values: Any) -> None:
+        """Store ``values`` in the running step's data at once (survives the step failing).
+
+        A step records what it created as it goes, so its compensation (or a resumed run)
+        knows about resources made before a failure or crash.
+        """
+        assert self._row is not None, "record() is only valid inside a step"
+        data = dict(self._row.data or {})
+        data.update(values)
+        self._row.data = data
+        self._row.save()
+        self.data[self._row.name] = data
 
     def renew_lease(self) -> None:
         """Extend this worker's lease (call during long steps)."""
@@ -191,6 +205,8 @@ class WorkflowEngine:
                 done.append(step)
                 continue
             ctx.step = step.name
+            ctx._row = row
+            ctx.data[step.name] = dict(row.data or {})  # partial data of an interrupted run
             self.renew(wf)
             self._set_step(
                 row,
@@ -201,7 +217,7 @@ class WorkflowEngine:
                 claimed_by=self.worker_id,
             )
             try:
-                data = step.run(ctx) or {}
+                data = {**(row.data or {}), **(step.run(ctx) or {})}
             except Exception as exc:
                 log.warning(
                     "workflow step failed", workflow_id=wf.id, step=step.name, error=str(exc)
@@ -221,7 +237,7 @@ class WorkflowEngine:
             ctx.data[step.name] = data
             self._set_step(row, status=StepStatus.DONE.value, data=data, finished_at=self.clock())
             done.append(step)
-        ctx.step = None
+        ctx.step, ctx._row = None, None
         if definition.on_success is not None:
             definition.on_success(ctx)
         self._finish(wf, "done")

@@ -1,0 +1,119 @@
+"""Export reconciliation at worker start: the database and the running qemu-nbd processes agree.
+
+For every export the database says is ``running``:
+
+- its process is alive (checked through ``/proc/<pid>/cmdline``, not just the PID) → kept;
+- it is dead but its volume is still attached with its device present → restarted, on the
+  same port when that port is free (a VMA may hold the URI), and the row updated;
+- otherwise → marked ``dead``.
+
+Then every qemu-nbd export this OMA's ExportManager started that no ``running`` row knows
+about (an orphan, e.g. started just before a crash) is stopped. No export outlives its volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migration_common import get_logger, utcnow
+
+from ..database.db import database
+from ..database.models import NbdExport, ReplicaVolume
+from ..errors import NbdExportError
+from . import _queries as q
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ReconcileResult:
+    """What reconciliation did."""
+
+    kept: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    orphans_stopped: list[int] = field(default_factory=list)
+
+
+def _restart(exports: Any, row: NbdExport, rv: ReplicaVolume, port_range: tuple[int, int]) -> Any:
+    """Start the export again, on its old port when possible."""
+    others = {
+        r.port
+        for r in NbdExport.select(NbdExport.port).where(
+            NbdExport.state == "running", NbdExport.id != row.id
+        )
+    }
+    lo, hi = port_range
+    all_but_old = set(range(lo, hi + 1)) - {row.port}
+    try:
+        return exports.start(
+            rv.cloudstack_volume_id, rv.device_path, used_ports=all_but_old | others
+        )
+    except NbdExportError:
+        return exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=others)
+
+
+def reconcile_exports(exports: Any, port_range: tuple[int, int]) -> ReconcileResult:
+    """Make the nbd_exports rows and the running processes agree (see module docstring)."""
+    result = ReconcileResult()
+    with database.connection_context():
+        rows = list(
+            NbdExport.select(NbdExport, ReplicaVolume)
+            .join(ReplicaVolume)
+            .where(NbdExport.state == "running")
+        )
+        for row in rows:
+            rv = row.volume
+            vol_id = rv.cloudstack_volume_id
+            if row.pid and exports.is_running(row.pid, vol_id):
+                result.kept.append(vol_id)
+                continue
+            now = utcnow()
+            device_ok = rv.state == "attached" and rv.device_path and Path(rv.device_path).exists()
+            if device_ok:
+                try:
+                    info = _restart(exports, row, rv, port_range)
+                except NbdExportError as exc:
+                    log.warning("could not restart export", volume_id=vol_id, error=str(exc))
+                else:
+                    with database.atomic():
+                        old_port = row.port
+                        row.pid, row.port, row.host = info.pid, info.port, info.host
+                        row.export_name, row.updated_at = info.export_name, now
+                        row.save()
+                        q.append_event(
+                            None,
+                            rv.context_id,
+                            "export_restarted",
+                            f"restarted dead export of volume {vol_id} "
+                            f"(port {old_port} → {info.port})",
+                            data={"pid": info.pid},
+                            at=now,
+                        )
+                    result.restarted.append(vol_id)
+                    continue
+            row.state, row.updated_at = "dead", now
+            row.save()
+            result.dead.append(vol_id)
+        known = {
+            (r.pid, r.volume.cloudstack_volume_id)
+            for r in NbdExport.select(NbdExport, ReplicaVolume)
+            .join(ReplicaVolume)
+            .where(NbdExport.state == "running")
+        }
+    for info in exports.list_running():
+        if (info.pid, info.volume_id) not in known:
+            log.warning("stopping orphan export", volume_id=info.volume_id, pid=info.pid)
+            exports.stop(info.pid, info.volume_id)
+            result.orphans_stopped.append(info.pid)
+    if result.restarted or result.dead or result.orphans_stopped:
+        log.info(
+            "exports reconciled",
+            kept=len(result.kept),
+            restarted=result.restarted,
+            dead=result.dead,
+            orphans=result.orphans_stopped,
+        )
+    return result

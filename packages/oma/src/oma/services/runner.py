@@ -1,0 +1,125 @@
+"""The workflow runner: turns pending jobs into workflows, runs them, honours stop requests.
+
+One tick (an APScheduler job in ``oma worker``):
+
+1. stop requests — a ``replicating`` job with ``stop_requested`` is stopped on its VMA (an
+   unknown job there is fine) and marked ``stopped``; jobs still being provisioned stop at
+   their workflow's next step;
+2. new jobs — every ``pending`` job without a workflow gets one (rows selected with
+   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB, so two workers never both create it);
+3. workflows — claims runnable workflows one at a time (lease; an expired lease of a dead
+   worker is taken over) and runs them to their end or to the replicating hand-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from peewee import fn
+
+from migration_common import get_logger, utcnow
+
+from ..database.db import database
+from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance, Workflow
+from ..errors import VmaClientError
+from ..vma_client import error_status
+from ..workflows.engine import WorkflowEngine
+from ..workflows.replication import KIND, ReplicationWorkflow
+from . import _queries as q
+
+log = get_logger(__name__)
+
+
+class WorkflowRunner:
+    """Runs the replication workflows of one worker."""
+
+    def __init__(
+        self,
+        engine: WorkflowEngine,
+        replication: ReplicationWorkflow,
+        vma_for: Callable[[VmaAppliance], Any],
+        *,
+        max_per_tick: int = 20,
+    ) -> None:
+        self.engine = engine
+        self.replication = replication
+        self.vma_for = vma_for
+        self.max_per_tick = max_per_tick
+
+    def tick(self) -> dict[str, int]:
+        """One pass: stop requests, new workflows, then run claimable workflows."""
+        counts = {"stopped": 0, "created": 0, "ran": 0}
+        with database.connection_context():
+            counts["stopped"] = self.handle_stop_requests()
+            counts["created"] = self.create_workflows()
+            for _ in range(self.max_per_tick):
+                wf = self.engine.claim([KIND])
+                if wf is None:
+                    break
+                counts["ran"] += 1
+                log.info("running workflow", workflow_id=wf.id, job_id=wf.job_id)
+                try:
+                    self.engine.run(wf, self.replication.definition)
+                except Exception:  # the engine records step failures; this is a bug guard
+                    log.exception("workflow crashed", workflow_id=wf.id, job_id=wf.job_id)
+        return counts
+
+    def create_workflows(self) -> int:
+        """Create a replication workflow for each pending job that has none."""
+        created = 0
+        with database.atomic():
+            has_workflow = Workflow.select(Workflow.id).where(Workflow.job == ReplicationJob.id)
+            query = (
+                ReplicationJob.select()
+                .where(
+                    ReplicationJob.status == JobStatus.PENDING.value,
+                    ReplicationJob.stop_requested == False,  # noqa: E712
+                    ~fn.EXISTS(has_workflow),
+                )
+                .order_by(ReplicationJob.created_at)
+                .limit(50)
+            )
+            for job in q.lock_rows(query):
+                self.engine.create(
+                    self.replication.definition, context_id=job.context_id, job_id=job.id
+                )
+                created += 1
+        return created
+
+    def handle_stop_requests(self) -> int:
+        """Stop replicating jobs an operator asked to stop (VMA first, then the row)."""
+        stopped = 0
+        jobs = list(
+            ReplicationJob.select().where(
+                ReplicationJob.stop_requested == True,  # noqa: E712
+                ReplicationJob.status == JobStatus.REPLICATING.value,
+            )
+        )
+        for job in jobs:
+            vma = VmaAppliance.get_or_none(VmaAppliance.id == job.vma_id)
+            if vma is not None:
+                try:
+                    self.vma_for(vma).stop_job(job.id)
+                except VmaClientError as exc:
+                    if error_status(exc) != 404:
+                        log.warning(
+                            "VMA could not stop the job; will retry", job_id=job.id, error=str(exc)
+                        )
+                        continue
+            now = utcnow()
+            with database.atomic():
+                (
+                    JobDisk.update(status="stopped", updated_at=now)
+                    .where(JobDisk.job == job.id, JobDisk.status.in_(["queued", "running"]))
+                    .execute()
+                )
+                if q.finish_job(
+                    job.id,
+                    JobStatus.STOPPED,
+                    now=now,
+                    message="stopped by operator",
+                    from_statuses=[JobStatus.REPLICATING],
+                ):
+                    stopped += 1
+        return stopped

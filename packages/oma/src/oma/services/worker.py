@@ -1,0 +1,257 @@
+"""``oma worker``: one process running the OMA's background jobs under APScheduler 3.x.
+
+:func:`run_worker` builds the worker's parts (:func:`build_worker`), reconciles NBD exports
+with the database, then runs a ``BlockingScheduler`` with three jobs, each with an explicit
+id, ``max_instances=1`` and ``coalesce=True``:
+
+- ``heartbeat``       — refreshes this worker's ``worker_heartbeats`` row (health reads it);
+- ``progress-poller`` — :class:`oma.services.poller.ProgressPoller` every ``OMA_POLL_INTERVAL``;
+- ``workflow-runner`` — :class:`oma.services.runner.WorkflowRunner` every second.
+
+All state lives in the database, so the process may be killed at any moment: a new worker
+resumes polling on its first tick, takes over expired workflow leases (at once for its own
+``OMA_WORKER_ID``) and restarts or cleans up exports. SIGTERM/SIGINT shut the scheduler down.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from migration_common import get_logger, setup_logging, utcnow
+
+from ..database.db import database, init_db
+from ..database.models import CloudStackTarget, VmaAppliance
+from ..vma_client import VmaClient
+from ..workflows.engine import WorkflowEngine
+from ..workflows.replication import ReplicationServices, ReplicationWorkflow
+from .classify import Timeouts
+from .exports import reconcile_exports
+from .poller import ProgressPoller
+from .runner import WorkflowRunner
+
+log = get_logger(__name__)
+
+
+class _ClientCache:
+    """One client per row, rebuilt when the row's URL or secret changes."""
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+        self._items: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+    def get(self, key: str, version: tuple[Any, ...], row: Any) -> Any:
+        cached = self._items.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if cached is not None and hasattr(cached[1], "close"):
+            cached[1].close()
+        client = self._build(row)
+        self._items[key] = (version, client)
+        return client
+
+    def close(self) -> None:
+        for _, client in self._items.values():
+            if hasattr(client, "close"):
+                client.close()
+        self._items.clear()
+
+
+@dataclass
+class Worker:
+    """The worker's parts, built once; ``run_worker`` schedules their ticks."""
+
+    config: Any
+    poller: ProgressPoller
+    runner: WorkflowRunner
+    engine: WorkflowEngine
+    exports: Any
+    started_at: datetime = field(default_factory=utcnow)
+    _caches: list[_ClientCache] = field(default_factory=list)
+
+    def heartbeat(self) -> None:
+        """Refresh this worker's heartbeat row."""
+        from importlib.metadata import version
+
+        from ..database.repos import heartbeats
+
+        with database.connection_context():
+            heartbeats.beat(
+                self.config.worker_id, version=version("oma"), started_at=self.started_at
+            )
+
+    def poll(self) -> None:
+        """One progress-poller tick (logged when it did something)."""
+        result = self.poller.tick()
+        if result.jobs:
+            log.debug(
+                "poller tick",
+                jobs=result.jobs,
+                updated=result.updated,
+                completed=result.completed,
+                failed=result.failed,
+                fetch_s=round(result.fetch_seconds, 3),
+                write_s=round(result.write_seconds, 3),
+            )
+
+    def run_workflows(self) -> None:
+        """One workflow-runner tick."""
+        self.runner.tick()
+
+    def reconcile(self) -> None:
+        """Reconcile exports with the database (at start)."""
+        reconcile_exports(self.exports, self.config.nbd_port_range)
+
+    def close(self) -> None:
+        """Release HTTP clients and the poller's threads."""
+        self.poller.close()
+        for cache in self._caches:
+            cache.close()
+
+
+def build_worker(config: Any, *, exports: Any = None) -> Worker:
+    """Connect the database and build the poller, engine, runner and export manager."""
+    from ..cloudstack import CloudStackClient, wait_for_device
+    from ..nbd import ExportManager
+    from ..secrets import secret_box
+
+    init_db(config.database_url)
+    if config.auto_upgrade:
+        from ..database.migrate import upgrade
+
+        upgrade()
+    box = secret_box(config)
+
+    vma_cache = _ClientCache(
+        lambda row: VmaClient(row.url, box.decrypt(row.token_encrypted), timeout=config.vma_timeout)
+    )
+    cs_cache = _ClientCache(
+        lambda row: CloudStackClient(
+            row.endpoint,
+            row.api_key,
+            box.decrypt(row.secret_key_encrypted),
+            poll_interval=config.cloudstack_poll_interval,
+            verify=row.verify_tls,
+        )
+    )
+
+    def vma_for(row: VmaAppliance) -> VmaClient:
+        return vma_cache.get(row.id, (row.url, row.token_encrypted), row)
+
+    def cloudstack_for(row: CloudStackTarget) -> Any:
+        return cs_cache.get(
+            row.id, (row.endpoint, row.api_key, row.secret_key_encrypted, row.verify_tls), row
+        )
+
+    if exports is None:
+        exports = ExportManager(
+            bind_host=config.nbd_bind_host,
+            advertise_host=config.nbd_advertise_host,
+            port_range=tuple(config.nbd_port_range),
+            state_dir=Path(config.data_dir) / "exports",
+        )
+    services = ReplicationServices(
+        cloudstack_for=cloudstack_for,
+        vma_for=vma_for,
+        exports=exports,
+        by_id_dir=Path(config.by_id_dir),
+        device_timeout=config.device_timeout,
+        wait_for_device=wait_for_device,
+    )
+    engine = WorkflowEngine(config.worker_id, lease_seconds=config.lease_timeout)
+    runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+    poller = ProgressPoller(
+        timeouts=Timeouts(
+            vma_unreachable=config.vma_unreachable_timeout,
+            job_lost=config.job_lost_timeout,
+            stale=config.stale_timeout,
+        ),
+        vma_timeout=config.vma_timeout,
+        token_for=lambda row: box.decrypt(row.token_encrypted),
+    )
+    return Worker(
+        config=config,
+        poller=poller,
+        runner=runner,
+        engine=engine,
+        exports=exports,
+        _caches=[vma_cache, cs_cache],
+    )
+
+
+def run_worker(config: Any) -> None:
+    """Run ``oma worker`` until SIGTERM/SIGINT (see the module docstring)."""
+    from apscheduler.events import EVENT_JOB_ERROR
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    setup_logging(config.log_level, json_lines=config.log_format == "json")
+    worker = build_worker(config)
+    with database.connection_context():
+        released = worker.engine.release_own()
+    if released:
+        log.info("took back workflows leased under this worker id", count=released)
+    worker.reconcile()
+    worker.heartbeat()
+
+    scheduler = BlockingScheduler(
+        executors={"default": ThreadPoolExecutor(4)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        timezone="UTC",
+    )
+
+    def on_error(event: Any) -> None:
+        log.error(
+            "scheduled job failed",
+            job=event.job_id,
+            error=repr(event.exception),
+            traceback=event.traceback,
+        )
+
+    scheduler.add_listener(on_error, EVENT_JOB_ERROR)
+    now = utcnow()
+    scheduler.add_job(
+        worker.heartbeat,
+        "interval",
+        seconds=config.poll_interval,
+        id="heartbeat",
+        replace_existing=True,
+        next_run_time=now,
+    )
+    scheduler.add_job(
+        worker.poll,
+        "interval",
+        seconds=config.poll_interval,
+        id="progress-poller",
+        replace_existing=True,
+        next_run_time=now,
+    )
+    scheduler.add_job(
+        worker.run_workflows,
+        "interval",
+        seconds=min(1.0, config.poll_interval),
+        id="workflow-runner",
+        replace_existing=True,
+        next_run_time=now,
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("worker stopping", signal=signal.Signals(signum).name)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "worker started",
+        worker_id=config.worker_id,
+        poll_interval=config.poll_interval,
+        database=database.obj.__class__.__name__,
+    )
+    try:
+        scheduler.start()
+    finally:
+        worker.close()
+        log.info("worker stopped", worker_id=config.worker_id)
