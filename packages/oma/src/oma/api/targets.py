@@ -101,10 +101,10 @@ def test_target(target_id: str) -> Any:
     from ..errors import CloudStackError
 
     row = targets.get_target(target_id)
-    client = client_for(row)
     try:
-        zones = client.list_zones()
-        vm = client.get_vm(row.oma_vm_id)
+        with client_for(row) as client:
+            zones = client.list_zones()
+            vm = client.get_vm(row.oma_vm_id)
     except CloudStackError as exc:
         return jsonify(
             {"ok": False, "error": str(exc), "errorcode": getattr(exc, "errorcode", None)}
@@ -129,24 +129,26 @@ def test_target(target_id: str) -> Any:
 @bp.get("/<target_id>/offerings")
 def list_offerings(target_id: str) -> Any:
     """Service and disk offerings of the target."""
-    client = client_for(targets.get_target(target_id))
-    return jsonify(
-        {
-            "service_offerings": client.list_service_offerings(),
-            "disk_offerings": client.list_disk_offerings(),
-        }
-    )
+    with client_for(targets.get_target(target_id)) as client:
+        return jsonify(
+            {
+                "service_offerings": client.list_service_offerings(),
+                "disk_offerings": client.list_disk_offerings(),
+            }
+        )
 
 
 @bp.get("/<target_id>/networks")
 def list_networks(target_id: str) -> Any:
     """Networks of the target's zone."""
     row = targets.get_target(target_id)
-    return jsonify({"items": client_for(row).list_networks(zone_id=row.zone_id)})
+    with client_for(row) as client:
+        return jsonify({"items": client.list_networks(zone_id=row.zone_id)})
 
 
 @bp.get("/<target_id>/templates")
 def list_templates(target_id: str) -> Any:
     """Executable templates of the target's zone."""
     row = targets.get_target(target_id)
-    return jsonify({"items": client_for(row).list_templates(zone_id=row.zone_id)})
+    with client_for(row) as client:
+        return jsonify({"items": client.list_templates(zone_id=row.zone_id)})
