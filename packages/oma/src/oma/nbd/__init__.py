@@ -1,0 +1,7 @@
+"""NBD exports of replica volumes: one qemu-nbd process per volume (see ``exports``)."""
+
+from __future__ import annotations
+
+from .exports import ExportInfo, ExportManager, export_name
+
+__all__ = ["ExportInfo", "ExportManager", "export_name"]
