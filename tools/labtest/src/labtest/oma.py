@@ -189,12 +189,14 @@ class StubVma:
     def _copy(self, body: dict[str, Any]) -> None:
         job_id, vm_id = body["job_id"], body["vm_id"]
         disks = body["disks"]
+        kind = "incremental" if all(d.get("previous_change_id") for d in disks) else "full"
         self.set_progress(
             job_id,
             progress_doc(
                 job_id,
                 "running",
                 [{"disk_key": d["disk_key"], "status": "running", "bytes_total": 1} for d in disks],
+                sync_type=kind,
             ),
         )
         if self.gate is not None:
@@ -249,7 +251,7 @@ class StubVma:
         with self._lock:
             if self.jobs.get(job_id, {}).get("status") == "stopped":
                 return
-        self.set_progress(job_id, progress_doc(job_id, "completed", done))
+        self.set_progress(job_id, progress_doc(job_id, "completed", done, sync_type=kind))
 
 
 def _err(code: str, message: str, field_name: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,249 @@
+"""The replication workflow in-process against the real CloudStack simulator, real qemu-nbd
+exports and a stub VMA that copies real bytes with qemu-img into the exports."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labtest.cloudstack import cloudstack_sim, inject_fault
+from labtest.nbd import create_image, qemu_img, qemu_io
+from labtest.oma import StubVma, oma_database
+from labtest.procs import wait_until
+from oma.cloudstack import CloudStackClient, wait_for_device
+from oma.database.db import database
+from oma.database.models import (
+    CloudStackTarget,
+    JobDisk,
+    JobEvent,
+    NbdExport,
+    ReplicationJob,
+    ReplicaVolume,
+    VmaAppliance,
+    VmContext,
+    VmDisk,
+)
+from oma.database.repos import jobs as jobs_repo
+from oma.nbd import ExportManager
+from oma.services.poller import ProgressPoller
+from oma.services.runner import WorkflowRunner
+from oma.vma_client import VmaClient
+from oma.workflows.engine import WorkflowEngine
+from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+DISKS = {"2000": 8 * MiB, "2001": 4 * MiB}
+
+
+@dataclass
+class Lab:
+    sim: object
+    vma: StubVma
+    cs: CloudStackClient
+    exports: ExportManager
+    runner: WorkflowRunner
+    poller: ProgressPoller
+    context_id: str
+    vm_id: str
+    sources: dict[str, Path]
+
+
+def _sha(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            chunk = f.read(min(left, MiB))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def _raw(src: Path, tmp: Path) -> Path:
+    out = tmp / f"{src.stem}.raw"
+    qemu_img("convert", "-O", "raw", str(src), str(out))
+    return out
+
+
+@pytest.fixture
+def lab(tmp_path):
+    vm_id = "4205a841-0265-f4bd-39a6-39fd92196f53"
+    sources = {}
+    for i, (key, size) in enumerate(DISKS.items()):
+        img = create_image(tmp_path / f"src-{key}.qcow2", size)
+        qemu_io(img, f"write -P {0x11 + i} 0 1M", f"write -P {0x61 + i} {size - MiB} 512k")
+        sources[key] = img
+    with (
+        cloudstack_sim(tmp_path / "cs") as sim,
+        StubVma() as vma,
+        oma_database(tmp_path / "oma.db"),
+    ):
+        vma.sources = {(vm_id, k): p for k, p in sources.items()}
+        cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
+        exports = ExportManager(port_range=(20100, 20199), state_dir=tmp_path / "exports")
+        with database.connection_context():
+            appliance = VmaAppliance.create(name="vma-1", url=vma.url, token_encrypted="x")
+            target = CloudStackTarget.create(
+                name="lab",
+                endpoint=sim.endpoint,
+                api_key=sim.api_key,
+                secret_key_encrypted="x",
+                zone_id=sim.zone_id,
+                oma_vm_id=sim.oma_vm_id,
+                disk_offering_id=sim.custom_disk_offering_id,
+                is_default=True,
+            )
+            ctx = VmContext.create(
+                vma=appliance.id, target=target.id, vcenter="vc.lab", vm_id=vm_id, name="web-1"
+            )
+            for key, size in DISKS.items():
+                VmDisk.create(context=ctx.id, disk_key=key, capacity_bytes=size)
+
+        def vma_for(_row):
+            return VmaClient(vma.url, vma.token, retries=0)
+
+        services = ReplicationServices(
+            cloudstack_for=lambda _row: cs,
+            vma_for=vma_for,
+            exports=exports,
+            by_id_dir=sim.by_id_dir,
+            device_timeout=10,
+            wait_for_device=wait_for_device,
+        )
+        engine = WorkflowEngine("test-worker", lease_seconds=30)
+        runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+        poller = ProgressPoller(token_for=lambda _row: vma.token)
+        try:
+            yield Lab(sim, vma, cs, exports, runner, poller, ctx.id, vm_id, sources)
+        finally:
+            poller.close()
+            for info in exports.list_running():
+                exports.stop(info.pid, info.volume_id)
+            cs.close()
+
+
+def _create_job(lab: Lab, requested: str = "auto") -> str:
+    with database.connection_context():
+        return jobs_repo.create_job(lab.context_id, requested_type=requested).id
+
+
+def _job(job_id: str) -> ReplicationJob:
+    with database.connection_context():
+        return ReplicationJob.get_by_id(job_id)
+
+
+def _run_to_end(lab: Lab, job_id: str) -> ReplicationJob:
+    lab.runner.tick()
+
+    def finished() -> bool:
+        lab.poller.tick()
+        return _job(job_id).status in ("completed", "failed", "stopped")
+
+    wait_until(finished, timeout=60, interval=0.1, what=f"job {job_id} to finish")
+    return _job(job_id)
+
+
+def test_full_then_incremental_replication(lab, tmp_path):
+    job_id = _create_job(lab)
+    job = _run_to_end(lab, job_id)
+    assert job.status == "completed", job.error_message
+    assert job.effective_type == "full"
+    with database.connection_context():
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+        disks = {d.disk_key: d for d in VmDisk.select()}
+        job_disks = {d.disk_key: d for d in JobDisk.select().where(JobDisk.job == job_id)}
+        exports_rows = list(NbdExport.select().where(NbdExport.state == "running"))
+        ctx = VmContext.get_by_id(lab.context_id)
+        kinds = [
+            e.kind for e in JobEvent.select().where(JobEvent.job == job_id).order_by(JobEvent.at)
+        ]
+    assert set(volumes) == set(DISKS)
+    for key, size in DISKS.items():
+        vol = volumes[key]
+        assert vol.size_bytes >= size and vol.attached_vm_id == lab.sim.oma_vm_id
+        assert disks[key].change_id and disks[key].change_id == job_disks[key].change_id
+        assert job_disks[key].previous_change_id is None
+        assert job_disks[key].target_uri.endswith(f"/vol-{vol.cloudstack_volume_id}")
+        raw = _raw(lab.sources[key], tmp_path)
+        assert _sha(Path(vol.device_path), size) == _sha(raw, size)
+        cs_vol = lab.cs.get_volume(vol.cloudstack_volume_id)
+        assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
+    assert len(exports_rows) == 2
+    assert ctx.ready_for_failover and ctx.active_job_id is None
+    for kind in (
+        "job_created",
+        "status",
+        "volume_created",
+        "volume_attached",
+        "export_started",
+        "completed",
+    ):
+        assert kind in kinds
+    first_ids = {k: d.change_id for k, d in disks.items()}
+    first_pids = sorted(r.pid for r in exports_rows)
+
+    # second sync: same volumes, same exports, previous change IDs sent per disk
+    qemu_io(lab.sources["2000"], "write -P 0x99 2M 64k")
+    job2 = _run_to_end(lab, _create_job(lab))
+    assert job2.status == "completed", job2.error_message
+    assert job2.effective_type == "incremental"
+    call = lab.vma.replicate_calls[-1]
+    assert {d["disk_key"]: d["previous_change_id"] for d in call["disks"]} == first_ids
+    assert call["options"]["target_is_zero"] is False
+    with database.connection_context():
+        assert {v.disk_key: v.cloudstack_volume_id for v in ReplicaVolume.select()} == {
+            k: v.cloudstack_volume_id for k, v in volumes.items()
+        }
+        assert (
+            sorted(r.pid for r in NbdExport.select().where(NbdExport.state == "running"))
+            == first_pids
+        )
+        new_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    assert all(new_ids[k] != first_ids[k] for k in DISKS)
+    raw = _raw(lab.sources["2000"], tmp_path)
+    assert _sha(Path(volumes["2000"].device_path), DISKS["2000"]) == _sha(raw, DISKS["2000"])
+
+
+def test_attach_failure_fails_the_job_with_cloudstacks_text_and_leaks_no_volume(lab):
+    inject_fault(lab.sim, "attachVolume", 530, errortext="Failed to attach volume: host down")
+    job = _run_to_end(lab, _create_job(lab))
+    assert job.status == "failed"
+    assert job.error_class == "cloudstack"
+    assert "Failed to attach volume: host down" in job.error_message
+    assert lab.vma.replicate_calls == []
+    with database.connection_context():
+        states = {v.state for v in ReplicaVolume.select()}
+        ctx = VmContext.get_by_id(lab.context_id)
+    assert states <= {"deleted"}
+    assert [v for v in lab.cs.list_volumes() if v.get("type") != "ROOT"] == []
+    assert list(lab.sim.by_id_dir.iterdir()) == []
+    assert lab.exports.list_running() == []
+    assert ctx.active_job_id is None
+    # the next attempt succeeds from scratch
+    job2 = _run_to_end(lab, _create_job(lab))
+    assert job2.status == "completed", job2.error_message
+
+
+def test_stop_request_while_replicating(lab):
+    import threading
+
+    lab.vma.gate = threading.Event()
+    job_id = _create_job(lab)
+    lab.runner.tick()
+    assert _job(job_id).status == "replicating"
+    with database.connection_context():
+        jobs_repo.request_stop(job_id)
+    lab.runner.tick()
+    job = _job(job_id)
+    assert job.status == "stopped"
+    assert lab.vma.stop_calls == [job_id]
+    with database.connection_context():
+        assert VmContext.get_by_id(lab.context_id).active_job_id is None
+    lab.vma.gate.set()
