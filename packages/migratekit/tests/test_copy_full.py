@@ -1,0 +1,88 @@
+"""Full copies against real servers: qemu-nbd (TCP and unix) and nbdkit; sha256 of files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labtest import nbd as labnbd
+
+from .conftest import MiB, copy_json, make_sparse_random, nbdkit, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_sparse_random_full_copy_over_tcp_is_byte_identical(tmp_path: Path, raw_export) -> None:
+    size = 48 * MiB
+    src = make_sparse_random(tmp_path / "src.raw", size, seed=7)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\xee" * size)  # stale bytes everywhere: holes must be zeroed
+    s = raw_export(src, readonly=True)
+    t = raw_export(dst)
+    out = copy_json(s.uri, t.uri, "--verify")
+    assert sha256_file(dst) == sha256_file(src)
+    assert out["status"] == "completed" and out["sync_type"] == "full"
+    assert out["digest"] == sha256_file(src)
+    assert out["bytes_total"] == size == out["bytes_written"] + out["bytes_zeroed"]
+    assert 0 < out["bytes_written"] < size
+
+
+def test_full_copy_into_zero_target_skips_holes_over_unix_sockets(
+    tmp_path: Path, raw_export, sockdir: Path
+) -> None:
+    size = 32 * MiB
+    src = make_sparse_random(tmp_path / "src.raw", size, seed=11, data_share=0.2)
+    dst = tmp_path / "dst.raw"
+    with open(dst, "wb") as fh:
+        fh.truncate(size)
+    s = raw_export(src, readonly=True, unix_dir=str(sockdir), export="src")
+    t = raw_export(dst, unix_dir=str(sockdir), export="dst")
+    assert s.uri.startswith("nbd+unix:///src?socket=")
+    out = copy_json(s.uri, t.uri, "--target-is-zero", "--request-size", "256K")
+    assert sha256_file(dst) == sha256_file(src)
+    assert out["bytes_zeroed"] == 0
+    assert out["bytes_total"] == out["bytes_written"] < size
+
+
+def test_qcow2_source_into_nbdkit_file_target(tmp_path: Path, sockdir: Path) -> None:
+    size = 16 * MiB
+    image = labnbd.create_image(tmp_path / "src.qcow2", size)
+    labnbd.qemu_io(
+        image,
+        "write -P 0xab 0 1M",
+        "write -P 0x5a 5M 3M",
+        "write -z 9M 1M",
+        "write -P 0x01 16380k 4k",
+    )
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\xff" * size)
+    proc = nbdkit(["file", f"file={dst}"], sockdir / "t.sock", tmp_path / "nbdkit.log")
+    try:
+        with labnbd.qemu_nbd(image, readonly=True) as s:
+            out = copy_json(
+                s.uri,
+                f"nbd+unix:///?socket={sockdir / 't.sock'}",
+                "--verify",
+                "--connections",
+                "3",
+                "--window",
+                "4",
+            )
+    finally:
+        proc.stop()
+    labnbd.qemu_img("convert", "-f", "qcow2", "-O", "raw", str(image), str(tmp_path / "r.raw"))
+    assert sha256_file(dst) == sha256_file(tmp_path / "r.raw")
+    # data moved = allocated qcow2 clusters (64 KiB), never the 16 MiB virtual size
+    assert out["bytes_written"] == 4 * MiB + 64 * 1024
+    assert out["bytes_zeroed"] == size - out["bytes_written"]
+
+
+def test_target_larger_than_source_keeps_its_tail(tmp_path: Path, raw_export) -> None:
+    src = make_sparse_random(tmp_path / "src.raw", 8 * MiB, seed=3)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x42" * (12 * MiB))
+    out = copy_json(raw_export(src, readonly=True).uri, raw_export(dst).uri, "--verify")
+    assert out["status"] == "completed"
+    assert sha256_file(dst, 8 * MiB) == sha256_file(src)
+    assert dst.read_bytes()[8 * MiB :] == b"\x42" * (4 * MiB)
