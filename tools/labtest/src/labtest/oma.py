@@ -369,6 +369,33 @@ class OmaInfo:
     api_process: ManagedProcess
     worker_process: ManagedProcess
     config_env: dict[str, str]
+
+    def api(
+        self, method: str, path: str, body: Any = None, token: str | None = "admin"
+    ) -> tuple[int, Any]:
+        """One JSON request to the OMA API (``path`` under /api/v1); (status, decoded body)."""
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"{self.url}/api/v1/{path.lstrip('/')}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        tok = self.admin_token if token == "admin" else token
+        if tok:
+            req.add_header("Authorization", f"Bearer {tok}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as res:
+                raw = res.read()
+                return res.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            exc.close()
+            return exc.code, json.loads(raw) if raw else None
+
     restart_worker: Callable[[], ManagedProcess] = field(repr=False, default=lambda: None)  # type: ignore[assignment, return-value]
     kill_worker: Callable[[], None] = field(repr=False, default=lambda: None)
 
@@ -410,6 +437,9 @@ def oma_services(
             "OMA_CLOUDSTACK_POLL_INTERVAL": "0.05",
             "OMA_DEVICE_TIMEOUT": "20",
             "OMA_LOG_LEVEL": "DEBUG",
+            # a fixed worker id: a restarted worker takes its dead predecessor's leases at once
+            "OMA_WORKER_ID": "lab-worker",
+            "OMA_LEASE_TIMEOUT": "10",
         }
     )
     if cloudstack is not None:
@@ -469,6 +499,21 @@ def oma_services(
         for proc in workers:
             proc.stop()
         api.stop()
+        stop_exports(data_dir / "exports")
+
+
+def stop_exports(state_dir: str | os.PathLike[str]) -> list[int]:
+    """Stop every qemu-nbd export an OMA ExportManager recorded in ``state_dir`` (by PID)."""
+    from oma.nbd import ExportManager
+
+    if not Path(state_dir).exists():
+        return []
+    manager = ExportManager(state_dir=Path(state_dir))
+    stopped = []
+    for export in manager.list_running():
+        manager.stop(export.pid, export.volume_id)
+        stopped.append(export.pid)
+    return stopped
 
 
 def _fernet_key() -> str:
