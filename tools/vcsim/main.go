@@ -8,16 +8,24 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 )
@@ -31,6 +39,7 @@ func main() {
 	clusterHosts := flag.Int("host-per-cluster", 3, "hosts per cluster")
 	vms := flag.Int("vm", 2, "virtual machines per resource pool / standalone host")
 	datastores := flag.Int("ds", 1, "number of local datastores")
+	certOut := flag.String("cert-out", "", "write the server's self-signed certificate (PEM) here")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -54,7 +63,13 @@ func main() {
 	}
 	model.Service.Listen = listen
 	if *useTLS {
-		model.Service.TLS = new(tls.Config)
+		// govmomi's built-in test certificate has a 1024-bit key that OpenSSL refuses at its
+		// default security level, so clients could not verify it; make a P-256 one instead.
+		cert, err := selfSignedCert(*host, *certOut)
+		if err != nil {
+			log.Fatalf("vcsim: certificate: %v", err)
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 
 	server := model.Service.NewServer()
@@ -69,4 +84,50 @@ func main() {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	got := <-sig
 	log.Printf("vcsim: %v received, stopping", got)
+}
+
+// selfSignedCert makes a P-256 certificate for host, 127.0.0.1, ::1 and localhost, valid for a
+// year, and writes its PEM to certOut when given (clients can trust it as their CA file).
+func selfSignedCert(host, certOut string) (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "vcsim.lab", Organization: []string{"OSSEA-Migrate lab"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost", "vcsim.lab"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+	} else if ip == nil && host != "" {
+		tmpl.DNSNames = append(tmpl.DNSNames, host)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if certOut != "" {
+		if err := os.WriteFile(certOut, certPEM, 0o644); err != nil {
+			return tls.Certificate{}, err
+		}
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -13,7 +13,7 @@ import contextlib
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ class VcsimInfo:
     username: str
     password: str
     pid: int
+    ca_file: str = ""  # the simulator's self-signed certificate (PEM), to verify TLS against
 
     def __repr__(self) -> str:  # keep the password out of assertion messages and logs
         return f"VcsimInfo(url={self.url!r}, username={self.username!r}, pid={self.pid})"
@@ -60,21 +61,28 @@ def vcsim(
     username: str | None = None,
     password: str | None = None,
     timeout: float = 30.0,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[VcsimInfo]:
     """Run a vcsim (VPX model, TLS, self-signed) on a free 127.0.0.1 port while the block runs.
 
-    ``tmpdir`` receives the log file ``vcsim.log``. The login is random unless given; it reaches
-    the simulator through ``VCSIM_USERNAME``/``VCSIM_PASSWORD`` (never argv). The process is
-    stopped by PID when the block exits, also on failure.
+    ``tmpdir`` receives the log file ``vcsim.log`` and the simulator's certificate
+    ``vcsim-cert.pem`` (``VcsimInfo.ca_file``; P-256, self-signed, valid for 127.0.0.1), so
+    clients can verify TLS. The login is random unless given; it reaches the simulator through
+    ``VCSIM_USERNAME``/``VCSIM_PASSWORD`` (never argv). The process is stopped by PID when the
+    block exits, also on failure. ``extra_env`` reaches the simulator's environment (e.g.
+    ``VCSIM_CBT_WINDOW_BYTES``, see tools/vcsim/README.md).
     """
     binary = build()
     host = "127.0.0.1"
     port = free_port(host)
     username = username or "lab-" + secrets.token_hex(4)
     password = password or secrets.token_urlsafe(16)
-    env = dict(os.environ, VCSIM_USERNAME=username, VCSIM_PASSWORD=password)
+    env = dict(os.environ, **(extra_env or {}))
+    env.update(VCSIM_USERNAME=username, VCSIM_PASSWORD=password)
     log_path = Path(tmpdir) / "vcsim.log"
+    cert_path = Path(tmpdir) / "vcsim-cert.pem"
     argv = [str(binary), "-host", host, "-port", str(port), "-vm", str(vms_per_host)]
+    argv += ["-cert-out", str(cert_path)]
     proc = ManagedProcess(argv, log_path=log_path, env=env, name="vcsim")
     proc.start()
     try:
@@ -86,6 +94,7 @@ def vcsim(
             username=username,
             password=password,
             pid=proc.pid,
+            ca_file=str(cert_path),
         )
     finally:
         proc.stop()

@@ -80,9 +80,9 @@ class VSphereClient:
         """Log in now (otherwise the first call does); raise VmwareConnectionError on failure."""
         if self._si is not None:
             return
-        ctx = None
-        if not self.insecure and self.ca_file:
-            ctx = ssl.create_default_context(cafile=self.ca_file)
+        # Always pass an explicit context: pyVmomi silently skips certificate checks for
+        # localhost/127.0.0.1 when it gets none.
+        ctx = None if self.insecure else ssl.create_default_context(cafile=self.ca_file)
         with vsphere_errors("connect", where=self.where):
             self._si = SmartConnect(
                 host=self.host,
