@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from vma_api_server import create_app
 
 TOKEN = "test-token-0123456789abcdef"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from migration_common import parse_job_progress
 from vma.services.store import Job, JobDisk, database
 

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from labtest.labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
 from labtest.nbd import qemu_nbd
 from labtest.procs import ManagedProcess, free_port, wait_until
@@ -144,3 +145,151 @@ def test_full_then_incremental_moves_only_changed_blocks(lab, vma, tmp_path):
         for k in keys:
             assert lab_disk_sha256(vm["images"][k]) == lab_disk_sha256(raws[k], "raw")
             assert [b.name for b in list_bitmaps(Path(vm["images"][k]))] == ["gen-2"]
+
+
+def _wait_copying(vma, job_id):
+    """Wait until migratekit runs and reported some bytes; return the job document."""
+    box = {}
+
+    def _copying():
+        job = vma.get(f"jobs/{job_id}")
+        box["job"] = job
+        assert job["status"] in ("queued", "running"), job
+        return job["pid"] and any(d["bytes_done"] > 0 for d in job["progress"]["disks"])
+
+    wait_until(_copying, 60, interval=0.05, what=f"job {job_id} copying")
+    return box["job"]
+
+
+def _sources_alive(vma, job_id):
+    import json
+
+    from vma.services import processes
+
+    state = json.loads(((vma.data_dir / "vma.db").exists() and "{}") or "{}")
+    del state
+    servers = _job_row(vma, job_id)["servers"]
+    return [s for s in servers if processes.alive(s["pid"], s["start"])]
+
+
+def _job_row(vma, job_id):
+    import json
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(vma.data_dir / "vma.db")) as db:
+        row = db.execute("SELECT source_state FROM job WHERE job_id = ?", (job_id,)).fetchone()
+    return json.loads(row[0]) if row and row[0] else {"servers": []}
+
+
+def test_restart_mid_job_completes(lab, vma, tmp_path):
+    vm = _vm(lab, "lab-restart", [12 * MiB], seed=2)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw) as uri:
+        job_id = str(uuid.uuid4())
+        vma.post("replicate", _body(job_id, vm, {key: uri}))
+        job = _wait_copying(vma, job_id)
+        pid = job["pid"]
+        os.kill(pid, signal.SIGSTOP)  # hold migratekit still while the API restarts
+        try:
+            vma.restart()
+            again = vma.get(f"jobs/{job_id}")
+            assert again["status"] == "running" and again["pid"] == pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        done = vma.wait_job(job_id)
+    assert done["status"] == "completed", done
+    disk = done["progress"]["disks"][0]
+    assert disk["status"] == "completed" and disk["change_id"] == "gen-1"
+    assert lab_disk_sha256(vm["images"][key]) == lab_disk_sha256(raw, "raw")
+    assert _sources_alive(vma, job_id) == []
+    assert _our_snapshots(lab, vm["id"]) == []
+
+
+def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
+    vm = _vm(lab, "lab-kill", [12 * MiB], seed=3)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw) as uri:
+        job_id = str(uuid.uuid4())
+        vma.post("replicate", _body(job_id, vm, {key: uri}))
+        job = _wait_copying(vma, job_id)
+        os.kill(job["pid"], signal.SIGKILL)
+        done = vma.wait_job(job_id)
+    assert done["status"] == "failed"
+    assert "migratekit killed by signal 9 (SIGKILL)" in done["error"]
+    disk = done["progress"]["disks"][0]
+    assert disk["status"] == "failed" and "signal 9" in disk["error"]
+    assert _sources_alive(vma, job_id) == []
+    assert _our_snapshots(lab, vm["id"]) == []
+    # the failed sync kept gen-0 and added gen-1: a retry can still go incremental from gen-0
+    assert [b.name for b in list_bitmaps(Path(vm["images"][key]))] == ["gen-0", "gen-1"]
+
+
+def test_stop_running_job(lab, vma, tmp_path):
+    vm = _vm(lab, "lab-stop", [12 * MiB], seed=4)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw, rate="512K") as uri:
+        job_id = str(uuid.uuid4())
+        vma.post("replicate", _body(job_id, vm, {key: uri}))
+        job = _wait_copying(vma, job_id)
+        stopped = vma.post(f"jobs/{job_id}/stop")
+        assert stopped["status"] == "stopped"
+        assert stopped["progress"]["disks"][0]["status"] == "stopped"
+        from vma.services import processes
+
+        assert not processes.alive(job["pid"], None)
+    assert _sources_alive(vma, job_id) == []
+    assert _our_snapshots(lab, vm["id"]) == []
+    # stopping again is harmless; the VM is free for a new job
+    assert vma.post(f"jobs/{job_id}/stop")["status"] == "stopped"
+
+
+def test_replicate_conflicts_and_unknowns(lab, vma, tmp_path):
+    vm = _vm(lab, "lab-conflict", [4 * MiB], seed=5)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw, rate="256K") as uri:
+        job_id = str(uuid.uuid4())
+        body = _body(job_id, vm, {key: uri})
+        vma.post("replicate", body)
+        other = dict(body, options={"verify": True, "target_is_zero": True})
+        status, err = vma.request("POST", "replicate", other)
+        assert status == 409 and "different content" in err["error"]["message"]
+        status, err = vma.request("POST", "replicate", dict(body, job_id=str(uuid.uuid4())))
+        assert status == 409 and "already has an active job" in err["error"]["message"]
+        vma.post(f"jobs/{job_id}/stop")
+
+    status, err = vma.request("POST", "replicate", dict(body, job_id="x1", vm_id="no-such-vm"))
+    assert status == 404 and err["error"]["field"] == "vm_id"
+    bad = _body("x2", vm, {key: uri})
+    bad["disks"][0]["disk_key"] = "999999"
+    status, err = vma.request("POST", "replicate", bad)
+    assert status == 422 and err["error"]["field"] == "disks.0.disk_key"
+    status, _ = vma.request("POST", "replicate", body, token=None)
+    assert status == 401
+
+
+def test_concurrency_limit_queues_jobs(lab, tmp_path):
+    base, vc = lab
+    vms = [_vm(lab, f"lab-queue-{i}", [4 * MiB], seed=10 + i) for i in range(2)]
+    env = {"VMA_MAX_CONCURRENT_JOBS": "1"}
+    with (
+        vma_server(tmp_path, vcenter=vc, lab_dir=base / "images", env=env) as vma,
+        contextlib.ExitStack() as stack,
+    ):
+        ids = []
+        for i, vm in enumerate(vms):
+            key = vm["disks"][0]["key"]
+            raw = _raw(tmp_path / f"t{i}.raw", vm["disks"][0]["capacity_bytes"])
+            uri = stack.enter_context(slow_target(raw, rate="1M"))
+            ids.append(str(uuid.uuid4()))
+            vma.post("replicate", _body(ids[-1], vm, {key: uri}))
+        _wait_copying(vma, ids[0])
+        assert vma.get(f"jobs/{ids[1]}")["status"] == "queued"
+        batch = vma.get(f"progress?job_ids={ids[0]},{ids[1]},nope")
+        assert [j["status"] for j in batch["jobs"]] == ["running", "queued"]
+        assert batch["not_found"] == ["nope"]
+        assert vma.wait_job(ids[0])["status"] == "completed"
+        assert vma.wait_job(ids[1])["status"] == "completed"
