@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 
 from labtest.vcsim import VcsimInfo, vcsim
 from vma.errors import PowerOffError, SnapshotNotFoundError, VmNotFoundError, VmwareError
-from vma.vmware import VSphereClient
+from vma.vmware import VSphereClient, properties
 
 pytestmark = pytest.mark.slow
 
@@ -122,6 +122,36 @@ def test_discover_limited_to_a_datacenter(sim: VcsimInfo, client: VSphereClient)
         pytest.raises(VmwareError, match="datacenter 'DC9' not found"),
     ):
         missing.discover()
+
+
+def test_discovery_pages_through_the_property_collector(
+    client: VSphereClient, raw: vim.ServiceInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    everything = client.discover()
+    # the simulator really pages: one object per answer plus a token
+    pc = vmodl.query.PropertyCollector
+    view = raw.content.viewManager.CreateContainerView(
+        raw.content.rootFolder, [vim.VirtualMachine], True
+    )
+    spec = pc.FilterSpec(
+        objectSet=[
+            pc.ObjectSpec(
+                obj=view,
+                skip=True,
+                selectSet=[pc.TraversalSpec(name="v", type=vim.view.ContainerView, path="view")],
+            )
+        ],
+        propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=["name"])],
+    )
+    first = raw.content.propertyCollector.RetrievePropertiesEx(
+        [spec], pc.RetrieveOptions(maxObjects=1)
+    )
+    view.Destroy()
+    assert len(first.objects) == 1 and first.token
+    raw.content.propertyCollector.CancelRetrievePropertiesEx(first.token)
+
+    monkeypatch.setattr(properties, "PAGE_SIZE", 1)
+    assert client.discover() == everything
 
 
 def test_get_vm_matches_discovery(client: VSphereClient) -> None:
