@@ -1,0 +1,70 @@
+"""The lab vcsim (tools/vcsim, labtest.vcsim): cached build, secrets off argv, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labtest import vcsim as vcsim_mod
+from labtest.procs import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for our purposes
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_build_is_cached() -> None:
+    first = vcsim_mod.build()
+    mtime = first.stat().st_mtime_ns
+    second = vcsim_mod.build()
+    assert second == first
+    assert second.stat().st_mtime_ns == mtime  # not rebuilt
+    assert os.access(first, os.X_OK)
+
+
+def test_credentials_stay_off_the_command_line_and_the_log(tmp_path: Path) -> None:
+    with vcsim_mod.vcsim(tmp_path) as info:
+        cmdline = Path(f"/proc/{info.pid}/cmdline").read_bytes().decode()
+        environ = Path(f"/proc/{info.pid}/environ").read_bytes().decode()
+        assert info.password not in cmdline and info.username not in cmdline
+        assert f"VCSIM_PASSWORD={info.password}" in environ
+        assert info.password not in repr(info)
+        assert Path(info.ca_file).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    log = (tmp_path / "vcsim.log").read_text()
+    assert f"VCSIM_URL=https://127.0.0.1:{info.port}/sdk" in log
+    assert info.password not in log
+
+
+def test_stopped_by_pid_even_when_the_block_fails(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="boom"), vcsim_mod.vcsim(tmp_path) as info:
+        pid = info.pid
+        assert _alive(pid)
+        raise RuntimeError("boom")
+    assert not _alive(pid)
+
+
+def test_launcher_refuses_half_a_login(tmp_path: Path) -> None:
+    binary = vcsim_mod.build()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VCSIM_")}
+    env["VCSIM_USERNAME"] = "only-user"
+    result = subprocess.run(
+        [str(binary), "-port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "VCSIM_USERNAME and VCSIM_PASSWORD" in result.stderr
