@@ -28,7 +28,7 @@ class HttpProgressSink:
         *,
         timeout: float = 5.0,
         final_attempts: int = 5,
-        backoff: float = 0.5,
+        backoff: float = 0.25,
         close_timeout: float = 30.0,
     ) -> None:
         self.path = f"/api/v1/progress/{job_id}/update"
