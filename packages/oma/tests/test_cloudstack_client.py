@@ -178,3 +178,27 @@ def test_wrong_url_is_an_error(sim) -> None:
     ):
         c.list_zones()
     assert exc.value.errorcode == 404
+
+
+def test_snapshot_lifecycle(sim, csc) -> None:
+    vol = csc.create_volume(
+        "snap-me", zone_id=sim.zone_id, disk_offering_id=sim.custom_disk_offering_id, size_bytes=GIB
+    )
+    with pytest.raises(CloudStackError) as exc:  # Allocated volumes have no storage yet
+        csc.create_snapshot(vol["id"])
+    assert exc.value.errorcode == 431 and exc.value.command == "createSnapshot"
+    csc.attach_volume(vol["id"], sim.oma_vm_id)
+    device = wait_for_device(vol["id"], sim.by_id_dir, timeout=5)
+    with open(device, "r+b") as fh:
+        fh.write(b"generation-1")
+    snap = csc.create_snapshot(vol["id"], name="pre-test-failover")
+    assert snap["state"] == "BackedUp" and snap["name"] == "pre-test-failover"
+    assert [s["id"] for s in csc.list_snapshots(vol["id"])] == [snap["id"]]
+    with open(device, "r+b") as fh:
+        fh.write(b"generation-2")
+    csc.detach_volume(vol["id"])
+    csc.revert_snapshot(snap["id"])
+    with open(sim.state_dir / "volumes" / f"{vol['id']}.img", "rb") as fh:
+        assert fh.read(12) == b"generation-1"
+    csc.delete_snapshot(snap["id"])
+    assert csc.get_snapshot(snap["id"]) is None

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import catalog, vms, volumes
+from . import catalog, snapshots, vms, volumes
 from .errors import BAD_CREDENTIALS, UNAUTHORIZED, ApiError
 from .faults import FaultTable
 from .jobs import Call, JobRunner
@@ -28,6 +28,7 @@ SYNC: dict[str, SyncHandler] = {
     "listVirtualMachines": vms.list_vms,
     "queryAsyncJobResult": catalog.query_async_job_result,
     "listAsyncJobs": catalog.list_async_jobs,
+    "listSnapshots": snapshots.list_snapshots,
 }
 ASYNC: dict[str, AsyncHandler] = {
     "createVolume": volumes.create_volume,
@@ -37,6 +38,9 @@ ASYNC: dict[str, AsyncHandler] = {
     "startVirtualMachine": vms.start_vm,
     "stopVirtualMachine": vms.stop_vm,
     "destroyVirtualMachine": vms.destroy_vm,
+    "createSnapshot": snapshots.create_snapshot,
+    "deleteSnapshot": snapshots.delete_snapshot,
+    "revertSnapshot": snapshots.revert_snapshot,
 }
 COMMANDS = {name.lower(): name for name in (*SYNC, *ASYNC)}
 
@@ -52,6 +56,7 @@ class Api:
         self.jobs = JobRunner(store)
         volumes.register(store, self.jobs)
         vms.register(store, self.jobs)
+        snapshots.register(store, self.jobs)
 
     def handle(self, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """Authenticate, dispatch, and wrap the answer in ``<command>response``."""

@@ -31,6 +31,9 @@ JAVA_CMD = {
     "startVirtualMachine": f"{_PKG}.vm.StartVMCmd",
     "stopVirtualMachine": f"{_PKG}.vm.StopVMCmd",
     "destroyVirtualMachine": f"{_PKG}.vm.DestroyVMCmd",
+    "createSnapshot": f"{_PKG}.snapshot.CreateSnapshotCmd",
+    "deleteSnapshot": f"{_PKG}.snapshot.DeleteSnapshotCmd",
+    "revertSnapshot": f"{_PKG}.snapshot.RevertSnapshotCmd",
 }
 ACCOUNT_ID = "6c5e4f4e-0000-4000-8000-00000000acc1"
 USER_ID = "6c5e4f4e-0000-4000-8000-00000000a5e1"

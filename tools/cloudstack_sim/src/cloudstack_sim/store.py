@@ -39,6 +39,31 @@ def device_serial(volume_id: str) -> str:
     return volume_id.replace("-", "")[:20]
 
 
+def sparse_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` over ``dst`` (same inode, holes kept as holes): for snapshots and reverts."""
+    with open(src, "rb") as fi, open(dst, "r+b" if dst.exists() else "wb") as fo:
+        size = os.fstat(fi.fileno()).st_size
+        fo.truncate(0)
+        fo.truncate(size)
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fi.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fi.fileno(), start, os.SEEK_HOLE)
+            fi.seek(start)
+            fo.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = fi.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                fo.write(chunk)
+                remaining -= len(chunk)
+            offset = end
+
+
 def _fixture() -> dict[str, Any]:
     zone = new_id()
     created = now_text()
@@ -237,6 +262,10 @@ class Store:
         """Delete a volume's backing file."""
         with contextlib.suppress(FileNotFoundError):
             self.backing_path(volume_id).unlink()
+
+    def snapshot_path(self, snapshot_id: str) -> Path:
+        """The sparse copy that holds a snapshot's bytes."""
+        return self.state_dir / "snapshots" / f"{snapshot_id}.img"
 
     def link_path(self, volume_id: str) -> Path:
         """``<by-id-dir>/virtio-<serial>`` for a volume."""

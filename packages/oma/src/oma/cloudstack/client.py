@@ -255,3 +255,27 @@ class CloudStackClient:
         """VMs, optionally only those named exactly ``name``."""
         items = self._list("listVirtualMachines", name=name, listall=True)
         return [v for v in items if name is None or v.get("name") == name]
+
+    # ----- volume snapshots -------------------------------------------------------------
+    def create_snapshot(self, volume_id: str, name: str | None = None) -> dict[str, Any]:
+        """Snapshot a volume and wait; returns the snapshot (``state`` BackedUp)."""
+        log.info("creating snapshot", volume_id=volume_id, name=name)
+        return dict(self._call("createSnapshot", volumeid=volume_id, name=name)["snapshot"])
+
+    def list_snapshots(self, volume_id: str | None = None) -> list[dict[str, Any]]:
+        """Snapshots, optionally of one volume."""
+        return self._list("listSnapshots", volumeid=volume_id, listall=True)
+
+    def get_snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+        """The snapshot, or None when it does not exist."""
+        return self._one("listSnapshots", id=snapshot_id, listall=True)
+
+    def revert_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        """Revert the snapshot's volume to it (volume detached or its VM stopped)."""
+        log.info("reverting snapshot", snapshot_id=snapshot_id)
+        return dict(self._call("revertSnapshot", id=snapshot_id)["snapshot"])
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete a snapshot and wait."""
+        log.info("deleting snapshot", snapshot_id=snapshot_id)
+        self._call("deleteSnapshot", id=snapshot_id)
