@@ -275,3 +275,53 @@ def test_one_batched_request_per_vma_per_tick(db, clock):
             p.close()
         assert (result.jobs, result.vmas, result.updated) == (60, 2, 60)
         assert (a.requests, b.requests) == (1, 1)
+
+
+def test_poller_writes_on_every_database(any_db, clock):
+    """The poller's plain-SQL updates work on SQLite, PostgreSQL and MariaDB."""
+    with StubVma() as stub:
+        ids = seed_replicating_jobs([("db-vma", stub.url)], 2, disks_per_job=2)
+        job_a, job_b = next(iter(ids.values()))
+        stub.set_progress(
+            job_a,
+            progress_doc(
+                job_a,
+                "running",
+                [
+                    {"disk_key": "2000", "bytes_total": 100, "bytes_done": 60, "seq": 4},
+                    {"disk_key": "2001", "bytes_total": 100, "bytes_done": 20, "seq": 2},
+                ],
+            ),
+        )
+        stub.set_progress(
+            job_b,
+            progress_doc(
+                job_b,
+                "completed",
+                [
+                    {
+                        "disk_key": "2000",
+                        "status": "completed",
+                        "phase": "done",
+                        "change_id": "g-1",
+                    },
+                    {
+                        "disk_key": "2001",
+                        "status": "completed",
+                        "phase": "done",
+                        "change_id": "g-2",
+                    },
+                ],
+            ),
+        )
+        p = ProgressPoller(timeouts=TIMEOUTS, token_for=lambda _v: stub.token, clock=clock)
+        try:
+            result = p.tick()
+        finally:
+            p.close()
+    assert (result.updated, result.completed, result.errors) == (1, 1, [])
+    job = _job(job_a)
+    assert (job.bytes_done, job.phase, job.last_progress_at is not None) == (80, "copy", True)
+    assert _disks(job_a)["2000"].seq == 4
+    assert _job(job_b).status == "completed"
+    assert _context(job_b)[1] == {"2000": "g-1", "2001": "g-2"}

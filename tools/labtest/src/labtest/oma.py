@@ -436,7 +436,7 @@ def oma_services(
             "OMA_NBD_PORT_RANGE": f"{lo}-{min(lo + 40, 65000)}",
             "OMA_CLOUDSTACK_POLL_INTERVAL": "0.05",
             "OMA_DEVICE_TIMEOUT": "20",
-            "OMA_LOG_LEVEL": "DEBUG",
+            "OMA_LOG_LEVEL": "INFO",
             # a fixed worker id: a restarted worker takes its dead predecessor's leases at once
             "OMA_WORKER_ID": "lab-worker",
             "OMA_LEASE_TIMEOUT": "10",

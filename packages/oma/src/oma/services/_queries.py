@@ -9,14 +9,14 @@ VM is never left blocked by a finished job.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from peewee import JOIN
 
 from migration_common import JobProgress, Status, utcnow
 
-from ..database.db import is_sqlite
+from ..database.db import database, is_sqlite
 from ..database.models import (
     ContextState,
     JobDisk,
@@ -76,29 +76,54 @@ def write_progress(
     Returns False when the job left ``replicating`` meanwhile (stopped by an operator):
     nothing is written then.
     """
-    values: dict[Any, Any] = {
-        ReplicationJob.phase: progress.phase.value,
-        ReplicationJob.percent: progress.percent,
-        ReplicationJob.bytes_total: progress.bytes_total,
-        ReplicationJob.bytes_done: progress.bytes_done,
-        ReplicationJob.throughput_bps: progress.throughput_bps,
-        ReplicationJob.eta_seconds: progress.eta_seconds,
-        ReplicationJob.effective_type: progress.sync_type.value,
-        ReplicationJob.vma_seen_at: now,
-        ReplicationJob.updated_at: now,
-    }
+    # The poller writes ~1,000 jobs per tick: the two hot UPDATEs are plain SQL (building them
+    # with peewee costs ten times more than SQLite executing them).
+    stamp = _db_time(now)
+    params: list[Any] = [
+        progress.phase.value,
+        progress.percent,
+        progress.bytes_total,
+        progress.bytes_done,
+        progress.throughput_bps,
+        progress.eta_seconds,
+        progress.sync_type.value,
+        stamp,
+        stamp,
+    ]
+    extra = ""
     if advanced:
-        values[ReplicationJob.last_progress_at] = now
-    changed = (
-        ReplicationJob.update(values)
-        .where(ReplicationJob.id == job.id, ReplicationJob.status == JobStatus.REPLICATING.value)
-        .execute()
+        extra = ", last_progress_at = {p}"
+        params.append(stamp)
+    params += [job.id, JobStatus.REPLICATING.value]
+    cursor = database.execute_sql(
+        _sql(_JOB_UPDATE + extra + " WHERE id = {p} AND status = {p}"), params
     )
-    if not changed:
+    if not cursor.rowcount:
         return False
     known = {d.disk_key: d for d in disks}
     for d in progress.disks:
         row = known.get(d.disk_key)
+        if row is not None:
+            if d.seq >= row.seq and _disk_changed(row, d):
+                database.execute_sql(
+                    _sql(_DISK_UPDATE),
+                    [
+                        d.status.value,
+                        d.phase.value,
+                        d.sync_type.value,
+                        d.bytes_total,
+                        d.bytes_done,
+                        d.bytes_written,
+                        d.bytes_zeroed,
+                        d.throughput_bps,
+                        d.change_id,
+                        d.error,
+                        d.seq,
+                        stamp,
+                        row.id,
+                    ],
+                )
+            continue
         fields = {
             JobDisk.status: d.status.value,
             JobDisk.phase: d.phase.value,
@@ -113,13 +138,33 @@ def write_progress(
             JobDisk.seq: d.seq,
             JobDisk.updated_at: now,
         }
-        if row is None:
-            JobDisk.insert({JobDisk.job: job.id, JobDisk.disk_key: d.disk_key, **fields}).execute()
-        elif d.seq >= row.seq and _disk_changed(row, d):
-            JobDisk.update(fields).where(JobDisk.id == row.id).execute()
+        JobDisk.insert({JobDisk.job: job.id, JobDisk.disk_key: d.disk_key, **fields}).execute()
     for kind, message in events:
         append_event(job.id, job.context_id, kind, message, at=now)
     return True
+
+
+_JOB_UPDATE = (
+    "UPDATE replication_jobs SET phase = {p}, percent = {p}, bytes_total = {p}, "
+    "bytes_done = {p}, throughput_bps = {p}, eta_seconds = {p}, effective_type = {p}, "
+    "vma_seen_at = {p}, updated_at = {p}"
+)
+_DISK_UPDATE = (
+    "UPDATE job_disks SET status = {p}, phase = {p}, sync_type = {p}, bytes_total = {p}, "
+    "bytes_done = {p}, bytes_written = {p}, bytes_zeroed = {p}, throughput_bps = {p}, "
+    "change_id = {p}, error = {p}, seq = {p}, updated_at = {p} WHERE id = {p}"
+)
+
+
+def _sql(template: str) -> str:
+    """``template`` with the bound database's parameter placeholder (``?`` or ``%s``)."""
+    return template.replace("{p}", database.param)
+
+
+def _db_time(value: datetime) -> Any:
+    """A timestamp as the UTC-datetime columns store it (naive UTC; text on SQLite)."""
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    return str(naive) if is_sqlite() else naive
 
 
 def _disk_changed(row: JobDisk, d: Any) -> bool:
@@ -238,6 +283,18 @@ def fail_disks(job_id: str, message: str, now: datetime) -> None:
         )
         .execute()
     )
+
+
+def write_transaction() -> Any:
+    """A transaction for read-then-write work: ``BEGIN IMMEDIATE`` on SQLite.
+
+    A deferred SQLite transaction that reads and then writes fails at once with "database is
+    locked" when another connection wrote in between (busy_timeout does not apply to that
+    upgrade); taking the write lock up front makes it wait instead.
+    """
+    if is_sqlite() and not database.in_transaction():
+        return database.atomic("IMMEDIATE")
+    return database.atomic()
 
 
 def lock_rows(query: Any) -> Any:

@@ -78,7 +78,7 @@ def reconcile_exports(exports: Any, port_range: tuple[int, int]) -> ReconcileRes
                 except NbdExportError as exc:
                     log.warning("could not restart export", volume_id=vol_id, error=str(exc))
                 else:
-                    with database.atomic():
+                    with q.write_transaction():
                         old_port = row.port
                         row.pid, row.port, row.host = info.pid, info.port, info.host
                         row.export_name, row.updated_at = info.export_name, now

@@ -204,7 +204,7 @@ class ProgressPoller:
         if decision.action is Action.NOTHING:
             result.waiting += 1
             return
-        with database.atomic():
+        with q.write_transaction():
             if decision.progress is not None:
                 written = q.write_progress(
                     job,

@@ -68,7 +68,7 @@ class WorkflowRunner:
     def create_workflows(self) -> int:
         """Create a replication workflow for each pending job that has none."""
         created = 0
-        with database.atomic():
+        with q.write_transaction():
             has_workflow = Workflow.select(Workflow.id).where(Workflow.job == ReplicationJob.id)
             query = (
                 ReplicationJob.select()
@@ -108,7 +108,7 @@ class WorkflowRunner:
                         )
                         continue
             now = utcnow()
-            with database.atomic():
+            with q.write_transaction():
                 (
                     JobDisk.update(status="stopped", updated_at=now)
                     .where(JobDisk.job == job.id, JobDisk.status.in_(["queued", "running"]))

@@ -26,7 +26,6 @@ from typing import Any
 
 from migration_common import get_logger, utcnow
 
-from ..database.db import database
 from ..database.models import StepStatus, Workflow, WorkflowStep
 from ..services import _queries as q
 
@@ -108,7 +107,7 @@ class WorkflowEngine:
         params: dict[str, Any] | None = None,
     ) -> Workflow:
         """Insert a pending workflow and its pending steps (one transaction)."""
-        with database.atomic():
+        with q.write_transaction():
             wf = Workflow.create(
                 kind=definition.kind,
                 context=context_id,
@@ -128,7 +127,7 @@ class WorkflowEngine:
         """Lease one runnable workflow of ``kinds`` (pending, or running with an expired lease
         or a lease held by this very worker id after a restart)."""
         now = self.clock()
-        with database.atomic():
+        with q.write_transaction():
             query = (
                 Workflow.select()
                 .where(

@@ -30,7 +30,6 @@ from typing import Any
 
 from migration_common import get_logger, utcnow
 
-from ..database.db import database
 from ..database.models import (
     CloudStackTarget,
     JobDisk,
@@ -151,7 +150,7 @@ class ReplicationWorkflow:
         values: dict[Any, Any] = {"status": status.value, "updated_at": now, **fields}
         if job.started_at is None and "started_at" not in fields:
             values["started_at"] = now
-        with database.atomic():
+        with q.write_transaction():
             (
                 ReplicationJob.update(**values)
                 .where(
@@ -197,7 +196,7 @@ class ReplicationWorkflow:
             "provisioning replica volumes",
             vma=job.vma_id or context.vma_id,
         )
-        with database.atomic():
+        with q.write_transaction():
             existing = {d.disk_key for d in JobDisk.select().where(JobDisk.job == job.id)}
             for d in disks:
                 if d.disk_key not in existing:
@@ -266,7 +265,7 @@ class ReplicationWorkflow:
                 size_bytes=disk.capacity_bytes,
             )
         now = utcnow()
-        with database.atomic():
+        with q.write_transaction():
             rv.cloudstack_volume_id = vol["id"]
             rv.size_bytes = int(vol.get("size") or disk.capacity_bytes)
             rv.state, rv.updated_at = "allocated", now
@@ -307,7 +306,7 @@ class ReplicationWorkflow:
                         cs.detach_volume(rv.cloudstack_volume_id)
                     cs.delete_volume(rv.cloudstack_volume_id)
             now = utcnow()
-            with database.atomic():
+            with q.write_transaction():
                 VmDisk.update(replica_volume=None, updated_at=now).where(
                     VmDisk.replica_volume == rv.id
                 ).execute()
@@ -432,7 +431,7 @@ class ReplicationWorkflow:
             previous = None if full else disks[key].change_id
             payload.append({"disk_key": key, "target_uri": uri, "previous_change_id": previous})
         effective = "incremental" if all(p["previous_change_id"] for p in payload) else "full"
-        with database.atomic():
+        with q.write_transaction():
             for p in payload:
                 (
                     JobDisk.update(
@@ -474,7 +473,7 @@ class ReplicationWorkflow:
         """Finish the job: stopped on a stop request, else failed with a class and message."""
         job_id = ctx.workflow.job_id
         now = utcnow()
-        with database.atomic():
+        with q.write_transaction():
             if isinstance(exc, JobStopped):
                 q.finish_job(job_id, JobStatus.STOPPED, now=now, message=str(exc))
                 return

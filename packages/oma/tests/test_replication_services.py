@@ -1,0 +1,142 @@
+"""Through the real processes: `oma serve` + `oma worker`, the CloudStack simulator, vcsim, the
+real VMA API server replicating a lab VM with migratekit — and a kill -9 of the worker."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from labtest.cloudstack import cloudstack_sim
+from labtest.labvm import create_lab_vm, lab_disk_sha256
+from labtest.oma import oma_services
+from labtest.procs import wait_until
+from labtest.vcsim import vcsim
+from labtest.vma import vma_server
+from oma.cloudstack import CloudStackClient
+from oma.nbd import ExportManager
+
+pytestmark = pytest.mark.slow
+MiB = 1 << 20
+SIZES = [48 * MiB, 16 * MiB]
+
+
+def _sha(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            block = f.read(min(left, MiB))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def _ok(status_body: tuple[int, object], expected: int = 200) -> object:
+    status, body = status_body
+    assert status == expected, body
+    return body
+
+
+@pytest.fixture
+def stack(tmp_path):
+    with vcsim(tmp_path / "vc") as vc, cloudstack_sim(tmp_path / "cs") as sim:
+        vm = create_lab_vm(vc, tmp_path / "images", "web-1", SIZES, seed=3)
+        with (
+            vma_server(tmp_path / "vma", vcenter=vc, lab_dir=tmp_path / "images") as vma,
+            oma_services(tmp_path / "oma", cloudstack=sim) as oma,
+        ):
+            yield vc, sim, vm, vma, oma
+
+
+def _register(vc, sim, vm, vma, oma) -> str:
+    appliance = _ok(
+        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
+        201,
+    )
+    _ok(
+        oma.api(
+            "POST",
+            "cloudstack-targets",
+            {
+                "name": "lab",
+                "endpoint": sim.endpoint,
+                "api_key": sim.api_key,
+                "secret_key": sim.secret_key,
+                "zone_id": sim.zone_id,
+                "oma_vm_id": sim.oma_vm_id,
+                "disk_offering_id": sim.custom_disk_offering_id,
+                "is_default": True,
+            },
+        ),
+        201,
+    )
+    added = _ok(
+        oma.api(
+            "POST",
+            "discovery/add",
+            {
+                "vma_id": appliance["id"],
+                "vcenter": f"{vc.host}:{vc.port}",
+                "username": vc.username,
+                "password": vc.password,
+                "insecure": True,
+                "vm_ids": [vm["id"]],
+            },
+        ),
+        201,
+    )
+    return added["added"][0]["id"]
+
+
+def _job(oma, job_id):
+    return _ok(oma.api("GET", f"replications/{job_id}"))
+
+
+def test_replication_survives_a_worker_kill(stack, tmp_path):
+    vc, sim, vm, vma, oma = stack
+    context_id = _register(vc, sim, vm, vma, oma)
+    job = _ok(oma.api("POST", "replications", {"vm_context_id": context_id, "type": "auto"}), 202)
+    job_id = job["id"]
+    # a second job on the same VM while one is active → 409
+    status, body = oma.api("POST", "replications", {"vm_context_id": context_id})
+    assert status == 409 and body["error"]["field"] == "vm_context_id"
+
+    wait_until(
+        lambda: _job(oma, job_id)["status"] in ("replicating", "completed", "failed"),
+        timeout=60,
+        what="job to reach the VMA",
+    )
+    oma.kill_worker()  # kill -9 mid-copy
+    oma.restart_worker()
+    wait_until(
+        lambda: _job(oma, job_id)["status"] in ("completed", "failed", "stopped"),
+        timeout=120,
+        interval=0.2,
+        what="job to finish after the worker restart",
+    )
+    done = _job(oma, job_id)
+    assert done["status"] == "completed", done
+
+    ctx = _ok(oma.api("GET", f"vm-contexts/{context_id}"))
+    disks = {d["disk_key"]: d for d in ctx["disks"]}
+    assert set(disks) == {str(d["key"]) for d in vm["disks"]}
+    cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
+    try:
+        data_volumes = [v for v in cs.list_volumes() if v.get("type") != "ROOT"]
+        assert len(data_volumes) == len(SIZES)  # no leaked volume
+        assert {v["virtualmachineid"] for v in data_volumes} == {sim.oma_vm_id}
+        by_name = {v["name"]: v for v in data_volumes}
+    finally:
+        cs.close()
+    for d in vm["disks"]:
+        key, size = str(d["key"]), int(d["capacity_bytes"])
+        assert disks[key]["change_id"], disks[key]
+        vol = by_name[f"oma-{context_id[:8]}-{key}"]
+        backing = (sim.by_id_dir / f"virtio-{vol['id'].replace('-', '')[:20]}").resolve()
+        assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
+    running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
+    assert sorted(e.volume_id for e in running) == sorted(v["id"] for v in data_volumes)
