@@ -166,3 +166,24 @@ def test_admin_endpoint_validates_and_lists(sim) -> None:
     assert list_faults(sim)[0]["command"] == "attachVolume"
     clear_faults(sim)
     assert list_faults(sim) == []
+
+
+def test_migrated_disk_replaces_root_volume(sim, client) -> None:
+    vm = _deploy(client, sim)
+    root = client.listVolumes(virtualmachineid=vm["id"])["volume"][0]
+    boot = client.createVolume(
+        name="boot", zoneid=sim.zone_id, diskofferingid=sim.custom_disk_offering_id, size=1
+    )["volume"]
+    with pytest.raises(cs.CloudStackApiException) as exc:  # device 0 taken
+        client.attachVolume(id=boot["id"], virtualmachineid=vm["id"], deviceid=0)
+    assert "already has a root volume" in exc.value.error["errortext"]
+    client.detachVolume(id=root["id"])  # allowed: the VM is stopped
+    client.deleteVolume(id=root["id"])
+    attached = client.attachVolume(id=boot["id"], virtualmachineid=vm["id"], deviceid=0)
+    assert (attached["volume"]["type"], attached["volume"]["deviceid"]) == ("ROOT", 0)
+    assert client.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+    with pytest.raises(cs.CloudStackApiException) as exc:
+        client.detachVolume(id=boot["id"])
+    assert exc.value.error["errortext"] == (
+        "Root volume detach is only allowed while the VM is stopped"
+    )

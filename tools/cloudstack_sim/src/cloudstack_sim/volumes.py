@@ -2,8 +2,9 @@
 
 State rules (as CloudStack enforces them): a data volume is ``Allocated`` until its first
 attach, then ``Ready``; attach only to a Stopped or Running VM and only a volume that is not
-attached; device ids are unique per VM (0 is the ROOT disk); a ROOT volume is not detached
-while its VM runs; delete only a detached volume.
+attached; device ids are unique per VM; a ROOT volume is not detached while its VM runs; a
+volume attached as device 0 to a stopped VM without a ROOT volume becomes its ROOT volume
+(how a migrated boot disk replaces a template's root disk); delete only a detached volume.
 """
 
 from __future__ import annotations
@@ -96,16 +97,26 @@ def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
         raise bad_value("Please specify a VM that is either running or stopped.")
     used = {v["deviceid"] for v in d["volumes"].values() if v.get("virtualmachineid") == vm["id"]}
     device = args["deviceid"]
+    if device is None and vol["type"] == "ROOT":
+        device = 0
     if device is None:
         device = next(i for i in range(1, MAX_DEVICE_ID + 2) if i not in used)
         if device > MAX_DEVICE_ID:
             raise bad_value(f"The VM {vm['name']} has the maximum number of data disks attached")
+    elif not 0 <= device <= MAX_DEVICE_ID:
+        raise bad_value(f"deviceId should be between 0 and {MAX_DEVICE_ID}")
+    elif device == 0:
+        # attaching as root (e.g. a migrated boot disk): VM stopped and without a ROOT volume
+        if 0 in used:
+            raise bad_value(f"VM {vm['name']} already has a root volume attached to it")
+        if vm["state"] != "Stopped":
+            raise bad_value("Root volume attach is only allowed while the VM is stopped")
     elif device in used:
         raise bad_value(f"deviceId {device} is used by VM {vm['name']}")
-    elif device == 0 and vol["type"] != "ROOT":
-        raise bad_value("deviceId 0 is reserved for the ROOT disk")
-    elif not 0 <= device <= MAX_DEVICE_ID:
-        raise bad_value(f"deviceId should be between 1 and {MAX_DEVICE_ID}")
+    if vol["type"] == "ROOT" and device != 0:
+        raise bad_value("A ROOT volume can only be attached as deviceId 0")
+    if device == 0:
+        vol["type"] = "ROOT"
     vol.update(virtualmachineid=vm["id"], deviceid=device, state="Ready", attached=now_text())
     store.create_backing(vol["id"], vol["size"])
     if vm["id"] == d["oma_vm_id"]:
