@@ -1,0 +1,112 @@
+"""The ``oma`` command line: one module per command, heavy imports inside the commands.
+
+Server commands (``serve``, ``worker``, ``db``, ``token``) use the OMA configuration
+(``OMA_*``); operator commands (``vms``, ``replicate``, ``jobs``, ``job``) call the API over
+HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every failure prints ``error: …`` and ``hint: …``
+and exits with a code from :class:`oma.cli._errors.ExitCode`; Ctrl-C prints ``cancelled``
+and exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ._errors import CliError, ExitCode
+
+
+class _Group(click.Group):
+    """A click group that turns our errors, config errors and Ctrl-C into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            _fail(exc, debug)
+        except KeyboardInterrupt:
+            click.echo("cancelled", err=True)
+            sys.exit(ExitCode.CANCELLED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            _fail(_translate(exc), debug, exc)
+
+
+def _translate(exc: Exception) -> CliError:
+    from migration_common import ConfigError
+
+    from ..errors import ConflictError, NotFoundError, OmaError
+
+    if isinstance(exc, ConfigError):
+        return CliError(
+            f"invalid setting {exc.variable}: {exc.reason}",
+            hint=f"fix {exc.variable} in the environment or the OMA_CONFIG file",
+            code=ExitCode.CONFIG,
+        )
+    if isinstance(exc, NotFoundError):
+        return CliError(str(exc), code=ExitCode.NOT_FOUND)
+    if isinstance(exc, ConflictError):
+        return CliError(str(exc), code=ExitCode.CONFLICT)
+    if isinstance(exc, OmaError):
+        return CliError(str(exc))
+    try:
+        from peewee import OperationalError
+
+        if isinstance(exc, OperationalError):
+            return CliError(
+                f"database unavailable ({exc})".replace("\n", " "),
+                hint="check OMA_DATABASE_URL and that the database server runs",
+                code=ExitCode.DATABASE,
+            )
+    except ImportError:  # pragma: no cover
+        pass
+    return CliError(
+        f"{type(exc).__name__}: {exc}".replace("\n", " "),
+        hint="run again with --debug (or OMA_DEBUG=1) for the traceback",
+    )
+
+
+def _fail(err: CliError, debug: bool, cause: BaseException | None = None) -> None:
+    from migration_common import redact
+
+    if debug and cause is not None:
+        import traceback
+
+        traceback.print_exception(cause)
+    click.echo(f"error: {redact(err.message)}", err=True)
+    if err.hint:
+        click.echo(f"hint: {err.hint}", err=True)
+    sys.exit(err.code)
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("oma")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="oma", prog_name="oma")
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="OMA_DEBUG",
+    help="Show tracebacks for errors (also OMA_DEBUG=1).",
+)
+def main(debug: bool) -> None:
+    """OSSEA Migration Appliance: API server, worker, database and operator commands."""
+
+
+def _register() -> None:
+    from . import db, job, jobs, replicate, serve, token, vms, worker
+
+    for module in (serve, worker, db, token, vms, replicate, jobs, job):
+        main.add_command(module.command)
+
+
+_register()
+
+__all__ = ["CliError", "ExitCode", "main"]

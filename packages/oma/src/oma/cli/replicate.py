@@ -1,0 +1,34 @@
+"""``oma replicate VM``: request a replication (the worker runs it); --watch follows it."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("replicate")
+@click.argument("vm")
+@click.option(
+    "--type",
+    "kind",
+    type=click.Choice(("auto", "full", "incremental")),
+    default="auto",
+    show_default=True,
+    help="auto: incremental when every disk has a change ID, else full.",
+)
+@click.option("--watch", is_flag=True, help="Follow progress until the job finishes.")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
+def command(vm: str, kind: str, watch: bool, interval: float) -> None:
+    """Replicate VM (its name, VMware id or context id); prints the job id."""
+    from ._client import ApiClient
+    from ._resolve import find_context
+    from ._watch import finish
+    from ._watch import watch as follow
+
+    with ApiClient() as api:
+        ctx = find_context(api, vm)
+        job = api.post("replications", {"vm_context_id": ctx["id"], "type": kind})
+        click.echo(f"job {job['id']} {job['status']} ({kind}) for {ctx['name']}")
+        if watch:
+            finish(follow(api, job["id"], interval=interval))
+        else:
+            click.echo(job["id"])

@@ -1,0 +1,58 @@
+"""``oma serve``: the API under gunicorn (gthread workers), settings from OMA_* variables."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("serve")
+@click.option("--bind", help="host:port to listen on (default OMA_BIND, 0.0.0.0:8082).")
+@click.option("--workers", type=int, help="gunicorn worker processes (default OMA_API_WORKERS).")
+@click.option("--threads", type=int, help="threads per worker (default OMA_API_THREADS).")
+def command(bind: str | None, workers: int | None, threads: int | None) -> None:
+    """Run the OMA HTTP API (gunicorn; migrations applied first when OMA_AUTO_UPGRADE)."""
+    import dataclasses
+
+    from gunicorn.app.base import BaseApplication
+
+    from migration_common import get_logger, setup_logging
+
+    from ._server import bind_database, load
+
+    config = load(BIND=bind, API_WORKERS=workers, API_THREADS=threads)
+    setup_logging(config.log_level, json_lines=config.log_format == "json")
+    applied = bind_database(config)
+    log = get_logger("oma.serve")
+    if applied:
+        log.info("schema migrations applied", names=",".join(applied))
+    # Workers must not race on migrations again: they start with auto_upgrade off.
+    worker_config = dataclasses.replace(config, auto_upgrade=False)
+    host, port = config.bind
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": config.api_workers,
+        "threads": config.api_threads,
+        "worker_class": "gthread",
+        "timeout": config.api_timeout,
+        "graceful_timeout": 10,
+        "accesslog": "-",
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        "errorlog": "-",
+        "loglevel": config.log_level.lower(),
+        "proc_name": "oma-api",
+    }
+
+    class OmaApplication(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            from ..api import create_app
+
+            return create_app(worker_config)
+
+    log.info(
+        "starting API", bind=options["bind"], workers=config.api_workers, threads=config.api_threads
+    )
+    OmaApplication().run()

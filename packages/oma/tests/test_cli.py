@@ -1,0 +1,330 @@
+"""The ``oma`` command: server commands, error lines and exit codes, and the operator commands
+against a real ``oma serve`` (gunicorn) process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+from labtest.procs import ManagedProcess, free_port, wait_until
+from oma.cli._errors import ExitCode
+
+VM = {
+    "id": "4202-cli",
+    "name": "cli-vm",
+    "disks": [
+        {"key": "2000", "capacity_bytes": 4 << 20},
+        {"key": "2001", "capacity_bytes": 2 << 20},
+    ],
+}
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMA_")}
+    env.update(
+        OMA_DATA_DIR=str(tmp_path / "data"),
+        OMA_SECRET_KEY=Fernet.generate_key().decode(),
+        OMA_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+def oma(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "oma", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_db_upgrade_and_token_create(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    first = oma(env, "db", "upgrade")
+    assert first.returncode == 0 and "applied 0001_initial" in first.stdout
+    assert "up to date" in oma(env, "db", "upgrade").stdout
+    assert oma(env, "db", "status").stdout.strip() == "[x] 0001_initial"
+    made = oma(env, "token", "create", "--name", "ci", "--role", "viewer")
+    assert made.returncode == 0
+    token = made.stdout.strip().splitlines()[-1]
+    assert token.startswith("oma_") and len(token) > 40
+    db = (tmp_path / "data" / "oma.db").read_bytes()
+    assert token.encode() not in db  # only the hash is stored
+    listed = oma(env, "token", "list").stdout
+    assert "ci" in listed and "viewer" in listed and token not in listed
+
+
+@pytest.mark.parametrize(
+    ("extra", "args", "code", "needle"),
+    [
+        ({"OMA_POLL_INTERVAL": "soon"}, ("db", "upgrade"), ExitCode.CONFIG, "OMA_POLL_INTERVAL"),
+        (
+            {"OMA_DATABASE_URL": "oracle://x"},
+            ("db", "upgrade"),
+            ExitCode.CONFIG,
+            "OMA_DATABASE_URL",
+        ),
+        (
+            {"OMA_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+            ("db", "upgrade"),
+            ExitCode.DATABASE,
+            "database unavailable",
+        ),
+        ({}, ("token", "revoke", "--name", "ghost"), ExitCode.NOT_FOUND, "ghost"),
+        ({}, ("vms",), ExitCode.UNAUTHORIZED, "no API token"),
+        (
+            {"OMA_TOKEN": "x", "OMA_URL": "http://127.0.0.1:1"},
+            ("jobs",),
+            ExitCode.UNREACHABLE,
+            "cannot reach",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_a_named_exit_code(
+    tmp_path: Path, extra: dict[str, str], args: tuple[str, ...], code: int, needle: str
+) -> None:
+    res = oma(_env(tmp_path, **extra), *args)
+    assert res.returncode == code, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert len(lines) <= 2 and all(not ln.startswith("Traceback") for ln in lines)
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: ")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A real `oma serve` (gunicorn) with an admin token; stopped by PID afterwards."""
+    port = free_port()
+    env = _env(tmp_path, OMA_BIND=f"127.0.0.1:{port}", OMA_API_WORKERS="2")
+    token = oma(env, "token", "create", "--name", "admin", "--role", "admin").stdout.split()[-1]
+    proc = ManagedProcess(
+        [sys.executable, "-m", "oma", "serve"],
+        env=env,
+        name="oma-serve",
+        log_path=tmp_path / "serve.log",
+    ).start()
+    try:
+        proc.wait_port(port)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: requests.get(f"{url}/health", timeout=2).status_code == 200,
+            what="oma serve health",
+            proc=proc.proc,
+        )
+        yield {
+            "url": url,
+            "token": token,
+            "env": {**env, "OMA_URL": url, "OMA_TOKEN": token},
+            "proc": proc,
+            "db": f"sqlite:///{tmp_path / 'data' / 'oma.db'}",
+        }
+    finally:
+        proc.stop()
+
+
+@pytest.mark.slow
+def test_real_server_auth_and_operator_commands(served: dict[str, Any]) -> None:
+    url, headers = served["url"], {"Authorization": f"Bearer {served['token']}"}
+    with requests.Session() as http:
+        assert http.get(f"{url}/health").json()["database"]["ok"] is True
+        r = http.get(f"{url}/api/v1/vm-contexts")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = http.get(f"{url}/api/v1/vm-contexts", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401
+        vma = http.post(
+            f"{url}/api/v1/vma-appliances",
+            headers=headers,
+            json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+        ).json()
+        r = http.post(
+            f"{url}/api/v1/discovery/add",
+            headers=headers,
+            json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+        )
+        assert r.status_code == 201
+        assert http.get(f"{url}/api/v1/openapi.json", headers=headers).json()["paths"]
+    env = served["env"]
+    listed = oma(env, "vms")
+    assert listed.returncode == 0 and "cli-vm" in listed.stdout and "discovered" in listed.stdout
+    started = oma(env, "replicate", "cli-vm", "--type", "full")
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.strip().splitlines()[-1]
+    again = oma(env, "replicate", VM["id"])
+    assert again.returncode == ExitCode.CONFLICT and "active job" in again.stderr
+    jobs = oma(env, "jobs", "--active")
+    assert job_id in jobs.stdout and "pending" in jobs.stdout
+    shown = oma(env, "job", job_id)
+    assert f"job={job_id} status=pending" in shown.stdout
+    missing = oma(env, "job", "nope")
+    assert missing.returncode == ExitCode.NOT_FOUND
+
+
+class _Watcher:
+    """``oma job ID --watch`` as a subprocess whose stdout lines are collected by a thread."""
+
+    def __init__(self, env: dict[str, str], job_id: str) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "oma", "job", job_id, "--watch", "--interval", "0.1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, needle: str) -> None:
+        wait_until(
+            lambda: any(needle in ln for ln in self.lines),
+            what=f"watch line {needle}",
+            proc=self.proc,
+        )
+
+    def finish(self) -> tuple[int, str]:
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        code = self.proc.wait(30)
+        self._reader.join()
+        self.proc.stderr.close()
+        return code, err
+
+
+def _progress(job_id: str, phase: Any, done: int) -> Any:
+    from migration_common import DiskProgress, JobProgress, Status
+
+    disks = [
+        DiskProgress(
+            disk_key="2000",
+            phase=phase,
+            bytes_total=4 << 20,
+            bytes_done=done,
+            throughput_bps=1 << 20,
+            seq=done,
+        )
+    ]
+    return JobProgress.aggregate(job_id, disks, status=Status.RUNNING)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome: str) -> None:
+    from migration_common import DiskProgress, JobProgress, Phase, Status
+    from oma.database import database, init_db
+    from oma.database.repos import jobs
+
+    env = served["env"]
+    headers = {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{served['url']}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+    ).json()
+    requests.post(
+        f"{served['url']}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+    )
+    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    watcher = _Watcher(env, job_id)
+    try:
+        watcher.wait_for("status=pending")
+        # Play the worker's part through the same database, one visible step at a time.
+        init_db(served["db"])
+        with database.connection_context():
+            jobs.set_status(job_id, "ready")
+            jobs.update_job_progress(job_id, _progress(job_id, Phase.COPY, 1 << 20))
+            watcher.wait_for("phase=copy")
+            jobs.update_job_progress(job_id, _progress(job_id, Phase.VERIFY, 4 << 20))
+            watcher.wait_for("phase=verify")
+            if outcome == "completed":
+                disks = [
+                    DiskProgress(
+                        disk_key=k,
+                        phase=Phase.DONE,
+                        status=Status.COMPLETED,
+                        bytes_total=n,
+                        bytes_done=n,
+                        bytes_written=n,
+                        change_id=c,
+                        seq=1 << 30,
+                    )
+                    for k, n, c in (("2000", 4 << 20, "52 aa/1"), ("2001", 2 << 20, "52 bb/1"))
+                ]
+                jobs.update_job_progress(
+                    job_id, JobProgress.aggregate(job_id, disks, status=Status.COMPLETED)
+                )
+                jobs.complete_job(job_id, {"2000": "52 aa/1", "2001": "52 bb/1"})
+            else:
+                jobs.fail_job(job_id, "vma_unreachable", "VMA did not answer for 120 s")
+        code, err = watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+    lines = watcher.lines
+    assert all(ln.startswith(("job=", "  disk ", "job ")) for ln in lines), lines
+    if outcome == "completed":
+        assert code == 0, err
+        assert f"job {job_id} completed" in lines[-1]
+        assert any("disk 2000: completed" in ln and "change_id=52 aa/1" in ln for ln in lines)
+    else:
+        assert code == ExitCode.JOB_FAILED
+        assert err.startswith("error: ") and "vma_unreachable" in err
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any]) -> None:
+    env = served["env"]
+    headers = {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{served['url']}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+    ).json()
+    requests.post(
+        f"{served['url']}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+    )
+    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oma", "job", job_id, "--watch"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # watching: the first progress line arrived
+        assert first.startswith(f"job={job_id}")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.CANCELLED
+    assert err.strip() == "cancelled"
