@@ -321,7 +321,7 @@ def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any]) -> None:
         first = proc.stdout.readline()  # watching: the first progress line arrived
         assert first.startswith(f"job={job_id}")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
