@@ -45,7 +45,11 @@ class CloudStackClient:
         job_timeout: float = 600.0,
         verify: bool = True,
         request_timeout: int = 30,
+        retries: int = 2,
     ) -> None:
+        """``retries``: extra attempts on connection errors, for list and job-poll calls only
+        (``cs`` never retries commands that change state); ``request_timeout`` per HTTP call.
+        """
         register_secret(secret_key)
         self.endpoint = endpoint
         self._cs = cs.CloudStack(
@@ -59,6 +63,7 @@ class CloudStackClient:
             verify=verify,
             dangerous_no_tls_verify=not verify,
             fetch_result=True,
+            retry=retries,
         )
 
     def __repr__(self) -> str:
