@@ -325,3 +325,30 @@ def test_poller_writes_on_every_database(any_db, clock):
     assert _disks(job_a)["2000"].seq == 4
     assert _job(job_b).status == "completed"
     assert _context(job_b)[1] == {"2000": "g-1", "2001": "g-2"}
+
+
+def test_a_restarted_poller_gives_an_unreachable_vma_the_full_timeout(vma, job_id):
+    from oma.database.models import VmaAppliance
+
+    late = Clock()
+    late.advance(600)  # the worker was down for ten minutes; the job was last seen before
+    vma.stop()
+    p = ProgressPoller(timeouts=TIMEOUTS, token_for=lambda _v: vma.token, clock=late)
+    try:
+        assert p.tick().waiting == 1
+        with database.connection_context():
+            assert "VMA unreachable" in VmaAppliance.get().last_error
+        late.advance(121)
+        assert p.tick().failed == 1
+    finally:
+        p.close()
+    assert _job(job_id).error_class == "vma_unreachable"
+
+
+def test_vma_answers_are_recorded_on_the_appliance(vma, poller, job_id):
+    from oma.database.models import VmaAppliance
+
+    poller.tick()
+    with database.connection_context():
+        row = VmaAppliance.get()
+    assert row.last_seen_at is not None and row.last_error is None

@@ -72,6 +72,9 @@ class JobView:
     started_at: datetime | None
     last_progress_at: datetime | None
     vma_seen_at: datetime | None
+    #: when this poller process started: a worker that was down does not blame the VMA for
+    #: its own absence — after a restart every timeout runs in full once more
+    watch_since: datetime | None = None
 
 
 @dataclass
@@ -92,8 +95,8 @@ def _since(now: datetime, ref: datetime | None) -> float:
 
 
 def _reference(job: JobView) -> datetime | None:
-    """When the VMA last vouched for the job (or when replication started)."""
-    stamps = [t for t in (job.vma_seen_at, job.started_at) if t is not None]
+    """When the VMA last vouched for the job (or replication started, or this poller did)."""
+    stamps = [t for t in (job.vma_seen_at, job.started_at, job.watch_since) if t is not None]
     return max(stamps) if stamps else None
 
 

@@ -20,6 +20,7 @@ from migration_common import JobProgress, get_logger, utcnow
 
 from ..database.db import database
 from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance
+from ..database.repos import appliances
 from ..errors import VmaClientError, VmaUnreachable
 from ..vma_client import VmaClient
 from . import _queries as q
@@ -87,6 +88,7 @@ class ProgressPoller:
         self.vma_timeout = vma_timeout
         self.token_for = token_for
         self.clock = clock
+        self.started = clock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="poll")
         self._clients: dict[str, tuple[tuple[str, str], VmaClient]] = {}
 
@@ -150,6 +152,8 @@ class ProgressPoller:
                 futures[vma_id] = self._pool.submit(self._fetch, client, [j.id for j, _ in members])
             answers = {vma_id: f.result() for vma_id, f in futures.items()}
             result.fetch_seconds = time.monotonic() - started
+            for vma_id, answer in answers.items():  # operators see when each VMA last answered
+                appliances.mark_seen(vma_id, error=answer.unreachable or answer.refused)
             started = time.monotonic()
             now = self.clock()
             for vma_id, members in groups.items():
@@ -175,6 +179,7 @@ class ProgressPoller:
             started_at=job.started_at,
             last_progress_at=job.last_progress_at,
             vma_seen_at=job.vma_seen_at,
+            watch_since=self.started,
         )
         if answer is None:
             return Decision(
