@@ -140,3 +140,40 @@ def test_replication_survives_a_worker_kill(stack, tmp_path):
         assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
     running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
     assert sorted(e.volume_id for e in running) == sorted(v["id"] for v in data_volumes)
+
+
+def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack):
+    from labtest.cloudstack import clear_faults, inject_fault
+
+    vc, sim, vm, vma, oma = stack
+    context_id = _register(vc, sim, vm, vma, oma)
+    inject_fault(sim, "createVolume", None, once=False, delay=2.0)
+    cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
+    try:
+        job_id = _ok(oma.api("POST", "replications", {"vm_context_id": context_id}), 202)["id"]
+        wait_until(
+            lambda: any(v.get("type") != "ROOT" for v in cs.list_volumes()),
+            timeout=60,
+            what="the first createVolume call",
+        )
+        oma.kill_worker()  # dies while CloudStack is still creating the volume
+        clear_faults(sim)
+        oma.restart_worker()
+        wait_until(
+            lambda: _job(oma, job_id)["status"] in ("completed", "failed", "stopped"),
+            timeout=120,
+            interval=0.2,
+            what="job to finish after the worker restart",
+        )
+        done = _job(oma, job_id)
+        assert done["status"] == "completed", done
+        data_volumes = [v for v in cs.list_volumes() if v.get("type") != "ROOT"]
+    finally:
+        cs.close()
+    # the volume created before the crash was adopted by name, not created twice
+    assert sorted(v["name"] for v in data_volumes) == sorted(
+        f"oma-{context_id[:8]}-{d['key']}" for d in vm["disks"]
+    )
+    assert {v["virtualmachineid"] for v in data_volumes} == {sim.oma_vm_id}
+    running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
+    assert len(running) == len(SIZES)
