@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from labtest.cloudstack import cloudstack_sim
-from labtest.labvm import create_lab_vm, lab_disk_sha256
+from labtest.labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
 from labtest.oma import oma_services
 from labtest.procs import wait_until
 from labtest.vcsim import vcsim
@@ -141,6 +141,27 @@ def test_replication_survives_a_worker_kill(stack, tmp_path):
     running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
     assert sorted(e.volume_id for e in running) == sorted(v["id"] for v in data_volumes)
 
+    # an incremental sync moves only what changed, into the same volumes
+    key = str(vm["disks"][0]["key"])
+    write_lab_disk(tmp_path / "images", vm["id"], key, 5 * MiB, (0x7E, 256 * 1024))
+    job2 = _ok(oma.api("POST", "replications", {"vm_context_id": context_id}), 202)["id"]
+    wait_until(
+        lambda: _job(oma, job2)["status"] in ("completed", "failed", "stopped"),
+        timeout=120,
+        interval=0.2,
+        what="incremental job",
+    )
+    done2 = _job(oma, job2)
+    assert done2["status"] == "completed", done2
+    assert done2["sync_type"] == "incremental"
+    assert 0 < done2["bytes_total"] <= 2 * MiB  # the changed extent, not the disks
+    size = int(vm["disks"][0]["capacity_bytes"])
+    vol = by_name[f"oma-{context_id[:8]}-{key}"]
+    backing = (sim.by_id_dir / f"virtio-{vol['id'].replace('-', '')[:20]}").resolve()
+    assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
+    ctx2 = _ok(oma.api("GET", f"vm-contexts/{context_id}"))
+    assert all(d["change_id"] != disks[d["disk_key"]]["change_id"] for d in ctx2["disks"])
+
 
 def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack):
     from labtest.cloudstack import clear_faults, inject_fault
@@ -177,3 +198,21 @@ def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack):
     assert {v["virtualmachineid"] for v in data_volumes} == {sim.oma_vm_id}
     running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
     assert len(running) == len(SIZES)
+
+
+def test_worker_heartbeat_reaches_health(tmp_path):
+    with (
+        cloudstack_sim(tmp_path / "cs") as sim,
+        oma_services(tmp_path / "oma", cloudstack=sim) as oma,
+    ):
+
+        def alive() -> bool:
+            status, body = oma.api("GET", "health", token=None)
+            return status == 200 and body["worker"]["alive"]
+
+        wait_until(alive, timeout=30, what="worker heartbeat")
+        body = oma.api("GET", "health", token=None)[1]
+        assert body["status"] == "ok" and body["worker"]["worker_id"] == "lab-worker"
+        oma.worker_process.stop()  # SIGTERM: the scheduler shuts down cleanly
+        assert oma.worker_process.proc.returncode == 0
+        assert "worker stopped" in oma.worker_process.log_text()
