@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import logging
+import shutil
 import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
@@ -49,6 +54,39 @@ def test_unreachable_vcenter_is_a_connection_error(sim: VcsimInfo) -> None:
         pytest.raises(VmwareConnectionError, match="unreachable"),
     ):
         client.discover()
+
+
+class _NotVcenter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+def test_an_https_server_that_is_not_vcenter_is_a_connection_error(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=x"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NotVcenter)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = VSphereClient("127.0.0.1", "u", "pw", port=server.server_address[1], insecure=True)
+        with client, pytest.raises(VmwareConnectionError, match="not answer as a vCenter"):
+            client.discover()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def test_tls_is_verified_unless_insecure(sim: VcsimInfo) -> None:

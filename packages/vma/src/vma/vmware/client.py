@@ -83,16 +83,23 @@ class VSphereClient:
         # Always pass an explicit context: pyVmomi silently skips certificate checks for
         # localhost/127.0.0.1 when it gets none.
         ctx = None if self.insecure else ssl.create_default_context(cafile=self.ca_file)
-        with vsphere_errors("connect", where=self.where):
-            self._si = SmartConnect(
-                host=self.host,
-                port=self.port,
-                user=self.username,
-                pwd=self._password,
-                sslContext=ctx,
-                disableSslCertValidation=self.insecure,
-                httpConnectionTimeout=self.timeout_s,
-            )
+        try:
+            with vsphere_errors("connect", where=self.where):
+                self._si = SmartConnect(
+                    host=self.host,
+                    port=self.port,
+                    user=self.username,
+                    pwd=self._password,
+                    sslContext=ctx,
+                    disableSslCertValidation=self.insecure,
+                    httpConnectionTimeout=self.timeout_s,
+                )
+        except VmwareError:
+            raise
+        except Exception as exc:  # pyVmomi raises a bare Exception for "not a VIM server"
+            raise VmwareConnectionError(
+                f"connect: {self.where} does not answer as a vCenter SDK endpoint ({exc})"
+            ) from exc
         log.info("vcenter connected", vcenter=self.where, username=self.username)
 
     def close(self) -> None:
