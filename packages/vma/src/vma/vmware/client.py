@@ -137,7 +137,7 @@ class VSphereClient:
                 if attempt == 2 or not expired:
                     raise
                 log.info("vcenter session expired, logging in again", vcenter=self.where)
-                self._si = None
+                self.close()  # drops the old connections; its logout fails quietly
         raise AssertionError("unreachable")
 
     # -- lookup --------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def read_names(si: vim.ServiceInstance) -> Names:
 
 
 def _provisioning(backing: Any) -> str:
+    if isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
+        return "rdm"
     if getattr(backing, "thinProvisioned", False):
         return "thin"
     if getattr(backing, "eagerlyScrub", False):
