@@ -247,3 +247,50 @@ def test_stop_request_while_replicating(lab):
     with database.connection_context():
         assert VmContext.get_by_id(lab.context_id).active_job_id is None
     lab.vma.gate.set()
+
+
+def test_one_workflow_per_job_however_often_the_runner_ticks(lab):
+    from oma.database.models import Workflow
+
+    lab.vma.stop()  # the replicate call fails: the workflow ends at its last step
+    job_id = _create_job(lab)
+    for _ in range(3):
+        lab.runner.tick()
+    with database.connection_context():
+        assert Workflow.select().where(Workflow.job == job_id).count() == 1
+
+
+def test_unreachable_vma_fails_the_job_and_removes_the_fresh_volumes(lab):
+    lab.vma.stop()
+    job = _run_to_end(lab, _create_job(lab))
+    assert (job.status, job.error_class) == ("failed", "vma_unreachable")
+    assert job.error_message.startswith("replicate: VMA unreachable")
+    with database.connection_context():
+        assert {v.state for v in ReplicaVolume.select()} == {"deleted"}
+        assert NbdExport.select().where(NbdExport.state == "running").count() == 0
+        assert {d.status for d in JobDisk.select().where(JobDisk.job == job.id)} == {"failed"}
+    assert [v for v in lab.cs.list_volumes() if v.get("type") != "ROOT"] == []
+    assert lab.exports.list_running() == []
+
+
+def test_stop_requested_during_provisioning(lab):
+    job_id = _create_job(lab)
+    with database.connection_context():
+        lab.runner.create_workflows()
+    with database.connection_context():
+        stopped = jobs_repo.request_stop(job_id)
+    assert stopped.status == "pending" and stopped.stop_requested  # claimed: worker stops it
+    lab.runner.tick()
+    job = _job(job_id)
+    assert job.status == "stopped"
+    assert lab.vma.replicate_calls == []
+    with database.connection_context():
+        assert VmContext.get_by_id(lab.context_id).active_job_id is None
+
+
+def test_incremental_without_a_previous_sync_is_refused(lab):
+    with database.connection_context():
+        job_id = jobs_repo.create_job(lab.context_id, requested_type="incremental").id
+    job = _run_to_end(lab, job_id)
+    assert (job.status, job.error_class) == ("failed", "invalid_request")
+    assert "run a full replication" in job.error_message

@@ -81,6 +81,10 @@ class WorkflowRunner:
                 .limit(50)
             )
             for job in q.lock_rows(query):
+                # claimed: an operator's stop now waits for the workflow's next step
+                ReplicationJob.update(claimed_by=self.engine.worker_id, updated_at=utcnow()).where(
+                    ReplicationJob.id == job.id
+                ).execute()
                 self.engine.create(
                     self.replication.definition, context_id=job.context_id, job_id=job.id
                 )
