@@ -53,8 +53,8 @@ def _raw(path: Path, size: int) -> Path:
 
 
 @contextlib.contextmanager
-def slow_target(path: Path, rate: str = "2M"):
-    """A raw file behind nbdkit with a bandwidth limit, so a job runs for a few seconds."""
+def slow_target(path: Path, rate: str = "16M"):
+    """A raw file behind nbdkit with a bandwidth limit (bits/s), so a job runs a few seconds."""
     port = free_port()
     argv = [
         "nbdkit",
@@ -182,13 +182,15 @@ def _job_row(vma, job_id):
 
 
 def test_restart_mid_job_completes(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-restart", [12 * MiB], seed=2)
+    vm = _vm(lab, "lab-restart", [8 * MiB], seed=2)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw) as uri:
+    with slow_target(raw, rate="8M") as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
+        disk = job["progress"]["disks"][0]
+        assert disk["bytes_done"] < disk["bytes_total"]
         pid = job["pid"]
         os.kill(pid, signal.SIGSTOP)  # hold migratekit still while the API restarts
         try:
@@ -207,13 +209,15 @@ def test_restart_mid_job_completes(lab, vma, tmp_path):
 
 
 def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-kill", [12 * MiB], seed=3)
+    vm = _vm(lab, "lab-kill", [8 * MiB], seed=3)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw) as uri:
+    with slow_target(raw, rate="4M") as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
+        disk = job["progress"]["disks"][0]
+        assert disk["bytes_done"] < disk["bytes_total"]
         os.kill(job["pid"], signal.SIGKILL)
         done = vma.wait_job(job_id)
     assert done["status"] == "failed"
@@ -227,10 +231,10 @@ def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
 
 
 def test_stop_running_job(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-stop", [12 * MiB], seed=4)
+    vm = _vm(lab, "lab-stop", [8 * MiB], seed=4)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="512K") as uri:
+    with slow_target(raw, rate="4M") as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
@@ -250,7 +254,7 @@ def test_replicate_conflicts_and_unknowns(lab, vma, tmp_path):
     vm = _vm(lab, "lab-conflict", [4 * MiB], seed=5)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="256K") as uri:
+    with slow_target(raw, rate="2M") as uri:
         job_id = str(uuid.uuid4())
         body = _body(job_id, vm, {key: uri})
         vma.post("replicate", body)
@@ -283,7 +287,7 @@ def test_concurrency_limit_queues_jobs(lab, tmp_path):
         for i, vm in enumerate(vms):
             key = vm["disks"][0]["key"]
             raw = _raw(tmp_path / f"t{i}.raw", vm["disks"][0]["capacity_bytes"])
-            uri = stack.enter_context(slow_target(raw, rate="1M"))
+            uri = stack.enter_context(slow_target(raw, rate="8M"))
             ids.append(str(uuid.uuid4()))
             vma.post("replicate", _body(ids[-1], vm, {key: uri}))
         _wait_copying(vma, ids[0])

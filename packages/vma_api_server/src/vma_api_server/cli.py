@@ -36,8 +36,17 @@ def gunicorn_argv(settings: dict[str, object]) -> list[str]:
         "-",
         "--error-logfile",
         "-",
+        *_optional_flags(),
         "vma_api_server:create_app()",
     ]
+
+
+def _optional_flags() -> list[str]:
+    """Flags only newer gunicorn versions know: no control socket in the home directory."""
+    from gunicorn import config
+
+    known = {flag for setting in config.KNOWN_SETTINGS for flag in (setting.cli or [])}
+    return ["--no-control-socket"] if "--no-control-socket" in known else []
 
 
 def main(argv: list[str] | None = None) -> int:
