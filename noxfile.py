@@ -46,7 +46,8 @@ def _install_workspace(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run every package's tests and the end-to-end tests (pytest args pass through)."""
     _install_workspace(session)
-    paths = [f"packages/{p}/tests" for p in PACKAGES] + ["tests/e2e"]
+    paths = [f"packages/{p}/tests" for p in PACKAGES]
+    paths += [f"{tool}/tests" for tool in LAB_TOOLS] + ["tests/e2e"]
     paths = [p for p in paths if any((ROOT / p).glob("test_*.py"))]
     session.run("pytest", *(session.posargs or paths))
 
