@@ -12,7 +12,13 @@ from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
 from labtest.vcsim import VcsimInfo, vcsim
-from vma.errors import PowerOffError, SnapshotNotFoundError, VmNotFoundError, VmwareError
+from vma.errors import (
+    ChangeIdError,
+    PowerOffError,
+    SnapshotNotFoundError,
+    VmNotFoundError,
+    VmwareError,
+)
 from vma.vmware import VSphereClient, properties
 
 pytestmark = pytest.mark.slow
@@ -340,8 +346,11 @@ def test_disk_change_ids_and_changed_areas(client: VSphereClient) -> None:
 
     with pytest.raises(VmwareError, match="disk 999 is not in snapshot"):
         client.query_changed_areas(vm_id, second, "999", "*")
-    with pytest.raises(VmwareError, match="changeId"):
+    with pytest.raises(ChangeIdError, match="another CBT generation"):
         client.query_changed_areas(vm_id, second, big, "not-a-change-id")
+    with pytest.raises(ChangeIdError, match="CBT off in snapshot"):
+        client.query_changed_areas(vm_id, before, big, ids1[big])
+    assert client.query_changed_areas(vm_id, before, big, "*") == [(0, 64 * MiB)]
     with pytest.raises(SnapshotNotFoundError):
         client.disk_change_ids(vm_id, "snapshot-999999")
 
@@ -359,6 +368,6 @@ def test_cbt_reset_invalidates_old_change_ids(
     snap = client.create_snapshot(vm_id, "ossea-b")
     new = client.disk_change_ids(vm_id, snap)[key]
     assert new.split("/")[0] != old.split("/")[0]
-    with pytest.raises(VmwareError, match="FileFault"):
+    with pytest.raises(ChangeIdError, match="CBT was reset"):
         client.query_changed_areas(vm_id, snap, key, old)
     assert client.query_changed_areas(vm_id, snap, key, "*") == [(0, 8 * MiB)]

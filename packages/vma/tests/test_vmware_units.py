@@ -39,7 +39,12 @@ class _PagingVm:
 
 
 def _disk(capacity: int) -> SimpleNamespace:
-    return SimpleNamespace(key=2000, capacityInBytes=capacity, capacityInKB=capacity // 1024)
+    return SimpleNamespace(
+        key=2000,
+        capacityInBytes=capacity,
+        capacityInKB=capacity // 1024,
+        backing=SimpleNamespace(changeId="52 aa/7"),
+    )
 
 
 def test_changed_areas_pages_to_the_end_and_clips_to_the_capacity(
@@ -61,6 +66,15 @@ def test_changed_areas_refuses_a_window_that_makes_no_progress(
     vm = _PagingVm(window=300, length_override=0)
     with pytest.raises(VmwareError, match="no progress at offset 0"):
         cbt.changed_areas(None, vm, SimpleNamespace(_moId="s"), "2000", "*")
+
+
+def test_generation_is_the_tracking_uuid_of_a_change_id() -> None:
+    assert cbt.generation("52 3c ec 11 9e 2c 4c 3d-87 4a c3 4e 85 f2 ea 95/5") == (
+        "52 3c ec 11 9e 2c 4c 3d-87 4a c3 4e 85 f2 ea 95"
+    )
+    assert cbt.generation("*") is None
+    assert cbt.generation("garbage") is None
+    assert cbt.generation(None) is None
 
 
 def test_fault_text_names_the_fault_type_message_and_property() -> None:

@@ -8,7 +8,8 @@
     │   ├── VmNotFoundError         no VM with that id
     │   ├── VcenterNotConfiguredError  no vCenter configured or remembered
     │   ├── SnapshotNotFoundError   the VM has no snapshot with that id
-    │   └── PowerOffError           graceful power-off failed and forcing was not allowed
+    │   ├── PowerOffError           graceful power-off failed and forcing was not allowed
+    │   └── ChangeIdError           a change ID cannot be used (CBT reset or off): full copy
     ├── SourceError                 a disk source (lab qcow2/qemu-nbd, or VDDK) failed
     └── JobError                    a replication job cannot be started, stopped or found
         ├── JobNotFoundError        no job with that id
@@ -80,3 +81,7 @@ class SnapshotNotFoundError(VmwareError):
 
 class PowerOffError(VmwareError):
     """A graceful power-off was refused or timed out and forcing was not allowed."""
+
+
+class ChangeIdError(VmwareError):
+    """A previous change ID is unusable (CBT was reset or is off); a full copy is needed."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from vma.errors import VmwareError
+from vma.errors import ChangeIdError, VmwareError
 from vma.vmware.properties import retrieve_one
 
 
@@ -26,6 +26,13 @@ def change_ids(si: vim.ServiceInstance, snapshot: Any) -> dict[str, str | None]:
         key: (getattr(d.backing, "changeId", None) or None)
         for key, d in snapshot_disks(si, snapshot).items()
     }
+
+
+def generation(change_id: str | None) -> str | None:
+    """The CBT tracking UUID of a change ID (``"52 … …/17"`` → ``"52 … …"``); None for ``*``."""
+    if not change_id or change_id == "*" or "/" not in change_id:
+        return None
+    return change_id.rsplit("/", 1)[0]
 
 
 def coalesce(extents: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -51,7 +58,11 @@ def changed_areas(
 ) -> list[tuple[int, int]]:
     """Every area of disk ``disk_key`` changed since ``change_id`` ("*" = all allocated areas),
     as sorted, merged ``(offset, length)`` pairs. QueryChangedDiskAreas answers bounded
-    windows; this pages (startOffset = previous start + length) to the end of the disk."""
+    windows; this pages (startOffset = previous start + length) to the end of the disk.
+
+    A change ID whose tracking UUID differs from the snapshot disk's (CBT was reset), or a
+    snapshot taken with CBT off, raises ``ChangeIdError`` before asking vCenter: vCenter may
+    answer such a query with a fault or, worse, with areas that are not complete."""
     disks = snapshot_disks(si, snapshot)
     disk = disks.get(str(disk_key))
     if disk is None:
@@ -59,6 +70,20 @@ def changed_areas(
             f"disk {disk_key} is not in snapshot {snapshot._moId} (disks: {sorted(disks)})",
             vm_id=vm_id,
         )
+    if change_id != "*":
+        current = getattr(disk.backing, "changeId", None)
+        if not current:
+            raise ChangeIdError(
+                f"disk {disk_key} had CBT off in snapshot {snapshot._moId}: "
+                f"change ID {change_id!r} cannot be used, a full copy is needed",
+                vm_id=vm_id,
+            )
+        if generation(change_id) != generation(current):
+            raise ChangeIdError(
+                f"change ID {change_id!r} of disk {disk_key} belongs to another CBT generation "
+                f"than the snapshot's {current!r} (CBT was reset): a full copy is needed",
+                vm_id=vm_id,
+            )
     capacity = disk.capacityInBytes or (disk.capacityInKB or 0) * 1024
     extents: list[tuple[int, int]] = []
     offset = 0
