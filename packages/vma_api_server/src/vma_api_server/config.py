@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MIGRATEKIT",
-        "command that runs migratekit (default: this Python -m migratekit)",
+        "command that runs migratekit (default: the migratekit script next to this Python)",
         None,
         _command,
     ),
@@ -121,7 +121,10 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
             host = "127.0.0.1"
         values["PROGRESS_URL"] = f"http://{host}:{port}"
     if values["MIGRATEKIT"] is None:
-        values["MIGRATEKIT"] = [sys.executable, "-m", "migratekit"]
+        script = Path(sys.executable).with_name("migratekit")
+        values["MIGRATEKIT"] = (
+            [str(script)] if script.exists() else [sys.executable, "-m", "migratekit"]
+        )
     return values
 
 
