@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from migration_common import get_logger
-
+from ._log import get_logger
 from ._plan import Plan
 from .copy import CopyOptions, DiskResult, copy_disk
-from .progress import ProgressHub
+from .progress._tracker import ProgressHub
 
 log = get_logger(__name__)
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migration_common import SyncType
-
+from ._states import FULL, INCREMENTAL
 from .copy import DiskSpec, load_extent_file, parse_extent_list
 from .errors import UsageError
 from .nbd import parse_uri
@@ -118,12 +117,9 @@ def _parse_disk(raw: Any, where: str, base_dir: Path | None) -> DiskSpec:
     source = parse_uri(raw.get("source"), f"{where}.source")  # type: ignore[arg-type]
     target = parse_uri(raw.get("target"), f"{where}.target")  # type: ignore[arg-type]
     mode_raw = raw.get("mode", "full")
-    try:
-        mode = SyncType(mode_raw)
-    except ValueError:
-        raise UsageError(
-            f"must be full or incremental, got {mode_raw!r}", f"{where}.mode"
-        ) from None
+    if mode_raw not in (FULL, INCREMENTAL):
+        raise UsageError(f"must be full or incremental, got {mode_raw!r}", f"{where}.mode")
+    mode = str(mode_raw)
     extents = raw.get("changed_extents")
     extents_file = _opt_str(raw.get("changed_extents_file"), f"{where}.changed_extents_file")
     bitmap = _opt_str(raw.get("dirty_bitmap"), f"{where}.dirty_bitmap")
@@ -137,7 +133,7 @@ def _parse_disk(raw: Any, where: str, base_dir: Path | None) -> DiskSpec:
         if v is not None
     ]
     ranges = None
-    if mode is SyncType.INCREMENTAL:
+    if mode == INCREMENTAL:
         if len(given) != 1:
             raise UsageError(
                 "an incremental disk needs exactly one of changed_extents, "

@@ -51,8 +51,7 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
     """Copy one disk from SOURCE_URI to TARGET_URI (nbd://host:port/export or
     nbd+unix:///export?socket=/path). Full copy unless --changed-extents or --dirty-bitmap."""
     with _exit.errors_to_exit(params["debug"]):
-        from migration_common import SyncType
-
+        from .._states import FULL, INCREMENTAL
         from ..copy import DiskSpec, copy_disk, load_extent_file
         from ..errors import UsageError
         from ..nbd import parse_uri
@@ -71,7 +70,7 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
             disk_key=params["disk_key"],
             source=parse_uri(source_uri, "SOURCE_URI"),
             target=parse_uri(target_uri, "TARGET_URI"),
-            mode=SyncType.INCREMENTAL if incremental else SyncType.FULL,
+            mode=INCREMENTAL if incremental else FULL,
             target_is_zero=params["target_is_zero"],
             changed_extents=extents,
             dirty_bitmap=params["dirty_bitmap"],

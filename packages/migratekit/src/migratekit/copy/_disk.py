@@ -18,8 +18,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from migration_common import Phase, Status, SyncType, get_logger
-
+from .._log import get_logger
+from .._states import COMPLETED, FAILED, FULL, RUNNING, VERIFY
 from ..errors import CopyError, MigrateKitError, TargetTooSmallError, UsageError, VerifyError
 from ..nbd import NbdClient, NbdUri
 from ..nbd import _protocol as p
@@ -38,7 +38,7 @@ class DiskSpec:
     disk_key: str
     source: NbdUri
     target: NbdUri
-    mode: SyncType = SyncType.FULL
+    mode: str = FULL
     target_is_zero: bool = False
     changed_extents: list[tuple[int, int]] | None = None
     dirty_bitmap: str | None = None
@@ -58,8 +58,8 @@ class DiskResult:
     """The outcome of one disk sync (what ``--report`` and ``--json`` print)."""
 
     disk_key: str
-    status: Status
-    sync_type: SyncType
+    status: str
+    sync_type: str
     bytes_total: int = 0
     bytes_done: int = 0
     bytes_read: int = 0
@@ -109,7 +109,7 @@ def _plan(spec: DiskSpec, options: CopyOptions) -> tuple[int, list[ext.Extent], 
         contexts.append(p.DIRTY_BITMAP_PREFIX + spec.dirty_bitmap)
     with _connect(spec.source, options, contexts=contexts) as meta:
         size = meta.info.size
-        if spec.mode is SyncType.FULL:
+        if spec.mode == FULL:
             extents = ext.allocation(meta, 0, size)
             ranges = [(0, size)]
             if spec.target_is_zero:
@@ -132,7 +132,7 @@ def _plan(spec: DiskSpec, options: CopyOptions) -> tuple[int, list[ext.Extent], 
 def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> DiskResult:
     """Copy one disk and return its result; failures are reported, never raised."""
     result = DiskResult(
-        disk_key=spec.disk_key, status=Status.RUNNING, sync_type=spec.mode, change_id=spec.change_id
+        disk_key=spec.disk_key, status=RUNNING, sync_type=spec.mode, change_id=spec.change_id
     )
     tracker.start()
     dlog = get_logger(__name__, disk_key=spec.disk_key)
@@ -186,7 +186,7 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
         engine.run(first_target=target)
         result.reconnects = engine.reconnects
         if options.verify:
-            tracker.set_phase(Phase.VERIFY)
+            tracker.set_phase(VERIFY)
             src_digest, tgt_digest = hash_both(
                 functools.partial(_connect, spec.source, options),
                 functools.partial(_connect, spec.target, options),
@@ -201,23 +201,23 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                     f"{tgt_digest}",
                     disk_key=spec.disk_key,
                 )
-        tracker.finish(Status.COMPLETED)
-        result.status = Status.COMPLETED
+        tracker.finish(COMPLETED)
+        result.status = COMPLETED
     except MigrateKitError as exc:
         message = str(exc)
         if not message.startswith(f"disk {spec.disk_key}:"):
             message = f"disk {spec.disk_key}: {message}"
-        result.status = Status.FAILED
+        result.status = FAILED
         result.error = message
         result.verify_failed = isinstance(exc, VerifyError)
         dlog.error("disk failed", error=message)
-        tracker.finish(Status.FAILED, message)
+        tracker.finish(FAILED, message)
     except Exception as exc:
         message = f"disk {spec.disk_key}: internal error: {exc!r}"
-        result.status = Status.FAILED
+        result.status = FAILED
         result.error = message
         log.exception("disk failed", disk_key=spec.disk_key)
-        tracker.finish(Status.FAILED, message)
+        tracker.finish(FAILED, message)
     result.bytes_total = tracker.bytes_total
     result.bytes_done = tracker.bytes_done
     result.bytes_read = tracker.bytes_read
@@ -225,7 +225,7 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
     result.bytes_zeroed = tracker.bytes_zeroed
     result.seconds = tracker.seconds
     result.throughput_bps = tracker.throughput_bps
-    if result.status is Status.COMPLETED:
+    if result.status == COMPLETED:
         dlog.info(
             "disk completed",
             bytes_written=result.bytes_written,

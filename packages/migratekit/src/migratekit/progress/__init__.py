@@ -1,4 +1,7 @@
-"""Progress: per-disk trackers, the publishing hub and its sinks (HTTP, terminal)."""
+"""Progress: per-disk trackers, the publishing hub and its sinks (HTTP, terminal).
+
+The HTTP sink imports ``migration_common``'s HTTP client only when one is created.
+"""
 
 from __future__ import annotations
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from migration_common import DiskProgress, HttpClient, HttpError, get_logger
+from .._log import get_logger
+from .._states import TERMINAL
+
+if TYPE_CHECKING:
+    from migration_common import DiskProgress
 
 log = get_logger(__name__)
 
@@ -31,6 +36,8 @@ class HttpProgressSink:
         backoff: float = 0.25,
         close_timeout: float = 30.0,
     ) -> None:
+        from migration_common import HttpClient
+
         self.path = f"/api/v1/progress/{job_id}/update"
         self.client = HttpClient(base_url, token=token, timeout=timeout, retries=0)
         self.final_attempts = final_attempts
@@ -62,7 +69,9 @@ class HttpProgressSink:
             self._post(update)
 
     def _post(self, update: DiskProgress) -> None:
-        final = update.status.is_terminal
+        from migration_common import HttpError
+
+        final = update.status in TERMINAL
         attempts = self.final_attempts if final else 1
         for attempt in range(attempts):
             with self._cond:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from migration_common import DiskProgress
+if TYPE_CHECKING:
+    from migration_common import DiskProgress
 
 
 def human_bytes(n: float) -> str:

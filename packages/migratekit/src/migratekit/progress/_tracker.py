@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from migration_common import DiskProgress, Phase, Status, SyncType
+from .._states import COMPLETED, COPY, DONE, QUEUED, RUNNING
+
+if TYPE_CHECKING:
+    from migration_common import DiskProgress
 
 
 class ProgressSink(Protocol):
@@ -29,14 +32,14 @@ class DiskTracker:
     """Thread-safe progress counters of one disk sync."""
 
     def __init__(
-        self, hub: ProgressHub, disk_key: str, sync_type: SyncType, change_id: str | None = None
+        self, hub: ProgressHub, disk_key: str, sync_type: str, change_id: str | None = None
     ) -> None:
         self.hub = hub
         self.disk_key = disk_key
         self.sync_type = sync_type
         self.change_id = change_id
-        self.phase = Phase.COPY
-        self.status = Status.QUEUED
+        self.phase = COPY
+        self.status = QUEUED
         self.error: str | None = None
         self.bytes_total = 0
         self.bytes_done = 0
@@ -75,19 +78,19 @@ class DiskTracker:
     def start(self) -> None:
         """The sync is running (phase copy)."""
         self.started = time.monotonic()
-        self.status = Status.RUNNING
+        self.status = RUNNING
         self.hub.publish(self, force=True)
 
-    def set_phase(self, phase: Phase) -> None:
+    def set_phase(self, phase: str) -> None:
         """Enter a new phase and publish it."""
         self.phase = phase
         self.hub.publish(self, force=True)
 
-    def finish(self, status: Status, error: str | None = None) -> None:
+    def finish(self, status: str, error: str | None = None) -> None:
         """Final state: completed (phase done) or failed (phase where it stopped)."""
         self.finished = time.monotonic()
-        if status is Status.COMPLETED:
-            self.phase = Phase.DONE
+        if status == COMPLETED:
+            self.phase = DONE
         self.error = error
         self.status = status
         self.hub.publish(self, force=True)
@@ -108,6 +111,8 @@ class DiskTracker:
 
     def snapshot(self) -> DiskProgress:
         """The next update (increments seq)."""
+        from migration_common import DiskProgress
+
         with self._lock:
             self._seq += 1
             done = min(self.bytes_done, self.bytes_total)
@@ -115,13 +120,13 @@ class DiskTracker:
                 disk_key=self.disk_key,
                 sync_type=self.sync_type,
                 phase=self.phase,
-                status=self.status if self.status is not Status.QUEUED else Status.RUNNING,
+                status=self.status if self.status != QUEUED else RUNNING,
                 bytes_total=self.bytes_total,
                 bytes_done=done,
                 bytes_written=min(self.bytes_written, done),
                 bytes_zeroed=min(self.bytes_zeroed, done - min(self.bytes_written, done)),
                 throughput_bps=round(self.throughput_bps, 1),
-                change_id=self.change_id if self.status is Status.COMPLETED else None,
+                change_id=self.change_id if self.status == COMPLETED else None,
                 error=self.error,
                 seq=self._seq,
             )
@@ -146,9 +151,7 @@ class ProgressHub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def tracker(
-        self, disk_key: str, sync_type: SyncType, change_id: str | None = None
-    ) -> DiskTracker:
+    def tracker(self, disk_key: str, sync_type: str, change_id: str | None = None) -> DiskTracker:
         """A new tracker for one disk."""
         t = DiskTracker(self, disk_key, sync_type, change_id)
         with self._lock:
@@ -157,6 +160,8 @@ class ProgressHub:
 
     def publish(self, tracker: DiskTracker, force: bool = False) -> None:
         """Send the tracker's state to every sink (serialised so seq order is kept)."""
+        if not self.sinks:
+            return
         with self._lock:
             if not force and not tracker.changed_since_publish():
                 return
@@ -174,7 +179,7 @@ class ProgressHub:
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
             with self._lock:
-                running = [t for t in self._trackers if t.status is Status.RUNNING]
+                running = [t for t in self._trackers if t.status == RUNNING]
             for t in running:
                 self.publish(t)
 
