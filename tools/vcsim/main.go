@@ -39,6 +39,7 @@ func main() {
 	clusterHosts := flag.Int("host-per-cluster", 3, "hosts per cluster")
 	vms := flag.Int("vm", 2, "virtual machines per resource pool / standalone host")
 	datastores := flag.Int("ds", 1, "number of local datastores")
+	apps := flag.Int("app", 0, "vApps per cluster (each with -vm VMs)")
 	certOut := flag.String("cert-out", "", "write the server's self-signed certificate (PEM) here")
 	flag.Parse()
 
@@ -48,6 +49,7 @@ func main() {
 	model.ClusterHost = *clusterHosts
 	model.Machine = *vms
 	model.Datastore = *datastores
+	model.App = *apps
 	if err := model.Create(); err != nil {
 		log.Fatalf("vcsim: creating the model: %v", err)
 	}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
@@ -158,6 +159,18 @@ def test_discovery_pages_through_the_property_collector(
 
     monkeypatch.setattr(properties, "PAGE_SIZE", 1)
     assert client.discover() == everything
+
+
+def test_discover_includes_vms_in_vapps(tmp_path: Path) -> None:
+    with (
+        vcsim(tmp_path, vms_per_host=1, vapps_per_cluster=2) as sim2,
+        VSphereClient(sim2.host, sim2.username, sim2.password, port=sim2.port,
+                      ca_file=sim2.ca_file) as client,
+    ):  # fmt: skip
+        names = {vm["name"]: vm for vm in client.discover()}
+    assert {"DC0_C0_APP0_VM0", "DC0_C0_APP1_VM0", "DC0_C0_RP0_VM0", "DC0_H0_VM0"} <= set(names)
+    assert names["DC0_C0_APP1_VM0"]["path"] == "/DC0/vm/DC0_C0_APP1_VM0"
+    assert names["DC0_C0_APP1_VM0"]["disks"]
 
 
 def test_get_vm_matches_discovery(client: VSphereClient) -> None:

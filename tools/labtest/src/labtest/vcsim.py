@@ -62,6 +62,7 @@ def vcsim(
     password: str | None = None,
     timeout: float = 30.0,
     extra_env: Mapping[str, str] | None = None,
+    vapps_per_cluster: int = 0,
 ) -> Iterator[VcsimInfo]:
     """Run a vcsim (VPX model, TLS, self-signed) on a free 127.0.0.1 port while the block runs.
 
@@ -70,7 +71,8 @@ def vcsim(
     clients can verify TLS. The login is random unless given; it reaches the simulator through
     ``VCSIM_USERNAME``/``VCSIM_PASSWORD`` (never argv). The process is stopped by PID when the
     block exits, also on failure. ``extra_env`` reaches the simulator's environment (e.g.
-    ``VCSIM_CBT_WINDOW_BYTES``, see tools/vcsim/README.md).
+    ``VCSIM_CBT_WINDOW_BYTES``, see tools/vcsim/README.md). ``vapps_per_cluster`` adds vApps
+    (``DC0_C0_APP0`` …) holding ``vms_per_host`` VMs each.
     """
     binary = build()
     host = "127.0.0.1"
@@ -82,7 +84,7 @@ def vcsim(
     log_path = Path(tmpdir) / "vcsim.log"
     cert_path = Path(tmpdir) / "vcsim-cert.pem"
     argv = [str(binary), "-host", host, "-port", str(port), "-vm", str(vms_per_host)]
-    argv += ["-cert-out", str(cert_path)]
+    argv += ["-cert-out", str(cert_path), "-app", str(vapps_per_cluster)]
     proc = ManagedProcess(argv, log_path=log_path, env=env, name="vcsim")
     proc.start()
     try:

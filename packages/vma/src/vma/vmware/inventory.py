@@ -82,13 +82,16 @@ def _moid(obj: Any) -> str | None:
 def read_names(si: vim.ServiceInstance) -> Names:
     """One bulk read of every named container object below the root folder."""
     names = Names()
-    paths = {t: ("name", "parent") for t in NAMED_TYPES}
+    paths: dict[type, tuple[str, ...]] = {t: ("name", "parent") for t in NAMED_TYPES}
+    # a vApp's parent may be a resource pool; its inventory path runs through parentFolder
+    paths[vim.VirtualApp] = ("name", "parent", "parentFolder")
     for obj, props in retrieve_view(si, si.content.rootFolder, paths):
         moid = obj._moId
         if "name" in props:
             names.name[moid] = props["name"]
-        if props.get("parent") is not None:
-            names.parent[moid] = props["parent"]._moId
+        parent = props.get("parentFolder") or props.get("parent")
+        if parent is not None:
+            names.parent[moid] = parent._moId
         if isinstance(obj, vim.Datacenter) and "name" in props:
             names.datacenters[props["name"]] = obj
     return names
