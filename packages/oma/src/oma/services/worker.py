@@ -15,6 +15,7 @@ resumes polling on its first tick, takes over expired workflow leases (at once f
 
 from __future__ import annotations
 
+import logging
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -182,6 +183,16 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
     )
 
 
+class _RunnerBusyFilter(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances" for the workflow
+    runner: a long workflow simply spans several of its one-second ticks. (An overrunning
+    progress poller is still reported.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("run_workflows" in message and "maximum number of running" in message)
+
+
 def run_worker(config: Any) -> None:
     """Run ``oma worker`` until SIGTERM/SIGINT (see the module docstring)."""
     from apscheduler.events import EVENT_JOB_ERROR
@@ -189,6 +200,7 @@ def run_worker(config: Any) -> None:
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     setup_logging(config.log_level, json_lines=config.log_format == "json")
+    logging.getLogger("apscheduler.scheduler").addFilter(_RunnerBusyFilter())
     worker = build_worker(config)
     with database.connection_context():
         released = worker.engine.release_own()

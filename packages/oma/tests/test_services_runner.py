@@ -1,0 +1,47 @@
+"""The workflow runner's database work on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import uuid
+
+from oma.database.models import ReplicationJob, VmContext, Workflow, WorkflowStep
+from oma.database.repos import jobs as jobs_repo
+from oma.services.runner import WorkflowRunner
+from oma.workflows.engine import WorkflowEngine
+from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
+
+
+def _runner(worker_id: str = "w-1") -> WorkflowRunner:
+    services = ReplicationServices(cloudstack_for=None, vma_for=None, exports=None, by_id_dir=None)
+    return WorkflowRunner(WorkflowEngine(worker_id), ReplicationWorkflow(services), None)
+
+
+def test_pending_jobs_get_one_workflow_each_on_every_database(any_db):
+    ids = []
+    for i in range(3):
+        ctx = VmContext.create(vcenter="vc", vm_id=str(uuid.uuid4()), name=f"vm-{i}")
+        ids.append(jobs_repo.create_job(ctx.id).id)
+    runner = _runner()
+    assert runner.create_workflows() == 3
+    assert _runner("w-2").create_workflows() == 0  # already has its workflow
+    rows = {w.job_id: w for w in Workflow.select()}
+    assert set(rows) == set(ids)
+    names = [
+        s.name
+        for s in WorkflowStep.select()
+        .where(WorkflowStep.workflow == rows[ids[0]].id)
+        .order_by(WorkflowStep.position)
+    ]
+    assert names == ["prepare", "volumes", "attach", "exports", "replicate"]
+    assert {j.claimed_by for j in ReplicationJob.select()} == {"w-1"}
+
+
+def test_stop_requests_without_a_vma_finish_the_job(any_db):
+    ctx = VmContext.create(vcenter="vc", vm_id=str(uuid.uuid4()), name="vm")
+    job = jobs_repo.create_job(ctx.id)
+    ReplicationJob.update(status="replicating", stop_requested=True).where(
+        ReplicationJob.id == job.id
+    ).execute()
+    assert _runner().handle_stop_requests() == 1
+    assert ReplicationJob.get_by_id(job.id).status == "stopped"
+    assert VmContext.get_by_id(ctx.id).active_job_id is None
