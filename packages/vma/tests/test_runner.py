@@ -1,0 +1,112 @@
+"""Job runner decisions that do not need vCenter: recovery after a restart, exit reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from migration_common import DiskProgress, Status
+from vma.services import processes
+from vma.services.progress import job_progress
+from vma.services.runner import JobRunner, RunnerConfig, describe_exit
+from vma.services.store import Job, JobDisk, database, init_db
+from vma.services.vcenter import VcenterProvider
+
+
+@pytest.fixture
+def runner(tmp_path):
+    init_db(tmp_path / "vma.db")
+    config = RunnerConfig(data_dir=tmp_path, progress_url="http://127.0.0.1:9", env=os.environ)
+    with database.connection_context():
+        yield JobRunner(config, VcenterProvider(tmp_path))
+
+
+def _dead_process(tmp_path):
+    pid, start = processes.spawn(["true"], log_path=tmp_path / "true.log", env=os.environ)
+    deadline = time.monotonic() + 10
+    while processes.alive(pid, start) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pid, start
+
+
+def _job(runner, job_id, *, exit_code=None, supervisor=None, progress=None):
+    job = Job.create(
+        job_id=job_id,
+        vm_id=f"vm-{job_id}",
+        request="{}",
+        status="running",
+        supervisor_pid=supervisor[0] if supervisor else None,
+        supervisor_start=supervisor[1] if supervisor else None,
+    )
+    disk = JobDisk.create(
+        job=job, position=0, disk_key="2000", target_uri="nbd://x/y", change_id="gen-3"
+    )
+    if progress:
+        JobDisk.update(seq=progress.seq, progress=progress.to_json()).where(
+            JobDisk.id == disk.id
+        ).execute()
+    if exit_code is not None:
+        work = runner.job_dir(job_id)
+        work.mkdir(parents=True)
+        (work / "exit.json").write_text(json.dumps({"returncode": exit_code}))
+    return job
+
+
+def test_describe_exit():
+    assert describe_exit(2) == "migratekit exited with code 2"
+    assert describe_exit(-9) == "migratekit killed by signal 9 (SIGKILL)"
+    assert describe_exit(-15) == "migratekit killed by signal 15 (SIGTERM)"
+    assert "unknown" in describe_exit(None)
+
+
+def test_job_that_finished_while_the_server_was_down_completes(runner, tmp_path):
+    mid = DiskProgress(disk_key="2000", bytes_total=100, bytes_done=40, seq=4)
+    _job(runner, "j-ok", exit_code=0, supervisor=_dead_process(tmp_path), progress=mid)
+    runner.tick()
+    job = Job.get_by_id("j-ok")
+    assert job.status == "completed" and job.error is None and job.finished_at
+    (disk,) = job_progress(job).disks
+    assert disk.status is Status.COMPLETED and disk.change_id == "gen-3"
+    assert disk.bytes_done == 100
+
+
+def test_dead_process_with_failed_disk(runner, tmp_path):
+    failed = DiskProgress(disk_key="2000", status="failed", error="target refused write", seq=7)
+    _job(runner, "j-bad", exit_code=1, supervisor=_dead_process(tmp_path), progress=failed)
+    runner.tick()
+    job = Job.get_by_id("j-bad")
+    assert job.status == "failed"
+    assert job.error == "disk 2000: target refused write; migratekit exited with code 1"
+
+
+def test_dead_process_without_exit_file(runner, tmp_path):
+    _job(runner, "j-lost", supervisor=_dead_process(tmp_path))
+    runner.tick()
+    job = Job.get_by_id("j-lost")
+    assert job.status == "failed" and "exit status unknown" in job.error
+    (disk,) = job_progress(job).disks
+    assert disk.status is Status.FAILED
+
+
+def test_job_interrupted_while_starting_fails(runner):
+    _job(runner, "j-start")
+    runner.tick()
+    job = Job.get_by_id("j-start")
+    assert job.status == "failed"
+    assert job.error == "VMA restarted while the job was starting"
+
+
+def test_live_process_is_left_running(runner, tmp_path):
+    pid, start = processes.spawn(["sleep", "30"], log_path=tmp_path / "s.log", env=os.environ)
+    try:
+        _job(runner, "j-live", supervisor=(pid, start))
+        runner.recover()
+        runner.tick()
+        assert Job.get_by_id("j-live").status == "running"
+    finally:
+        processes.stop(pid, start, grace=1)
+    runner.tick()
+    assert Job.get_by_id("j-live").status == "failed"
