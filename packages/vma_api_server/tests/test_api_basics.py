@@ -177,3 +177,21 @@ def test_stop_queued_job(client, auth):
     upd = {"disk_key": "2000", "seq": 9}
     res = client.post("/api/v1/progress/j3/update", json=upd, headers=auth).get_json()
     assert res["accepted"] is False
+
+
+def test_job_token_opens_only_its_progress_update(client):
+    from vma.services.progress import hash_token
+
+    _make_job("jt")
+    _make_job("other")
+    with database.connection_context():
+        Job.update(token_hash=hash_token("job-token-abcdefghijkl")).where(
+            Job.job_id == "jt"
+        ).execute()
+    job_auth = {"Authorization": "Bearer job-token-abcdefghijkl"}
+    upd = {"disk_key": "2000", "seq": 1}
+    assert client.post("/api/v1/progress/jt/update", json=upd, headers=job_auth).status_code == 200
+    assert (
+        client.post("/api/v1/progress/other/update", json=upd, headers=job_auth).status_code == 401
+    )
+    assert client.get("/api/v1/progress/jt", headers=job_auth).status_code == 401

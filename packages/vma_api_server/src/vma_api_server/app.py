@@ -6,6 +6,7 @@ runner's supervision thread and its lock live in that worker (see README, "Why o
 
 from __future__ import annotations
 
+import atexit
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -78,4 +79,6 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
     register_error_handlers(app)
     if start_runner:
         runner.start()
+        # let a tick that is starting a job finish before the worker exits
+        atexit.register(runner.shutdown)
     return app

@@ -1,0 +1,84 @@
+"""Settings: every failure names the variable; the launcher keeps secrets off its argv."""
+
+from __future__ import annotations
+
+import pytest
+
+from migration_common import ConfigError
+from vma_api_server import cli
+from vma_api_server.config import child_environment, load_config
+
+TOKEN = "a-token-of-enough-length"
+
+
+def test_defaults(monkeypatch):
+    monkeypatch.setenv("VMA_API_TOKEN", TOKEN)
+    cfg = load_config()
+    assert cfg["BIND"] == ("0.0.0.0", 8081)
+    assert cfg["PROGRESS_URL"] == "http://127.0.0.1:8081"
+    assert cfg["MAX_CONCURRENT_JOBS"] == 4 and cfg["LAB_DIR"] is None
+    assert "migratekit" in " ".join(cfg["MIGRATEKIT"])
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "VMA_API_TOKEN"),
+        ({"VMA_API_TOKEN": "short"}, "VMA_API_TOKEN"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_BIND": "nohost"}, "VMA_BIND"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_MAX_CONCURRENT_JOBS": "0"}, "VMA_MAX_CONCURRENT_JOBS"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_STOP_GRACE": "soon"}, "VMA_STOP_GRACE"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_VCENTER_HOST": "vc"}, "VMA_VCENTER_USER"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_PROGRESS_URL": "ftp://x"}, "VMA_PROGRESS_URL"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_LOG_LEVEL": "LOUD"}, "VMA_LOG_LEVEL"),
+    ],
+)
+def test_invalid_settings_name_the_variable(monkeypatch, env, variable):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert info.value.variable == variable
+
+
+def test_secret_value_not_echoed(monkeypatch):
+    monkeypatch.setenv("VMA_API_TOKEN", "tiny")
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert "tiny" not in str(info.value)
+
+
+def test_toml_file(monkeypatch, tmp_path):
+    path = tmp_path / "vma.toml"
+    path.write_text(f'api_token = "{TOKEN}"\nbind = "127.0.0.1:9999"\nmax_concurrent_jobs = 2\n')
+    monkeypatch.setenv("VMA_CONFIG", str(path))
+    cfg = load_config()
+    assert cfg["BIND"] == ("127.0.0.1", 9999) and cfg["MAX_CONCURRENT_JOBS"] == 2
+
+
+def test_cli_reports_config_error(capsys):
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: VMA_API_TOKEN: is required")
+    assert "hint:" in err
+
+
+def test_cli_settings_table(capsys):
+    assert cli.main(["--settings"]) == 0
+    out = capsys.readouterr().out
+    for name in ("VMA_API_TOKEN", "VMA_BIND", "VMA_DATA_DIR", "VMA_LAB_DIR", "VMA_VCENTER_HOST"):
+        assert name in out
+
+
+def test_gunicorn_argv_and_child_env_carry_no_secrets(monkeypatch):
+    monkeypatch.setenv("VMA_API_TOKEN", TOKEN)
+    monkeypatch.setenv("VMA_VCENTER_PASSWORD", "vc-password-1")
+    monkeypatch.setenv("VMA_VCENTER_HOST", "vc")
+    monkeypatch.setenv("VMA_VCENTER_USER", "u")
+    argv = cli.gunicorn_argv(load_config())
+    assert "--workers" in argv and argv[argv.index("--workers") + 1] == "1"
+    assert argv[-1] == "vma_api_server:create_app()"
+    assert not any(TOKEN in a or "vc-password-1" in a for a in argv)
+    env = child_environment()
+    assert "VMA_API_TOKEN" not in env and "VMA_VCENTER_PASSWORD" not in env
+    assert env["VMA_VCENTER_USER"] == "u"
