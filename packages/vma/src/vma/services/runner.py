@@ -313,6 +313,7 @@ class JobRunner:
             password=creds.password,
             env=self.config.env,
             libdir=self.config.vddk_libdir,
+            thumbprint=vc.server_thumbprint(),
         )
 
     def _spawn(
