@@ -173,6 +173,19 @@ def test_discover_includes_vms_in_vapps(tmp_path: Path) -> None:
     assert names["DC0_C0_APP1_VM0"]["disks"]
 
 
+def test_discover_520_vms_in_two_pages(tmp_path: Path) -> None:
+    with (
+        vcsim(tmp_path, vms_per_host=260, timeout=120) as big,
+        VSphereClient(big.host, big.username, big.password, port=big.port,
+                      ca_file=big.ca_file) as client,
+    ):  # fmt: skip
+        vms = client.discover()
+        assert len(vms) == 520 > properties.PAGE_SIZE
+        assert len({vm["id"] for vm in vms}) == 520
+        assert all(vm["disks"] and vm["nics"] for vm in vms)
+        assert client.get_vm(vms[-1]["id"]) == vms[-1]
+
+
 def test_get_vm_matches_discovery(client: VSphereClient) -> None:
     for vm in client.discover():
         assert client.get_vm(vm["id"]) == vm
