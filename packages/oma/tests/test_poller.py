@@ -352,3 +352,21 @@ def test_vma_answers_are_recorded_on_the_appliance(vma, poller, job_id):
     with database.connection_context():
         row = VmaAppliance.get()
     assert row.last_seen_at is not None and row.last_error is None
+
+
+def test_a_job_queued_on_the_vma_does_not_stall(vma, poller, clock, job_id):
+    vma.set_progress(
+        job_id,
+        progress_doc(
+            job_id,
+            "queued",
+            [
+                {"disk_key": "2000", "status": "queued", "phase": "snapshot"},
+                {"disk_key": "2001", "status": "queued", "phase": "snapshot"},
+            ],
+        ),
+    )
+    for _ in range(3):
+        clock.advance(800)
+        assert poller.tick().updated == 1
+    assert _job(job_id).status == "replicating"

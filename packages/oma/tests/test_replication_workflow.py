@@ -4,6 +4,7 @@ exports and a stub VMA that copies real bytes with qemu-img into the exports."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from oma.nbd import ExportManager
 from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
 from oma.vma_client import VmaClient
+from oma.workflows.cleanup import CleanupWorkflow, request_cleanup
 from oma.workflows.engine import WorkflowEngine
 from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
 
@@ -118,7 +120,12 @@ def lab(tmp_path):
             wait_for_device=wait_for_device,
         )
         engine = WorkflowEngine("test-worker", lease_seconds=30)
-        runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+        runner = WorkflowRunner(
+            engine,
+            ReplicationWorkflow(services),
+            vma_for,
+            others=(CleanupWorkflow(services).definition,),
+        )
         poller = ProgressPoller(token_for=lambda _row: vma.token)
         try:
             yield Lab(sim, vma, cs, exports, runner, poller, ctx.id, vm_id, sources)
@@ -294,3 +301,47 @@ def test_incremental_without_a_previous_sync_is_refused(lab):
     job = _run_to_end(lab, job_id)
     assert (job.status, job.error_class) == ("failed", "invalid_request")
     assert "run a full replication" in job.error_message
+
+
+def test_cleanup_removes_volumes_and_exports(lab):
+    from oma.database.models import Workflow
+
+    job = _run_to_end(lab, _create_job(lab))
+    assert job.status == "completed", job.error_message
+    assert len(lab.exports.list_running()) == 2
+    with database.connection_context():
+        wf = request_cleanup(lab.context_id)
+    lab.runner.tick()
+    with database.connection_context():
+        assert Workflow.get_by_id(wf.id).status == "done"
+        assert {v.state for v in ReplicaVolume.select()} == {"deleted"}
+        assert {d.change_id for d in VmDisk.select()} == {None}
+        assert VmContext.get_or_none(VmContext.id == lab.context_id) is not None
+    assert [v for v in lab.cs.list_volumes() if v.get("type") != "ROOT"] == []
+    assert lab.exports.list_running() == []
+    assert list(lab.sim.by_id_dir.iterdir()) == []
+    # the next replication starts over with fresh volumes and a full copy
+    job2 = _run_to_end(lab, _create_job(lab))
+    assert (job2.status, job2.effective_type) == ("completed", "full")
+    with database.connection_context():
+        wf = request_cleanup(lab.context_id, delete_context=True)
+    lab.runner.tick()
+    with database.connection_context():
+        assert Workflow.get_by_id(wf.id).status == "done"
+        assert VmContext.get_or_none(VmContext.id == lab.context_id) is None
+
+
+def test_cleanup_is_refused_while_a_job_is_active(lab):
+    from oma.database.models import Workflow
+
+    lab.vma.gate = threading.Event()
+    job_id = _create_job(lab)
+    lab.runner.tick()
+    with database.connection_context():
+        wf = request_cleanup(lab.context_id)
+    lab.runner.tick()
+    with database.connection_context():
+        row = Workflow.get_by_id(wf.id)
+    assert row.status == "failed" and "has an active job" in row.error
+    assert _job(job_id).status == "replicating"
+    lab.vma.gate.set()

@@ -10,8 +10,9 @@ rules testable and readable in one place:
   ``completed`` with a ``change_id`` (the target was flushed); otherwise fail as ``vma_error``;
 - progress ``failed`` → fail with the VMA's error (class ``vma_reported``);
 - progress ``stopped`` → stopped;
-- running/queued → update; more bytes done or a phase change counts as progress; no
-  progress for longer than ``stale_timeout`` → fail as ``stalled``;
+- running → update; more bytes done or a phase change counts as progress; no progress for
+  longer than ``stale_timeout`` → fail as ``stalled``; queued (waiting for a VMA slot) never
+  stalls;
 - ``not_found`` for longer than ``job_lost_timeout`` since the VMA last reported the job (or
   since replication started) → fail as ``job_lost``;
 - unreachable for longer than ``vma_unreachable_timeout`` since the VMA last reported the job
@@ -163,6 +164,11 @@ def decide_progress(
         )
     if status is Status.STOPPED:
         return Decision(Action.STOP, message="stopped on the VMA", events=events, **base)
+    if status is Status.QUEUED:
+        # waiting for a slot under the VMA's concurrency limit is not a stall: the stale
+        # clock starts when the job runs
+        base["advanced"] = True
+        return Decision(Action.UPDATE, events=events, **base)
     if not advanced:
         idle = _since(now, job.last_progress_at or job.started_at)
         if idle > timeouts.stale:

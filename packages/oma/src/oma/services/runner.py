@@ -7,12 +7,14 @@ One tick (an APScheduler job in ``oma worker``):
    their workflow's next step;
 2. new jobs — every ``pending`` job without a workflow gets one (rows selected with
    ``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB, so two workers never both create it);
-3. workflows — claims runnable workflows one at a time (lease; an expired lease of a dead
-   worker is taken over) and runs them to their end or to the replicating hand-off.
+3. workflows — claims runnable workflows (replication, cleanup) one at a time (lease; an
+   expired lease of a dead worker is taken over) and runs them to their end or to the
+   replicating hand-off.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +26,8 @@ from ..database.db import database
 from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance, Workflow
 from ..errors import VmaClientError
 from ..vma_client import error_status
-from ..workflows.engine import WorkflowEngine
-from ..workflows.replication import KIND, ReplicationWorkflow
+from ..workflows.engine import Definition, WorkflowEngine
+from ..workflows.replication import ReplicationWorkflow
 from . import _queries as q
 
 log = get_logger(__name__)
@@ -40,27 +42,41 @@ class WorkflowRunner:
         replication: ReplicationWorkflow,
         vma_for: Callable[[VmaAppliance], Any],
         *,
+        others: tuple[Definition, ...] = (),
+        maintenance: Callable[[], Any] | None = None,
+        maintenance_every: float = 60.0,
         max_per_tick: int = 20,
     ) -> None:
         self.engine = engine
         self.replication = replication
         self.vma_for = vma_for
+        self.definitions = {d.kind: d for d in (replication.definition, *others)}
+        self.maintenance = maintenance
+        self.maintenance_every = maintenance_every
         self.max_per_tick = max_per_tick
+        self._last_maintenance = time.monotonic()
 
     def tick(self) -> dict[str, int]:
-        """One pass: stop requests, new workflows, then run claimable workflows."""
+        """One pass: maintenance (when due), stop requests, new workflows, then workflows.
+
+        Maintenance (export reconciliation) runs in this same thread, so it never sees an
+        export a workflow step started a moment ago but has not recorded yet.
+        """
         counts = {"stopped": 0, "created": 0, "ran": 0}
+        if self.maintenance and time.monotonic() - self._last_maintenance >= self.maintenance_every:
+            self._last_maintenance = time.monotonic()
+            self.maintenance()
         with database.connection_context():
             counts["stopped"] = self.handle_stop_requests()
             counts["created"] = self.create_workflows()
             for _ in range(self.max_per_tick):
-                wf = self.engine.claim([KIND])
+                wf = self.engine.claim(list(self.definitions))
                 if wf is None:
                     break
                 counts["ran"] += 1
-                log.info("running workflow", workflow_id=wf.id, job_id=wf.job_id)
+                log.info("running workflow", workflow_id=wf.id, kind=wf.kind, job_id=wf.job_id)
                 try:
-                    self.engine.run(wf, self.replication.definition)
+                    self.engine.run(wf, self.definitions[wf.kind])
                 except Exception:  # the engine records step failures; this is a bug guard
                     log.exception("workflow crashed", workflow_id=wf.id, job_id=wf.job_id)
         return counts

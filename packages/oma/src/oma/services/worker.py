@@ -6,7 +6,8 @@ id, ``max_instances=1`` and ``coalesce=True``:
 
 - ``heartbeat``       — refreshes this worker's ``worker_heartbeats`` row (health reads it);
 - ``progress-poller`` — :class:`oma.services.poller.ProgressPoller` every ``OMA_POLL_INTERVAL``;
-- ``workflow-runner`` — :class:`oma.services.runner.WorkflowRunner` every second.
+- ``workflow-runner`` — :class:`oma.services.runner.WorkflowRunner` every second (replication
+  and cleanup workflows, stop requests, and export reconciliation once a minute).
 
 All state lives in the database, so the process may be killed at any moment: a new worker
 resumes polling on its first tick, takes over expired workflow leases (at once for its own
@@ -27,6 +28,7 @@ from migration_common import get_logger, setup_logging, utcnow
 from ..database.db import database, init_db
 from ..database.models import CloudStackTarget, VmaAppliance
 from ..vma_client import VmaClient
+from ..workflows.cleanup import CleanupWorkflow
 from ..workflows.engine import WorkflowEngine
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from .classify import Timeouts
@@ -163,7 +165,13 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         wait_for_device=wait_for_device,
     )
     engine = WorkflowEngine(config.worker_id, lease_seconds=config.lease_timeout)
-    runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+    runner = WorkflowRunner(
+        engine,
+        ReplicationWorkflow(services),
+        vma_for,
+        others=(CleanupWorkflow(services).definition,),
+        maintenance=lambda: reconcile_exports(exports, config.nbd_port_range),
+    )
     poller = ProgressPoller(
         timeouts=Timeouts(
             vma_unreachable=config.vma_unreachable_timeout,

@@ -1,0 +1,158 @@
+"""The cleanup workflow: remove a VM context's replica volumes and their exports.
+
+Requested with :func:`request_cleanup` (e.g. by the API before a context is deleted, or by an
+operator after giving up on a VM); run by ``oma worker`` like any workflow. Steps:
+
+1. ``check``   — refuse while the context has an active job;
+2. ``exports`` — stop every qemu-nbd export of the context's volumes (no export outlives
+   its volume);
+3. ``volumes`` — per replica volume: detach it from the OMA VM, delete it in CloudStack, mark
+   the row ``deleted`` and clear the disk's replica and change ID (the next sync is full).
+   A volume attached to any other VM (a failed-over VM uses it) is left alone and reported;
+4. ``forget``  — with ``params.delete_context`` the context row (and its history) goes too.
+
+Every step is idempotent: a crashed cleanup resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migration_common import get_logger, utcnow
+
+from ..database.models import (
+    CloudStackTarget,
+    NbdExport,
+    ReplicaVolume,
+    VmContext,
+    VmDisk,
+    Workflow,
+)
+from ..services import _queries as q
+from .engine import Definition, Step, StepContext, WorkflowEngine
+from .replication import InvalidRequest, ReplicationServices, _target_for
+
+log = get_logger(__name__)
+
+KIND = "cleanup"
+STEPS = ("check", "exports", "volumes", "forget")
+
+
+def request_cleanup(context_id: str, *, delete_context: bool = False) -> Workflow:
+    """Queue a cleanup of ``context_id``'s replicas (the worker runs it); returns the row."""
+    names = Definition(KIND, [Step(n, lambda _c: None) for n in STEPS])
+    return WorkflowEngine("api").create(
+        names, context_id=context_id, params={"delete_context": delete_context}
+    )
+
+
+class CleanupWorkflow:
+    """Builds the cleanup :class:`Definition` bound to a worker's services."""
+
+    def __init__(self, services: ReplicationServices) -> None:
+        self.s = services
+        self.definition = Definition(
+            KIND,
+            [
+                Step("check", self.check),
+                Step("exports", self.exports),
+                Step("volumes", self.volumes),
+                Step("forget", self.forget),
+            ],
+        )
+
+    def _context(self, ctx: StepContext) -> VmContext | None:
+        return VmContext.get_or_none(VmContext.id == ctx.workflow.context_id)
+
+    def check(self, ctx: StepContext) -> dict[str, Any]:
+        """Refuse while a job is active."""
+        context = self._context(ctx)
+        if context is None:
+            return {"gone": True}
+        if context.active_job_id:
+            raise InvalidRequest(
+                f"VM context {context.name} has an active job {context.active_job_id}; "
+                "stop it first",
+                step="check",
+            )
+        if not self._volumes(ctx):
+            return {"target_id": None}
+        return {"target_id": _target_for(context).id}
+
+    def _volumes(self, ctx: StepContext) -> list[ReplicaVolume]:
+        return list(
+            ReplicaVolume.select().where(
+                ReplicaVolume.context == ctx.workflow.context_id, ReplicaVolume.state != "deleted"
+            )
+        )
+
+    def exports(self, ctx: StepContext) -> dict[str, Any]:
+        """Stop every running export of the context's volumes."""
+        stopped = []
+        for rv in self._volumes(ctx):
+            for row in NbdExport.select().where(
+                NbdExport.volume == rv.id, NbdExport.state == "running"
+            ):
+                if row.pid:
+                    self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
+                row.state, row.updated_at = "stopped", utcnow()
+                row.save()
+                stopped.append(rv.cloudstack_volume_id)
+        return {"stopped": stopped}
+
+    def volumes(self, ctx: StepContext) -> dict[str, Any]:
+        """Detach from the OMA and delete each replica volume; keep ones used elsewhere."""
+        if not ctx.data["check"].get("target_id"):
+            return {"deleted": [], "kept": []}
+        target = CloudStackTarget.get_by_id(ctx.data["check"]["target_id"])
+        cs = self.s.cloudstack_for(target)
+        deleted, kept = [], []
+        for rv in self._volumes(ctx):
+            ctx.renew_lease()
+            vol = cs.get_volume(rv.cloudstack_volume_id) if rv.cloudstack_volume_id else None
+            if vol is not None:
+                vm = vol.get("virtualmachineid")
+                if vm and vm != target.oma_vm_id:
+                    kept.append(rv.cloudstack_volume_id)
+                    q.append_event(
+                        None,
+                        rv.context_id,
+                        "volume_kept",
+                        f"replica volume {rv.cloudstack_volume_id} is attached to "
+                        f"VM {vm}; not deleted",
+                    )
+                    continue
+                if vm:
+                    cs.detach_volume(rv.cloudstack_volume_id)
+                cs.delete_volume(rv.cloudstack_volume_id, missing_ok=True)
+            now = utcnow()
+            with q.write_transaction():
+                VmDisk.update(
+                    replica_volume=None, change_id=None, change_id_at=None, updated_at=now
+                ).where(VmDisk.replica_volume == rv.id).execute()
+                rv.state, rv.attached_vm_id, rv.device_path, rv.updated_at = (
+                    "deleted",
+                    None,
+                    None,
+                    now,
+                )
+                rv.save()
+                q.append_event(
+                    None,
+                    rv.context_id,
+                    "volume_deleted",
+                    f"deleted replica volume {rv.cloudstack_volume_id}",
+                    at=now,
+                )
+            deleted.append(rv.cloudstack_volume_id)
+        return {"deleted": deleted, "kept": kept}
+
+    def forget(self, ctx: StepContext) -> dict[str, Any]:
+        """Delete the context row when asked to (and nothing was kept)."""
+        if not ctx.params.get("delete_context") or ctx.data["volumes"].get("kept"):
+            return {"deleted_context": False}
+        context = self._context(ctx)
+        if context is not None:
+            Workflow.update(context=None).where(Workflow.id == ctx.workflow.id).execute()
+            context.delete_instance()
+        return {"deleted_context": True}

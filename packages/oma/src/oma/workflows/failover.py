@@ -1,0 +1,618 @@
+"""The live failover workflow (issue #6): the source VM stops, its replicas boot in CloudStack.
+
+Steps (``workflow_steps`` rows of a ``failover_live`` workflow; each idempotent, each
+re-checking the real state before acting, so a killed worker resumes at the recorded step):
+
+1. ``validate``          — context ready_for_failover with a change ID per disk and a replica
+   volume per disk, no foreign active job; the service offering, every mapped network and the
+   template exist in the target's zone; every source NIC's network is mapped; no VM of the
+   target name exists (unless it is this failover's own).
+2. ``power_off_source``  — through the VMA: graceful shutdown up to ``graceful_timeout_s``,
+   then forced when ``force``; confirms ``poweredOff``. Downtime starts here.
+3. ``final_sync``        — creates a normal incremental replication job through the same
+   repository function the API uses and waits for it *through the database*: the step stays
+   ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked.
+4. ``guest_conversion``  — ``virt-v2v-in-place`` on the boot replica while it is still on the
+   OMA, or skipped (``OMA_GUEST_CONVERSION=skip``, the lab's default).
+5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM.
+6. ``deploy_target``     — ``deployVirtualMachine`` stopped (template, offering — CPU/memory
+   from the source spec when the offering is custom — one NIC per source NIC on its mapped
+   network, MACs kept when ``keep_macs``); the template's root volume is detached and
+   deleted, the boot disk's replica attached as device 0, the others in disk-key order.
+7. ``start_target``      — starts the VM and confirms ``Running``. Downtime ends here.
+8. ``finalize``          — context → ``failed_over_live``; the failover's ``result`` holds the
+   target VM, downtime and the final sync's bytes.
+
+A failed step leaves the failover ``failed`` with that step's error (CloudStack's errortext
+included); nothing is undone automatically. Retry resumes; rollback is
+:mod:`oma.workflows.failover_rollback`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from migration_common import get_logger, rfc3339, utcnow
+
+from ..database.models import (
+    CloudStackTarget,
+    ContextState,
+    JobStatus,
+    NbdExport,
+    ReplicationJob,
+    ReplicaVolume,
+    VmaAppliance,
+    VmContext,
+    VmDisk,
+    Workflow,
+)
+from ..database.repos import jobs as jobs_repo
+from ..errors import ConflictError, WorkflowError
+from ..services import _queries as q
+from .engine import Definition, Step, StepContext
+from .failover_engine import StepWaiting
+from .failover_store import FAILOVER_STEPS, KIND, seconds_between, step_data
+
+log = get_logger(__name__)
+
+GUEST_CONVERSION_MODES = ("skip", "virt-v2v")
+TARGET_STATE = "attached_target"
+"""``replica_volumes.state`` of a replica attached to the failed-over VM."""
+
+
+class FailoverInvalid(WorkflowError):
+    """The failover cannot run as requested (state, offering, network, template, name)."""
+
+
+@dataclass
+class FailoverServices:
+    """What the failover and rollback steps talk to; built once per worker."""
+
+    cloudstack_for: Callable[[CloudStackTarget], Any]  # -> oma.cloudstack.CloudStackClient
+    vma_for: Callable[[VmaAppliance], Any]  # -> oma.vma_client.VmaClient
+    exports: Any  # oma.nbd.ExportManager
+    by_id_dir: Path
+    device_timeout: float = 60.0
+    wait_for_device: Callable[..., Path] | None = None
+    guest_conversion: str = "skip"
+    conversion_timeout: float = 3600.0
+
+
+# -- helpers shared with the rollback ----------------------------------------------------------
+
+
+def disk_order(key: str) -> tuple[int, str]:
+    """Sort key of a disk key: numeric order where possible (``2000`` < ``2001`` < ``16000``)."""
+    return (len(key), key)
+
+
+def replicas(context_id: str) -> list[ReplicaVolume]:
+    """The context's live replica volumes in disk-key order."""
+    rows = ReplicaVolume.select().where(
+        ReplicaVolume.context == context_id, ReplicaVolume.state != "deleted"
+    )
+    return sorted(rows, key=lambda r: disk_order(r.disk_key))
+
+
+def target_of(context: VmContext) -> CloudStackTarget:
+    """The context's CloudStack target, else the default (or oldest) one."""
+    if context.target_id:
+        row = CloudStackTarget.get_or_none(CloudStackTarget.id == context.target_id)
+        if row is not None:
+            return row
+    row = (
+        CloudStackTarget.select()
+        .order_by(CloudStackTarget.is_default.desc(), CloudStackTarget.created_at)
+        .first()
+    )
+    if row is None:
+        raise FailoverInvalid("no CloudStack target is configured", step="validate")
+    return row
+
+
+def vma_of(context: VmContext) -> VmaAppliance:
+    """The context's VMA appliance."""
+    row = VmaAppliance.get_or_none(VmaAppliance.id == context.vma_id) if context.vma_id else None
+    if row is None:
+        raise FailoverInvalid(f"VM context {context.name} has no VMA", step="validate")
+    return row
+
+
+def stop_exports(exports: Any, rv: ReplicaVolume) -> int:
+    """Stop every running export of a replica volume (rows → ``stopped``); how many."""
+    stopped = 0
+    for row in NbdExport.select().where(NbdExport.volume == rv.id, NbdExport.state == "running"):
+        if row.pid:
+            exports.stop(row.pid, rv.cloudstack_volume_id)
+        row.state, row.updated_at = "stopped", utcnow()
+        row.save()
+        stopped += 1
+    return stopped
+
+
+def vm_name_for(name: str) -> str:
+    """A CloudStack host name from a VMware VM name (letters, digits, hyphens; ≤ 63)."""
+    clean = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:63].rstrip("-")
+    if not clean or not clean[0].isalpha():
+        clean = f"vm-{clean}"[:63].rstrip("-")
+    return clean
+
+
+def boot_disk_key(context_id: str, requested: str | None = None) -> str:
+    """The boot disk: the requested key, else the first disk in disk-key order."""
+    keys = sorted(
+        (d.disk_key for d in VmDisk.select().where(VmDisk.context == context_id)), key=disk_order
+    )
+    if not keys:
+        raise FailoverInvalid("the VM context has no disks", step="validate")
+    if requested is not None:
+        if requested not in keys:
+            raise FailoverInvalid(
+                f"boot_disk_key {requested} is not a disk of this VM ({', '.join(keys)})",
+                step="validate",
+            )
+        return requested
+    return keys[0]
+
+
+def _now_text() -> str:
+    return rfc3339(utcnow())
+
+
+class FailoverWorkflow:
+    """Builds the live failover :class:`Definition` bound to a worker's services."""
+
+    def __init__(self, services: FailoverServices) -> None:
+        self.s = services
+        steps = {
+            "validate": self.validate,
+            "power_off_source": self.power_off_source,
+            "final_sync": self.final_sync,
+            "guest_conversion": self.guest_conversion,
+            "detach_replicas": self.detach_replicas,
+            "deploy_target": self.deploy_target,
+            "start_target": self.start_target,
+            "finalize": self.finalize,
+        }
+        self.definition = Definition(
+            KIND, [Step(name, steps[name]) for name in FAILOVER_STEPS], on_failure=self.on_failure
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _context(self, ctx: StepContext) -> VmContext:
+        return VmContext.get_by_id(ctx.workflow.context_id)
+
+    def _cloudstack(self, ctx: StepContext) -> tuple[Any, CloudStackTarget]:
+        target = CloudStackTarget.get_by_id(ctx.data["validate"]["target_id"])
+        return self.s.cloudstack_for(target), target
+
+    def _later(self, ctx: StepContext, name: str) -> dict[str, Any]:
+        """What a step recorded so far, also for a step the engine has not reached yet."""
+        return ctx.data.get(name) or step_data(ctx.workflow.id, name)
+
+    def _event(self, ctx: StepContext, kind: str, message: str, **data: Any) -> None:
+        q.append_event(
+            None,
+            ctx.workflow.context_id,
+            kind,
+            message,
+            data={"failover_id": ctx.workflow.id, **data},
+        )
+
+    # -- 1 validate ---------------------------------------------------------------------------
+
+    def validate(self, ctx: StepContext) -> dict[str, Any]:
+        """Check state, disks, replicas, offering, networks, template and the VM name."""
+        p = ctx.params
+        context = self._context(ctx)
+        own_job = self._later(ctx, "final_sync").get("job_id")
+        # a resumed failover already acted (source off, final sync tried): a failed final
+        # sync may have left the context "failed"; its earlier replicas are still complete
+        acted = bool(self._later(ctx, "power_off_source"))
+        ready = context.state == ContextState.READY_FOR_FAILOVER.value and context.ready_for_failover
+        resumable = acted and context.state in (
+            ContextState.READY_FOR_FAILOVER.value,
+            ContextState.REPLICATING.value,
+            ContextState.FAILED.value,
+        )
+        if not (ready or resumable):
+            raise FailoverInvalid(
+                f"VM context {context.name} is {context.state}, not ready_for_failover",
+                step="validate",
+            )
+        if context.active_job_id and context.active_job_id != own_job:
+            raise FailoverInvalid(
+                f"VM context {context.name} has an active replication job "
+                f"{context.active_job_id}",
+                step="validate",
+            )
+        disks = sorted(
+            VmDisk.select().where(VmDisk.context == context.id), key=lambda d: disk_order(d.disk_key)
+        )
+        missing = [d.disk_key for d in disks if not d.change_id]
+        if not disks or missing:
+            raise FailoverInvalid(
+                f"disk(s) {', '.join(missing) or '(none)'} have no completed sync; "
+                "run a replication first",
+                step="validate",
+            )
+        have = {rv.disk_key for rv in replicas(context.id) if rv.cloudstack_volume_id}
+        lost = [d.disk_key for d in disks if d.disk_key not in have]
+        if lost:
+            raise FailoverInvalid(
+                f"disk(s) {', '.join(lost)} have no replica volume", step="validate"
+            )
+        vma_of(context)
+        boot = boot_disk_key(context.id, p.get("boot_disk_key"))
+        target = target_of(context)
+        cs = self.s.cloudstack_for(target)
+
+        offering = next(
+            (o for o in cs.list_service_offerings() if o.get("id") == p["service_offering_id"]),
+            None,
+        )
+        if offering is None:
+            raise FailoverInvalid(
+                f"service offering {p['service_offering_id']} does not exist", step="validate"
+            )
+        custom = bool(offering.get("iscustomized"))
+        spec = context.spec or {}
+        cpus = spec.get("cpus") or spec.get("num_cpu")
+        memory_mb = spec.get("memory_mb")
+        if custom and not (cpus and memory_mb):
+            raise FailoverInvalid(
+                f"service offering {offering.get('name')} is custom but the source VM's spec has "
+                "no cpus/memory_mb; choose a fixed offering",
+                step="validate",
+            )
+
+        mappings: dict[str, str] = dict(p.get("network_mappings") or {})
+        zone_networks = {n.get("id") for n in cs.list_networks(zone_id=target.zone_id)}
+        for source, network_id in mappings.items():
+            if network_id not in zone_networks:
+                raise FailoverInvalid(
+                    f"network {network_id} (mapped from {source!r}) does not exist in zone "
+                    f"{target.zone_id}",
+                    step="validate",
+                )
+        nics = [n for n in spec.get("nics") or spec.get("networks") or [] if isinstance(n, dict)]
+        network_ids: list[str] = []
+        macs: dict[str, str] = {}
+        if nics:
+            for nic in nics:
+                source = nic.get("network") or nic.get("network_name") or nic.get("label")
+                if source not in mappings:
+                    raise FailoverInvalid(
+                        f"source network {source!r} of {nic.get('label') or 'a NIC'} is not in "
+                        "network_mappings",
+                        step="validate",
+                    )
+                network_ids.append(mappings[source])
+                mac = nic.get("mac") or nic.get("mac_address")
+                if p.get("keep_macs", True) and mac and mappings[source] not in macs:
+                    macs[mappings[source]] = str(mac).lower()
+        else:
+            network_ids = list(dict.fromkeys(mappings.values()))
+        if not network_ids:
+            raise FailoverInvalid("network_mappings maps no network", step="validate")
+
+        templates = cs.list_templates(zone_id=target.zone_id)
+        template_id = p.get("template_id") or (templates[0].get("id") if templates else None)
+        if template_id is None or template_id not in {t.get("id") for t in templates}:
+            raise FailoverInvalid(
+                f"template {template_id or '(none available)'} does not exist in zone "
+                f"{target.zone_id}",
+                step="validate",
+            )
+
+        name = p.get("vm_name") or vm_name_for(context.name)
+        own_vm = self._later(ctx, "deploy_target").get("vm_id")
+        clash = [v for v in cs.list_vms(name=name) if v.get("id") != own_vm]
+        if clash:
+            raise FailoverInvalid(
+                f"a CloudStack VM named {name} already exists ({clash[0].get('id')})",
+                step="validate",
+            )
+        return {
+            "target_id": target.id,
+            "service_offering_id": offering["id"],
+            "custom_offering": custom,
+            "cpus": int(cpus) if custom else None,
+            "memory_mb": int(memory_mb) if custom else None,
+            "network_ids": network_ids,
+            "macs": macs,
+            "template_id": template_id,
+            "vm_name": name,
+            "boot_disk_key": boot,
+        }
+
+    # -- 2 power off ----------------------------------------------------------------------------
+
+    def power_off_source(self, ctx: StepContext) -> dict[str, Any]:
+        """Shut the source down through the VMA (graceful, then forced if allowed); confirm."""
+        context = self._context(ctx)
+        data = ctx.data["power_off_source"]
+        client = self.s.vma_for(vma_of(context))
+        state = client.power_state(context.vm_id)
+        if "was_powered_on" not in data:
+            ctx.record(was_powered_on=state != "poweredOff", initial_state=state)
+        method = data.get("method", "already_off")
+        if state != "poweredOff":
+            ctx.record(requested_at=_now_text())
+            ctx.renew_lease()
+            answer = client.power_off(
+                context.vm_id,
+                graceful=True,
+                timeout_s=int(ctx.params.get("graceful_timeout_s", 300)),
+                force=bool(ctx.params.get("force", True)),
+            )
+            method = str(answer.get("method") or "unknown")
+            state = client.power_state(context.vm_id)
+        if state != "poweredOff":
+            raise WorkflowError(
+                f"source VM {context.name} is still {state} after the power-off", step=ctx.step
+            )
+        off_at = data.get("powered_off_at") or data.get("requested_at") or _now_text()
+        if "powered_off_at" not in data:
+            ctx.record(powered_off_at=off_at, method=method)
+            self._event(ctx, "source_powered_off", f"source VM {context.name} powered off ({method})")
+        return {"powered_off_at": off_at, "method": method}
+
+    # -- 3 final sync ---------------------------------------------------------------------------
+
+    def final_sync(self, ctx: StepContext) -> dict[str, Any]:
+        """Create an incremental job (once) and wait for it through the database."""
+        data = ctx.data["final_sync"]
+        job_id = data.get("job_id")
+        if not job_id:
+            try:
+                job = jobs_repo.create_job(ctx.workflow.context_id, requested_type="incremental")
+            except ConflictError as exc:
+                raise WorkflowError(
+                    f"the final sync could not start: {exc}", step=ctx.step
+                ) from exc
+            ctx.record(job_id=job.id, created_at=_now_text())
+            self._event(ctx, "final_sync_started", f"final incremental sync {job.id} requested")
+            raise StepWaiting(f"final sync job {job.id} pending")
+        job = ReplicationJob.get_or_none(ReplicationJob.id == job_id)
+        if job is None:
+            ctx.record(job_id=None)
+            raise WorkflowError(f"final sync job {job_id} was deleted", step=ctx.step)
+        if job.status == JobStatus.COMPLETED.value:
+            return {
+                "job_id": job.id,
+                "bytes": int(job.bytes_done or 0),
+                "bytes_total": int(job.bytes_total or 0),
+                "sync_type": job.effective_type,
+                "finished_at": rfc3339(job.finished_at) if job.finished_at else None,
+            }
+        if JobStatus(job.status).is_terminal:
+            failed = [*data.get("failed_jobs", []), job.id]
+            ctx.record(job_id=None, failed_jobs=failed)  # a retry starts a new job
+            raise WorkflowError(
+                f"final sync job {job.id} {job.status}"
+                + (f" ({job.error_class})" if job.error_class else "")
+                + (f": {job.error_message}" if job.error_message else ""),
+                step=ctx.step,
+            )
+        raise StepWaiting(f"final sync job {job.id} {job.status} {job.percent:.0f}%")
+
+    # -- 4 guest conversion ---------------------------------------------------------------------
+
+    def guest_conversion(self, ctx: StepContext) -> dict[str, Any]:
+        """virt-v2v-in-place on the boot replica (still on the OMA), or skipped by config."""
+        mode = self.s.guest_conversion
+        if mode == "skip":
+            return {"skipped": True, "reason": "OMA_GUEST_CONVERSION=skip"}
+        boot = ctx.data["validate"]["boot_disk_key"]
+        rv = next((r for r in replicas(ctx.workflow.context_id) if r.disk_key == boot), None)
+        if rv is None or not rv.device_path:
+            raise WorkflowError(f"the boot replica (disk {boot}) is not on the OMA", step=ctx.step)
+        tool = shutil.which("virt-v2v-in-place")
+        if tool is None:
+            raise WorkflowError(
+                "virt-v2v-in-place is not installed; install virt-v2v or set "
+                "OMA_GUEST_CONVERSION=skip",
+                step=ctx.step,
+            )
+        ctx.renew_lease()
+        try:
+            res = subprocess.run(
+                [tool, "-i", "disk", rv.device_path],
+                capture_output=True,
+                text=True,
+                timeout=self.s.conversion_timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise WorkflowError(
+                f"virt-v2v-in-place did not finish in {self.s.conversion_timeout:.0f} s",
+                step=ctx.step,
+            ) from exc
+        if res.returncode != 0:
+            tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+            raise WorkflowError(
+                f"virt-v2v-in-place failed with exit code {res.returncode}: {tail}",
+                step=ctx.step,
+            )
+        return {"skipped": False, "device": rv.device_path}
+
+    # -- 5 detach -------------------------------------------------------------------------------
+
+    def detach_replicas(self, ctx: StepContext) -> dict[str, Any]:
+        """Stop each replica's export and detach it from the OMA VM (rows updated)."""
+        cs, target = self._cloudstack(ctx)
+        own_vm = self._later(ctx, "deploy_target").get("vm_id")
+        detached: list[str] = []
+        for rv in replicas(ctx.workflow.context_id):
+            ctx.renew_lease()
+            stop_exports(self.s.exports, rv)
+            vol = cs.get_volume(rv.cloudstack_volume_id)
+            if vol is None:
+                raise WorkflowError(
+                    f"replica volume {rv.cloudstack_volume_id} of disk {rv.disk_key} vanished",
+                    step=ctx.step,
+                )
+            vm = vol.get("virtualmachineid")
+            if vm == target.oma_vm_id:
+                cs.detach_volume(rv.cloudstack_volume_id)
+                detached.append(rv.disk_key)
+            elif vm and vm != own_vm:
+                raise WorkflowError(
+                    f"replica volume {rv.cloudstack_volume_id} of disk {rv.disk_key} is attached "
+                    f"to VM {vm}, neither the OMA nor this failover's VM",
+                    step=ctx.step,
+                )
+            if vm != own_vm or not vm:
+                rv.attached_vm_id, rv.device_id, rv.device_path = None, None, None
+                rv.state, rv.updated_at = "detached", utcnow()
+                rv.save()
+        if detached:
+            self._event(
+                ctx, "replicas_detached", f"detached disk(s) {', '.join(detached)} from the OMA"
+            )
+        return {"detached": detached}
+
+    # -- 6 deploy ------------------------------------------------------------------------------
+
+    def deploy_target(self, ctx: StepContext) -> dict[str, Any]:
+        """Deploy the VM stopped, swap its root for the boot replica, attach the others."""
+        v = ctx.data["validate"]
+        cs, target = self._cloudstack(ctx)
+        data = ctx.data["deploy_target"]
+        vm_id = data.get("vm_id")
+        if not vm_id:
+            found = cs.list_vms(name=v["vm_name"])  # deployed just before a crash: adopt it
+            if found:
+                vm_id = found[0]["id"]
+            else:
+                ctx.renew_lease()
+                vm = cs.deploy_vm(
+                    name=v["vm_name"],
+                    zone_id=target.zone_id,
+                    service_offering_id=v["service_offering_id"],
+                    template_id=v["template_id"],
+                    network_ids=v["network_ids"],
+                    start=False,
+                    macs=v["macs"] or None,
+                    cpus=v["cpus"],
+                    memory_mb=v["memory_mb"],
+                )
+                vm_id = vm["id"]
+            ctx.record(vm_id=vm_id, deployed_at=_now_text())
+            self._event(ctx, "target_deployed", f"deployed VM {v['vm_name']} ({vm_id}) stopped")
+        vm = cs.get_vm(vm_id)
+        if vm is None:
+            ctx.record(vm_id=None)
+            raise WorkflowError(f"target VM {vm_id} vanished", step=ctx.step)
+        if vm.get("state") == "Running":
+            cs.stop_vm(vm_id, forced=True)
+        ours = replicas(ctx.workflow.context_id)
+        ids = {rv.cloudstack_volume_id for rv in ours}
+        boot = next(rv for rv in ours if rv.disk_key == v["boot_disk_key"])
+        removed = list(data.get("template_root_removed", []))
+        for vol in cs.list_volumes(vm_id=vm_id):
+            if vol.get("type") == "ROOT" and vol["id"] not in ids:
+                ctx.renew_lease()
+                cs.detach_volume(vol["id"])
+                cs.delete_volume(vol["id"], missing_ok=True)
+                removed.append(vol["id"])
+                ctx.record(template_root_removed=removed)
+        devices: dict[str, int | None] = {}
+        for rv in [boot, *[r for r in ours if r is not boot]]:
+            ctx.renew_lease()
+            vol = cs.get_volume(rv.cloudstack_volume_id)
+            if vol is None:
+                raise WorkflowError(
+                    f"replica volume {rv.cloudstack_volume_id} vanished", step=ctx.step
+                )
+            if vol.get("virtualmachineid") != vm_id:
+                if vol.get("virtualmachineid"):
+                    raise WorkflowError(
+                        f"replica volume {rv.cloudstack_volume_id} is attached to VM "
+                        f"{vol['virtualmachineid']}",
+                        step=ctx.step,
+                    )
+                vol = cs.attach_volume(
+                    rv.cloudstack_volume_id, vm_id, device_id=0 if rv is boot else None
+                )
+            rv.attached_vm_id, rv.device_id = vm_id, vol.get("deviceid")
+            rv.device_path, rv.state, rv.updated_at = None, TARGET_STATE, utcnow()
+            rv.save()
+            devices[rv.disk_key] = vol.get("deviceid")
+        self._event(
+            ctx,
+            "target_volumes_attached",
+            f"replicas attached to {v['vm_name']}: "
+            + ", ".join(f"disk {k} → device {d}" for k, d in devices.items()),
+        )
+        return {"vm_id": vm_id, "devices": devices, "template_root_removed": removed}
+
+    # -- 7 start -------------------------------------------------------------------------------
+
+    def start_target(self, ctx: StepContext) -> dict[str, Any]:
+        """Start the target VM and confirm it is Running (downtime ends)."""
+        cs, _ = self._cloudstack(ctx)
+        vm_id = ctx.data["deploy_target"]["vm_id"]
+        vm = cs.get_vm(vm_id)
+        if vm is None:
+            raise WorkflowError(f"target VM {vm_id} vanished", step=ctx.step)
+        if vm.get("state") != "Running":
+            ctx.renew_lease()
+            cs.start_vm(vm_id)
+            vm = cs.get_vm(vm_id) or {}
+        if vm.get("state") != "Running":
+            raise WorkflowError(
+                f"target VM {vm_id} is {vm.get('state')} after start, not Running", step=ctx.step
+            )
+        running_at = ctx.data["start_target"].get("running_at") or _now_text()
+        ctx.record(running_at=running_at)
+        return {"running_at": running_at, "state": vm.get("state")}
+
+    # -- 8 finalize ----------------------------------------------------------------------------
+
+    def finalize(self, ctx: StepContext) -> dict[str, Any]:
+        """Context → failed_over_live; record downtime and the final sync's bytes."""
+        off = ctx.data["power_off_source"].get("powered_off_at")
+        on = ctx.data["start_target"].get("running_at")
+        sync = ctx.data["final_sync"]
+        result = {
+            "target_vm_id": ctx.data["deploy_target"]["vm_id"],
+            "target_vm_name": ctx.data["validate"]["vm_name"],
+            "source_powered_off_at": off,
+            "target_running_at": on,
+            "downtime_seconds": seconds_between(off, on),
+            "final_sync_job_id": sync.get("job_id"),
+            "final_sync_bytes": sync.get("bytes"),
+            "devices": ctx.data["deploy_target"].get("devices"),
+        }
+        now = utcnow()
+        with q.write_transaction():
+            VmContext.update(
+                state=ContextState.FAILED_OVER_LIVE.value, ready_for_failover=False, updated_at=now
+            ).where(VmContext.id == ctx.workflow.context_id).execute()
+            Workflow.update(result=result, updated_at=now).where(
+                Workflow.id == ctx.workflow.id
+            ).execute()
+            self._event(
+                ctx,
+                "failed_over_live",
+                f"live failover completed: VM {result['target_vm_name']} running, downtime "
+                f"{result['downtime_seconds']} s, final sync {result['final_sync_bytes']} bytes",
+                **{k: result[k] for k in ("target_vm_id", "downtime_seconds", "final_sync_bytes")},
+            )
+        log.info("live failover completed", failover_id=ctx.workflow.id, **result)
+        return result
+
+    # -- failure --------------------------------------------------------------------------------
+
+    def on_failure(self, ctx: StepContext, exc: BaseException) -> None:
+        """Record the failure on the context's timeline (the workflow row holds the error)."""
+        self._event(ctx, "failover_failed", f"live failover failed at {ctx.step}: {exc}")

@@ -1,0 +1,208 @@
+"""Rollback of a live failover: back to replicating from a powered-on source.
+
+Steps (a ``failover_rollback`` workflow; each idempotent and driven by the real state, so it
+undoes whatever part of the failover happened — a completed one, or one that failed midway):
+
+1. ``remove_target``     — stop the target VM (forced), detach the replica volumes from it, then
+   destroy and expunge it. Replica volumes are never deleted (a template root volume still on
+   the VM goes with it).
+2. ``reattach_replicas`` — attach each replica volume to the OMA VM again, wait for its
+   ``/dev/disk/by-id`` entry and start its NBD export (rows updated).
+3. ``power_on_source``   — power the source VM back on through the VMA when the failover
+   found it powered on (or was told nothing); confirm ``poweredOn``.
+4. ``finish``            — context → ``ready_for_failover``; the failover → ``rolled_back``.
+
+A failed step leaves the rollback ``failed``; ``POST /failovers/{id}/rollback`` again resumes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from migration_common import get_logger, utcnow
+
+from ..database.models import (
+    CloudStackTarget,
+    ContextState,
+    NbdExport,
+    VmContext,
+    Workflow,
+)
+from ..errors import WorkflowError
+from ..services import _queries as q
+from .engine import Definition, Step, StepContext
+from .failover import FailoverServices, replicas, target_of, vma_of
+from .failover_store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK, step_data, step_status
+
+log = get_logger(__name__)
+
+
+class RollbackWorkflow:
+    """Builds the rollback :class:`Definition` bound to a worker's services."""
+
+    def __init__(self, services: FailoverServices) -> None:
+        self.s = services
+        steps = {
+            "remove_target": self.remove_target,
+            "reattach_replicas": self.reattach_replicas,
+            "power_on_source": self.power_on_source,
+            "finish": self.finish,
+        }
+        self.definition = Definition(
+            ROLLBACK_KIND,
+            [Step(name, steps[name]) for name in ROLLBACK_STEPS],
+            on_failure=self.on_failure,
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _failover_id(self, ctx: StepContext) -> str:
+        return str(ctx.params["failover_id"])
+
+    def _cloudstack(self, ctx: StepContext) -> tuple[Any, CloudStackTarget]:
+        validated = step_data(self._failover_id(ctx), "validate")
+        target = None
+        if validated.get("target_id"):
+            target = CloudStackTarget.get_or_none(CloudStackTarget.id == validated["target_id"])
+        if target is None:
+            target = target_of(VmContext.get_by_id(ctx.workflow.context_id))
+        return self.s.cloudstack_for(target), target
+
+    def _event(self, ctx: StepContext, kind: str, message: str) -> None:
+        q.append_event(
+            None,
+            ctx.workflow.context_id,
+            kind,
+            message,
+            data={"rollback_id": ctx.workflow.id, "failover_id": self._failover_id(ctx)},
+        )
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def remove_target(self, ctx: StepContext) -> dict[str, Any]:
+        """Stop, strip and destroy the failover's target VM (replica volumes kept)."""
+        cs, target = self._cloudstack(ctx)
+        fo = self._failover_id(ctx)
+        vm_id = step_data(fo, "deploy_target").get("vm_id")
+        name = step_data(fo, "validate").get("vm_name")
+        if not vm_id and name and step_status(fo, "deploy_target") not in (None, "pending"):
+            found = cs.list_vms(name=name)  # deployed just before a crash, never recorded
+            vm_id = found[0]["id"] if found else None
+        if not vm_id:
+            return {"vm_id": None, "destroyed": False}
+        vm = cs.get_vm(vm_id)
+        if vm is None:
+            return {"vm_id": vm_id, "destroyed": True}
+        if vm.get("state") == "Running":
+            ctx.renew_lease()
+            cs.stop_vm(vm_id, forced=True)
+        mine = {rv.cloudstack_volume_id: rv for rv in replicas(ctx.workflow.context_id)}
+        detached = []
+        for vol in cs.list_volumes(vm_id=vm_id):
+            rv = mine.get(vol["id"])
+            if rv is None:
+                continue  # the template's root volume goes with the VM
+            ctx.renew_lease()
+            cs.detach_volume(vol["id"])
+            rv.attached_vm_id, rv.device_id, rv.device_path = None, None, None
+            rv.state, rv.updated_at = "detached", utcnow()
+            rv.save()
+            detached.append(rv.disk_key)
+        ctx.renew_lease()
+        cs.destroy_vm(vm_id, expunge=True)
+        self._event(ctx, "target_destroyed", f"destroyed target VM {vm_id}; replicas kept")
+        return {"vm_id": vm_id, "destroyed": True, "detached": detached}
+
+    def reattach_replicas(self, ctx: StepContext) -> dict[str, Any]:
+        """Attach every replica to the OMA again and restart its export."""
+        cs, target = self._cloudstack(ctx)
+        wait = self.s.wait_for_device
+        if wait is None:
+            from ..cloudstack import wait_for_device as wait
+        uris: dict[str, str] = {}
+        for rv in replicas(ctx.workflow.context_id):
+            ctx.renew_lease()
+            vol = cs.get_volume(rv.cloudstack_volume_id)
+            if vol is None:
+                raise WorkflowError(
+                    f"replica volume {rv.cloudstack_volume_id} of disk {rv.disk_key} vanished",
+                    step=ctx.step,
+                )
+            vm = vol.get("virtualmachineid")
+            if vm and vm != target.oma_vm_id:
+                raise WorkflowError(
+                    f"replica volume {rv.cloudstack_volume_id} is attached to VM {vm}",
+                    step=ctx.step,
+                )
+            if not vm:
+                vol = cs.attach_volume(rv.cloudstack_volume_id, target.oma_vm_id)
+            device = wait(rv.cloudstack_volume_id, self.s.by_id_dir, timeout=self.s.device_timeout)
+            rv.attached_vm_id, rv.device_id = target.oma_vm_id, vol.get("deviceid")
+            rv.device_path, rv.state, rv.updated_at = str(device), "attached", utcnow()
+            rv.save()
+            uris[rv.disk_key] = self._export(rv)
+        self._event(ctx, "replicas_reattached", f"replicas back on the OMA: {', '.join(uris)}")
+        return {"uris": uris}
+
+    def _export(self, rv: Any) -> str:
+        """A live export of ``rv`` (kept when its process still serves this device)."""
+        for row in NbdExport.select().where(
+            NbdExport.volume == rv.id, NbdExport.state == "running"
+        ):
+            if row.pid and row.device_path == rv.device_path and self.s.exports.is_running(
+                row.pid, rv.cloudstack_volume_id
+            ):
+                return f"nbd://{row.host}:{row.port}/{row.export_name}"
+            if row.pid:
+                self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
+            row.state, row.updated_at = "dead", utcnow()
+            row.save()
+        used = {r.port for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")}
+        info = self.s.exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=used)
+        NbdExport.create(
+            volume=rv.id,
+            host=info.host,
+            port=info.port,
+            export_name=info.export_name,
+            device_path=rv.device_path,
+            pid=info.pid,
+            state="running",
+        )
+        return str(info.uri)
+
+    def power_on_source(self, ctx: StepContext) -> dict[str, Any]:
+        """Power the source back on (when the failover found it on); confirm poweredOn."""
+        fo = self._failover_id(ctx)
+        off = step_data(fo, "power_off_source")
+        if step_status(fo, "power_off_source") in (None, "pending") and not off:
+            return {"skipped": True, "reason": "the failover never powered the source off"}
+        if off.get("was_powered_on") is False:
+            return {"skipped": True, "reason": "the source was already off before the failover"}
+        context = VmContext.get_by_id(ctx.workflow.context_id)
+        client = self.s.vma_for(vma_of(context))
+        state = client.power_state(context.vm_id)
+        if state != "poweredOn":
+            client.power_on(context.vm_id)
+            state = client.power_state(context.vm_id)
+        if state != "poweredOn":
+            raise WorkflowError(
+                f"source VM {context.name} is {state} after power-on", step=ctx.step
+            )
+        self._event(ctx, "source_powered_on", f"source VM {context.name} powered on")
+        return {"skipped": False, "state": state}
+
+    def finish(self, ctx: StepContext) -> dict[str, Any]:
+        """Context → ready_for_failover; the failover → rolled_back."""
+        fo = self._failover_id(ctx)
+        now = utcnow()
+        with q.write_transaction():
+            VmContext.update(
+                state=ContextState.READY_FOR_FAILOVER.value, ready_for_failover=True, updated_at=now
+            ).where(VmContext.id == ctx.workflow.context_id).execute()
+            Workflow.update(status=ROLLED_BACK, updated_at=now).where(Workflow.id == fo).execute()
+            self._event(ctx, "failover_rolled_back", f"failover {fo} rolled back")
+        return {"rolled_back_at": now.isoformat()}
+
+    def on_failure(self, ctx: StepContext, exc: BaseException) -> None:
+        """Record the failure on the context's timeline."""
+        self._event(ctx, "rollback_failed", f"rollback failed at {ctx.step}: {exc}")

@@ -1,0 +1,261 @@
+"""Failover records in the database: create, resume, roll back, read (API and worker).
+
+A failover is a ``workflows`` row of kind ``failover_live`` with one ``workflow_steps`` row per
+step (:data:`FAILOVER_STEPS`); its ``params`` hold the request and its ``result`` the outcome
+(target VM, downtime, final sync bytes). A rollback is a ``workflows`` row of kind
+``failover_rollback`` whose ``params.failover_id`` names the failover it undoes. When a
+rollback finishes, the failover's status becomes ``rolled_back``.
+
+At most one failover or rollback of a VM context is active at a time: the check runs in a
+write transaction that first locks the context row (``SELECT … FOR UPDATE`` on
+PostgreSQL/MariaDB; SQLite's ``BEGIN IMMEDIATE`` serialises writers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from migration_common import utcnow
+
+from ..database.db import is_sqlite
+from ..database.models import ContextState, StepStatus, VmContext, Workflow, WorkflowStep
+from ..errors import ConflictError, InvalidStateError, NotFoundError
+from ..services import _queries as q
+
+KIND = "failover_live"
+ROLLBACK_KIND = "failover_rollback"
+FAILOVER_STEPS = [
+    "validate",
+    "power_off_source",
+    "final_sync",
+    "guest_conversion",
+    "detach_replicas",
+    "deploy_target",
+    "start_target",
+    "finalize",
+]
+"""The live failover's steps, in order (issue #6: 1 validate … 7 mark failed_over_live)."""
+ROLLBACK_STEPS = ["remove_target", "reattach_replicas", "power_on_source", "finish"]
+"""The rollback's steps, in order."""
+ACTIVE = ("pending", "running")
+ROLLED_BACK = "rolled_back"
+
+
+def _lock_context(context_id: str) -> VmContext:
+    query = VmContext.select().where(VmContext.id == context_id)
+    if not is_sqlite():
+        query = query.for_update()
+    ctx = query.first()
+    if ctx is None:
+        raise NotFoundError(f"vm context {context_id} not found", kind="vm context", id=context_id)
+    return ctx
+
+
+def _active(context_id: str) -> Workflow | None:
+    return (
+        Workflow.select()
+        .where(
+            Workflow.context == context_id,
+            Workflow.kind.in_([KIND, ROLLBACK_KIND]),
+            Workflow.status.in_(ACTIVE),
+        )
+        .first()
+    )
+
+
+def _insert(kind: str, context_id: str, params: dict[str, Any], names: list[str]) -> Workflow:
+    wf = Workflow.create(kind=kind, context=context_id, params=params, status="pending")
+    WorkflowStep.insert_many(
+        [
+            {"workflow": wf.id, "name": name, "position": i, "status": "pending"}
+            for i, name in enumerate(names)
+        ]
+    ).execute()
+    return wf
+
+
+def _reopen(wf: Workflow, *, rerun: tuple[str, ...] = ()) -> None:
+    """Make a failed workflow runnable again: failed steps (and ``rerun``) become pending."""
+    now = utcnow()
+    (
+        WorkflowStep.update(status=StepStatus.PENDING.value, error=None)
+        .where(
+            WorkflowStep.workflow == wf.id,
+            (WorkflowStep.status == StepStatus.FAILED.value) | (WorkflowStep.name.in_(rerun)),
+        )
+        .execute()
+    )
+    (
+        Workflow.update(
+            status="pending",
+            error=None,
+            finished_at=None,
+            lease_until=None,
+            claimed_by=None,
+            updated_at=now,
+        )
+        .where(Workflow.id == wf.id)
+        .execute()
+    )
+
+
+def latest_failover(context_id: str) -> Workflow | None:
+    """The context's newest live failover (any status), or None."""
+    return (
+        Workflow.select()
+        .where(Workflow.context == context_id, Workflow.kind == KIND)
+        .order_by(Workflow.created_at.desc())
+        .first()
+    )
+
+
+def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow, bool]:
+    """Create a live failover for a context, or resume its failed one; (workflow, resumed).
+
+    Raises ConflictError while a failover or rollback of the context is active, and
+    InvalidStateError when the context is not ready for failover (or already failed over).
+    A failed failover is resumed with the new ``params``: its failed step and ``validate``
+    run again, steps already done are kept.
+    """
+    with q.write_transaction():
+        ctx = _lock_context(context_id)
+        active = _active(context_id)
+        if active is not None:
+            raise ConflictError(
+                f"VM context {context_id} already has an active "
+                f"{'rollback' if active.kind == ROLLBACK_KIND else 'failover'} ({active.id})",
+                field="vm_context_id",
+            )
+        last = latest_failover(context_id)
+        if last is not None and last.status == "failed":
+            last.params = dict(params)
+            last.save()
+            _reopen(last, rerun=("validate",))
+            q.append_event(
+                None, context_id, "failover_resumed", f"live failover {last.id} resumed"
+            )
+            return Workflow.get_by_id(last.id), True
+        if ctx.state == ContextState.FAILED_OVER_LIVE.value:
+            raise InvalidStateError(
+                f"VM context {context_id} is already failed over; roll back first"
+            )
+        if ctx.active_job_id:
+            raise ConflictError(
+                f"VM context {context_id} has an active replication job {ctx.active_job_id}; "
+                "wait for it or stop it",
+                field="vm_context_id",
+            )
+        if ctx.state != ContextState.READY_FOR_FAILOVER.value or not ctx.ready_for_failover:
+            raise InvalidStateError(
+                f"VM context {context_id} is {ctx.state}, not ready_for_failover; "
+                "complete a replication first"
+            )
+        wf = _insert(KIND, context_id, dict(params), FAILOVER_STEPS)
+        q.append_event(None, context_id, "failover_requested", f"live failover {wf.id} requested")
+        return wf, False
+
+
+def retry_failover(failover_id: str) -> Workflow:
+    """Resume a failed failover with its stored parameters (InvalidStateError otherwise)."""
+    wf = get_failover(failover_id)
+    if wf.status != "failed":
+        raise InvalidStateError(f"failover {failover_id} is {status_of(wf)}; only a failed one")
+    resumed, _ = start_failover(wf.context_id, wf.params or {})
+    return resumed
+
+
+def start_rollback(failover_id: str) -> tuple[Workflow, bool]:
+    """Create (or resume a failed) rollback of a failed or completed failover."""
+    fo = get_failover(failover_id)
+    with q.write_transaction():
+        _lock_context(fo.context_id)
+        fo = Workflow.get_by_id(failover_id)
+        if fo.status in ACTIVE:
+            raise InvalidStateError(
+                f"failover {failover_id} is still running; wait for it to finish or fail"
+            )
+        if fo.status == ROLLED_BACK:
+            raise InvalidStateError(f"failover {failover_id} is already rolled back")
+        active = _active(fo.context_id)
+        if active is not None:
+            raise ConflictError(
+                f"VM context {fo.context_id} already has an active workflow ({active.id})",
+                field="failover_id",
+            )
+        old = rollback_of(failover_id)
+        if old is not None and old.status == "failed":
+            _reopen(old)
+            q.append_event(None, fo.context_id, "rollback_resumed", f"rollback {old.id} resumed")
+            return Workflow.get_by_id(old.id), True
+        wf = _insert(ROLLBACK_KIND, fo.context_id, {"failover_id": failover_id}, ROLLBACK_STEPS)
+        q.append_event(
+            None, fo.context_id, "rollback_requested", f"rollback of failover {failover_id}"
+        )
+        return wf, False
+
+
+def get_failover(failover_id: str) -> Workflow:
+    """The failover workflow with this id, or NotFoundError."""
+    wf = Workflow.get_or_none(Workflow.id == failover_id, Workflow.kind == KIND)
+    if wf is None:
+        raise NotFoundError(f"failover {failover_id} not found", kind="failover", id=failover_id)
+    return wf
+
+
+def list_failovers(context_id: str) -> list[Workflow]:
+    """A context's failovers, newest first."""
+    return list(
+        Workflow.select()
+        .where(Workflow.context == context_id, Workflow.kind == KIND)
+        .order_by(Workflow.created_at.desc())
+    )
+
+
+def rollback_of(failover_id: str) -> Workflow | None:
+    """The newest rollback of a failover, or None."""
+    rows = (
+        Workflow.select()
+        .where(Workflow.kind == ROLLBACK_KIND)
+        .order_by(Workflow.created_at.desc())
+    )
+    for row in rows:
+        if (row.params or {}).get("failover_id") == failover_id:
+            return row
+    return None
+
+
+def steps_of(workflow_id: str) -> list[WorkflowStep]:
+    """A workflow's steps in order."""
+    return list(
+        WorkflowStep.select()
+        .where(WorkflowStep.workflow == workflow_id)
+        .order_by(WorkflowStep.position)
+    )
+
+
+def step_data(workflow_id: str, name: str) -> dict[str, Any]:
+    """The recorded data of one step (empty when it never ran)."""
+    row = WorkflowStep.get_or_none(WorkflowStep.workflow == workflow_id, WorkflowStep.name == name)
+    return dict(row.data or {}) if row is not None else {}
+
+
+def step_status(workflow_id: str, name: str) -> str | None:
+    """The status of one step, or None when the workflow has no such step."""
+    row = WorkflowStep.get_or_none(WorkflowStep.workflow == workflow_id, WorkflowStep.name == name)
+    return row.status if row is not None else None
+
+
+def status_of(wf: Workflow) -> str:
+    """The operator's word for a workflow's status (``done`` reads ``completed``)."""
+    return "completed" if wf.status == "done" else wf.status
+
+
+def seconds_between(start: str | datetime | None, end: str | datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end`` (RFC 3339 text or datetimes), or None."""
+    if not start or not end:
+        return None
+    a = start if isinstance(start, datetime) else datetime.fromisoformat(start)
+    b = end if isinstance(end, datetime) else datetime.fromisoformat(end)
+    return round((b - a).total_seconds(), 3)
