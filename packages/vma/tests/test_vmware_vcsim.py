@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 from pathlib import Path
 
 import pytest
+from pyVim.connect import Disconnect, SmartConnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim
 
 from labtest import vcsim as vcsim_mod
 from labtest.procs import free_port
@@ -68,3 +72,49 @@ def test_launcher_refuses_half_a_login(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "VCSIM_USERNAME and VCSIM_PASSWORD" in result.stderr
+
+
+def test_patched_simulator_behaves_like_vcenter_for_pyvmomi(tmp_path: Path) -> None:
+    """The local patch (tools/vcsim/patches): what raw pyVmomi ≥ 8 relies on."""
+    with vcsim_mod.vcsim(tmp_path) as info:
+        si = SmartConnect(
+            host=info.host,
+            port=info.port,
+            user=info.username,
+            pwd=info.password,
+            sslContext=ssl.create_default_context(cafile=info.ca_file),
+        )
+        try:
+            content = si.content
+            view = content.viewManager.CreateContainerView(
+                content.rootFolder, [vim.VirtualMachine], True
+            )
+            vm = view.view[0]
+            view.Destroy()
+            # Fetch of unset properties answers None instead of crashing the simulator
+            assert vm.snapshot is None
+            assert vm.parentVApp is None
+            assert vm.capability.changeTrackingSupported is True
+            disk = next(
+                d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+            )
+            assert disk.capacityInBytes == disk.capacityInKB * 1024
+            # CBT off: QueryChangedDiskAreas is a FileFault, as on vCenter
+            assert WaitForTask(vm.CreateSnapshot_Task("s0", "", False, False)) == "success"
+            with pytest.raises(vim.fault.FileFault):
+                vm.QueryChangedDiskAreas(
+                    snapshot=vm.snapshot.currentSnapshot,
+                    deviceKey=disk.key,
+                    startOffset=0,
+                    changeId="*",
+                )
+            # RemoveSnapshot_Task's entity is the VM, so pyVim's WaitForTask works
+            assert WaitForTask(vm.snapshot.currentSnapshot.RemoveSnapshot_Task(False)) == "success"
+            assert vm.snapshot is None
+            # ShutdownGuest needs running tools
+            if vm.runtime.powerState != "poweredOn":
+                WaitForTask(vm.PowerOnVM_Task())
+            with pytest.raises(vim.fault.ToolsUnavailable):
+                vm.ShutdownGuest()
+        finally:
+            Disconnect(si)
