@@ -123,3 +123,41 @@ def test_orphan_exports_are_stopped(env):
     result = reconcile_exports(exports, PORTS)
     assert result.orphans_stopped == [lost.pid]
     assert [e.volume_id for e in exports.list_running()] == [known.cloudstack_volume_id]
+
+
+def test_restart_finds_the_device_again_by_serial_not_by_the_old_path(env):
+    from oma.cloudstack import device_serial
+
+    tmp_path, exports, ctx = env
+    rv = _volume(tmp_path, ctx, "2000")
+    qemu_io(rv.device_path, "write -P 0x3c 0 64k", fmt="raw")
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / f"virtio-{device_serial(rv.cloudstack_volume_id)}").symlink_to(rv.device_path)
+    info = exports.start(rv.cloudstack_volume_id, rv.device_path)
+    row = _record(rv, info)
+    os.kill(info.pid, signal.SIGKILL)
+    wait_until(lambda: _gone(info.pid), timeout=10, what="qemu-nbd to die")
+    # after a "reboot" the remembered path names another disk
+    other = tmp_path / "dev-other"
+    with open(other, "wb") as f:
+        f.truncate(4 * MiB)
+    ReplicaVolume.update(device_path=str(other)).where(ReplicaVolume.id == rv.id).execute()
+    result = reconcile_exports(exports, PORTS, by_id)
+    assert result.restarted == [rv.cloudstack_volume_id]
+    assert ReplicaVolume.get_by_id(rv.id).device_path == rv.device_path
+    row = NbdExport.get_by_id(row.id)
+    out = qemu_io(f"nbd://127.0.0.1:{row.port}/{row.export_name}", "read -P 0x3c 0 64k", fmt="raw")
+    assert "read 65536/65536 bytes" in out
+
+
+def test_without_its_by_id_entry_a_dead_export_is_marked_dead(env):
+    tmp_path, exports, ctx = env
+    rv = _volume(tmp_path, ctx, "2000")
+    info = exports.start(rv.cloudstack_volume_id, rv.device_path)
+    _record(rv, info)
+    os.kill(info.pid, signal.SIGKILL)
+    wait_until(lambda: _gone(info.pid), timeout=10, what="qemu-nbd to die")
+    (tmp_path / "empty-by-id").mkdir()
+    result = reconcile_exports(exports, PORTS, tmp_path / "empty-by-id")
+    assert result.dead == [rv.cloudstack_volume_id]

@@ -3,8 +3,9 @@
 For every export the database says is ``running``:
 
 - its process is alive (checked through ``/proc/<pid>/cmdline``, not just the PID) → kept;
-- it is dead but its volume is still attached with its device present → restarted, on the
-  same port when that port is free (a VMA may hold the URI), and the row updated;
+- it is dead but its volume is still attached and its device is found again by serial in
+  the by-id directory → restarted, on the same port when that port is free (a VMA may hold
+  the URI), and the row updated;
 - otherwise → marked ``dead``.
 
 Then every qemu-nbd export this OMA's ExportManager started that no ``running`` row knows
@@ -55,7 +56,22 @@ def _restart(exports: Any, row: NbdExport, rv: ReplicaVolume, port_range: tuple[
         return exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=others)
 
 
-def reconcile_exports(exports: Any, port_range: tuple[int, int]) -> ReconcileResult:
+def _current_device(rv: ReplicaVolume, by_id_dir: Path | None) -> str | None:
+    """The volume's block device now, found again by its serial (never a remembered
+    ``/dev/vdX``, which may name another disk after a reboot)."""
+    if rv.state != "attached" or not rv.cloudstack_volume_id:
+        return None
+    if by_id_dir is None:
+        return rv.device_path if rv.device_path and Path(rv.device_path).exists() else None
+    from ..cloudstack import find_device
+
+    found = find_device(rv.cloudstack_volume_id, by_id_dir)
+    return str(found) if found is not None else None
+
+
+def reconcile_exports(
+    exports: Any, port_range: tuple[int, int], by_id_dir: str | Path | None = None
+) -> ReconcileResult:
     """Make the nbd_exports rows and the running processes agree (see module docstring)."""
     result = ReconcileResult()
     with database.connection_context():
@@ -71,8 +87,11 @@ def reconcile_exports(exports: Any, port_range: tuple[int, int]) -> ReconcileRes
                 result.kept.append(vol_id)
                 continue
             now = utcnow()
-            device_ok = rv.state == "attached" and rv.device_path and Path(rv.device_path).exists()
-            if device_ok:
+            device = _current_device(rv, Path(by_id_dir) if by_id_dir else None)
+            if device is not None:
+                if device != rv.device_path:
+                    rv.device_path, rv.updated_at = device, now
+                    rv.save()
                 try:
                     info = _restart(exports, row, rv, port_range)
                 except NbdExportError as exc:

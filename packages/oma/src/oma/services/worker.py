@@ -106,7 +106,7 @@ class Worker:
 
     def reconcile(self) -> None:
         """Reconcile exports with the database (at start)."""
-        reconcile_exports(self.exports, self.config.nbd_port_range)
+        reconcile_exports(self.exports, self.config.nbd_port_range, self.config.by_id_dir)
 
     def close(self) -> None:
         """Release HTTP clients and the poller's threads."""
@@ -170,7 +170,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         ReplicationWorkflow(services),
         vma_for,
         others=(CleanupWorkflow(services).definition,),
-        maintenance=lambda: reconcile_exports(exports, config.nbd_port_range),
+        maintenance=lambda: reconcile_exports(exports, config.nbd_port_range, config.by_id_dir),
     )
     poller = ProgressPoller(
         timeouts=Timeouts(
