@@ -211,3 +211,29 @@ def test_timestamps_come_back_utc_aware(any_db: str) -> None:
     created = jobs.get_job(job.id).created_at
     assert created.tzinfo is not None
     assert abs((now() - created).total_seconds()) < 300
+
+
+def test_concurrent_job_creation_yields_exactly_one(any_db: str) -> None:
+    """Eight threads race to start a job on one VM: the database lets exactly one through."""
+    import threading
+
+    ctx = _context()
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+
+    def attempt() -> None:
+        with database.connection_context():
+            barrier.wait()
+            try:
+                jobs.create_job(ctx.id)
+                results.append("created")
+            except ConflictError:
+                results.append("conflict")
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 7 + ["created"], results
+    assert ReplicationJob.select().where(ReplicationJob.context == ctx.id).count() == 1

@@ -1,6 +1,7 @@
 """The database handle: a peewee ``DatabaseProxy`` initialised from a URL.
 
-``init_db(url)`` binds :data:`database` to SQLite (WAL, foreign keys, busy timeout),
+``init_db(url)`` binds :data:`database` to SQLite (WAL, foreign keys, busy timeout,
+``BEGIN IMMEDIATE`` transactions),
 PostgreSQL (``postgresql://``) or MariaDB/MySQL (``mysql://``). Connections are not opened
 automatically (``autoconnect=False``): the API opens one per request, the worker one per job
 run, and code outside both uses ``with database.connection_context():`` (re-entrant).
@@ -58,6 +59,9 @@ def connect_database(url: str) -> Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["pragmas"] = SQLITE_PRAGMAS
         kwargs["timeout"] = 10
+        # Transactions take the write lock up front: a deferred one that reads, then writes,
+        # fails at once with "database is locked" when another writer got in between.
+        kwargs["lock_type"] = "IMMEDIATE"
         kwargs["field_types"] = {"UTCDATETIME": "DATETIME"}
     elif kind == "mysql":
         url = "mysql://" + url.split("://", 1)[1]

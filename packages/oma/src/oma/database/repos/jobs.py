@@ -16,7 +16,7 @@ from peewee import IntegrityError
 
 from migration_common import JobProgress, Status
 
-from ...errors import ConflictError, InvalidStateError
+from ...errors import ConflictError, InvalidStateError, NotFoundError
 from ..db import database, is_sqlite
 from ..fields import now
 from ..models import (
@@ -47,7 +47,17 @@ def create_job(
     requested = RequestedType(requested_type)
     try:
         with database.atomic():
-            ctx = get_or_raise(VmContext, context_id, "vm context")
+            # Serialise creators per VM (row lock) so racing inserts meet the unique index one
+            # after the other instead of deadlocking on it (InnoDB); SQLite's transactions
+            # already hold the database write lock.
+            query = VmContext.select().where(VmContext.id == context_id)
+            if not is_sqlite():
+                query = query.for_update()
+            ctx = query.first()
+            if ctx is None:
+                raise NotFoundError(
+                    f"vm context {context_id} not found", kind="vm context", id=context_id
+                )
             job = ReplicationJob.create(
                 context=ctx.id,
                 vma=vma_id or ctx.vma_id,
