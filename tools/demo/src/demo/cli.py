@@ -1,0 +1,148 @@
+"""``python -m demo [--keep] [--workdir DIR] [--small]`` and ``python -m demo stop --workdir DIR``.
+
+Exit codes: 0 success, 1 a step failed (one line ``demo failed: <reason>``), 2 missing
+prerequisites, 130 cancelled (Ctrl-C). Everything started is stopped by PID on every path,
+except with ``--keep`` after a success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def _say(tag: str, text: str) -> None:
+    print(f"[{tag:>10}] {text}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="demo",
+        description="Migrate a lab VM from simulated vSphere to simulated CloudStack through the "
+        "real OMA and VMA: full sync, incremental sync, live failover, byte check.",
+    )
+    p.add_argument("command", nargs="?", default="run", choices=["run", "stop"])
+    p.add_argument("--keep", action="store_true", help="leave the services running at the end")
+    p.add_argument(
+        "--workdir", type=Path, help="where state, images and logs go (default: a new temp dir)"
+    )
+    p.add_argument(
+        "--small", action="store_true", help="64 MiB + 32 MiB disks instead of 1 GiB + 512 MiB"
+    )
+    p.add_argument("--no-failover", action="store_true", help="stop after the incremental sync")
+    p.add_argument(
+        "--progress", choices=["auto", "bar", "plain"], default="auto", help="progress display"
+    )
+    return p
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "stop":
+        return _stop(args.workdir)
+
+    from .preflight import missing
+
+    problems = missing()
+    if problems:
+        for line in problems:
+            print(f"demo: {line}", file=sys.stderr)
+        print("demo failed: prerequisites missing (see above)", file=sys.stderr)
+        return 2
+
+    from .api import DemoError
+    from .flow import Migration
+    from .stack import start
+    from .summary import render
+
+    signal.signal(signal.SIGTERM, _sigterm)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ossea-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [64 * MiB, 32 * MiB] if args.small else [1 * GiB, 512 * MiB]
+    tty = {"auto": None, "bar": True, "plain": False}[args.progress]
+    t0 = time.monotonic()
+    _say("demo", f"working directory {workdir}")
+    lab = None
+    ok = False
+    try:
+        lab = start(workdir, sizes, _say)
+        run = Migration(lab, _say, tty=tty)
+        run.register()
+        run.replicate("full", "full")
+        run.guest_writes("guest", 24 * MiB if not args.small else 4 * MiB, seed=1)
+        run.replicate("incremental", "incremental")
+        if not args.no_failover:
+            run.guest_writes("guest", 8 * MiB if not args.small else 2 * MiB, seed=2)
+            run.failover()
+        run.verify()
+        render(run.out, time.monotonic() - t0)
+        ok = True
+    except KeyboardInterrupt:
+        print("demo cancelled: stopping everything it started", file=sys.stderr)
+        return 130
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"logs: {workdir}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # the one-line reason; details are in the services' logs
+        print(
+            f"demo failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            file=sys.stderr,
+        )
+        print(f"logs: {workdir}", file=sys.stderr)
+        return 1
+    finally:
+        if lab is not None:
+            if ok and args.keep:
+                _keep(lab)
+            else:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
+                lab.close()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                if ok and args.workdir is None:
+                    shutil.rmtree(workdir, ignore_errors=True)
+    _say("demo", "all services stopped" if not args.keep else "services left running (see above)")
+    return 0
+
+
+def _keep(lab) -> None:
+    record = lab.detach()
+    w = lab.workdir
+    print()
+    print("The lab keeps running:")
+    print(f"  OMA API        {lab.oma.url}/api/v1   token in {w / 'oma-token'}")
+    print(f"                 e.g. OMA_URL={lab.oma.url} OMA_TOKEN=$(cat {w / 'oma-token'}) oma vms")
+    print(f"  VMA API        {lab.vma.url}/api/v1   token in {w / 'vma-token'}")
+    print(f"  CloudStack sim {lab.sim.endpoint}   keys in {lab.sim.state_dir / 'credentials.json'}")
+    print(f"  vCenter (sim)  {lab.vc.url}   (login in the OMA's saved vmware-credentials)")
+    print(f"  logs           {w}")
+    for name, pid in lab.pids().items():
+        print(f"  {name:<15}pid {pid}")
+    print(f"Stop everything: python -m demo stop --workdir {w}   (reads {record.name})")
+
+
+def _stop(workdir: Path | None) -> int:
+    if workdir is None or not (workdir / "services.json").exists():
+        print(
+            "demo failed: stop needs --workdir of a --keep run (with services.json)",
+            file=sys.stderr,
+        )
+        return 2
+    from .stack import stop_recorded
+
+    for item in stop_recorded(workdir):
+        _say("stop", item)
+    return 0

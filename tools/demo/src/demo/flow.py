@@ -1,0 +1,280 @@
+"""The migration itself, driven only through the OMA's public API (plus writes into the lab
+VM's disks, which stand in for the running guest, and the final byte check).
+
+Order: register the VMA and the CloudStack target, save the vCenter login, discover, add the
+VM, full replication, new guest writes, incremental replication, more guest writes, live
+failover (whose final sync moves the last writes), byte verification.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import progress
+from .api import DemoError, OmaApi
+from .stack import Lab
+from .verify import DiskCheck, check_context
+
+MiB = 1 << 20
+FAILOVER_TERMINAL = {"completed", "done", "failed", "rolled_back", "cancelled"}
+
+
+@dataclass
+class SyncResult:
+    """One replication as the summary shows it."""
+
+    label: str
+    job: dict[str, Any]
+
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes the sync moved (allocated bytes of a full copy, changed bytes otherwise)."""
+        return int(self.job.get("bytes_done") or 0)
+
+    @property
+    def seconds(self) -> float:
+        """started_at → finished_at of the job (0 when unknown)."""
+        return seconds_between(self.job.get("started_at"), self.job.get("finished_at"))
+
+
+@dataclass
+class Outcome:
+    """Everything the summary needs."""
+
+    context_id: str = ""
+    syncs: list[SyncResult] = field(default_factory=list)
+    failover: dict[str, Any] | None = None
+    checks: list[DiskCheck] = field(default_factory=list)
+    written: int = 0
+
+
+def seconds_between(start: str | None, end: str | None) -> float:
+    """Seconds between two RFC 3339 timestamps (0 when one is missing)."""
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+class Migration:
+    """Runs the steps; ``say(tag, text)`` prints progress lines."""
+
+    def __init__(
+        self, lab: Lab, say: Callable[[str, str], None], *, tty: bool | None = None
+    ) -> None:
+        self.lab = lab
+        self.say = say
+        self.tty = tty
+        self.api = OmaApi(lab.oma.url, lab.oma.admin_token)
+        self.out = Outcome()
+
+    # -- setup through the API ------------------------------------------------------------
+
+    def register(self) -> str:
+        """Register VMA, CloudStack target and vCenter login; discover; add the VM → context id."""
+        lab, api = self.lab, self.api
+        vma = api.post(
+            "vma-appliances", {"name": "vma-lab", "url": lab.vma.url, "token": lab.vma.token}
+        )
+        api.post(f"vma-appliances/{vma['id']}/test")
+        self.say("register", f"VMA {vma['name']} ({lab.vma.url}) registered and reachable")
+        target = api.post(
+            "cloudstack-targets",
+            {
+                "name": "cloudstack-lab",
+                "endpoint": lab.sim.endpoint,
+                "api_key": lab.sim.api_key,
+                "secret_key": lab.sim.secret_key,
+                "zone_id": lab.sim.zone_id,
+                "oma_vm_id": lab.sim.oma_vm_id,
+                "disk_offering_id": lab.sim.custom_disk_offering_id,
+                "is_default": True,
+            },
+        )
+        api.post(f"cloudstack-targets/{target['id']}/test")
+        self.say("register", f"CloudStack target {target['name']} ({lab.sim.endpoint}) registered")
+        cred = api.post(
+            "vmware-credentials",
+            {
+                "name": "vcsim",
+                "vcenter": f"{lab.vc.host}:{lab.vc.port}",
+                "username": lab.vc.username,
+                "password": lab.vc.password,
+                "insecure": True,
+                "is_default": True,
+            },
+        )
+        found = api.post("discovery", {"vma_id": vma["id"], "credential_id": cred["id"]})
+        vms = [v for v in found["vms"] if v.get("id") == lab.vm["id"]]
+        if not vms:
+            raise DemoError(f"discovery did not list the lab VM {lab.vm['id']}")
+        self.say(
+            "discover", f"{len(found['vms'])} VMs in {found['vcenter']}; adding {vms[0]['name']}"
+        )
+        added = api.post(
+            "discovery/add", {"vma_id": vma["id"], "credential_id": cred["id"], "vms": vms}
+        )
+        if not added.get("added"):
+            raise DemoError(f"discovery/add added nothing: {added}")
+        self.out.context_id = added["added"][0]["id"]
+        return self.out.context_id
+
+    # -- replication ------------------------------------------------------------------------
+
+    def replicate(self, kind: str, label: str) -> SyncResult:
+        """Request a replication of ``kind`` and follow it with a progress bar."""
+        job = self.api.post("replications", {"vm_context_id": self.out.context_id, "type": kind})
+        self.say(label, f"job {job['id']} requested ({kind})")
+        done = progress.follow(self.api, job["id"], f"{label} sync", tty=self.tty)
+        if done["status"] != "completed":
+            raise DemoError(
+                f"{label} replication {done['id']} {done['status']}: "
+                f"{done.get('error_class')}: {done.get('error_message')}"
+            )
+        result = SyncResult(label, done)
+        self.out.syncs.append(result)
+        self.say(
+            label,
+            f"completed: {_size(result.bytes_moved)} moved in {result.seconds:.1f} s "
+            f"({done.get('sync_type')})",
+        )
+        return result
+
+    def guest_writes(self, label: str, per_disk: int, seed: int) -> int:
+        """Write new data into every source disk (random blocks and a zeroed range)."""
+        from labtest.labvm import write_lab_disk
+
+        rng = __import__("random").Random(seed)
+        total = 0
+        for disk in self.lab.vm["disks"]:
+            key, size = str(disk["key"]), int(disk["capacity_bytes"])
+            chunk = max(per_disk // 4, 64 * 1024)
+            for _ in range(3):
+                offset = rng.randrange(0, (size - chunk) // 65536) * 65536
+                total += write_lab_disk(
+                    self.lab.images, self.lab.vm["id"], key, offset, os.urandom(chunk)
+                )
+            offset = rng.randrange(0, (size - chunk) // 65536) * 65536
+            total += write_lab_disk(self.lab.images, self.lab.vm["id"], key, offset, (0, chunk))
+        self.out.written += total
+        self.say(label, f"the guest wrote {_size(total)} across {len(self.lab.vm['disks'])} disks")
+        return total
+
+    # -- failover ----------------------------------------------------------------------------
+
+    def failover(self, graceful_timeout_s: int = 5) -> dict[str, Any]:
+        """Live failover through ``POST /vm-contexts/{id}/failover``; follow its steps."""
+        ctx = self.api.get(f"vm-contexts/{self.out.context_id}")
+        nics = (ctx.get("spec") or {}).get("nics") or self.lab.vm.get("nics") or []
+        mappings = {n["network"]: self.lab.sim.network_id for n in nics if n.get("network")}
+        body = {
+            "type": "live",
+            "network_mappings": mappings,
+            "service_offering_id": self.lab.sim.custom_service_offering_id,
+            "template_id": self.lab.sim.template_id,
+            "keep_macs": True,
+            "graceful_timeout_s": graceful_timeout_s,
+            "force": True,
+        }
+        status, rec = self.api.request("POST", f"vm-contexts/{self.out.context_id}/failover", body)
+        if status == 404 and not (
+            isinstance(rec, dict) and "error" in rec and rec["error"].get("field")
+        ):
+            raise DemoError(
+                "this OMA has no live failover endpoint (POST /vm-contexts/{id}/failover → 404)"
+            )
+        if status != 202:
+            from .api import error_text
+
+            raise DemoError(f"POST /vm-contexts/{{id}}/failover → {status}: {error_text(rec)}")
+        self.say("failover", f"live failover {rec['id']} accepted")
+        rec = self._follow_failover(rec["id"])
+        self.out.failover = rec
+        if rec.get("status") not in ("completed", "done"):
+            failed = [s for s in rec.get("steps") or [] if s.get("status") == "failed"]
+            why = failed[0].get("error") if failed else rec.get("error")
+            name = failed[0].get("name") if failed else "?"
+            raise DemoError(f"live failover {rec['status']} at step {name}: {why}")
+        job_id = final_sync_job_id(rec)
+        if job_id:
+            self.out.syncs.append(
+                SyncResult("final (failover)", self.api.get(f"replications/{job_id}"))
+            )
+        self.say("failover", f"completed: downtime {downtime_seconds(rec) or 0:.1f} s")
+        return rec
+
+    def _follow_failover(self, failover_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        seen: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = self.api.get(f"failovers/{failover_id}")
+            for step in rec.get("steps") or []:
+                name, status = step.get("name"), step.get("status")
+                if seen.get(name) != status:
+                    seen[name] = status
+                    took = seconds_between(step.get("started_at"), step.get("finished_at"))
+                    extra = (
+                        f" ({took:.1f} s)"
+                        if status in ("done", "completed", "skipped") and took
+                        else ""
+                    )
+                    err = f": {step.get('error')}" if step.get("error") else ""
+                    self.say("failover", f"  step {name}: {status}{extra}{err}")
+            if rec.get("status") in FAILOVER_TERMINAL:
+                return rec
+            if time.monotonic() > deadline:
+                raise DemoError(
+                    f"live failover {failover_id} still {rec.get('status')} after {timeout:.0f} s"
+                )
+            time.sleep(0.25)
+
+    # -- verification ---------------------------------------------------------------------
+
+    def verify(self) -> list[DiskCheck]:
+        """sha256 of every source disk vs its replica volume; raise when one differs."""
+        ctx = self.api.get(f"vm-contexts/{self.out.context_id}")
+        checks = check_context(ctx, self.lab.vm["images"], self.lab.sim)
+        self.out.checks = checks
+        for c in checks:
+            mark = "equal" if c.equal else "DIFFERENT"
+            self.say(
+                "verify",
+                f"disk {c.disk_key} ({_size(c.size)}) → volume {c.volume_id}: "
+                f"sha256 {c.source_sha256[:16]}… {mark}",
+            )
+        bad = [c.disk_key for c in checks if not c.equal]
+        if bad:
+            raise DemoError(f"replica bytes differ from the source for disk(s) {', '.join(bad)}")
+        return checks
+
+
+def final_sync_job_id(rec: dict[str, Any]) -> str | None:
+    """The job id of the failover's final sync, wherever the record keeps it."""
+    for key in ("final_sync_job_id", "final_job_id", "job_id"):
+        if rec.get(key):
+            return str(rec[key])
+    for step in rec.get("steps") or []:
+        data = step.get("data") or {}
+        if isinstance(data, dict) and data.get("job_id"):
+            return str(data["job_id"])
+    return None
+
+
+def downtime_seconds(rec: dict[str, Any]) -> float | None:
+    """The measured downtime of a failover record (source off → target running)."""
+    for key in ("downtime_seconds", "downtime_s", "downtime"):
+        if rec.get(key) is not None:
+            return float(rec[key])
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,95 @@
+"""Byte equality: each source disk (qcow2, read with qemu-img) vs its replica volume's file.
+
+The replica's bytes are the CloudStack simulator's backing file of the volume
+(``<state dir>/volumes/<volume id>.img``), compared over the source disk's size (a CloudStack
+volume is sized in whole GB, so it may be larger than the disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHUNK = 4 << 20
+
+
+@dataclass
+class DiskCheck:
+    """One disk's comparison."""
+
+    disk_key: str
+    volume_id: str
+    size: int
+    source_sha256: str
+    replica_sha256: str
+
+    @property
+    def equal(self) -> bool:
+        """True when the replica holds exactly the source's bytes."""
+        return self.source_sha256 == self.replica_sha256
+
+
+def file_sha256(path: Path, size: int) -> str:
+    """sha256 of the first ``size`` bytes of a file (zero-padded when the file is shorter)."""
+    digest = hashlib.sha256()
+    left = size
+    with open(path, "rb") as fh:
+        while left > 0:
+            block = fh.read(min(CHUNK, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    while left > 0:
+        n = min(CHUNK, left)
+        digest.update(bytes(n))
+        left -= n
+    return digest.hexdigest()
+
+
+def replica_volumes(context_id: str, keys: list[str], sim: Any) -> dict[str, dict[str, Any]]:
+    """CloudStack volume (as ``listVolumes`` returns it) of each disk key's replica.
+
+    The OMA names replica volumes deterministically (``oma.workflows.replication.volume_name``),
+    so the CloudStack API itself tells which volume holds which disk and where it is attached.
+    """
+    from oma.cloudstack import CloudStackClient
+    from oma.workflows.replication import volume_name
+
+    client = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
+    try:
+        out = {}
+        for key in keys:
+            found = client.list_volumes(name=volume_name(context_id, key))
+            if len(found) != 1:
+                raise ValueError(f"{len(found)} CloudStack volumes for disk {key}, expected one")
+            out[key] = found[0]
+        return out
+    finally:
+        client.close()
+
+
+def check_context(context: dict[str, Any], images: dict[str, str], sim: Any) -> list[DiskCheck]:
+    """Compare every disk of an OMA VM context (``GET /vm-contexts/{id}``) with its replica."""
+    from labtest.labvm import lab_disk_sha256
+
+    disks = sorted(context["disks"], key=lambda d: int(d["disk_key"]))
+    volumes = replica_volumes(context["id"], [str(d["disk_key"]) for d in disks], sim)
+    checks = []
+    for disk in disks:
+        key, size = str(disk["disk_key"]), int(disk["capacity_bytes"])
+        volume_id = volumes[key]["id"]
+        backing = Path(sim.state_dir) / "volumes" / f"{volume_id}.img"
+        replica = file_sha256(backing, size) if backing.exists() else "missing"
+        checks.append(
+            DiskCheck(
+                disk_key=key,
+                volume_id=volume_id,
+                size=size,
+                source_sha256=lab_disk_sha256(images[key], size=size),
+                replica_sha256=replica,
+            )
+        )
+    return checks
