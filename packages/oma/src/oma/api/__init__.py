@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         contexts,
         credentials,
         discovery,
+        failover,
         health,
         openapi,
         progress,
@@ -88,6 +89,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         discovery,
         contexts,
         replications,
+        failover,
         progress,
         openapi,
     ):

@@ -30,6 +30,7 @@ from ..database.models import CloudStackTarget, VmaAppliance
 from ..vma_client import VmaClient
 from ..workflows.cleanup import CleanupWorkflow
 from ..workflows.engine import WorkflowEngine
+from ..workflows.failover_runner import build_failover_runner
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from .classify import Timeouts
 from .exports import reconcile_exports
@@ -74,6 +75,7 @@ class Worker:
     exports: Any
     started_at: datetime = field(default_factory=utcnow)
     _caches: list[_ClientCache] = field(default_factory=list)
+    failover: Any = None  # oma.workflows.failover_engine.FailoverRunner
 
     def heartbeat(self) -> None:
         """Refresh this worker's heartbeat row."""
@@ -101,8 +103,10 @@ class Worker:
             )
 
     def run_workflows(self) -> None:
-        """One workflow-runner tick."""
+        """One workflow-runner tick (replication and cleanup, then failover and rollback)."""
         self.runner.tick()
+        if self.failover is not None:
+            self.failover.tick()
 
     def reconcile(self) -> None:
         """Reconcile exports with the database (at start)."""
@@ -188,6 +192,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         engine=engine,
         exports=exports,
         _caches=[vma_cache, cs_cache],
+        failover=build_failover_runner(config, services),
     )
 
 

@@ -216,7 +216,9 @@ class FailoverWorkflow:
         # a resumed failover already acted (source off, final sync tried): a failed final
         # sync may have left the context "failed"; its earlier replicas are still complete
         acted = bool(self._later(ctx, "power_off_source"))
-        ready = context.state == ContextState.READY_FOR_FAILOVER.value and context.ready_for_failover
+        ready = (
+            context.state == ContextState.READY_FOR_FAILOVER.value and context.ready_for_failover
+        )
         resumable = acted and context.state in (
             ContextState.READY_FOR_FAILOVER.value,
             ContextState.REPLICATING.value,
@@ -229,12 +231,12 @@ class FailoverWorkflow:
             )
         if context.active_job_id and context.active_job_id != own_job:
             raise FailoverInvalid(
-                f"VM context {context.name} has an active replication job "
-                f"{context.active_job_id}",
+                f"VM context {context.name} has an active replication job {context.active_job_id}",
                 step="validate",
             )
         disks = sorted(
-            VmDisk.select().where(VmDisk.context == context.id), key=lambda d: disk_order(d.disk_key)
+            VmDisk.select().where(VmDisk.context == context.id),
+            key=lambda d: disk_order(d.disk_key),
         )
         missing = [d.disk_key for d in disks if not d.change_id]
         if not disks or missing:
@@ -362,7 +364,9 @@ class FailoverWorkflow:
         off_at = data.get("powered_off_at") or data.get("requested_at") or _now_text()
         if "powered_off_at" not in data:
             ctx.record(powered_off_at=off_at, method=method)
-            self._event(ctx, "source_powered_off", f"source VM {context.name} powered off ({method})")
+            self._event(
+                ctx, "source_powered_off", f"source VM {context.name} powered off ({method})"
+            )
         return {"powered_off_at": off_at, "method": method}
 
     # -- 3 final sync ---------------------------------------------------------------------------

@@ -10,7 +10,10 @@ undoes whatever part of the failover happened — a completed one, or one that f
    ``/dev/disk/by-id`` entry and start its NBD export (rows updated).
 3. ``power_on_source``   — power the source VM back on through the VMA when the failover
    found it powered on (or was told nothing); confirm ``poweredOn``.
-4. ``finish``            — context → ``ready_for_failover``; the failover → ``rolled_back``.
+4. ``finish``            — the failover → ``rolled_back``; the context → ``ready_for_failover``
+   when the target VM never started, else → ``discovered`` with its disks' change IDs
+   cleared: a VM that ran on the replicas changed them, so only a full sync makes them a
+   copy of the source again.
 
 A failed step leaves the rollback ``failed``; ``POST /failovers/{id}/rollback`` again resumes it.
 """
@@ -26,6 +29,7 @@ from ..database.models import (
     ContextState,
     NbdExport,
     VmContext,
+    VmDisk,
     Workflow,
 )
 from ..errors import WorkflowError
@@ -81,7 +85,7 @@ class RollbackWorkflow:
 
     def remove_target(self, ctx: StepContext) -> dict[str, Any]:
         """Stop, strip and destroy the failover's target VM (replica volumes kept)."""
-        cs, target = self._cloudstack(ctx)
+        cs, _ = self._cloudstack(ctx)
         fo = self._failover_id(ctx)
         vm_id = step_data(fo, "deploy_target").get("vm_id")
         name = step_data(fo, "validate").get("vm_name")
@@ -149,15 +153,19 @@ class RollbackWorkflow:
         for row in NbdExport.select().where(
             NbdExport.volume == rv.id, NbdExport.state == "running"
         ):
-            if row.pid and row.device_path == rv.device_path and self.s.exports.is_running(
-                row.pid, rv.cloudstack_volume_id
+            if (
+                row.pid
+                and row.device_path == rv.device_path
+                and self.s.exports.is_running(row.pid, rv.cloudstack_volume_id)
             ):
                 return f"nbd://{row.host}:{row.port}/{row.export_name}"
             if row.pid:
                 self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
             row.state, row.updated_at = "dead", utcnow()
             row.save()
-        used = {r.port for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")}
+        used = {
+            r.port for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")
+        }
         info = self.s.exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=used)
         NbdExport.create(
             volume=rv.id,
@@ -192,16 +200,34 @@ class RollbackWorkflow:
         return {"skipped": False, "state": state}
 
     def finish(self, ctx: StepContext) -> dict[str, Any]:
-        """Context → ready_for_failover; the failover → rolled_back."""
+        """Context → ready_for_failover (or discovered when the target VM ran on the replicas:
+        their change IDs are cleared so the next sync is full); the failover → rolled_back."""
         fo = self._failover_id(ctx)
         now = utcnow()
+        diverged = step_status(fo, "start_target") not in (None, "pending")
         with q.write_transaction():
-            VmContext.update(
-                state=ContextState.READY_FOR_FAILOVER.value, ready_for_failover=True, updated_at=now
-            ).where(VmContext.id == ctx.workflow.context_id).execute()
+            if diverged:
+                VmDisk.update(change_id=None, change_id_at=None, updated_at=now).where(
+                    VmDisk.context == ctx.workflow.context_id
+                ).execute()
+                state, ready = ContextState.DISCOVERED, False
+            else:
+                state, ready = ContextState.READY_FOR_FAILOVER, True
+            VmContext.update(state=state.value, ready_for_failover=ready, updated_at=now).where(
+                VmContext.id == ctx.workflow.context_id
+            ).execute()
             Workflow.update(status=ROLLED_BACK, updated_at=now).where(Workflow.id == fo).execute()
-            self._event(ctx, "failover_rolled_back", f"failover {fo} rolled back")
-        return {"rolled_back_at": now.isoformat()}
+            self._event(
+                ctx,
+                "failover_rolled_back",
+                f"failover {fo} rolled back"
+                + (
+                    "; the target VM ran on the replicas, so the next replication is full"
+                    if diverged
+                    else ""
+                ),
+            )
+        return {"context_state": state.value, "replicas_diverged": diverged}
 
     def on_failure(self, ctx: StepContext, exc: BaseException) -> None:
         """Record the failure on the context's timeline."""

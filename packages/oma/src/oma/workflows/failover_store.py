@@ -133,9 +133,7 @@ def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow
             last.params = dict(params)
             last.save()
             _reopen(last, rerun=("validate",))
-            q.append_event(
-                None, context_id, "failover_resumed", f"live failover {last.id} resumed"
-            )
+            q.append_event(None, context_id, "failover_resumed", f"live failover {last.id} resumed")
             return Workflow.get_by_id(last.id), True
         if ctx.state == ContextState.FAILED_OVER_LIVE.value:
             raise InvalidStateError(
@@ -216,9 +214,7 @@ def list_failovers(context_id: str) -> list[Workflow]:
 def rollback_of(failover_id: str) -> Workflow | None:
     """The newest rollback of a failover, or None."""
     rows = (
-        Workflow.select()
-        .where(Workflow.kind == ROLLBACK_KIND)
-        .order_by(Workflow.created_at.desc())
+        Workflow.select().where(Workflow.kind == ROLLBACK_KIND).order_by(Workflow.created_at.desc())
     )
     for row in rows:
         if (row.params or {}).get("failover_id") == failover_id:

@@ -1,0 +1,172 @@
+"""Live failover: start (202, the worker does the work), show, list, retry, roll back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, url_for
+
+from ..database.models import Workflow, WorkflowStep
+from ..database.repos import contexts
+from ..workflows import failover_store as store
+from .errors import invalid
+from .serialize import ts
+from .validation import boolean, json_body, no_unknown, string
+
+bp = Blueprint("failover", __name__, url_prefix="/api/v1")
+
+FIELDS = (
+    "type",
+    "network_mappings",
+    "service_offering_id",
+    "template_id",
+    "keep_macs",
+    "graceful_timeout_s",
+    "force",
+    "vm_name",
+    "boot_disk_key",
+)
+
+
+def _params(data: dict[str, Any]) -> dict[str, Any]:
+    """The validated failover request (400 naming the field otherwise)."""
+    no_unknown(data, FIELDS)
+    kind = data.get("type", "live")
+    if kind != "live":
+        raise invalid("type", "must be live (test failover is not available yet)")
+    mappings = data.get("network_mappings")
+    if not isinstance(mappings, dict) or not mappings:
+        raise invalid(
+            "network_mappings", "must be a non-empty object of source network → network id"
+        )
+    for source, network_id in mappings.items():
+        if not isinstance(network_id, str) or not network_id.strip() or not source.strip():
+            raise invalid(f"network_mappings.{source}", "must be a non-empty network id")
+    timeout = data.get("graceful_timeout_s", 300)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
+        raise invalid("graceful_timeout_s", "must be an integer between 0 and 86400")
+    name = string(data, "vm_name", required=False, max_length=63)
+    if name is not None and not name.replace("-", "").isalnum():
+        raise invalid("vm_name", "may contain only letters, digits and hyphens")
+    return {
+        "type": "live",
+        "network_mappings": {k.strip(): v.strip() for k, v in mappings.items()},
+        "service_offering_id": string(data, "service_offering_id", max_length=64),
+        "template_id": string(data, "template_id", required=False, max_length=64),
+        "keep_macs": boolean(data, "keep_macs", default=True),
+        "graceful_timeout_s": timeout,
+        "force": boolean(data, "force", default=True),
+        "vm_name": name,
+        "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
+    }
+
+
+def _step(row: WorkflowStep) -> dict[str, Any]:
+    data = row.data or {}
+    status = row.status
+    if status == "done" and data.get("skipped"):
+        status = "skipped"
+    duration = (
+        round((row.finished_at - row.started_at).total_seconds(), 3)
+        if row.started_at and row.finished_at and status != "running"
+        else None
+    )
+    return {
+        "name": row.name,
+        "position": row.position,
+        "status": status,
+        "attempts": row.attempts,
+        "started_at": ts(row.started_at),
+        "finished_at": ts(row.finished_at) if status != "running" else None,
+        "duration_seconds": duration,
+        "waiting_for": data.get("_waiting") if row.status == "running" else None,
+        "error": row.error,
+    }
+
+
+def _workflow(wf: Workflow) -> dict[str, Any]:
+    return {
+        "id": wf.id,
+        "status": store.status_of(wf),
+        "error": wf.error,
+        "created_at": ts(wf.created_at),
+        "updated_at": ts(wf.updated_at),
+        "finished_at": ts(wf.finished_at),
+        "steps": [_step(s) for s in store.steps_of(wf.id)],
+    }
+
+
+def failover_record(wf: Workflow) -> dict[str, Any]:
+    """A failover as the API shows it: params, steps with timing, result, its rollback."""
+    rollback = store.rollback_of(wf.id)
+    body = {"vm_context_id": wf.context_id, "type": "live", **_workflow(wf)}
+    if rollback is not None and rollback.status in store.ACTIVE:
+        body["status"] = "rolling_back"
+    sync = store.step_data(wf.id, "final_sync")
+    body["params"] = wf.params or {}
+    body["final_sync_job_id"] = sync.get("job_id")
+    body["result"] = wf.result
+    body["rollback"] = _workflow(rollback) if rollback is not None else None
+    return body
+
+
+def _accepted(wf: Workflow, resumed: bool) -> Any:
+    body = failover_record(wf)
+    body["resumed"] = resumed
+    response = jsonify(body)
+    response.headers["Location"] = url_for(".get_failover", failover_id=wf.id)
+    return response, 202
+
+
+@bp.post("/vm-contexts/<context_id>/failover")
+def start_failover(context_id: str) -> Any:
+    """Start a live failover (or resume the VM's failed one): ``{"type": "live",
+    "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
+    "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "vm_name"?,
+    "boot_disk_key"?}`` → 202 with the failover; 409 when one is active or the VM is not
+    ready_for_failover."""
+    contexts.get_context(context_id)
+    params = _params(json_body())
+    wf, resumed = store.start_failover(context_id, params)
+    return _accepted(wf, resumed)
+
+
+@bp.get("/vm-contexts/<context_id>/failovers")
+def list_failovers(context_id: str) -> Any:
+    """A VM's failovers, newest first, each with its steps."""
+    contexts.get_context(context_id)
+    return jsonify({"items": [failover_record(w) for w in store.list_failovers(context_id)]})
+
+
+@bp.get("/failovers/<failover_id>")
+def get_failover(failover_id: str) -> Any:
+    """One failover: status, steps with status and timing, result (downtime, bytes)."""
+    return jsonify(failover_record(store.get_failover(failover_id)))
+
+
+@bp.post("/failovers/<failover_id>/retry")
+def retry_failover(failover_id: str) -> Any:
+    """Resume a failed failover from its failed step (202); 409 unless it failed."""
+    json_body_optional()
+    return _accepted(store.retry_failover(failover_id), True)
+
+
+@bp.post("/failovers/<failover_id>/rollback")
+def rollback_failover(failover_id: str) -> Any:
+    """Undo a failed or completed failover (202): destroy the target VM (replicas kept),
+    re-attach the replicas to the OMA with their exports, power the source back on."""
+    json_body_optional()
+    _wf, resumed = store.start_rollback(failover_id)
+    body = failover_record(store.get_failover(failover_id))
+    body["resumed"] = resumed
+    return jsonify(body), 202
+
+
+def json_body_optional() -> None:
+    """Accept an empty body or an empty JSON object (these actions take no fields)."""
+    from flask import request
+
+    if not request.get_data():
+        return
+    data = json_body()
+    no_unknown(data, ())
