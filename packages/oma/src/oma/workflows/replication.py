@@ -249,10 +249,15 @@ class ReplicationWorkflow:
                 size_bytes=disk.capacity_bytes,
                 state="creating",
             )
-        created.append(rv.id)
+        if rv.id not in created:
+            created.append(rv.id)
         ctx.record(created=created)
         # a volume created just before a crash exists in CloudStack but not in our row
-        found = [v for v in cs.list_volumes(name=name) if v.get("state") != "Destroy"]
+        found = [
+            v
+            for v in cs.list_volumes(name=name)
+            if v.get("state") not in ("Destroy", "Expunging", "Expunged")
+        ]
         vol = found[0] if found else None
         if vol is None:
             offering = target.disk_offering_id
