@@ -195,3 +195,14 @@ def test_job_token_opens_only_its_progress_update(client):
         client.post("/api/v1/progress/other/update", json=upd, headers=job_auth).status_code == 401
     )
     assert client.get("/api/v1/progress/jt", headers=job_auth).status_code == 401
+
+
+def test_oversized_body_is_json_413(client, auth):
+    res = client.post(
+        "/api/v1/replicate",
+        data=b"{" + b" " * (2 << 20) + b"}",
+        headers=auth,
+        content_type="application/json",
+    )
+    assert res.status_code == 413
+    assert res.get_json()["error"]["code"] == "request_entity_too_large"

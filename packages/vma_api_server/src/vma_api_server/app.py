@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
     app = Flask(__name__)
     app.config["VMA"] = settings
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # request bodies are small JSON documents
 
     data_dir = settings["DATA_DIR"]
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -430,6 +430,7 @@ class JobRunner:
                 bytes_done=p.bytes_total,
                 change_id=p.change_id or disk.change_id,
                 seq=max(disk.seq, 0) + 1,
+                sent_at=now_text(),
                 error=None,
                 throughput_bps=0,
             )
@@ -442,7 +443,11 @@ class JobRunner:
                 continue
             data = p.to_dict()
             data.update(
-                status=status.value, error=error, seq=max(disk.seq, 0) + 1, throughput_bps=0
+                status=status.value,
+                error=error,
+                seq=max(disk.seq, 0) + 1,
+                sent_at=now_text(),
+                throughput_bps=0,
             )
             if p.status is Status.QUEUED:
                 data["phase"] = Phase.SNAPSHOT.value
