@@ -180,6 +180,7 @@ def test_add_vm_creates_context_and_disks(client: Any, auth: Any) -> None:
         ("2001", 8 << 20),
     ]
     assert detail["events"][0]["kind"] == "context_added"
+    assert detail["volumes"] == []
     bad = dict(VM, id="other", disks=[{"key": "2000"}])
     r = client.post(
         "/api/v1/discovery/add",

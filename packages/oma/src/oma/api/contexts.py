@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from .errors import invalid
-from .serialize import context, disk, event, job
+from .serialize import context, disk, event, job, volume
 from .validation import page, query_int
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
@@ -39,13 +39,15 @@ def list_contexts() -> Any:
 
 @bp.get("/<context_id>")
 def get_context(context_id: str) -> Any:
-    """One VM context with its disks, recent jobs (``?jobs=20``) and events (``?events=100``)."""
+    """One VM context with its disks, replica volumes (and their NBD exports), recent jobs
+    (``?jobs=20``) and events (``?events=100``)."""
     row = contexts.get_context(context_id)
     job_limit = query_int("jobs", 20, minimum=0, maximum=500)
     event_limit = query_int("events", 100, minimum=0, maximum=1000)
     recent, total = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
     data = context(row)
     data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
+    data["volumes"] = _volumes(context_id)
     data["jobs"] = [job(j, context_name=row.name) for j in recent[:job_limit]]
     data["jobs_total"] = total
     data["events"] = (
@@ -54,6 +56,21 @@ def get_context(context_id: str) -> Any:
         else []
     )
     return jsonify(data)
+
+
+def _volumes(context_id: str) -> list[dict[str, Any]]:
+    from ..database.models import NbdExport, ReplicaVolume
+
+    rows = list(
+        ReplicaVolume.select()
+        .where(ReplicaVolume.context == context_id)
+        .order_by(ReplicaVolume.disk_key, ReplicaVolume.created_at)
+    )
+    exports: dict[str, list[NbdExport]] = {}
+    if rows:
+        for e in NbdExport.select().where(NbdExport.volume.in_([r.id for r in rows])):
+            exports.setdefault(e.volume_id, []).append(e)
+    return [volume(r, exports.get(r.id, [])) for r in rows]
 
 
 @bp.delete("/<context_id>")

@@ -12,7 +12,9 @@ from ..database.models import (
     JobDisk,
     JobEvent,
     JobStatus,
+    NbdExport,
     ReplicationJob,
+    ReplicaVolume,
     VmaAppliance,
     VmContext,
     VmDisk,
@@ -106,6 +108,36 @@ def context(row: VmContext) -> dict[str, Any]:
         "created_at": ts(row.created_at),
         "updated_at": ts(row.updated_at),
     }
+
+
+def volume(row: ReplicaVolume, exports: list[NbdExport] | None = None) -> dict[str, Any]:
+    """A replica volume, with its NBD exports when given."""
+    data: dict[str, Any] = {
+        "id": row.id,
+        "disk_key": row.disk_key,
+        "cloudstack_volume_id": row.cloudstack_volume_id,
+        "name": row.name,
+        "size_bytes": row.size_bytes,
+        "state": row.state,
+        "attached_vm_id": row.attached_vm_id,
+        "device_id": row.device_id,
+        "device_path": row.device_path,
+        "error": row.error,
+        "updated_at": ts(row.updated_at),
+    }
+    if exports is not None:
+        data["exports"] = [
+            {
+                "host": e.host,
+                "port": e.port,
+                "export_name": e.export_name,
+                "pid": e.pid,
+                "state": e.state,
+                "uri": f"nbd://{e.host}:{e.port}/{e.export_name}",
+            }
+            for e in exports
+        ]
+    return data
 
 
 def job_disk(row: JobDisk) -> dict[str, Any]:
