@@ -2,7 +2,8 @@
 
 Sessions: ``tests`` (every package's tests plus tests/e2e — the README's test command),
 ``lint`` (ruff check + format check), ``build`` (one wheel and sdist per package into dist/,
-then each wheel installed alone into a fresh virtualenv and imported).
+then each wheel installed alone into a fresh virtualenv and imported), ``bench`` (benchmarks
+against reference tools measured in the same run).
 """
 
 from __future__ import annotations
@@ -50,6 +51,21 @@ def tests(session: nox.Session) -> None:
     paths += [f"{tool}/tests" for tool in LAB_TOOLS] + ["tests/e2e"]
     paths = [p for p in paths if any((ROOT / p).glob("test_*.py"))]
     session.run("pytest", *(session.posargs or paths))
+
+
+@nox.session(default=False, tags=["bench"])
+def bench(session: nox.Session) -> None:
+    """Benchmarks: migratekit vs nbdcopy copy ratios and RSS, OMA poller tick time.
+
+    ``scripts/nox -s bench -- migratekit`` (or ``oma_poller``) runs just one of them.
+    """
+    _install_workspace(session)
+    wanted = set(session.posargs)
+    for script in sorted((ROOT / "benchmarks").glob("*_bench.py")):
+        if wanted and script.stem.removesuffix("_bench") not in wanted:
+            continue
+        session.log(f"benchmark: {script.name}")
+        session.run("python", str(script))
 
 
 @nox.session
