@@ -110,3 +110,28 @@ def test_live_process_is_left_running(runner, tmp_path):
         processes.stop(pid, start, grace=1)
     runner.tick()
     assert Job.get_by_id("j-live").status == "failed"
+
+
+def test_only_one_runner_supervises_a_data_directory(tmp_path):
+    init_db(tmp_path / "vma.db")
+    config = RunnerConfig(
+        data_dir=tmp_path, progress_url="http://127.0.0.1:9", env=os.environ, poll_interval=0.05
+    )
+    first, second = (JobRunner(config, VcenterProvider(tmp_path)) for _ in range(2))
+    lock_one = first._acquire_supervisor_lock()
+    try:
+        import threading
+
+        got = {}
+        t = threading.Thread(
+            target=lambda: got.setdefault("lock", second._acquire_supervisor_lock())
+        )
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()  # second waits while first holds the lock
+        lock_one.close()
+        t.join(10)
+        assert got["lock"] is not None
+        got["lock"].close()
+    finally:
+        lock_one.close()

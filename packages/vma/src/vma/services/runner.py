@@ -18,7 +18,9 @@ worker (with threads) — see the vma-api-server README.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import secrets
 import signal
 import sys
@@ -27,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from peewee import IntegrityError
 
@@ -213,18 +215,48 @@ class JobRunner:
         self._wake.set()
 
     def _loop(self) -> None:
-        first = True
+        lock = self._acquire_supervisor_lock()
+        if lock is None:
+            return
+        try:
+            first = True
+            while not self._stopping.is_set():
+                try:
+                    with database.connection_context():
+                        if first:
+                            self.recover()
+                            first = False
+                        self.tick()
+                except Exception:
+                    log.exception("job runner tick failed")
+                self._wake.wait(self.config.poll_interval)
+                self._wake.clear()
+        finally:
+            lock.close()  # releases the flock
+
+    def _acquire_supervisor_lock(self) -> IO[bytes] | None:
+        """Become the one supervisor of this data directory (an flock); None when shutting down.
+
+        Two processes on one data directory (a second gunicorn worker, or a new worker while the
+        old one finishes a graceful reload) would otherwise both start and finish jobs. The one
+        that does not hold the lock waits and takes over when the holder exits.
+        """
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(self.config.data_dir / "runner.lock", "ab")  # noqa: SIM115 - held while running
+        waited = False
         while not self._stopping.is_set():
             try:
-                with database.connection_context():
-                    if first:
-                        self.recover()
-                        first = False
-                    self.tick()
-            except Exception:
-                log.exception("job runner tick failed")
-            self._wake.wait(self.config.poll_interval)
-            self._wake.clear()
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if waited:
+                    log.info("job supervision taken over", pid=os.getpid())
+                return fh
+            except BlockingIOError:
+                if not waited:
+                    log.info("another process supervises the jobs; waiting", pid=os.getpid())
+                    waited = True
+                self._stopping.wait(self.config.poll_interval)
+        fh.close()
+        return None
 
     def recover(self) -> None:
         """After a restart: re-attach to live jobs (the next tick fails or finishes dead ones)."""
