@@ -338,3 +338,29 @@ def test_openapi_lists_every_resource(client: Any, auth: Any) -> None:
         assert path in doc["paths"], path
     assert doc["paths"]["/health"]["get"]["security"] == []
     json.dumps(doc)
+
+
+def test_database_down_is_503_json(tmp_path: Any, config_overrides: dict[str, Any]) -> None:
+    from oma.api import create_app
+    from oma.database import init_db
+
+    app = create_app({**config_overrides, "TESTING": True})
+    # Point the live app at a PostgreSQL server that does not exist.
+    init_db("postgresql://nobody@127.0.0.1:1/none")
+    client = app.test_client()
+    r = client.get("/health")
+    assert r.status_code == 503 and r.json["status"] == "error"
+    r = client.get("/api/v1/replications", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 503 and r.json["error"]["code"] == "database_unavailable"
+
+
+def test_gunicorn_factory_string_builds_the_app(
+    monkeypatch: pytest.MonkeyPatch, config_overrides: dict[str, Any]
+) -> None:
+    """gunicorn's 'oma.api:create_app()' form: no arguments, settings from the environment."""
+    from gunicorn.util import import_app
+
+    for key, value in config_overrides.items():
+        monkeypatch.setenv(f"OMA_{key}", value)
+    app = import_app("oma.api:create_app()")
+    assert app.test_client().get("/health").status_code == 200

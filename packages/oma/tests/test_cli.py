@@ -328,3 +328,28 @@ def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any]) -> None:
             proc.wait()
     assert proc.returncode == ExitCode.CANCELLED
     assert err.strip() == "cancelled"
+
+
+def test_progress_bar_and_plain_line_format() -> None:
+    from oma.cli._format import duration, progress_bar, progress_line, size
+
+    p = {
+        "job_id": "j1",
+        "status": "running",
+        "job_status": "replicating",
+        "phase": "copy",
+        "percent": 42.0,
+        "bytes_done": 3 << 29,
+        "bytes_total": 3 << 30,
+        "throughput_bps": 85 << 20,
+        "eta_seconds": 21.4,
+    }
+    bar = progress_bar(p, width=10)
+    assert bar.startswith("[####......]  42.0%  1.5 GiB/3.0 GiB  85.0 MiB/s  ETA 0:00:21")
+    assert bar.endswith("replicating/copy")
+    assert progress_line(p) == (
+        "job=j1 status=replicating phase=copy percent=42.0 "
+        f"bytes_done={3 << 29} bytes_total={3 << 30} "
+        f"throughput_bps={85 << 20} eta_seconds=21"
+    )
+    assert (size(None), size(512), duration(None), duration(3725)) == ("-", "512 B", "-", "1:02:05")

@@ -73,7 +73,21 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
 
     @app.before_request
     def _open_db() -> None:
-        database.connect(reuse_if_open=True)
+        from flask import request
+
+        from .auth import PUBLIC_PATHS
+        from .errors import ApiError
+
+        try:
+            database.connect(reuse_if_open=True)
+        except Exception as exc:  # any driver error: the database is not reachable
+            if request.path in PUBLIC_PATHS:
+                return  # health reports it as status "error" (503)
+            raise ApiError(
+                "database_unavailable",
+                f"the OMA database is not reachable ({type(exc).__name__})",
+                503,
+            ) from exc
 
     @app.teardown_request
     def _close_db(exc: BaseException | None) -> None:
