@@ -47,6 +47,8 @@ def _install_workspace(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run every package's tests and the end-to-end tests (pytest args pass through)."""
     _install_workspace(session)
+    # Build the vCenter simulator once up front (cached), not inside a test's timeout.
+    session.run("bash", "tools/vcsim/build", external=True)
     paths = [f"packages/{p}/tests" for p in PACKAGES]
     paths += [f"{tool}/tests" for tool in LAB_TOOLS] + ["tests/e2e"]
     paths = [p for p in paths if any((ROOT / p).glob("test_*.py"))]
