@@ -254,9 +254,10 @@ class Migration:
 
 def final_sync_job_id(rec: dict[str, Any]) -> str | None:
     """The job id of the failover's final sync, wherever the record keeps it."""
-    for key in ("final_sync_job_id", "final_job_id", "job_id"):
-        if rec.get(key):
-            return str(rec[key])
+    for where in (rec.get("result") or {}, rec):
+        for key in ("final_sync_job_id", "job_id"):
+            if where.get(key):
+                return str(where[key])
     for step in rec.get("steps") or []:
         data = step.get("data") or {}
         if isinstance(data, dict) and data.get("job_id"):
@@ -266,9 +267,9 @@ def final_sync_job_id(rec: dict[str, Any]) -> str | None:
 
 def downtime_seconds(rec: dict[str, Any]) -> float | None:
     """The measured downtime of a failover record (source off → target running)."""
-    for key in ("downtime_seconds", "downtime_s", "downtime"):
-        if rec.get(key) is not None:
-            return float(rec[key])
+    for where in (rec.get("result") or {}, rec):
+        if where.get("downtime_seconds") is not None:
+            return float(where["downtime_seconds"])
     return None
 
 

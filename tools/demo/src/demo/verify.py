@@ -76,7 +76,15 @@ def check_context(context: dict[str, Any], images: dict[str, str], sim: Any) -> 
     from labtest.labvm import lab_disk_sha256
 
     disks = sorted(context["disks"], key=lambda d: int(d["disk_key"]))
-    volumes = replica_volumes(context["id"], [str(d["disk_key"]) for d in disks], sim)
+    # the OMA lists each disk's replica volume with its CloudStack id (GET /vm-contexts/{id});
+    # CloudStack itself (by the OMA's volume naming) is asked only when it does not
+    volumes = {
+        str(v["disk_key"]): {"id": v["cloudstack_volume_id"]}
+        for v in context.get("volumes") or []
+        if v.get("cloudstack_volume_id")
+    }
+    if len(volumes) != len(disks):
+        volumes = replica_volumes(context["id"], [str(d["disk_key"]) for d in disks], sim)
     checks = []
     for disk in disks:
         key, size = str(disk["disk_key"]), int(disk["capacity_bytes"])

@@ -1,0 +1,313 @@
+"""The whole lab for end-to-end tests, through real processes only.
+
+``lab`` starts vcsim, the CloudStack simulator, a powered-on lab VM (two small qcow2 disks and a
+NIC), the real VMA API server and the real OMA (``oma serve`` + ``oma worker``, SQLite), each on
+a free loopback port with generated tokens, and stops every one of them by PID afterwards. The
+test drives the OMA through its public HTTP API (:class:`E2eLab` helpers) and checks bytes,
+API state, CloudStack state and processes.
+
+``throttled_lab`` runs migratekit with one connection, one request in flight and 64 KiB
+requests (real ``MIGRATEKIT_*`` settings passed through the VMA's environment), so a copy takes
+long enough for a crash test to act in the middle of it; each crash test also checks that it
+really did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labtest.cloudstack import cloudstack_sim
+from labtest.labvm import create_lab_disk, lab_disk_sha256, lab_image, write_lab_disk
+from labtest.oma import oma_services
+from labtest.procs import wait_until
+from labtest.vcsim import vcsim
+from labtest.vma import vma_server
+
+MiB = 1 << 20
+DISK_SIZES = [48 * MiB, 16 * MiB]
+VM_NETWORK = "VM Network"
+TERMINAL = ("completed", "failed", "stopped")
+THROTTLE = {
+    "MIGRATEKIT_CONNECTIONS": "1",
+    "MIGRATEKIT_WINDOW": "1",
+    "MIGRATEKIT_REQUEST_SIZE": "65536",
+    "MIGRATEKIT_PROGRESS_INTERVAL": "0.2",
+}
+
+
+def sha256_file(path: Path, size: int) -> str:
+    """sha256 of a file's first ``size`` bytes, zero-padded when it is shorter."""
+    digest, left = hashlib.sha256(), size
+    with open(path, "rb") as fh:
+        while left:
+            block = fh.read(min(left, MiB))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    digest.update(bytes(left))
+    return digest.hexdigest()
+
+
+@dataclass
+class E2eLab:
+    """The running lab and helpers that go through the OMA's public API."""
+
+    tmp: Path
+    vc: Any
+    sim: Any
+    vma: Any
+    oma: Any
+    vm: dict[str, Any]
+    context_id: str = ""
+    known_nbd_pids: set[int] = field(default_factory=set)
+
+    @property
+    def images(self) -> Path:
+        """The VMA's lab directory."""
+        return self.tmp / "images"
+
+    # -- the OMA API ----------------------------------------------------------------------
+
+    def ok(self, method: str, path: str, body: Any = None, expected: int = 200) -> Any:
+        """One OMA API call that must answer ``expected``; returns the body."""
+        status, data = self.oma.api(method, path, body)
+        assert status == expected, (method, path, status, data)
+        return data
+
+    def register(self) -> str:
+        """VMA, CloudStack target, saved vCenter login, discovery, add the VM → context id."""
+        vma = self.ok(
+            "POST",
+            "vma-appliances",
+            {"name": "vma-e2e", "url": self.vma.url, "token": self.vma.token},
+            201,
+        )
+        self.ok(
+            "POST",
+            "cloudstack-targets",
+            {
+                "name": "cs-e2e",
+                "endpoint": self.sim.endpoint,
+                "api_key": self.sim.api_key,
+                "secret_key": self.sim.secret_key,
+                "zone_id": self.sim.zone_id,
+                "oma_vm_id": self.sim.oma_vm_id,
+                "disk_offering_id": self.sim.custom_disk_offering_id,
+                "is_default": True,
+            },
+            201,
+        )
+        cred = self.ok(
+            "POST",
+            "vmware-credentials",
+            {
+                "name": "vcsim",
+                "vcenter": f"{self.vc.host}:{self.vc.port}",
+                "username": self.vc.username,
+                "password": self.vc.password,
+                "insecure": True,
+            },
+            201,
+        )
+        found = self.ok("POST", "discovery", {"vma_id": vma["id"], "credential_id": cred["id"]})
+        mine = [v for v in found["vms"] if v["id"] == self.vm["id"]]
+        assert len(mine) == 1 and mine[0]["vm_context_id"] is None, found
+        added = self.ok(
+            "POST",
+            "discovery/add",
+            {"vma_id": vma["id"], "credential_id": cred["id"], "vms": mine},
+            201,
+        )
+        self.context_id = added["added"][0]["id"]
+        return self.context_id
+
+    def replicate(self, kind: str = "auto") -> str:
+        """Request a replication of the lab VM → job id."""
+        body = {"vm_context_id": self.context_id, "type": kind}
+        return self.ok("POST", "replications", body, 202)["id"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """``GET /replications/{id}``."""
+        return self.ok("GET", f"replications/{job_id}")
+
+    def wait_job(
+        self, job_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 180
+    ) -> dict[str, Any]:
+        """Poll the job through the API until its status is one of ``statuses``."""
+        wait_until(
+            lambda: self.job(job_id)["status"] in statuses,
+            timeout=timeout,
+            interval=0.1,
+            what=f"job {job_id} to reach {statuses}",
+        )
+        return self.job(job_id)
+
+    def context(self) -> dict[str, Any]:
+        """``GET /vm-contexts/{id}``."""
+        return self.ok("GET", f"vm-contexts/{self.context_id}")
+
+    # -- the VMA (observed, to act at the right moment) ------------------------------------
+
+    def vma_job(self, job_id: str) -> dict[str, Any] | None:
+        """The VMA's view of a job (None while it does not know it)."""
+        status, body = self.vma.request("GET", f"jobs/{job_id}")
+        return body if status == 200 else None
+
+    def wait_copying(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        """Wait until migratekit runs for the job and has copied something but not everything."""
+        box: dict[str, Any] = {}
+
+        def copying() -> bool:
+            job = self.vma_job(job_id)
+            if not job or job.get("status") != "running" or not job.get("pid"):
+                return False
+            p = job.get("progress") or {}
+            box["job"] = job
+            return p.get("phase") == "copy" and 0 < p.get("bytes_done", 0) < p.get("bytes_total", 0)
+
+        wait_until(copying, timeout=timeout, interval=0.02, what=f"job {job_id} mid-copy")
+        return box["job"]
+
+    # -- source and target state ---------------------------------------------------------
+
+    def write(self, disk_index: int, offset: int, length: int, seed: int) -> int:
+        """The guest writes ``length`` random bytes into one source disk."""
+        key = str(self.vm["disks"][disk_index]["key"])
+        data = __import__("random").Random(seed).randbytes(length)
+        return write_lab_disk(self.images, self.vm["id"], key, offset, data)
+
+    def volumes(self) -> dict[str, dict[str, Any]]:
+        """CloudStack's view of each replica volume, by disk key (via the OMA's naming)."""
+        from oma.cloudstack import CloudStackClient
+        from oma.workflows.replication import volume_name
+
+        cs = CloudStackClient(
+            self.sim.endpoint, self.sim.api_key, self.sim.secret_key, poll_interval=0.05
+        )
+        try:
+            out = {}
+            for d in self.vm["disks"]:
+                found = cs.list_volumes(name=volume_name(self.context_id, str(d["key"])))
+                assert len(found) == 1, found
+                out[str(d["key"])] = found[0]
+            return out
+        finally:
+            cs.close()
+
+    def assert_replicas_equal(self) -> None:
+        """Every replica volume's backing file holds exactly its source disk's bytes."""
+        volumes = self.volumes()
+        for d in self.vm["disks"]:
+            key, size = str(d["key"]), int(d["capacity_bytes"])
+            backing = self.sim.state_dir / "volumes" / f"{volumes[key]['id']}.img"
+            assert sha256_file(backing, size) == lab_disk_sha256(
+                self.vm["images"][key], size=size
+            ), f"replica of disk {key} differs from the source"
+
+    def source_snapshots(self) -> list[dict[str, Any]]:
+        """Snapshots the migration left on the source VM."""
+        from vma.vmware import VSphereClient
+
+        vc = self.vc
+        with VSphereClient(vc.host, vc.username, vc.password, port=vc.port, insecure=True) as c:
+            return [s for s in c.list_snapshots(self.vm["id"])]
+
+    def power_state(self) -> str:
+        """The source VM's power state in vcsim."""
+        from vma.vmware import VSphereClient
+
+        vc = self.vc
+        with VSphereClient(vc.host, vc.username, vc.password, port=vc.port, insecure=True) as c:
+            return c.power_state(self.vm["id"])
+
+    def qemu_nbd_pids(self) -> set[int]:
+        """Running qemu-nbd processes serving a file of this test (source images or replicas)."""
+        roots = (str(self.tmp),)  # lab images, and the simulator's by-id links and files
+        pids = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not argv or not argv[0].endswith(b"qemu-nbd"):
+                continue
+            text = b" ".join(argv).decode(errors="replace")
+            if any(r in text for r in roots):
+                pids.add(int(proc.name))
+        return pids
+
+    def oma_export_pids(self) -> set[int]:
+        """PIDs of the replica exports the OMA records as running."""
+        from oma.nbd import ExportManager
+
+        manager = ExportManager(state_dir=self.oma.data_dir / "exports")
+        return {e.pid for e in manager.list_running()}
+
+
+def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> dict[str, Any]:
+    """A powered-on vcsim VM with a NIC on "VM Network" and one qcow2 image per disk."""
+    from vma.vmware import VSphereClient
+
+    with VSphereClient(vc.host, vc.username, vc.password, port=vc.port, insecure=True) as client:
+        vm = client.create_vm(name, disks_bytes=list(sizes), networks=[VM_NETWORK])
+        paths = {}
+        for index, disk in enumerate(vm["disks"]):
+            key = str(disk["key"])
+            paths[key] = str(
+                create_lab_disk(
+                    lab_image(images, vm["id"], key),
+                    int(disk["capacity_bytes"]),
+                    seed=seed * 1000 + index,
+                )
+            )
+        client.power_on(vm["id"])
+    return {**vm, "images": paths}
+
+
+@contextlib.contextmanager
+def make_lab(tmp: Path, *, vma_env: dict[str, str] | None = None) -> Iterator[E2eLab]:
+    """Start the lab under ``tmp``; everything is stopped by PID when the block exits."""
+    with vcsim(tmp / "vc") as vc, cloudstack_sim(tmp / "cs") as sim:
+        vm = create_vm(vc, tmp / "images", "e2e-web-01", DISK_SIZES, seed=11)
+        with (
+            vma_server(tmp / "vma", vcenter=vc, lab_dir=tmp / "images", env=vma_env) as vma,
+            oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2) as oma,
+        ):
+            lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm)
+            yield lab
+    # after every service stopped: nothing the test started may still serve its files
+    leftover = lab.qemu_nbd_pids()
+    assert not leftover, f"orphan qemu-nbd processes after the test: {sorted(leftover)}"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[E2eLab]:
+    """The whole lab at full speed."""
+    with make_lab(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def throttled_lab(tmp_path: Path) -> Iterator[E2eLab]:
+    """The whole lab with migratekit slowed by its own settings (crash tests act mid-copy)."""
+    with make_lab(tmp_path, vma_env=THROTTLE) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Services get their settings from the fixtures only, never from the caller's shell."""
+    for name in list(os.environ):
+        if name.startswith(("OMA_", "VMA_", "MIGRATEKIT_")):
+            monkeypatch.delenv(name, raising=False)
