@@ -364,3 +364,52 @@ def test_gunicorn_factory_string_builds_the_app(
         monkeypatch.setenv(f"OMA_{key}", value)
     app = import_app("oma.api:create_app()")
     assert app.test_client().get("/health").status_code == 200
+
+
+def test_cleanup_and_delete_with_replicas_queue_a_workflow(
+    app: Any, client: Any, auth: Any
+) -> None:
+    from oma.database.models import ReplicaVolume, Workflow
+
+    vma = _vma(client, auth)
+    ctx = _add_vm(client, auth, vma["id"])
+    with app.app_context(), database.connection_context():
+        ReplicaVolume.create(
+            context=ctx["id"],
+            disk_key="2000",
+            size_bytes=16 << 20,
+            cloudstack_volume_id="cs-vol-1",
+            state="attached",
+        )
+    detail = client.get(f"/api/v1/vm-contexts/{ctx['id']}", headers=auth.viewer).json
+    assert detail["volumes"][0]["cloudstack_volume_id"] == "cs-vol-1"
+    assert (
+        client.post(f"/api/v1/vm-contexts/{ctx['id']}/cleanup", headers=auth.viewer).status_code
+        == 403
+    )
+    r = client.post(f"/api/v1/vm-contexts/{ctx['id']}/cleanup", headers=auth.operator)
+    assert r.status_code == 202 and r.json["kind"] == "cleanup"
+    assert [s["name"] for s in r.json["steps"]] == ["check", "exports", "volumes", "forget"]
+    r = client.delete(f"/api/v1/vm-contexts/{ctx['id']}", headers=auth.operator)
+    assert r.status_code == 202 and r.json["params"] == {"delete_context": True}
+    wf = client.get(r.headers["Location"], headers=auth.viewer).json
+    assert wf["status"] == "pending" and wf["vm_context_id"] == ctx["id"]
+    listing = client.get(
+        f"/api/v1/workflows?vm_context_id={ctx['id']}&kind=cleanup", headers=auth.viewer
+    ).json
+    assert listing["total"] == 2
+    # The context stays until the worker has removed its volumes.
+    assert client.get(f"/api/v1/vm-contexts/{ctx['id']}", headers=auth.viewer).status_code == 200
+    with app.app_context(), database.connection_context():
+        assert Workflow.select().count() == 2
+
+
+def test_no_replication_of_a_failed_over_vm(app: Any, client: Any, auth: Any) -> None:
+    vma = _vma(client, auth)
+    ctx = _add_vm(client, auth, vma["id"])
+    with app.app_context(), database.connection_context():
+        contexts.set_state(ctx["id"], "failed_over_live")
+    r = client.post(
+        "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
+    )
+    assert r.status_code == 409 and r.json["error"]["code"] == "invalid_state"

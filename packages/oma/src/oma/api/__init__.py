@@ -51,6 +51,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         progress,
         replications,
         targets,
+        workflows,
     )
     from .auth import init_auth
     from .errors import register_error_handlers
@@ -104,6 +105,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         contexts,
         replications,
         failover,
+        workflows,
         progress,
         openapi,
     ):

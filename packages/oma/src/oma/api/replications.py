@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request, url_for
 
-from ..database.models import JobStatus, RequestedType, VmContext
+from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
 from .errors import ApiError, invalid
 from .serialize import job
@@ -39,6 +39,12 @@ def create_replication() -> Any:
     no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
     ctx = _resolve_context(data)
+    if ctx.state in (ContextState.FAILED_OVER_LIVE.value, ContextState.FAILED_OVER_TEST.value):
+        raise ApiError(
+            "invalid_state",
+            f"VM {ctx.name} is {ctx.state}; roll the failover back before replicating it again",
+            409,
+        )
     if ctx.vma_id is None:
         raise invalid(
             "vma_id", f"VM context {ctx.id} has no VMA; register one and add the VM again"

@@ -1,0 +1,114 @@
+"""Workflows (replication setup, cleanup, failover, rollback): list and show with their steps;
+request a cleanup of a VM's replicas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request, url_for
+
+from ..database.models import ReplicaVolume, VmContext, Workflow, WorkflowStep
+from ..database.repos import contexts
+from ..errors import InvalidStateError
+from .serialize import ts
+from .validation import page
+
+bp = Blueprint("workflows", __name__, url_prefix="/api/v1")
+
+
+def step(row: WorkflowStep) -> dict[str, Any]:
+    """One step of a workflow with its timing and error."""
+    data = row.data if isinstance(row.data, dict) else {}
+    status = "skipped" if row.status == "done" and data.get("skipped") else row.status
+    return {
+        "name": row.name,
+        "position": row.position,
+        "status": status,
+        "attempts": row.attempts,
+        "started_at": ts(row.started_at),
+        "finished_at": ts(row.finished_at),
+        "error": row.error,
+    }
+
+
+def workflow(row: Workflow, *, with_steps: bool = True) -> dict[str, Any]:
+    """A workflow row (and its steps, in order)."""
+    data: dict[str, Any] = {
+        "id": row.id,
+        "kind": row.kind,
+        "status": row.status,
+        "vm_context_id": row.context_id,
+        "job_id": row.job_id,
+        "params": row.params,
+        "error": row.error,
+        "created_at": ts(row.created_at),
+        "updated_at": ts(row.updated_at),
+        "finished_at": ts(row.finished_at),
+    }
+    if with_steps:
+        steps = WorkflowStep.select().where(WorkflowStep.workflow == row.id)
+        data["steps"] = [step(s) for s in steps.order_by(WorkflowStep.position)]
+    return data
+
+
+@bp.get("/workflows")
+def list_workflows() -> Any:
+    """Workflows, newest first: ``?vm_context_id=&kind=&status=&limit=&offset=``."""
+    limit, offset = page()
+    query = Workflow.select()
+    for name, column in (
+        ("vm_context_id", Workflow.context),
+        ("kind", Workflow.kind),
+        ("status", Workflow.status),
+    ):
+        value = request.args.get(name)
+        if value:
+            query = query.where(column == value)
+    total = query.count()
+    rows = query.order_by(Workflow.created_at.desc(), Workflow.id).limit(limit).offset(offset)
+    return jsonify(
+        {
+            "items": [workflow(r, with_steps=False) for r in rows],
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+        }
+    )
+
+
+@bp.get("/workflows/<workflow_id>")
+def get_workflow(workflow_id: str) -> Any:
+    """One workflow with its steps."""
+    from ..database.repos._util import get_or_raise
+
+    return jsonify(workflow(get_or_raise(Workflow, workflow_id, "workflow")))
+
+
+def has_replicas(context_id: str) -> bool:
+    """True when the context still owns replica volumes (not yet deleted in CloudStack)."""
+    return (
+        ReplicaVolume.select()
+        .where(ReplicaVolume.context == context_id, ReplicaVolume.state != "deleted")
+        .exists()
+    )
+
+
+def queue_cleanup(ctx: VmContext, *, delete_context: bool) -> Any:
+    """Queue the cleanup workflow for ``ctx`` and answer 202 with it."""
+    from ..workflows.cleanup import request_cleanup
+
+    if ctx.active_job_id:
+        raise InvalidStateError(
+            f"VM context {ctx.id} has an active job {ctx.active_job_id}; stop it first"
+        )
+    wf = request_cleanup(ctx.id, delete_context=delete_context)
+    response = jsonify(workflow(wf))
+    response.headers["Location"] = url_for("workflows.get_workflow", workflow_id=wf.id)
+    return response, 202
+
+
+@bp.post("/vm-contexts/<context_id>/cleanup")
+def cleanup_context(context_id: str) -> Any:
+    """Remove the VM's replica volumes and their exports (the worker does it; the next sync is
+    full) → 202 with the cleanup workflow; 409 while a job is active."""
+    return queue_cleanup(contexts.get_context(context_id), delete_context=False)
