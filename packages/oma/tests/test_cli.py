@@ -353,3 +353,35 @@ def test_progress_bar_and_plain_line_format() -> None:
         f"throughput_bps={85 << 20} eta_seconds=21"
     )
     assert (size(None), size(512), duration(None), duration(3725)) == ("-", "512 B", "-", "1:02:05")
+
+
+@pytest.mark.slow
+def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
+    served: dict[str, Any], tmp_path: Path
+) -> None:
+    url = served["url"]
+    assert requests.get(f"{url}/health", timeout=5).json()["status"] == "degraded"
+    env = {
+        **served["env"],
+        "OMA_POLL_INTERVAL": "0.5",
+        "OMA_WORKER_ID": "cli-test-worker",
+        "OMA_BY_ID_DIR": str(tmp_path / "by-id"),
+    }
+    worker = ManagedProcess(
+        [sys.executable, "-m", "oma", "worker"],
+        env=env,
+        name="oma-worker",
+        log_path=tmp_path / "worker.log",
+    ).start()
+    try:
+        wait_until(
+            lambda: requests.get(f"{url}/health", timeout=5).json()["status"] == "ok",
+            what="worker heartbeat",
+            proc=worker.proc,
+        )
+        body = requests.get(f"{url}/health", timeout=5).json()
+        assert body["worker"]["worker_id"] == "cli-test-worker"
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(30) == 0, worker.log_text()
+    finally:
+        worker.stop()
