@@ -1,0 +1,478 @@
+"""Live failover in-process against the real CloudStack simulator, real qemu-nbd exports and a
+stub VMA (a real HTTP server) that copies real bytes with qemu-img and answers power calls."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from labtest.cloudstack import cloudstack_sim, inject_fault
+from labtest.nbd import create_image, qemu_img, qemu_io
+from labtest.oma import StubVma, _Handler, oma_database
+from labtest.procs import wait_until
+from oma.cloudstack import CloudStackClient, wait_for_device
+from oma.database.db import database
+from oma.database.models import (
+    CloudStackTarget,
+    JobEvent,
+    NbdExport,
+    ReplicationJob,
+    ReplicaVolume,
+    VmaAppliance,
+    VmContext,
+    VmDisk,
+    Workflow,
+    WorkflowStep,
+)
+from oma.database.repos import jobs as jobs_repo
+from oma.errors import ConflictError, InvalidStateError
+from oma.nbd import ExportManager
+from oma.services.poller import ProgressPoller
+from oma.services.runner import WorkflowRunner
+from oma.vma_client import VmaClient
+from oma.workflows import failover_store as store
+from oma.workflows.engine import WorkflowEngine
+from oma.workflows.failover import vm_name_for
+from oma.workflows.failover_runner import build_failover_runner
+from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
+
+pytestmark = pytest.mark.slow
+
+MiB = 1 << 20
+DISKS = {"2000": 8 * MiB, "2001": 4 * MiB}
+VM_ID = "4205a841-0265-f4bd-39a6-39fd92196f53"
+MAC = "00:50:56:aa:bb:01"
+
+
+@dataclass
+class PowerVma(StubVma):
+    """The stub VMA plus ``GET /vms/{id}/power`` and ``POST /vms/{id}/power-off|power-on``."""
+
+    power: dict[str, str] = field(default_factory=dict)
+    power_calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def start(self) -> PowerVma:
+        stub = self
+
+        class Handler(_Handler):
+            vma = stub
+
+            def _power(self, method: str) -> bool:
+                path = urlsplit(self.path).path.removeprefix("/api/v1").strip("/")
+                m = re.fullmatch(r"vms/([^/]+)/(power|power-off|power-on)", path)
+                if m is None:
+                    return False
+                if not self._authorized():
+                    return True
+                vm_id, action = m.groups()
+                body = self._body() if method == "POST" else {}
+                method_used = None
+                with stub._lock:
+                    stub.power_calls.append((vm_id, action, body))
+                    if action == "power-off":
+                        was = stub.power.get(vm_id, "poweredOn")
+                        stub.power[vm_id] = "poweredOff"
+                        method_used = "already_off" if was == "poweredOff" else "graceful"
+                    elif action == "power-on":
+                        stub.power[vm_id] = "poweredOn"
+                    state = stub.power.get(vm_id, "poweredOn")
+                answer: dict[str, Any] = {"vm_id": vm_id, "power_state": state}
+                if method_used:
+                    answer.update(method=method_used, seconds=0.0)
+                self._send(200, answer)
+                return True
+
+            def do_GET(self) -> None:
+                if not self._power("GET"):
+                    super().do_GET()
+
+            def do_POST(self) -> None:
+                if not self._power("POST"):
+                    super().do_POST()
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+
+@dataclass
+class Lab:
+    sim: Any
+    vma: PowerVma
+    cs: CloudStackClient
+    exports: ExportManager
+    runner: WorkflowRunner
+    poller: ProgressPoller
+    failover: Any
+    context_id: str
+    sources: dict[str, Path]
+
+
+def _sha(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            chunk = f.read(min(left, MiB))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def _source_sha(src: Path, tmp: Path, size: int) -> str:
+    out = tmp / f"{src.stem}.raw"
+    qemu_img("convert", "-O", "raw", str(src), str(out))
+    return _sha(out, size)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    sources = {}
+    for i, (key, size) in enumerate(DISKS.items()):
+        img = create_image(tmp_path / f"src-{key}.qcow2", size)
+        qemu_io(img, f"write -P {0x21 + i} 0 1M", f"write -P {0x71 + i} {size - MiB} 512k")
+        sources[key] = img
+    with (
+        cloudstack_sim(tmp_path / "cs") as sim,
+        PowerVma() as vma,
+        oma_database(tmp_path / "oma.db"),
+    ):
+        vma.sources = {(VM_ID, k): p for k, p in sources.items()}
+        vma.power[VM_ID] = "poweredOn"
+        cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
+        exports = ExportManager(port_range=(20200, 20299), state_dir=tmp_path / "exports")
+        with database.connection_context():
+            appliance = VmaAppliance.create(name="vma-1", url=vma.url, token_encrypted="x")
+            target = CloudStackTarget.create(
+                name="lab",
+                endpoint=sim.endpoint,
+                api_key=sim.api_key,
+                secret_key_encrypted="x",
+                zone_id=sim.zone_id,
+                oma_vm_id=sim.oma_vm_id,
+                disk_offering_id=sim.custom_disk_offering_id,
+                is_default=True,
+            )
+            spec = {
+                "cpus": 2,
+                "memory_mb": 2048,
+                "nics": [{"label": "Network adapter 1", "network": "VM Network", "mac": MAC}],
+            }
+            ctx = VmContext.create(
+                vma=appliance.id,
+                target=target.id,
+                vcenter="vc.lab",
+                vm_id=VM_ID,
+                name="web_1.lab",
+                spec=spec,
+            )
+            for key, size in DISKS.items():
+                VmDisk.create(context=ctx.id, disk_key=key, capacity_bytes=size)
+
+        def vma_for(_row):
+            return VmaClient(vma.url, vma.token, retries=0)
+
+        services = ReplicationServices(
+            cloudstack_for=lambda _row: cs,
+            vma_for=vma_for,
+            exports=exports,
+            by_id_dir=sim.by_id_dir,
+            device_timeout=10,
+            wait_for_device=wait_for_device,
+        )
+        engine = WorkflowEngine("test-worker", lease_seconds=30)
+        runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+        poller = ProgressPoller(token_for=lambda _row: vma.token)
+        config = type("Cfg", (), {"worker_id": "test-worker", "lease_timeout": 30.0})()
+        failover = build_failover_runner(config, services)
+        try:
+            yield Lab(sim, vma, cs, exports, runner, poller, failover, ctx.id, sources)
+        finally:
+            poller.close()
+            for info in exports.list_running():
+                exports.stop(info.pid, info.volume_id)
+            cs.close()
+
+
+def _replicate(lab: Lab) -> ReplicationJob:
+    with database.connection_context():
+        job_id = jobs_repo.create_job(lab.context_id).id
+    lab.runner.tick()
+
+    def finished() -> bool:
+        lab.poller.tick()
+        with database.connection_context():
+            return ReplicationJob.get_by_id(job_id).status in ("completed", "failed", "stopped")
+
+    wait_until(finished, timeout=60, interval=0.1, what=f"job {job_id}")
+    with database.connection_context():
+        return ReplicationJob.get_by_id(job_id)
+
+
+def _params(lab: Lab, **over: Any) -> dict[str, Any]:
+    params = {
+        "type": "live",
+        "network_mappings": {"VM Network": lab.sim.network_id},
+        "service_offering_id": lab.sim.custom_service_offering_id,
+        "template_id": lab.sim.template_id,
+        "keep_macs": True,
+        "graceful_timeout_s": 30,
+        "force": True,
+        "vm_name": None,
+        "boot_disk_key": None,
+    }
+    params.update(over)
+    return params
+
+
+def _start(lab: Lab, **over: Any) -> str:
+    with database.connection_context():
+        wf, _ = store.start_failover(lab.context_id, _params(lab, **over))
+    return wf.id
+
+
+def _wf(wf_id: str) -> Workflow:
+    with database.connection_context():
+        return Workflow.get_by_id(wf_id)
+
+
+def _steps(wf_id: str) -> dict[str, WorkflowStep]:
+    with database.connection_context():
+        return {s.name: s for s in store.steps_of(wf_id)}
+
+
+def _drive(lab: Lab, wf_id: str, until: tuple[str, ...] = ("done", "failed")) -> Workflow:
+    """Tick replication runner, poller and failover runner until the workflow settles."""
+
+    def settled() -> bool:
+        lab.runner.tick()
+        lab.poller.tick()
+        lab.failover.tick()
+        return _wf(wf_id).status in until
+
+    wait_until(settled, timeout=90, interval=0.05, what=f"workflow {wf_id}")
+    return _wf(wf_id)
+
+
+def test_live_failover_boots_the_replicas_in_cloudstack(lab, tmp_path):
+    assert _replicate(lab).status == "completed"
+    qemu_io(lab.sources["2000"], "write -P 0x5A 3M 256k")  # changed after the last sync
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    steps = _steps(wf_id)
+    assert [s.status for s in steps.values()] == ["done"] * 8
+    assert steps["guest_conversion"].data["skipped"] is True
+    result = wf.result
+    assert result["downtime_seconds"] is not None and result["downtime_seconds"] >= 0
+    assert result["final_sync_bytes"] > 0
+
+    # the final sync was a normal incremental job that moved the change
+    with database.connection_context():
+        job = ReplicationJob.get_by_id(result["final_sync_job_id"])
+        ctx = VmContext.get_by_id(lab.context_id)
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+        running = list(NbdExport.select().where(NbdExport.state == "running"))
+        kinds = [e.kind for e in JobEvent.select().where(JobEvent.context == lab.context_id)]
+    assert job.status == "completed" and job.effective_type == "incremental"
+    assert result["final_sync_bytes"] == job.bytes_done
+    assert ctx.state == "failed_over_live" and not ctx.ready_for_failover
+    assert running == [] and lab.exports.list_running() == []
+    assert list(lab.sim.by_id_dir.iterdir()) == []
+    for kind in ("failover_requested", "source_powered_off", "final_sync_started"):
+        assert kind in kinds
+    assert "failed_over_live" in kinds
+
+    # the source is off; the CloudStack VM runs on the replicas: boot disk as ROOT device 0
+    assert lab.vma.power[VM_ID] == "poweredOff"
+    assert lab.vma.power_calls[1][2]["timeout_s"] == 30
+    vm = lab.cs.get_vm(result["target_vm_id"])
+    assert vm["state"] == "Running" and vm["name"] == vm_name_for("web_1.lab") == "web-1-lab"
+    assert vm["cpunumber"] == 2 and vm["memory"] == 2048
+    assert [n["macaddress"] for n in vm["nic"]] == [MAC]
+    attached = {v["id"]: v for v in lab.cs.list_volumes(vm_id=vm["id"])}
+    boot = attached[volumes["2000"].cloudstack_volume_id]
+    other = attached[volumes["2001"].cloudstack_volume_id]
+    assert (boot["type"], boot["deviceid"]) == ("ROOT", 0)
+    assert other["deviceid"] == 1
+    assert len(attached) == 2  # the template's root volume is gone
+    for key, size in DISKS.items():
+        rv = volumes[key]
+        assert rv.state == "attached_target" and rv.attached_vm_id == vm["id"]
+        backing = lab.sim.state_dir / "volumes" / f"{rv.cloudstack_volume_id}.img"
+        assert _sha(backing, size) == _source_sha(lab.sources[key], tmp_path, size)
+
+    # a second failover of the same VM is refused
+    with database.connection_context(), pytest.raises(InvalidStateError):
+        store.start_failover(lab.context_id, _params(lab))
+
+
+def test_deploy_failure_fails_with_cloudstacks_text_then_retry_completes(lab):
+    assert _replicate(lab).status == "completed"
+    inject_fault(lab.sim, "deployVirtualMachine", 530, errortext="Insufficient capacity in zone1")
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed"
+    assert wf.error.startswith("deploy_target: ")
+    assert "Insufficient capacity in zone1" in wf.error
+    steps = _steps(wf_id)
+    assert steps["deploy_target"].status == "failed"
+    assert "Insufficient capacity in zone1" in steps["deploy_target"].error
+    assert all(steps[n].status == "done" for n in store.FAILOVER_STEPS[:5])
+    assert lab.cs.list_vms(name="web-1-lab") == []
+    with database.connection_context():
+        assert VmContext.get_by_id(lab.context_id).state == "ready_for_failover"
+        # only one active workflow per VM; the failed one is resumed, not duplicated
+        resumed, was_resumed = store.start_failover(lab.context_id, _params(lab))
+    assert was_resumed and resumed.id == wf_id
+    with database.connection_context(), pytest.raises(ConflictError):
+        store.start_failover(lab.context_id, _params(lab))
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    steps = _steps(wf_id)
+    assert steps["deploy_target"].attempts == 2 and steps["power_off_source"].attempts == 1
+    assert steps["validate"].attempts == 2
+    with database.connection_context():
+        jobs = list(ReplicationJob.select())
+    assert len(jobs) == 2  # the full sync and one final sync: the retry did not sync again
+    assert lab.cs.get_vm(wf.result["target_vm_id"])["state"] == "Running"
+
+
+def test_final_sync_waits_through_the_database_without_blocking(lab):
+    assert _replicate(lab).status == "completed"
+    lab.vma.gate = threading.Event()  # the VMA holds the final sync's copy
+    wf_id = _start(lab)
+
+    def final_sync_running() -> bool:
+        lab.runner.tick()
+        lab.poller.tick()
+        lab.failover.tick()
+        step = _steps(wf_id)["final_sync"]
+        return step.status == "running" and bool((step.data or {}).get("job_id"))
+
+    wait_until(final_sync_running, timeout=30, interval=0.05, what="final sync to wait")
+    counts = lab.failover.tick()  # returns at once: the step only re-checks the job row
+    assert counts["waiting"] == 1
+    step = _steps(wf_id)["final_sync"]
+    assert step.attempts == 1 and "final sync job" in step.data["_waiting"]
+    assert _wf(wf_id).lease_until is None  # any worker may pick it up on its next tick
+    lab.vma.gate.set()
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    assert _steps(wf_id)["final_sync"].attempts == 1
+
+
+def test_failed_final_sync_fails_the_failover_and_rollback_restores_the_source(lab):
+    assert _replicate(lab).status == "completed"
+    del lab.vma.sources[(VM_ID, "2001")]  # the VMA reports the final sync as failed
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and wf.error.startswith("final_sync: ")
+    assert "no source image" in wf.error
+    assert lab.vma.power[VM_ID] == "poweredOff"
+
+    with database.connection_context():
+        rb, resumed = store.start_rollback(wf_id)
+    assert not resumed
+    rb = _drive(lab, rb.id)
+    assert rb.status == "done", rb.error
+    assert _wf(wf_id).status == "rolled_back"
+    assert lab.vma.power[VM_ID] == "poweredOn"
+    with database.connection_context():
+        ctx = VmContext.get_by_id(lab.context_id)
+        running = list(NbdExport.select().where(NbdExport.state == "running"))
+        disks = list(VmDisk.select())
+    assert ctx.state == "ready_for_failover" and ctx.ready_for_failover
+    assert len(running) == 2 and len(lab.exports.list_running()) == 2
+    assert all(d.change_id for d in disks)  # the replicas were never used: keep syncing
+
+
+def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path):
+    assert _replicate(lab).status == "completed"
+    inject_fault(lab.sim, "attachVolume", 530, errortext="Failed to attach volume: host down")
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and "host down" in wf.error
+    vm_id = _steps(wf_id)["deploy_target"].data["vm_id"]
+    assert lab.cs.get_vm(vm_id)["state"] == "Stopped"
+
+    with database.connection_context():
+        rb, _ = store.start_rollback(wf_id)
+    rb = _drive(lab, rb.id)
+    assert rb.status == "done", rb.error
+    assert lab.cs.get_vm(vm_id) is None
+    with database.connection_context():
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+    for key, size in DISKS.items():
+        cs_vol = lab.cs.get_volume(volumes[key].cloudstack_volume_id)
+        assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
+        assert volumes[key].state == "attached"
+        assert _sha(Path(volumes[key].device_path), size) == _source_sha(
+            lab.sources[key], tmp_path, size
+        )
+    # the VM syncs again from where it was
+    job = _replicate(lab)
+    assert job.status == "completed" and job.effective_type == "incremental"
+
+
+def test_validation_names_what_is_wrong(lab):
+    assert _replicate(lab).status == "completed"
+    wf_id = _start(lab, network_mappings={"Other Net": lab.sim.network_id})
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed"
+    assert "source network 'VM Network'" in wf.error
+    assert lab.vma.power_calls == []  # nothing was touched
+    with database.connection_context():
+        wf2, resumed = store.start_failover(
+            lab.context_id, _params(lab, service_offering_id="no-such-offering")
+        )
+    assert resumed and wf2.id == wf_id
+    wf = _drive(lab, wf_id)
+    assert "service offering no-such-offering does not exist" in wf.error
+
+
+@pytest.mark.xfail(
+    reason="cloudstack_sim refuses to attach a detached ROOT volume to the running OMA as a "
+    "data disk ('already has a root volume'); CloudStack's attachVolumeToVM accepts ROOT or "
+    "DATADISK and checks the root rules only for deviceid 0 — sim change requested",
+    strict=False,
+)
+def test_rollback_of_a_completed_failover(lab, tmp_path):
+    assert _replicate(lab).status == "completed"
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    vm_id = wf.result["target_vm_id"]
+    with database.connection_context():
+        rb, _ = store.start_rollback(wf_id)
+    rb = _drive(lab, rb.id)
+    assert rb.status == "done", rb.error
+    assert lab.cs.get_vm(vm_id) is None
+    assert lab.vma.power[VM_ID] == "poweredOn"
+    with database.connection_context():
+        ctx = VmContext.get_by_id(lab.context_id)
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+        disks = list(VmDisk.select())
+    # the target VM ran on the replicas: they are no copy of the source any more
+    assert ctx.state == "discovered" and not ctx.ready_for_failover
+    assert all(d.change_id is None for d in disks)
+    for key in DISKS:
+        cs_vol = lab.cs.get_volume(volumes[key].cloudstack_volume_id)
+        assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
+    job = _replicate(lab)
+    assert job.status == "completed" and job.effective_type == "full"
