@@ -30,6 +30,8 @@ def gunicorn_argv(settings: dict[str, object]) -> list[str]:
         bind,
         "--timeout",
         str(int(float(settings["TIMEOUT"]))),  # type: ignore[arg-type]
+        "--limit-request-line",
+        "32768",  # batched progress: up to 500 job ids in the query string
         "--graceful-timeout",
         "10",
         "--access-logfile",

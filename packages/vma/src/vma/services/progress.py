@@ -76,9 +76,25 @@ def disk_progress(disk: JobDisk, job: Job) -> DiskProgress:
     )
 
 
-def job_progress(job: Job) -> JobProgress:
-    """The job's progress document (architecture §3)."""
-    disks = [disk_progress(d, job) for d in job.disks.order_by(JobDisk.position)]
+def job_progress(job: Job, disks: list[JobDisk] | None = None) -> JobProgress:
+    """The job's progress document (architecture §3); ``disks`` when already loaded."""
+    rows = disks if disks is not None else list(job.disks.order_by(JobDisk.position))
+    return _aggregate(job, [disk_progress(d, job) for d in rows])
+
+
+def jobs_progress(job_ids: list[str]) -> tuple[list[JobProgress], list[str]]:
+    """Progress of many jobs with two queries: (documents in request order, unknown ids)."""
+    jobs = {j.job_id: j for j in Job.select().where(Job.job_id.in_(job_ids))} if job_ids else {}
+    disks: dict[str, list[JobDisk]] = {job_id: [] for job_id in jobs}
+    if jobs:
+        query = JobDisk.select().where(JobDisk.job.in_(list(jobs))).order_by(JobDisk.position)
+        for row in query:
+            disks[row.job_id].append(row)
+    found = [job_progress(jobs[i], disks[i]) for i in job_ids if i in jobs]
+    return found, [i for i in job_ids if i not in jobs]
+
+
+def _aggregate(job: Job, disks: list[DiskProgress]) -> JobProgress:
     return JobProgress.aggregate(
         job.job_id,
         disks,

@@ -6,8 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from vma.services.progress import apply_update, get_job, job_progress
-from vma.services.store import Job
+from vma.services.progress import apply_update, get_job, job_progress, jobs_progress
 
 from ..errors import ApiError
 
@@ -42,8 +41,5 @@ def batch() -> dict[str, Any]:
     ids = list(dict.fromkeys(i.strip() for i in raw.split(",") if i.strip()))
     if len(ids) > MAX_BATCH:
         raise ApiError("invalid_field", f"at most {MAX_BATCH} job ids per request", 400, "job_ids")
-    found = {j.job_id: j for j in Job.select().where(Job.job_id.in_(ids))} if ids else {}
-    return {
-        "jobs": [job_progress(found[i]).to_dict() for i in ids if i in found],
-        "not_found": [i for i in ids if i not in found],
-    }
+    jobs, not_found = jobs_progress(ids)
+    return {"jobs": [j.to_dict() for j in jobs], "not_found": not_found}
