@@ -413,3 +413,33 @@ def test_no_replication_of_a_failed_over_vm(app: Any, client: Any, auth: Any) ->
         "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
     )
     assert r.status_code == 409 and r.json["error"]["code"] == "invalid_state"
+
+
+def test_patch_rotates_secrets_and_validates(app: Any, client: Any, auth: Any) -> None:
+    vma = _vma(client, auth)
+    r = client.patch(
+        f"/api/v1/vma-appliances/{vma['id']}",
+        headers=auth.admin,
+        json={"token": "rotated-token-2", "url": "http://127.0.0.1:10"},
+    )
+    assert r.status_code == 200 and r.json["url"] == "http://127.0.0.1:10"
+    with app.app_context(), database.connection_context():
+        stored = VmaAppliance.get_by_id(vma["id"]).token_encrypted
+        assert app.extensions["oma_secrets"].decrypt(stored) == "rotated-token-2"
+    assert (
+        client.patch(
+            f"/api/v1/vma-appliances/{vma['id']}", headers=auth.operator, json={"url": "http://x:1"}
+        ).status_code
+        == 403
+    )
+    r = client.patch(
+        f"/api/v1/vma-appliances/{vma['id']}", headers=auth.admin, json={"url": "nope"}
+    )
+    assert r.status_code == 400 and r.json["error"]["field"] == "url"
+    _vma(client, auth, "vma-2")
+    r = client.patch(
+        f"/api/v1/vma-appliances/{vma['id']}", headers=auth.admin, json={"name": "vma-2"}
+    )
+    assert r.status_code == 409 and r.json["error"]["field"] == "name"
+    r = client.patch("/api/v1/vmware-credentials/none", headers=auth.admin, json={})
+    assert r.status_code == 404

@@ -41,6 +41,26 @@ def get_appliance(appliance_id: str) -> Any:
     return jsonify(appliance(appliances.get_appliance(appliance_id)))
 
 
+@bp.patch("/<appliance_id>")
+@admin_only
+def update_appliance(appliance_id: str) -> Any:
+    """Change a VMA's ``name``, ``url`` and/or ``token`` (e.g. after rotating the token)."""
+    from ..database.models import VmaAppliance
+    from ..database.repos._util import update_row
+
+    data = json_body()
+    no_unknown(data, ("name", "url", "token"))
+    fields: dict[str, Any] = {}
+    if "name" in data:
+        fields["name"] = string(data, "name", max_length=100)
+    if "url" in data:
+        fields["url"] = http_url(data, "url")
+    if "token" in data:
+        fields["token_encrypted"] = box().encrypt(secret(data, "token") or "")
+    row = update_row(VmaAppliance, appliance_id, "vma appliance", fields)
+    return jsonify(appliance(row))
+
+
 @bp.delete("/<appliance_id>")
 @admin_only
 def delete_appliance(appliance_id: str) -> Any:

@@ -53,6 +53,30 @@ def get_credential(credential_id: str) -> Any:
     return jsonify(credential(credentials.get_credential(credential_id)))
 
 
+@bp.patch("/<credential_id>")
+@admin_only
+def update_credential(credential_id: str) -> Any:
+    """Change a credential's ``name``, ``vcenter``, ``username``, ``password``,
+    ``datacenter`` or ``insecure``."""
+    from ..database.models import VmwareCredential
+    from ..database.repos._util import update_row
+
+    data = json_body()
+    no_unknown(data, ("name", "vcenter", "username", "password", "datacenter", "insecure"))
+    fields: dict[str, Any] = {}
+    for name, limit in (("name", 100), ("vcenter", 255), ("username", 255)):
+        if name in data:
+            fields[name] = string(data, name, max_length=limit)
+    if "datacenter" in data:
+        fields["datacenter"] = string(data, "datacenter", required=False)
+    if "password" in data:
+        fields["password_encrypted"] = box().encrypt(secret(data, "password") or "")
+    if "insecure" in data:
+        fields["insecure"] = boolean(data, "insecure")
+    row = update_row(VmwareCredential, credential_id, "vmware credential", fields)
+    return jsonify(credential(row))
+
+
 @bp.delete("/<credential_id>")
 @admin_only
 def delete_credential(credential_id: str) -> Any:

@@ -63,7 +63,12 @@ def build_document() -> dict[str, Any]:
         path, params = _path(rule.rule)
         public = path in ("/health", "/api/v1/health")
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            codes = {"GET": ["200"], "POST": ["200", "201", "202"], "DELETE": ["204"]}[method]
+            codes = {
+                "GET": ["200"],
+                "POST": ["200", "201", "202"],
+                "PATCH": ["200"],
+                "DELETE": ["202", "204"],
+            }[method]
             responses: dict[str, Any] = {c: {"description": _STATUS_TEXT[c]} for c in codes}
             for code in ("400", "401", "403", "404", "409"):
                 if public and code in ("401", "403"):
@@ -82,7 +87,7 @@ def build_document() -> dict[str, Any]:
                 "parameters": params,
                 "responses": responses,
             }
-            if method == "POST":
+            if method in ("POST", "PATCH"):
                 op["requestBody"] = {
                     "required": False,
                     "content": {"application/json": {"schema": {"type": "object"}}},

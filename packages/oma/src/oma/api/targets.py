@@ -87,6 +87,47 @@ def get_target(target_id: str) -> Any:
     return jsonify(target(targets.get_target(target_id)))
 
 
+@bp.patch("/<target_id>")
+@admin_only
+def update_target(target_id: str) -> Any:
+    """Change a target's ``name``, ``endpoint``, keys, ``zone_id``, ``oma_vm_id``,
+    ``disk_offering_id`` or ``verify_tls``."""
+    from ..database.repos._util import update_row
+
+    data = json_body()
+    no_unknown(
+        data,
+        (
+            "name",
+            "endpoint",
+            "api_key",
+            "secret_key",
+            "zone_id",
+            "oma_vm_id",
+            "disk_offering_id",
+            "verify_tls",
+        ),
+    )
+    fields: dict[str, Any] = {}
+    for name, limit in (
+        ("name", 100),
+        ("api_key", 255),
+        ("zone_id", 64),
+        ("oma_vm_id", 64),
+        ("disk_offering_id", 64),
+    ):
+        if name in data:
+            fields[name] = string(data, name, max_length=limit)
+    if "endpoint" in data:
+        fields["endpoint"] = http_url(data, "endpoint")
+    if "secret_key" in data:
+        fields["secret_key_encrypted"] = box().encrypt(secret(data, "secret_key") or "")
+    if "verify_tls" in data:
+        fields["verify_tls"] = boolean(data, "verify_tls")
+    row = update_row(CloudStackTarget, target_id, "cloudstack target", fields)
+    return jsonify(target(row))
+
+
 @bp.delete("/<target_id>")
 @admin_only
 def delete_target(target_id: str) -> Any:

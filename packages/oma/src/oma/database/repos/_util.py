@@ -34,3 +34,19 @@ def paginate(query: ModelSelect, limit: int, offset: int) -> tuple[list[Any], in
     """(rows of one page, total count) for ``query``."""
     total = query.count()
     return list(query.limit(limit).offset(offset)), total
+
+
+def update_row(
+    model: type[M], id: Any, kind: str, fields: dict[str, Any], *, conflict: str = "name"
+) -> M:
+    """Update columns of one row (and its updated_at); NotFoundError / ConflictError."""
+    from ..fields import now
+
+    row = get_or_raise(model, id, kind)
+    if fields:
+        values = dict(fields)
+        if "updated_at" in model._meta.fields:
+            values["updated_at"] = now()
+        with translate_integrity(f"another {kind} already uses this {conflict}", field=conflict):
+            model.update(**values).where(model._meta.primary_key == row.get_id()).execute()
+    return get_or_raise(model, id, kind)
