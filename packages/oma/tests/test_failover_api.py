@@ -1,0 +1,178 @@
+"""The failover endpoints through the Flask test client: 202 records, validation, conflicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from oma.database import database
+from oma.database.models import Workflow, WorkflowStep
+from oma.database.repos import contexts, jobs
+
+BODY = {
+    "type": "live",
+    "network_mappings": {"VM Network": "net-1"},
+    "service_offering_id": "so-1",
+    "keep_macs": True,
+    "graceful_timeout_s": 120,
+    "force": True,
+}
+
+
+def _context(app: Any, *, ready: bool = True) -> str:
+    with app.app_context(), database.connection_context():
+        ctx = contexts.create_context(
+            vcenter="vc.lab",
+            vm_id="vm-1",
+            name="web-1",
+            disks=[{"disk_key": "2000", "capacity_bytes": 1 << 20}],
+        )
+        if ready:
+            contexts.set_state(ctx.id, "ready_for_failover", ready_for_failover=True)
+        return ctx.id
+
+
+def _post(client: Any, auth: Any, path: str, body: Any = None, role: str = "operator") -> Any:
+    return client.post(f"/api/v1/{path}", json=body, headers=auth.headers(role))
+
+
+def test_start_failover_is_202_with_its_steps(app: Any, client: Any, auth: Any) -> None:
+    ctx = _context(app)
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert res.status_code == 202, res.json
+    body = res.json
+    assert body["status"] == "pending" and body["vm_context_id"] == ctx
+    assert body["resumed"] is False
+    assert res.headers["Location"].endswith(f"/api/v1/failovers/{body['id']}")
+    assert [s["name"] for s in body["steps"]] == [
+        "validate",
+        "power_off_source",
+        "final_sync",
+        "guest_conversion",
+        "detach_replicas",
+        "deploy_target",
+        "start_target",
+        "finalize",
+    ]
+    assert {s["status"] for s in body["steps"]} == {"pending"}
+    assert body["params"]["graceful_timeout_s"] == 120
+    assert body["params"]["template_id"] is None
+
+    got = client.get(f"/api/v1/failovers/{body['id']}", headers=auth.viewer)
+    assert got.status_code == 200 and got.json["id"] == body["id"]
+    listed = client.get(f"/api/v1/vm-contexts/{ctx}/failovers", headers=auth.viewer)
+    assert [f["id"] for f in listed.json["items"]] == [body["id"]]
+
+    # one active failover per VM
+    again = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert again.status_code == 409 and again.json["error"]["code"] == "conflict"
+    # nothing to retry or roll back while it runs
+    assert _post(client, auth, f"failovers/{body['id']}/retry").status_code == 409
+    assert _post(client, auth, f"failovers/{body['id']}/rollback").status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "test"}, "type"),
+        ({"network_mappings": {}}, "network_mappings"),
+        ({"network_mappings": ["net-1"]}, "network_mappings"),
+        ({"network_mappings": {"VM Network": ""}}, "network_mappings.VM Network"),
+        ({"service_offering_id": None}, "service_offering_id"),
+        ({"graceful_timeout_s": -1}, "graceful_timeout_s"),
+        ({"graceful_timeout_s": "300"}, "graceful_timeout_s"),
+        ({"keep_macs": "yes"}, "keep_macs"),
+        ({"force": 1}, "force"),
+        ({"vm_name": "web 1"}, "vm_name"),
+        ({"flavour": "x"}, "flavour"),
+    ],
+)
+def test_bad_requests_name_the_field(
+    app: Any, client: Any, auth: Any, change: dict, field: str
+) -> None:
+    ctx = _context(app)
+    body = {**BODY, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", body)
+    assert res.status_code == 400, res.json
+    assert res.json["error"]["field"] == field
+
+
+def test_state_rules(app: Any, client: Any, auth: Any) -> None:
+    res = _post(client, auth, "vm-contexts/nope/failover", BODY)
+    assert res.status_code == 404 and res.json["error"]["code"] == "not_found"
+    assert client.get("/api/v1/failovers/nope", headers=auth.viewer).status_code == 404
+
+    ctx = _context(app, ready=False)
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert res.status_code == 409 and "not ready_for_failover" in res.json["error"]["message"]
+
+    with app.app_context(), database.connection_context():
+        contexts.set_state(ctx, "ready_for_failover", ready_for_failover=True)
+        job = jobs.create_job(ctx)
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert res.status_code == 409 and job.id in res.json["error"]["message"]
+
+    # viewers may not start one
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY, role="viewer")
+    assert res.status_code == 403
+
+
+def test_failed_failover_is_resumed_and_rolled_back(app: Any, client: Any, auth: Any) -> None:
+    ctx = _context(app)
+    first = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY).json
+    with app.app_context(), database.connection_context():
+        # what the worker leaves behind when deploy_target fails
+        for name in ("validate", "power_off_source", "final_sync"):
+            WorkflowStep.update(status="done").where(
+                WorkflowStep.workflow == first["id"], WorkflowStep.name == name
+            ).execute()
+        WorkflowStep.update(status="failed", error="CloudStack error 530: boom").where(
+            WorkflowStep.workflow == first["id"], WorkflowStep.name == "guest_conversion"
+        ).execute()
+        Workflow.update(status="failed", error="guest_conversion: boom").where(
+            Workflow.id == first["id"]
+        ).execute()
+    failed = client.get(f"/api/v1/failovers/{first['id']}", headers=auth.viewer).json
+    assert failed["status"] == "failed" and failed["error"] == "guest_conversion: boom"
+    step = {s["name"]: s for s in failed["steps"]}["guest_conversion"]
+    assert step["status"] == "failed" and "530" in step["error"]
+
+    retried = _post(client, auth, f"failovers/{first['id']}/retry")
+    assert retried.status_code == 202 and retried.json["resumed"] is True
+    steps = {s["name"]: s["status"] for s in retried.json["steps"]}
+    assert steps["validate"] == "pending" and steps["power_off_source"] == "done"
+    assert steps["guest_conversion"] == "pending"
+
+    with app.app_context(), database.connection_context():
+        Workflow.update(status="failed").where(Workflow.id == first["id"]).execute()
+    again = _post(client, auth, f"vm-contexts/{ctx}/failover", {**BODY, "vm_name": "web-new"})
+    assert again.status_code == 202 and again.json["id"] == first["id"]
+    assert again.json["params"]["vm_name"] == "web-new"
+
+    with app.app_context(), database.connection_context():
+        Workflow.update(status="failed").where(Workflow.id == first["id"]).execute()
+    rb = _post(client, auth, f"failovers/{first['id']}/rollback")
+    assert rb.status_code == 202, rb.json
+    assert rb.json["status"] == "rolling_back"
+    assert [s["name"] for s in rb.json["rollback"]["steps"]] == [
+        "remove_target",
+        "reattach_replicas",
+        "power_on_source",
+        "finish",
+    ]
+    # while the rollback runs, no new failover
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert res.status_code == 409
+    bad = _post(client, auth, f"failovers/{first['id']}/rollback", {"force": True})
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "force"
+
+
+def test_openapi_documents_the_failover_endpoints(client: Any, auth: Any) -> None:
+    paths = client.get("/api/v1/openapi.json", headers=auth.viewer).json["paths"]
+    assert "post" in paths["/api/v1/vm-contexts/{context_id}/failover"]
+    assert "get" in paths["/api/v1/vm-contexts/{context_id}/failovers"]
+    assert "get" in paths["/api/v1/failovers/{failover_id}"]
+    assert "post" in paths["/api/v1/failovers/{failover_id}/rollback"]
+    assert "post" in paths["/api/v1/failovers/{failover_id}/retry"]
