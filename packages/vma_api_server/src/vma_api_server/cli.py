@@ -31,7 +31,7 @@ def gunicorn_argv(settings: dict[str, object]) -> list[str]:
         "--timeout",
         str(int(float(settings["TIMEOUT"]))),  # type: ignore[arg-type]
         "--limit-request-line",
-        "32768",  # batched progress: up to 500 job ids in the query string
+        "8190",  # gunicorn's maximum: 200 URL-encoded UUIDs fit (batched progress)
         "--graceful-timeout",
         "10",
         "--access-logfile",

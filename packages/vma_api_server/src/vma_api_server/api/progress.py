@@ -12,7 +12,7 @@ from ..errors import ApiError
 
 bp = Blueprint("progress", __name__)
 
-MAX_BATCH = 500
+MAX_BATCH = 200
 
 
 @bp.post("/progress/<job_id>/update")
