@@ -20,7 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from labtest.oma import StubVma, oma_database, progress_doc, seed_replicating_jobs
+from labtest.oma import (
+    StubVma,
+    oma_database,
+    progress_doc,
+    seed_replicating_jobs,
+    throwaway_database,
+)
 from oma.services.classify import Timeouts
 from oma.services.poller import ProgressPoller
 
@@ -62,12 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vmas", type=int, default=10)
     ap.add_argument("--ticks", type=int, default=5)
     ap.add_argument("--interval", type=float, default=5.0, help="tick budget in seconds")
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql", "mariadb"],
+        default="sqlite",
+        help="sqlite (a temp file) or a throwaway database on the local server",
+    )
     args = ap.parse_args(argv)
     per_vma = args.jobs // args.vmas
     total = 10 << 30
     with tempfile.TemporaryDirectory(prefix="oma-bench-") as tmp, contextlib.ExitStack() as st:
         stubs = [st.enter_context(StubVma()) for _ in range(args.vmas)]
-        st.enter_context(oma_database(Path(tmp) / "oma.db"))
+        if args.database == "sqlite":
+            st.enter_context(oma_database(Path(tmp) / "oma.db"))
+        else:
+            st.enter_context(oma_database(st.enter_context(throwaway_database(args.database))))
         seeded = seed_replicating_jobs(
             [(f"vma-{i}", s.url) for i, s in enumerate(stubs)], per_vma, disks_per_job=2
         )
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         times = []
         print(
             f"poller benchmark: {per_vma * args.vmas} replicating jobs x 2 disks, "
-            f"{args.vmas} stub VMAs, SQLite (WAL), budget {args.interval:.1f}s per tick"
+            f"{args.vmas} stub VMAs, {args.database}, budget {args.interval:.1f}s per tick"
         )
         for tick in range(1, args.ticks + 1):
             _advance(stubs, ids, tick, total)

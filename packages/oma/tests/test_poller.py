@@ -370,3 +370,24 @@ def test_a_job_queued_on_the_vma_does_not_stall(vma, poller, clock, job_id):
         clock.advance(800)
         assert poller.tick().updated == 1
     assert _job(job_id).status == "replicating"
+
+
+def test_many_jobs_are_written_by_parallel_connections_on_server_databases(any_db, clock):
+    with StubVma() as stub:
+        ids = next(iter(seed_replicating_jobs([("many", stub.url)], 20, disks_per_job=1).values()))
+        for n, j in enumerate(ids):
+            stub.set_progress(
+                j,
+                progress_doc(
+                    j,
+                    "running",
+                    [{"disk_key": "2000", "bytes_total": 100, "bytes_done": n + 1, "seq": 1}],
+                ),
+            )
+        p = ProgressPoller(timeouts=TIMEOUTS, token_for=lambda _v: stub.token, clock=clock)
+        try:
+            result = p.tick()
+        finally:
+            p.close()
+    assert (result.updated, result.errors) == (20, [])
+    assert sorted(_job(j).bytes_done for j in ids) == list(range(1, 21))

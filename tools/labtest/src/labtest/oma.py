@@ -527,12 +527,14 @@ def _fernet_key() -> str:
 
 
 @contextlib.contextmanager
-def oma_database(path: str | os.PathLike[str]) -> Iterator[Any]:
-    """Bind the OMA's database to a fresh SQLite file at ``path`` with the schema applied."""
+def oma_database(path_or_url: str | os.PathLike[str]) -> Iterator[Any]:
+    """Bind the OMA's database to a fresh SQLite file (a path) or a database URL, migrated."""
     from oma.database.db import database, init_db
     from oma.database.migrate import upgrade
 
-    db = init_db(f"sqlite:///{Path(path).resolve()}")
+    text = str(path_or_url)
+    url = text if "://" in text else f"sqlite:///{Path(text).resolve()}"
+    db = init_db(url)
     upgrade()
     try:
         yield db
@@ -540,6 +542,45 @@ def oma_database(path: str | os.PathLike[str]) -> Iterator[Any]:
         if not db.is_closed():
             db.close()
         database.initialize(None)
+
+
+@contextlib.contextmanager
+def throwaway_database(kind: str) -> Iterator[str]:
+    """A new empty database ``oma_lab_<random>`` on the local PostgreSQL (``postgresql``) or
+    MariaDB (``mariadb``) server, dropped afterwards; yields its URL."""
+    name = f"oma_lab_{secrets.token_hex(4)}"
+    if kind == "postgresql":
+        import psycopg2
+
+        admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres", connect_timeout=3)
+        admin.autocommit = True
+        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    elif kind == "mariadb":
+        import pymysql
+
+        admin = pymysql.connect(
+            host="127.0.0.1",
+            port=3306,
+            user="root",
+            password="",
+            connect_timeout=3,
+            autocommit=True,
+        )
+        create, drop = f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4", f"DROP DATABASE `{name}`"
+        url = f"mysql://root@127.0.0.1:3306/{name}"
+    else:
+        raise ValueError(f"unknown database kind {kind!r} (postgresql or mariadb)")
+    try:
+        with admin.cursor() as cur:
+            cur.execute(create)
+        try:
+            yield url
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(drop)
+    finally:
+        admin.close()
 
 
 def seed_replicating_jobs(
