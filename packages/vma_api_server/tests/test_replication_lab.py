@@ -77,7 +77,7 @@ def slow_target(path: Path, rate: str = "16M"):
         proc.stop()
 
 
-def _body(job_id, vm, targets, previous=None):
+def _body(job_id, vm, targets, previous=None, verify=False):
     return {
         "job_id": job_id,
         "vm_id": vm["id"],
@@ -89,7 +89,7 @@ def _body(job_id, vm, targets, previous=None):
             }
             for d in vm["disks"]
         ],
-        "options": {"verify": False, "target_is_zero": True},
+        "options": {"verify": verify, "target_is_zero": previous is None},
     }
 
 
@@ -137,7 +137,8 @@ def test_full_then_incremental_moves_only_changed_blocks(lab, vma, tmp_path):
         write_lab_disk(lab[0] / "images", vm["id"], keys[1], 2 * MiB, (0x5A, 65536))
 
         job2 = str(uuid.uuid4())
-        assert vma.request("POST", "replicate", _body(job2, vm, targets, change))[0] == 202
+        body2 = _body(job2, vm, targets, change, verify=True)
+        assert vma.request("POST", "replicate", body2)[0] == 202
         done = vma.wait_job(job2)
         assert done["status"] == "completed", done
         progress = parse_job_progress(done["progress"])
