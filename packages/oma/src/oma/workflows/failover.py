@@ -522,7 +522,12 @@ class FailoverWorkflow:
         ids = {rv.cloudstack_volume_id for rv in ours}
         boot = next(rv for rv in ours if rv.disk_key == v["boot_disk_key"])
         removed = list(data.get("template_root_removed", []))
-        for vol in cs.list_volumes(vm_id=vm_id):
+        on_vm = cs.list_volumes(vm_id=vm_id)
+        if not on_vm and not data.get("root_swap_started"):
+            # adopted right after a crash: its deploy job has not created the root volume yet
+            raise StepWaiting(f"target VM {vm_id} is still being deployed")
+        ctx.record(root_swap_started=True)
+        for vol in on_vm:
             if vol.get("type") == "ROOT" and vol["id"] not in ids:
                 ctx.renew_lease()
                 cs.detach_volume(vol["id"])
