@@ -153,6 +153,9 @@ class CleanupWorkflow:
             return {"deleted_context": False}
         context = self._context(ctx)
         if context is not None:
+            from ..database.repos import contexts
+
+            # keep this workflow's row (and its history) when the context goes
             Workflow.update(context=None).where(Workflow.id == ctx.workflow.id).execute()
-            context.delete_instance()
+            contexts.delete_context(context.id)
         return {"deleted_context": True}
