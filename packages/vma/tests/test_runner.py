@@ -135,3 +135,31 @@ def test_only_one_runner_supervises_a_data_directory(tmp_path):
         got["lock"].close()
     finally:
         lock_one.close()
+
+
+def test_new_job_waits_for_a_finishing_job_of_the_same_vm(runner, tmp_path):
+    import threading
+
+    from vma.errors import JobConflictError
+
+    done = DiskProgress(disk_key="2000", status="completed", phase="done", change_id="gen-3", seq=9)
+    _job(runner, "j-fin", exit_code=0, supervisor=_dead_process(tmp_path), progress=done)
+
+    def _later_tick():
+        with database.connection_context():
+            runner.tick()
+
+    timer = threading.Timer(0.3, _later_tick)
+    timer.start()
+    runner._check_vm_idle("vm-j-fin")  # returns once the finishing job completed
+    timer.join()
+    assert Job.get_by_id("j-fin").status == "completed"
+
+    busy = DiskProgress(disk_key="2000", bytes_total=10, bytes_done=5, seq=2)
+    pid, start = processes.spawn(["sleep", "30"], log_path=tmp_path / "s.log", env=os.environ)
+    try:
+        _job(runner, "j-busy", supervisor=(pid, start), progress=busy)
+        with pytest.raises(JobConflictError, match="already has an active job"):
+            runner._check_vm_idle("vm-j-busy")
+    finally:
+        processes.stop(pid, start, grace=1)

@@ -170,10 +170,27 @@ class JobRunner:
         self.wake()
         return job, True
 
-    def _check_vm_idle(self, vm_id: str) -> None:
-        active = Job.get_or_none((Job.vm_id == vm_id) & (Job.status.in_(ACTIVE_STATUSES)))
-        if active is not None:
-            raise JobConflictError(f"VM {vm_id} already has an active job ({active.job_id})")
+    def _check_vm_idle(self, vm_id: str, finishing_wait: float = 10.0) -> None:
+        """JobConflictError when the VM has an active job.
+
+        A job whose disks all reported ``completed`` is only finishing (migratekit exiting,
+        disk servers stopping, snapshot removal); the OMA may already consider it done and send
+        the next sync, so wait up to ``finishing_wait`` seconds for it instead of refusing.
+        """
+        deadline = time.monotonic() + finishing_wait
+        while True:
+            active = Job.get_or_none((Job.vm_id == vm_id) & (Job.status.in_(ACTIVE_STATUSES)))
+            if active is None:
+                return
+            if not self._disks_completed(active) or time.monotonic() > deadline:
+                raise JobConflictError(f"VM {vm_id} already has an active job ({active.job_id})")
+            self.wake()
+            time.sleep(0.05)
+
+    @staticmethod
+    def _disks_completed(job: Job) -> bool:
+        disks = list(job.disks)
+        return bool(disks) and all(disk_progress(d, job).status is Status.COMPLETED for d in disks)
 
     def stop(self, job_id: str) -> Job:
         """Stop a job: SIGTERM its process group, SIGKILL after the grace period, clean up."""
