@@ -206,7 +206,8 @@ def finish_job(
 
     Only jobs currently in ``from_statuses`` (default: any active status) move; returns
     whether this call moved it. The context becomes ready_for_failover on completion; on
-    failure/stop it keeps ready_for_failover if an earlier sync succeeded.
+    failure/stop its state returns to ready_for_failover if an earlier sync succeeded, else
+    to failed (as :func:`oma.database.repos.jobs.fail_job` does).
     """
     now = now or utcnow()
     allowed = [
@@ -250,9 +251,11 @@ def finish_job(
         cvalues[VmContext.ready_for_failover] = True
         cvalues[VmContext.last_success_at] = now
     elif ctx.state == ContextState.REPLICATING.value:
+        # same rule as repos.jobs.fail_job: back to ready_for_failover when an earlier sync
+        # succeeded (the flag itself stays False until a sync completes again)
         cvalues[VmContext.state] = (
             ContextState.READY_FOR_FAILOVER.value
-            if ctx.ready_for_failover
+            if ctx.last_success_at is not None
             else ContextState.FAILED.value
         )
     VmContext.update(cvalues).where(VmContext.id == ctx.id).execute()
