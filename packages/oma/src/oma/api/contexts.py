@@ -29,10 +29,11 @@ def list_contexts() -> Any:
         limit=limit,
         offset=offset,
     )
+    disks = contexts.disks_by_context(r.id for r in rows)
     items = []
     for row in rows:
         item = context(row)
-        item["disks"] = [disk(d) for d in contexts.list_disks(row.id)]
+        item["disks"] = [disk(d) for d in disks[row.id]]
         items.append(item)
     return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
 

@@ -30,9 +30,10 @@ def batch_progress() -> Any:
     if len(ids) > 500:
         raise invalid("job_ids", "at most 500 ids per request")
     rows = {r.id: r for r in ReplicationJob.select().where(ReplicationJob.id.in_(ids))}
+    disks = jobs.job_disks_by_job(rows)
     return jsonify(
         {
-            "jobs": [progress(rows[i], jobs.list_job_disks(i)) for i in ids if i in rows],
+            "jobs": [progress(rows[i], disks[i]) for i in ids if i in rows],
             "not_found": [i for i in ids if i not in rows],
         }
     )

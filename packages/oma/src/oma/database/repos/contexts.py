@@ -146,6 +146,18 @@ def list_disks(context_id: str) -> list[VmDisk]:
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
 
 
+def disks_by_context(context_ids: Iterable[str]) -> dict[str, list[VmDisk]]:
+    """Disks of many contexts in one query, each list ordered by disk key."""
+    ids = list(context_ids)
+    out: dict[str, list[VmDisk]] = {i: [] for i in ids}
+    if ids:
+        for row in VmDisk.select().where(VmDisk.context.in_(ids)):
+            out[row.context_id].append(row)
+    for rows in out.values():
+        rows.sort(key=lambda d: (len(d.disk_key), d.disk_key))
+    return out
+
+
 def set_state(context_id: str, state: ContextState | str, **fields: Any) -> None:
     """Change a context's state (and other columns) and stamp updated_at."""
     VmContext.update(state=ContextState(state).value, updated_at=now(), **fields).where(

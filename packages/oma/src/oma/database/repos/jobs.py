@@ -140,6 +140,18 @@ def list_job_disks(job_id: str) -> list[JobDisk]:
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
 
 
+def job_disks_by_job(job_ids: Iterable[str]) -> dict[str, list[JobDisk]]:
+    """Per-disk rows of many jobs in one query, each list ordered by disk key."""
+    ids = list(job_ids)
+    out: dict[str, list[JobDisk]] = {i: [] for i in ids}
+    if ids:
+        for row in JobDisk.select().where(JobDisk.job.in_(ids)):
+            out[row.job_id].append(row)
+    for rows in out.values():
+        rows.sort(key=lambda d: (len(d.disk_key), d.disk_key))
+    return out
+
+
 def claim_pending_job(
     worker_id: str, *, lease_seconds: float = 60.0, statuses: Iterable[str] = ("pending",)
 ) -> ReplicationJob | None:
