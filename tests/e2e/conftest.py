@@ -6,17 +6,22 @@ a free loopback port with generated tokens, and stops every one of them by PID a
 test drives the OMA through its public HTTP API (:class:`E2eLab` helpers) and checks bytes,
 API state, CloudStack state and processes.
 
-``throttled_lab`` runs migratekit with one connection, one request in flight and 64 KiB
-requests (real ``MIGRATEKIT_*`` settings passed through the VMA's environment), so a copy takes
-long enough for a crash test to act in the middle of it; each crash test also checks that it
-really did.
+``throttled_lab`` puts a slow link between the VMA and the OMA's replica exports, the way a
+WAN sits between the two sites: the OMA advertises its exports on 127.0.0.2
+(``OMA_NBD_ADVERTISE_HOST``) where :class:`SlowLink` relays each port of the OMA's export range
+to 127.0.0.1 with the VMA → OMA direction limited to a few MiB/s. Every byte still goes from
+the real qemu-nbd source through real migratekit into the real qemu-nbd export; a copy just
+takes long enough for a crash test to act in the middle of it (each test also checks that the
+copy really was under way).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ import pytest
 from labtest.cloudstack import cloudstack_sim
 from labtest.labvm import create_lab_disk, lab_disk_sha256, lab_image, write_lab_disk
 from labtest.oma import oma_services
-from labtest.procs import wait_until
+from labtest.procs import free_port, wait_until
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
 
@@ -35,12 +40,10 @@ MiB = 1 << 20
 DISK_SIZES = [48 * MiB, 16 * MiB]
 VM_NETWORK = "VM Network"
 TERMINAL = ("completed", "failed", "stopped")
-THROTTLE = {
-    "MIGRATEKIT_CONNECTIONS": "1",
-    "MIGRATEKIT_WINDOW": "1",
-    "MIGRATEKIT_REQUEST_SIZE": "65536",
-    "MIGRATEKIT_PROGRESS_INTERVAL": "0.2",
-}
+FAILOVER_DONE = ("completed", "failed")
+SLOW_LINK_HOST = "127.0.0.2"
+SLOW_LINK_RATE = 4 * MiB  # bytes per second, VMA → OMA
+EXPORT_PORTS = 12  # size of the OMA's export port range in these tests
 
 
 def sha256_file(path: Path, size: int) -> str:
@@ -55,6 +58,82 @@ def sha256_file(path: Path, size: int) -> str:
             left -= len(block)
     digest.update(bytes(left))
     return digest.hexdigest()
+
+
+class SlowLink:
+    """A TCP relay ``SLOW_LINK_HOST:p`` → ``127.0.0.1:p`` for every port ``p`` given.
+
+    Bytes towards the server are limited to ``rate`` bytes/s (all connections together);
+    answers flow at full speed. Runs an asyncio loop in a thread; :meth:`stop` closes every
+    listener and connection.
+    """
+
+    def __init__(self, ports: list[int], rate: float, host: str = SLOW_LINK_HOST) -> None:
+        self.ports, self.rate, self.host = ports, rate, host
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._servers: list[asyncio.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._next_slot = 0.0
+        self.relayed = 0
+
+    def start(self) -> SlowLink:
+        """Listen on every port (raises when one is taken)."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
+        return self
+
+    async def _listen(self) -> None:
+        for port in self.ports:
+            self._servers.append(await asyncio.start_server(self._client, self.host, port))
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        port = writer.get_extra_info("sockname")[1]
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.add(up_writer)
+        await asyncio.gather(
+            self._pump(reader, up_writer, limited=True),
+            self._pump(up_reader, writer, limited=False),
+        )
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, limited: bool
+    ) -> None:
+        try:
+            while data := await reader.read(64 * 1024):
+                if limited:
+                    now = self.loop.time()
+                    start = max(now, self._next_slot)
+                    self._next_slot = start + len(data) / self.rate
+                    await asyncio.sleep(self._next_slot - now)
+                    self.relayed += len(data)
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+    def stop(self) -> None:
+        """Close listeners and connections; stop the loop and its thread."""
+
+        async def _close() -> None:
+            for server in self._servers:
+                server.close()
+            for writer in list(self._writers):
+                writer.close()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(_close(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        self.loop.close()
 
 
 @dataclass
@@ -254,6 +333,77 @@ class E2eLab:
         manager = ExportManager(state_dir=self.oma.data_dir / "exports")
         return {e.pid for e in manager.list_running()}
 
+    # -- live failover ---------------------------------------------------------------------
+
+    def failover_body(self) -> dict:
+        """A live failover request mapping the VM's network to the simulator's network."""
+        return {
+            "type": "live",
+            "network_mappings": {"VM Network": self.sim.network_id},
+            "service_offering_id": self.sim.custom_service_offering_id,
+            "template_id": self.sim.template_id,
+            "keep_macs": True,
+            "graceful_timeout_s": 2,
+            "force": True,
+        }
+
+    def start_failover(self) -> dict:
+        """``POST /vm-contexts/{id}/failover`` (live) → the 202 failover record."""
+        return self.ok("POST", f"vm-contexts/{self.context_id}/failover", self.failover_body(), 202)
+
+    def wait_failover(self, failover_id: str, timeout: float = 180) -> dict:
+        """Poll ``GET /failovers/{id}`` until it is completed or failed."""
+        wait_until(
+            lambda: self.ok("GET", f"failovers/{failover_id}")["status"] in FAILOVER_DONE,
+            timeout=timeout,
+            interval=0.2,
+            what=f"failover {failover_id}",
+        )
+        return self.ok("GET", f"failovers/{failover_id}")
+
+    def assert_failed_over(self, rec: dict) -> None:
+        """State after a completed live failover: target running on the replicas, bytes equal."""
+        from oma.cloudstack import CloudStackClient
+
+        assert rec["status"] == "completed", rec
+        steps = rec["steps"]
+        assert steps and all(s["status"] in ("done", "completed", "skipped") for s in steps), steps
+        result = rec["result"]
+        assert result["downtime_seconds"] > 0, rec
+        assert rec["final_sync_job_id"] == result["final_sync_job_id"], rec
+        ctx = self.context()
+        assert ctx["state"] == "failed_over_live", ctx
+        assert self.power_state() == "poweredOff"
+        assert self.source_snapshots() == []
+
+        volumes = self.volumes()
+        vm_ids = {v.get("virtualmachineid") for v in volumes.values()}
+        # every replica is attached to the new VM, none to the OMA or anywhere else
+        assert vm_ids == {result["target_vm_id"]} and self.sim.oma_vm_id not in vm_ids, volumes
+        target_vm_id = result["target_vm_id"]
+        api_volumes = {v["disk_key"]: v for v in ctx["volumes"]}
+        assert {k: v["attached_vm_id"] for k, v in api_volumes.items()} == {
+            k: target_vm_id for k in volumes
+        }
+        cs = CloudStackClient(
+            self.sim.endpoint, self.sim.api_key, self.sim.secret_key, poll_interval=0.05
+        )
+        try:
+            (target,) = [v for v in cs.list_vms() if v["id"] == target_vm_id]
+            attached = cs.list_volumes(vm_id=target_vm_id)
+        finally:
+            cs.close()
+        assert target["state"] == "Running", target
+        keys = sorted((str(d["key"]) for d in self.vm["disks"]), key=int)
+        by_device = {int(v["deviceid"]): v["id"] for v in attached}
+        assert by_device[0] == volumes[keys[0]]["id"]  # the boot disk's replica is the ROOT
+        assert sorted(by_device) == list(range(len(keys)))  # the template's ROOT is gone
+        assert [by_device[i] for i in range(1, len(keys))] == [volumes[k]["id"] for k in keys[1:]]
+        nic_macs = {n["mac"] for n in self.vm["nics"]}
+        assert nic_macs and {n.get("macaddress") for n in target["nic"]} == nic_macs  # keep_macs
+        self.assert_replicas_equal()
+        assert self.oma_export_pids() == set()  # exports of the replicas were stopped
+
 
 def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> dict[str, Any]:
     """A powered-on vcsim VM with a NIC on "VM Network" and one qcow2 image per disk."""
@@ -276,16 +426,27 @@ def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> 
 
 
 @contextlib.contextmanager
-def make_lab(tmp: Path, *, vma_env: dict[str, str] | None = None) -> Iterator[E2eLab]:
+def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
     """Start the lab under ``tmp``; everything is stopped by PID when the block exits."""
-    with vcsim(tmp / "vc") as vc, cloudstack_sim(tmp / "cs") as sim:
+    oma_env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        if slow_link:
+            lo = free_port()
+            ports = list(range(lo, lo + EXPORT_PORTS))
+            stack.callback(SlowLink(ports, SLOW_LINK_RATE).start().stop)
+            oma_env = {
+                "OMA_NBD_PORT_RANGE": f"{ports[0]}-{ports[-1]}",
+                "OMA_NBD_ADVERTISE_HOST": SLOW_LINK_HOST,
+            }
+        vc = stack.enter_context(vcsim(tmp / "vc"))
+        sim = stack.enter_context(cloudstack_sim(tmp / "cs"))
         vm = create_vm(vc, tmp / "images", "e2e-web-01", DISK_SIZES, seed=11)
-        with (
-            vma_server(tmp / "vma", vcenter=vc, lab_dir=tmp / "images", env=vma_env) as vma,
-            oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2) as oma,
-        ):
-            lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm)
-            yield lab
+        vma = stack.enter_context(vma_server(tmp / "vma", vcenter=vc, lab_dir=tmp / "images"))
+        oma = stack.enter_context(
+            oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2, extra_env=oma_env)
+        )
+        lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm)
+        yield lab
     # after every service stopped: nothing the test started may still serve its files
     leftover = lab.qemu_nbd_pids()
     assert not leftover, f"orphan qemu-nbd processes after the test: {sorted(leftover)}"
@@ -300,8 +461,8 @@ def lab(tmp_path: Path) -> Iterator[E2eLab]:
 
 @pytest.fixture
 def throttled_lab(tmp_path: Path) -> Iterator[E2eLab]:
-    """The whole lab with migratekit slowed by its own settings (crash tests act mid-copy)."""
-    with make_lab(tmp_path, vma_env=THROTTLE) as running:
+    """The whole lab with a slow VMA → OMA link (crash tests act mid-copy)."""
+    with make_lab(tmp_path, slow_link=True) as running:
         yield running
 
 
