@@ -84,6 +84,12 @@ def test_db_upgrade_and_token_create(tmp_path: Path) -> None:
             "database unavailable",
         ),
         ({}, ("token", "revoke", "--name", "ghost"), ExitCode.NOT_FOUND, "ghost"),
+        (
+            {"OMA_AUTO_UPGRADE": "false"},
+            ("token", "list"),
+            ExitCode.DATABASE,
+            "schema is not current",
+        ),
         ({}, ("vms",), ExitCode.UNAUTHORIZED, "no API token"),
         (
             {"OMA_TOKEN": "x", "OMA_URL": "http://127.0.0.1:1"},

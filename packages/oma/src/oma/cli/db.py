@@ -33,7 +33,7 @@ def status() -> None:
     from ..database import applied, pending
     from ._server import bind_database, load
 
-    bind_database(load(), upgrade=False)
+    bind_database(load(), upgrade=False, require_current=False)
     for name in applied():
         click.echo(f"[x] {name}")
     todo = pending()
