@@ -391,3 +391,16 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
         assert worker.proc.wait(30) == 0, worker.log_text()
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("server", ["postgres_url", "mariadb_url"])
+def test_db_commands_on_server_databases(
+    request: pytest.FixtureRequest, tmp_path: Path, server: str
+) -> None:
+    url = request.getfixturevalue(server)
+    env = _env(tmp_path, OMA_DATABASE_URL=url)
+    res = oma(env, "db", "upgrade")
+    assert res.returncode == 0, res.stderr
+    assert oma(env, "db", "status").stdout.strip() == "[x] 0001_initial"
+    made = oma(env, "token", "create", "--name", f"cli-{server}", "--role", "viewer")
+    assert made.returncode == 0 and made.stdout.split()[-1].startswith("oma_")
