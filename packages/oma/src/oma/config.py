@@ -12,7 +12,6 @@ the operator CLI's client settings (``OMA_URL``, ``OMA_TOKEN``, ``OMA_DEBUG``) w
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -318,13 +317,3 @@ def load_client_config(
     return ClientConfig(
         url=values["URL"].rstrip("/"), token=values["TOKEN"] or None, debug=values["DEBUG"]
     )
-
-
-def environ_flag(name: str) -> str | None:
-    """Read one raw ``OMA_*`` variable (for the few places that need it before config loads)."""
-    return os.environ.get(name)
-
-
-def level_number(level: str) -> int:
-    """The logging module's number for a level name."""
-    return int(logging.getLevelName(level))
