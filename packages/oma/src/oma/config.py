@@ -70,6 +70,13 @@ def _parse_nonempty(text: str) -> str:
     return value
 
 
+def _parse_guest_conversion(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("skip", "virt-v2v"):
+        raise ValueError(f"expected skip or virt-v2v, got {text!r}")
+    return mode
+
+
 def _parse_secret_key(text: str) -> str:
     # Validated for real (Fernet format) by oma.secrets; here only non-empty.
     if not text.strip():
@@ -167,6 +174,12 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         parse_bool,
     ),
+    Setting(
+        "GUEST_CONVERSION",
+        "guest conversion step of a live failover: skip (the lab) or virt-v2v",
+        "skip",
+        _parse_guest_conversion,
+    ),
     Setting("LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO", _parse_log_level),
     Setting("LOG_FORMAT", "kv (key=value lines) or json", "kv", _parse_nonempty),
     Setting("API_WORKERS", "gunicorn worker processes for oma serve", 2, parse_int(1, 64)),
@@ -217,6 +230,7 @@ class OmaConfig:
     api_threads: int
     api_timeout: int
     vma_timeout: float
+    guest_conversion: str = "skip"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
@@ -290,6 +304,7 @@ def load_config(
         api_threads=values["API_THREADS"],
         api_timeout=values["API_TIMEOUT"],
         vma_timeout=values["VMA_TIMEOUT"],
+        guest_conversion=values["GUEST_CONVERSION"],
     )
 
 
@@ -317,3 +332,8 @@ def load_client_config(
     return ClientConfig(
         url=values["URL"].rstrip("/"), token=values["TOKEN"] or None, debug=values["DEBUG"]
     )
+
+
+def environ_flag(name: str) -> str | None:
+    """One raw environment variable (kept for callers that predate a Setting for it)."""
+    return os.environ.get(name)
