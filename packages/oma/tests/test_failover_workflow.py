@@ -39,7 +39,7 @@ from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
 from oma.vma_client import VmaClient
 from oma.workflows import failover_store as store
-from oma.workflows.engine import WorkflowEngine
+from oma.workflows.engine import StepContext, WorkflowEngine
 from oma.workflows.failover import vm_name_for
 from oma.workflows.failover_runner import build_failover_runner
 from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
@@ -476,3 +476,35 @@ def test_rollback_of_a_completed_failover(lab, tmp_path):
         assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
     job = _replicate(lab)
     assert job.status == "completed" and job.effective_type == "full"
+
+
+def test_a_vm_deployed_before_a_crash_is_adopted_not_duplicated(lab, monkeypatch):
+    assert _replicate(lab).status == "completed"
+    real_record = StepContext.record
+
+    def dies_before_recording_the_vm(self, **values):
+        if "vm_id" in values:
+            raise RuntimeError("worker killed")
+        return real_record(self, **values)
+
+    monkeypatch.setattr(StepContext, "record", dies_before_recording_the_vm)
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and "worker killed" in wf.error
+    assert len(lab.cs.list_vms(name="web-1-lab")) == 1
+    monkeypatch.setattr(StepContext, "record", real_record)
+    # what a kill -9 at that moment leaves: the step running without the VM's id, the
+    # workflow running under a lease nobody renews
+    with database.connection_context():
+        WorkflowStep.update(status="running", error=None).where(
+            WorkflowStep.workflow == wf_id, WorkflowStep.name == "deploy_target"
+        ).execute()
+        Workflow.update(status="running", error=None, claimed_by="dead-worker").where(
+            Workflow.id == wf_id
+        ).execute()
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    assert _steps(wf_id)["deploy_target"].attempts == 2
+    vms = lab.cs.list_vms(name="web-1-lab")
+    assert [v["id"] for v in vms] == [wf.result["target_vm_id"]]
+    assert vms[0]["state"] == "Running"
