@@ -45,3 +45,17 @@ def test_stop_requests_without_a_vma_finish_the_job(any_db):
     assert _runner().handle_stop_requests() == 1
     assert ReplicationJob.get_by_id(job.id).status == "stopped"
     assert VmContext.get_by_id(ctx.id).active_job_id is None
+
+
+def test_a_job_whose_workflow_ended_without_finishing_it_is_failed(any_db):
+    ctx = VmContext.create(vcenter="vc", vm_id=str(uuid.uuid4()), name="vm")
+    job = jobs_repo.create_job(ctx.id)
+    runner = _runner()
+    runner.create_workflows()
+    ReplicationJob.update(status="provisioning").where(ReplicationJob.id == job.id).execute()
+    Workflow.update(status="failed").where(Workflow.job == job.id).execute()
+    assert runner.sweep_orphaned_jobs() == 1
+    row = ReplicationJob.get_by_id(job.id)
+    assert (row.status, row.error_class) == ("failed", "internal")
+    assert VmContext.get_by_id(ctx.id).active_job_id is None
+    assert runner.sweep_orphaned_jobs() == 0

@@ -62,13 +62,14 @@ class WorkflowRunner:
         Maintenance (export reconciliation) runs in this same thread, so it never sees an
         export a workflow step started a moment ago but has not recorded yet.
         """
-        counts = {"stopped": 0, "created": 0, "ran": 0}
+        counts = {"stopped": 0, "created": 0, "swept": 0, "ran": 0}
         if self.maintenance and time.monotonic() - self._last_maintenance >= self.maintenance_every:
             self._last_maintenance = time.monotonic()
             self.maintenance()
         with database.connection_context():
             counts["stopped"] = self.handle_stop_requests()
             counts["created"] = self.create_workflows()
+            counts["swept"] = self.sweep_orphaned_jobs()
             for _ in range(self.max_per_tick):
                 wf = self.engine.claim(list(self.definitions))
                 if wf is None:
@@ -106,6 +107,37 @@ class WorkflowRunner:
                 )
                 created += 1
         return created
+
+    def sweep_orphaned_jobs(self) -> int:
+        """Fail jobs still being provisioned whose workflow has already ended.
+
+        The workflow's own failure handling finishes the job; if that itself failed (the
+        database went away at that moment), this keeps the job from staying active forever.
+        """
+        ended = Workflow.select(Workflow.job).where(
+            Workflow.kind == self.replication.definition.kind,
+            Workflow.status.in_(["done", "failed"]),
+        )
+        stuck = list(
+            ReplicationJob.select(ReplicationJob.id).where(
+                ReplicationJob.status.in_(
+                    [JobStatus.PENDING.value, JobStatus.PROVISIONING.value, JobStatus.READY.value]
+                ),
+                ReplicationJob.id.in_(ended),
+            )
+        )
+        swept = 0
+        for job in stuck:
+            with q.write_transaction():
+                if q.finish_job(
+                    job.id,
+                    JobStatus.FAILED,
+                    error_class="internal",
+                    message="its provisioning workflow ended without finishing the job",
+                    from_statuses=[JobStatus.PENDING, JobStatus.PROVISIONING, JobStatus.READY],
+                ):
+                    swept += 1
+        return swept
 
     def handle_stop_requests(self) -> int:
         """Stop replicating jobs an operator asked to stop (VMA first, then the row)."""
