@@ -229,9 +229,11 @@ class WorkflowEngine:
                 )
                 self._compensate(ctx, [*done, step], rows)
                 ctx.step = step.name
-                self._finish(wf, "failed", error=f"{step.name}: {exc}")
-                if definition.on_failure is not None:
-                    definition.on_failure(ctx, exc)
+                try:  # the job is finished before the workflow reads as failed
+                    if definition.on_failure is not None:
+                        definition.on_failure(ctx, exc)
+                finally:
+                    self._finish(wf, "failed", error=f"{step.name}: {exc}")
                 return "failed"
             ctx.data[step.name] = data
             self._set_step(row, status=StepStatus.DONE.value, data=data, finished_at=self.clock())
