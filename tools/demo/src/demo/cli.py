@@ -8,6 +8,7 @@ except with ``--keep`` after a success.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -114,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 if ok and args.workdir is None:
                     shutil.rmtree(workdir, ignore_errors=True)
-    _say("demo", "all services stopped" if not args.keep else "services left running (see above)")
+    if args.keep:
+        # The labtest context managers are generators: if Python finalized them at exit, their
+        # cleanup would stop the services. Leave without finalizing anything.
+        _say("demo", "services left running (see above)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    _say("demo", "all services stopped")
     return 0
 
 

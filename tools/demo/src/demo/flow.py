@@ -214,7 +214,7 @@ class Migration:
             rec = self.api.get(f"failovers/{failover_id}")
             for step in rec.get("steps") or []:
                 name, status = step.get("name"), step.get("status")
-                if seen.get(name) != status:
+                if seen.get(name) != status and status != "pending":
                     seen[name] = status
                     took = seconds_between(step.get("started_at"), step.get("finished_at"))
                     extra = (

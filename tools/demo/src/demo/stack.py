@@ -33,6 +33,7 @@ class Lab:
     oma: Any = None
     vm: dict[str, Any] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    kept: contextlib.ExitStack | None = None
 
     @property
     def images(self) -> Path:
@@ -59,7 +60,9 @@ class Lab:
 
     def detach(self) -> Path:
         """Leave the services running; write ``services.json`` for ``demo stop``; return it."""
-        self.stack.pop_all()
+        # Keep the popped callbacks referenced: freeing them would finalize the labtest
+        # generator context managers, whose cleanup stops the services.
+        self.kept = self.stack.pop_all()
         record = {
             "pids": {
                 name: {"pid": pid, "cmdline": _cmdline(pid)} for name, pid in self.pids().items()
