@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from migration_common import Status, parse_disk_update
 
-from .conftest import MiB, make_sparse_random, run_mk, sha256_file
+from .conftest import MiB, Recorder, make_sparse_random, run_mk, sha256_file
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cr3t-progress-token"
-
-
-class Recorder:
-    """A tiny VMA stand-in: records every POST; answers ``status``."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.posts: list[tuple[str, str | None, bytes]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                recorder.posts.append((self.path, self.headers.get("Authorization"), body))
-                payload = b'{"ok": true}'
-                self.send_response(recorder.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def updates(self, disk_key: str) -> list:
-        return [
-            parse_disk_update(b) for _, _, b in self.posts if json.loads(b)["disk_key"] == disk_key
-        ]
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ QUEUED = "queued"
 RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
+STOPPED = "stopped"
 
 COPY = "copy"
 VERIFY = "verify"
 DONE = "done"
 
-TERMINAL = (COMPLETED, FAILED, "stopped")
+TERMINAL = (COMPLETED, FAILED, STOPPED)

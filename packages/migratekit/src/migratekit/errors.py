@@ -11,6 +11,7 @@
     │   └── NbdConnectionError      the connection failed or dropped (retryable)
     └── CopyError                   a disk could not be copied (names disk, offset, server)
         ├── TargetTooSmallError     the target is smaller than the source
+        ├── CopyStopped             a signal (SIGTERM/SIGINT) stopped the copy
         └── VerifyError             source and target digests differ after the copy
 """
 
@@ -79,6 +80,10 @@ class CopyError(MigrateKitError):
 
 class TargetTooSmallError(CopyError):
     """The target export is smaller than the source export."""
+
+
+class CopyStopped(CopyError):
+    """A signal (SIGTERM or SIGINT) stopped the copy before it finished."""
 
 
 class VerifyError(CopyError):

@@ -144,9 +144,35 @@ def summary_line(r: DiskResult) -> str:
     return line
 
 
+class StopSignals:
+    """SIGTERM/SIGINT set ``event``: workers stop taking requests, disks end ``stopped``.
+
+    A second signal raises KeyboardInterrupt (immediate exit 130).
+    """
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.event = threading.Event()
+        self.signum: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.event.set()
+
+    def exit_code(self, code: int) -> int:
+        """128 + signal number when a signal stopped the run, else ``code``."""
+        return 128 + self.signum if self.signum is not None else code
+
+
 def exit_code(results: list[DiskResult]) -> int:
     """0 when every disk completed; 3 when the only failures are verify mismatches; else 1."""
-    failed = [r for r in results if str(r.status) != "completed"]
+    failed = [r for r in results if r.status != "completed"]
     if not failed:
         return _exit.OK
     if all(r.verify_failed for r in failed):

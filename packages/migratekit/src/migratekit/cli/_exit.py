@@ -13,6 +13,7 @@ COPY_FAILED = 1
 USAGE = 2
 VERIFY_FAILED = 3
 CANCELLED = 130
+TERMINATED = 143
 
 
 def fail(message: str, hint: str | None, code: int) -> None:

@@ -76,6 +76,8 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
             dirty_bitmap=params["dirty_bitmap"],
             change_id=params["change_id"],
         )
+        stop = _common.StopSignals()
+        options.stop = stop.event
         hub = _common.make_hub(
             config, params["progress_mode"], params["progress_url"], params["job_id"]
         )
@@ -93,4 +95,4 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
             click.echo(_common.summary_line(result))
         if result.error:
             click.echo(f"error: {result.error}", err=True)
-        sys.exit(_common.exit_code([result]))
+        sys.exit(stop.exit_code(_common.exit_code([result])))

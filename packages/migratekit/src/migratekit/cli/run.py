@@ -38,6 +38,8 @@ def run_command(plan_path: str, report: str | None, **params: Any) -> None:
         if params["job_id"]:
             plan.job_id = params["job_id"]
         options.verify = options.verify or plan.verify
+        stop = _common.StopSignals()
+        options.stop = stop.event
         hub = _common.make_hub(config, params["progress_mode"], params["progress_url"], plan.job_id)
         try:
             results = run_plan(plan, options, hub)
@@ -47,8 +49,8 @@ def run_command(plan_path: str, report: str | None, **params: Any) -> None:
             click.echo(_common.summary_line(r))
         if report:
             _common.write_report(report, plan.job_id, results)
-        code = _common.exit_code(results)
+        code = stop.exit_code(_common.exit_code(results))
         if code:
-            failed = sum(1 for r in results if r.error)
+            failed = sum(1 for r in results if r.status != "completed")
             click.echo(f"error: {failed} of {len(results)} disks failed", err=True)
         sys.exit(code)

@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._log import get_logger
-from .._states import COMPLETED, FAILED, FULL, RUNNING, VERIFY
-from ..errors import CopyError, MigrateKitError, TargetTooSmallError, UsageError, VerifyError
+from .._states import COMPLETED, FAILED, FULL, RUNNING, STOPPED, VERIFY
+from ..errors import (
+    CopyError,
+    CopyStopped,
+    MigrateKitError,
+    TargetTooSmallError,
+    UsageError,
+    VerifyError,
+)
 from ..nbd import NbdClient, NbdUri
 from ..nbd import _protocol as p
 from ..progress._tracker import DiskTracker
@@ -137,6 +144,8 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
     tracker.start()
     dlog = get_logger(__name__, disk_key=spec.disk_key)
     try:
+        if options.stop is not None and options.stop.is_set():
+            raise CopyStopped("stopped before the copy started", disk_key=spec.disk_key)
         size, extents, ranges = _plan(spec, options)
         result.virtual_size = size
         total = sum(e[1] for e in extents)
@@ -203,6 +212,11 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                 )
         tracker.finish(COMPLETED)
         result.status = COMPLETED
+    except CopyStopped as exc:
+        result.status = STOPPED
+        result.error = str(exc)
+        dlog.warning("disk stopped", error=result.error)
+        tracker.finish(STOPPED, result.error)
     except MigrateKitError as exc:
         message = str(exc)
         if not message.startswith(f"disk {spec.disk_key}:"):

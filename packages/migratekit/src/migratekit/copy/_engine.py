@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import CopyError, NbdCommandError, NbdConnectionError, NbdError
+from .._log import get_logger
+from ..errors import CopyError, CopyStopped, NbdCommandError, NbdConnectionError, NbdError
 from ..nbd import NbdClient
 from ..nbd import _protocol as p
 from ..progress._tracker import DiskTracker
@@ -30,6 +31,8 @@ from ._extents import split
 
 #: (offset, length, zero, redo) — ``redo`` requests were counted once already.
 Chunk = tuple[int, int, bool, bool]
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -42,6 +45,8 @@ class EngineOptions:
     retries: int = 5
     retry_delay: float = 0.5
     timeout: float | None = 60.0
+    #: set by a signal handler: workers stop taking requests, the disk ends "stopped"
+    stop: threading.Event | None = None
 
 
 class _Side(Exception):
@@ -81,18 +86,28 @@ class CopyEngine:
         self.workers = max(1, workers)
         self._failure: BaseException | None = None
         self._cancel = threading.Event()
+        self._returned: deque[Chunk] = deque()
+        self._alive = 0
+        self._finished = False
         self.reconnects = 0
 
+    def _stopping(self) -> bool:
+        stop = self.options.stop
+        return self._cancel.is_set() or (stop is not None and stop.is_set())
+
     def _take(self) -> Chunk | None:
-        if self._cancel.is_set():
+        if self._stopping():
             return None
         with self._lock:
+            if self._returned:
+                return self._returned.popleft()
             nxt = next(self._chunks, None)
         return None if nxt is None else (nxt[0], nxt[1], nxt[2], False)
 
     def run(self, first_target: NbdClient | None = None) -> None:
-        """Copy everything; raise CopyError (first failure) when a worker gives up."""
+        """Copy everything; raise CopyError (first failure) when the last worker gives up."""
         threads = []
+        self._alive = self.workers
         for i in range(self.workers):
             tgt = first_target if i == 0 else None
             t = threading.Thread(
@@ -104,6 +119,8 @@ class CopyEngine:
             t.join()
         if self._failure is not None:
             raise self._failure
+        if self.options.stop is not None and self.options.stop.is_set():
+            raise CopyStopped("stopped before the copy finished", disk_key=self.disk_key)
 
     # -- one worker -----------------------------------------------------------------------------
     def _worker(self, index: int, target: NbdClient | None) -> None:
@@ -127,32 +144,55 @@ class CopyEngine:
                         tgt.flush()
                     except NbdConnectionError as exc:
                         raise _Side(exc, True) from exc
+                    with self._lock:
+                        if self._returned and not self._stopping():
+                            continue  # a worker that gave up handed work back
+                        self._alive -= 1
+                        self._finished = True
                     return
                 except _Side as side:
-                    if self._cancel.is_set():
+                    if self._stopping():
                         return
                     attempts += 1
-                    in_flight = sorted([*reads.values(), *writes.values()])
+                    in_flight = sorted([*reads.values(), *writes.values(), *pending])
                     if in_flight:
                         last_offset = in_flight[0][0]
+                    for c in (src, tgt):
+                        if c is not None:
+                            c.abort()
+                    src = tgt = None
+                    redo = in_flight
+                    if side.target:
+                        again = split([(o, n, z) for o, n, z, _ in completed], self.request_size)
+                        redo = sorted([(o, n, z, True) for o, n, z in again] + redo)
+                        completed.clear()
+                    reads.clear()
+                    writes.clear()
+                    pending.clear()
                     if attempts > self.options.retries:
+                        with self._lock:
+                            if self._alive > 1:
+                                # Others are still copying: hand the work over, leave quietly.
+                                self._returned.extend(redo)
+                                self._alive -= 1
+                                log.warning(
+                                    "copy worker gave up; others continue",
+                                    disk_key=self.disk_key,
+                                    worker=index,
+                                    error=str(side.exc),
+                                )
+                                return
+                            if self._finished and not redo and not self._returned:
+                                # e.g. a server that refuses extra connections: the others
+                                # already copied everything.
+                                self._alive -= 1
+                                return
                         raise CopyError(
                             f"gave up after {self.options.retries} reconnects: {side.exc}",
                             disk_key=self.disk_key,
                             offset=last_offset,
                         ) from side.exc
-                    for c in (src, tgt):
-                        if c is not None:
-                            c.abort()
-                    src = tgt = None
-                    redo = sorted(in_flight)
-                    if side.target:
-                        again = split([(o, n, z) for o, n, z, _ in completed], self.request_size)
-                        redo = sorted([(o, n, z, True) for o, n, z in again] + redo)
-                        completed.clear()
-                    pending.extendleft(reversed(redo))
-                    reads.clear()
-                    writes.clear()
+                    pending.extend(redo)
                     self.reconnects += 1
                     time.sleep(min(self.options.retry_delay * (2 ** (attempts - 1)), 5.0))
         except BaseException as exc:

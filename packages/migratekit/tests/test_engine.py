@@ -1,0 +1,146 @@
+"""Copy engine behaviour with real servers: connection limits, signals, request sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labtest.procs import wait_until
+from migration_common import Status
+
+from .conftest import MiB, Recorder, copy_json, nbdkit, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_server_refusing_extra_connections_still_completes(tmp_path: Path, sockdir: Path) -> None:
+    """nbdkit advertises multi-conn but accepts one client: extra workers bow out."""
+    src = tmp_path / "src.raw"
+    src.write_bytes(random.Random(1).randbytes(8 * MiB))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(bytes(8 * MiB))
+    s = nbdkit(["file", f"file={src}"], sockdir / "s.sock", tmp_path / "s.log")
+    t = nbdkit(
+        ["--filter=limit", "file", f"file={dst}", "limit=1"], sockdir / "t.sock", tmp_path / "t.log"
+    )
+    try:
+        out = copy_json(
+            f"nbd+unix:///?socket={sockdir / 's.sock'}",
+            f"nbd+unix:///?socket={sockdir / 't.sock'}",
+            "--connections",
+            "3",
+            "--retries",
+            "2",
+        )
+    finally:
+        s.stop()
+        t.stop()
+    assert out["status"] == "completed" and out["connections"] == 3
+    assert sha256_file(dst) == sha256_file(src)
+
+
+@pytest.mark.parametrize("request_size", ["4K", "100000", "32M"])
+def test_request_sizes_all_copy_the_same_bytes(
+    tmp_path: Path, raw_export, request_size: str
+) -> None:
+    src = tmp_path / "src.raw"
+    src.write_bytes(random.Random(2).randbytes(3 * MiB + 4096))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(bytes(3 * MiB + 4096))
+    out = copy_json(
+        raw_export(src, readonly=True).uri,
+        raw_export(dst).uri,
+        "--request-size",
+        request_size,
+        "--window",
+        "3",
+    )
+    assert sha256_file(dst) == sha256_file(src)
+    assert out["bytes_written"] == 3 * MiB + 4096
+
+
+def test_sigterm_stops_the_job_and_reports_stopped(tmp_path: Path, sockdir: Path) -> None:
+    vma = Recorder()
+    vma.thread.start()
+    src = tmp_path / "src.raw"
+    src.write_bytes(random.Random(3).randbytes(16 * MiB))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(bytes(16 * MiB))
+    s = nbdkit(
+        ["--filter=delay", "file", f"file={src}", "rdelay=50ms"],
+        sockdir / "s.sock",
+        tmp_path / "s.log",
+    )
+    t = nbdkit(["file", f"file={dst}"], sockdir / "t.sock", tmp_path / "t.log")
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "job_id": "j-stop",
+                "disks": [
+                    {
+                        "disk_key": "2000",
+                        "source": f"nbd+unix:///?socket={sockdir / 's.sock'}",
+                        "target": f"nbd+unix:///?socket={sockdir / 't.sock'}",
+                        "change_id": "x",
+                    }
+                ],
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATEKIT_")}
+    env["MIGRATEKIT_PROGRESS_INTERVAL"] = "0.1"
+    env["MIGRATEKIT_REQUEST_SIZE"] = "64K"
+    env["MIGRATEKIT_WINDOW"] = "1"
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "migratekit",
+            "run",
+            "--plan",
+            str(plan),
+            "--progress",
+            "off",
+            "--progress-url",
+            vma.url,
+            "--report",
+            str(report),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        wait_until(
+            lambda: any(json.loads(b)["bytes_done"] > 0 for _, _, b in vma.posts),
+            timeout=60,
+            what="first progress",
+            proc=proc,
+        )
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        s.stop()
+        t.stop()
+        vma.server.shutdown()
+        vma.server.server_close()
+    assert proc.returncode == 143, err
+    last = vma.updates("2000")[-1]
+    assert last.status is Status.STOPPED and last.change_id is None
+    assert 0 < last.bytes_done < last.bytes_total
+    doc = json.loads(report.read_text())
+    assert doc["disks"][0]["status"] == "stopped"
+    assert "disk 2000: stopped" in out
