@@ -403,6 +403,7 @@ class E2eLab:
         assert nic_macs and {n.get("macaddress") for n in target["nic"]} == nic_macs  # keep_macs
         self.assert_replicas_equal()
         assert self.oma_export_pids() == set()  # exports of the replicas were stopped
+        assert self.qemu_nbd_pids() == set()  # and no source server is left either
 
 
 def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> dict[str, Any]:

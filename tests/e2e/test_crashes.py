@@ -26,7 +26,11 @@ def _assert_clean_replication(lab, job: dict) -> None:
     lab.assert_replicas_equal()
     volumes = lab.volumes()  # exactly one CloudStack volume per disk (no duplicate after resume)
     assert {v["virtualmachineid"] for v in volumes.values()} == {lab.sim.oma_vm_id}
-    assert len(lab.oma_export_pids()) == len(volumes)
+    exports = lab.oma_export_pids()
+    assert len(exports) == len(volumes)
+    # the only qemu-nbd processes left serving the test's files are the replica exports: the
+    # VMA's source servers of this job (and of any killed attempt) are gone
+    assert lab.qemu_nbd_pids() == exports
     assert lab.source_snapshots() == []
     ctx = lab.context()
     assert ctx["state"] == "ready_for_failover" and ctx["active_job_id"] is None, ctx

@@ -129,3 +129,36 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
                 proc.wait(10)
     assert "demo cancelled" in log.read_text()
     assert _processes_of(workdir) == []
+
+
+def test_failure_is_one_line_and_stops_what_started(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    env = _env() | {"OMA_VMA_TIMEOUT": "soon"}  # the OMA refuses to start with this setting
+    res = subprocess.run(
+        [sys.executable, str(RUN), "--small", "--progress", "plain", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    first, *rest = res.stderr.strip().splitlines()
+    assert first.startswith("demo failed: ") and "OMA_VMA_TIMEOUT" in first, res.stderr
+    assert rest == [f"logs: {workdir}"]
+    assert "[       vma] VMA API server on" in res.stdout  # it got that far, then stopped it
+    assert _processes_of(workdir) == []
+
+
+def test_missing_tools_are_named_with_the_apt_command(tmp_path: Path) -> None:
+    env = _env() | {"PATH": str(tmp_path)}  # no qemu-img, qemu-nbd, qemu-io, go
+    res = subprocess.run(
+        [sys.executable, str(RUN), "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert res.returncode == 2
+    assert "apt-get install -y golang-go qemu-utils" in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "demo failed: prerequisites missing (see above)"
+    assert not (tmp_path / "demo").exists()  # nothing was started

@@ -31,7 +31,9 @@ def _full_and_incremental(lab) -> dict[str, dict]:
     lab.assert_replicas_equal()
     volumes = lab.volumes()
     assert {v["virtualmachineid"] for v in volumes.values()} == {lab.sim.oma_vm_id}
-    assert len(lab.oma_export_pids()) == len(lab.vm["disks"])
+    exports = lab.oma_export_pids()
+    assert len(exports) == len(lab.vm["disks"])
+    assert lab.qemu_nbd_pids() == exports  # the VMA's source servers stopped with the job
     assert lab.source_snapshots() == []  # the VMA removed its sync snapshot
 
     # the guest writes 1 MiB into disk 0 and 512 KiB into disk 1
