@@ -404,3 +404,48 @@ def test_db_commands_on_server_databases(
     assert oma(env, "db", "status").stdout.strip() == "[x] 0001_initial"
     made = oma(env, "token", "create", "--name", f"cli-{server}", "--role", "viewer")
     assert made.returncode == 0 and made.stdout.split()[-1].startswith("oma_")
+
+
+@pytest.mark.slow
+def test_watch_survives_an_api_restart(served: dict[str, Any], tmp_path: Path) -> None:
+    from oma.database import database, init_db
+    from oma.database.repos import jobs
+
+    env, url = served["env"], served["url"]
+    headers = {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{url}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+    ).json()
+    requests.post(
+        f"{url}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+    )
+    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    watcher = _Watcher(env, job_id)
+    restarted = None
+    try:
+        watcher.wait_for("status=pending")
+        served["proc"].stop()
+        port = int(url.rsplit(":", 1)[1])
+        restarted = ManagedProcess(
+            [sys.executable, "-m", "oma", "serve"],
+            env=env,
+            name="oma-serve-2",
+            log_path=tmp_path / "serve2.log",
+        ).start()
+        restarted.wait_port(port)
+        init_db(served["db"])
+        with database.connection_context():
+            jobs.complete_job(job_id, {"2000": "c1", "2001": "c2"})
+        code, err = watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+        if restarted is not None:
+            restarted.stop()
+    assert code == 0, err
+    assert f"job {job_id} completed" in watcher.lines[-1]

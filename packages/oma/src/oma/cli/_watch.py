@@ -13,6 +13,7 @@ from ._errors import CliError, ExitCode
 from ._format import progress_bar, progress_line
 
 TERMINAL = {"completed", "failed", "stopped"}
+UNREACHABLE_GRACE = 60.0  # seconds --watch waits for an API that went away
 
 
 def watch(
@@ -21,13 +22,26 @@ def watch(
     """Poll the job's progress until it is terminal; return the final job document.
 
     On a TTY one bar line is redrawn in place; otherwise a plain ``key=value`` line is printed
-    at most every ``interval`` seconds, and at every status or phase change.
+    at most every ``interval`` seconds, and at every status or phase change. An unreachable
+    API (a restart) is waited for up to ``UNREACHABLE_GRACE`` seconds.
     """
     live = sys.stdout.isatty() if tty is None else tty
     last_key: tuple[Any, ...] | None = None
     last_print = 0.0
+    down_since: float | None = None
     while True:
-        p = api.get(f"progress/{job_id}")
+        try:
+            p = api.get(f"progress/{job_id}")
+        except CliError as exc:
+            # The API may restart under us: keep watching for a while before giving up.
+            if exc.code != ExitCode.UNREACHABLE:
+                raise
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > UNREACHABLE_GRACE:
+                raise
+            time.sleep(interval)
+            continue
+        down_since = None
         key = (p.get("job_status"), p.get("phase"))
         now = time.monotonic()
         if live:
