@@ -337,6 +337,11 @@ def test_openapi_lists_every_resource(client: Any, auth: Any) -> None:
     ):
         assert path in doc["paths"], path
     assert doc["paths"]["/health"]["get"]["security"] == []
+    body = doc["paths"]["/api/v1/replications"]["post"]["requestBody"]["content"]
+    schema = body["application/json"]["schema"]
+    assert schema["properties"]["type"]["enum"] == ["auto", "full", "incremental"]
+    vma = doc["paths"]["/api/v1/vma-appliances"]["post"]["requestBody"]["content"]
+    assert vma["application/json"]["schema"]["properties"]["token"]["writeOnly"] is True
     json.dumps(doc)
 
 

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from ..database.repos import appliances
 from ._context import box, config
 from .auth import admin_only
+from .schemas import VMA_CREATE, VMA_PATCH, body
 from .serialize import appliance
 from .validation import http_url, json_body, no_unknown, secret, string
 
@@ -23,6 +24,7 @@ def list_appliances() -> Any:
 
 @bp.post("")
 @admin_only
+@body(VMA_CREATE)
 def register_appliance() -> Any:
     """Register a VMA: ``{"name", "url", "token"}`` → 201 (the token is never returned)."""
     data = json_body()
@@ -43,6 +45,7 @@ def get_appliance(appliance_id: str) -> Any:
 
 @bp.patch("/<appliance_id>")
 @admin_only
+@body(VMA_PATCH)
 def update_appliance(appliance_id: str) -> Any:
     """Change a VMA's ``name``, ``url`` and/or ``token`` (e.g. after rotating the token)."""
     from ..database.models import VmaAppliance

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from ..database.repos import credentials
 from ._context import box
 from .auth import admin_only
+from .schemas import CREDENTIAL_CREATE, CREDENTIAL_PATCH, body
 from .serialize import credential
 from .validation import boolean, json_body, no_unknown, secret, string
 
@@ -23,6 +24,7 @@ def list_credentials() -> Any:
 
 @bp.post("")
 @admin_only
+@body(CREDENTIAL_CREATE)
 def create_credential() -> Any:
     """Save ``{"name", "vcenter", "username", "password", "datacenter"?, "insecure"?,
     "is_default"?}`` → 201."""
@@ -55,6 +57,7 @@ def get_credential(credential_id: str) -> Any:
 
 @bp.patch("/<credential_id>")
 @admin_only
+@body(CREDENTIAL_PATCH)
 def update_credential(credential_id: str) -> Any:
     """Change a credential's ``name``, ``vcenter``, ``username``, ``password``,
     ``datacenter`` or ``insecure``."""

@@ -12,6 +12,7 @@ from ..database.repos import appliances, contexts, credentials
 from ..errors import ConflictError
 from ._context import box, config
 from .errors import ApiError, invalid
+from .schemas import DISCOVER, DISCOVERY_ADD, body
 from .serialize import context
 from .validation import boolean, json_body, no_unknown, secret, string
 
@@ -86,6 +87,7 @@ def _managed(vcenter: str) -> dict[str, str]:
 
 
 @bp.post("")
+@body(DISCOVER)
 def discover() -> Any:
     """List a vCenter's VMs through a VMA: ``{"vma_id"?, "credential_id"? | "vcenter",
     "username", "password", "datacenter"?, "insecure"?}`` → ``{"vms": [...]}`` with
@@ -120,6 +122,7 @@ def _validate_vm(vm: Any, index: int) -> tuple[str, str, list[dict[str, Any]]]:
 
 
 @bp.post("/add")
+@body(DISCOVERY_ADD)
 def add() -> Any:
     """Add VMs to management: ``{"vma_id"?, "credential_id"?, "vcenter"?, "vms": [VM...]}``
     or ``{..., "vm_ids": [...]}`` (discovered again through the VMA). Creates one vm_context

@@ -88,9 +88,10 @@ def build_document() -> dict[str, Any]:
                 "responses": responses,
             }
             if method in ("POST", "PATCH"):
+                schema = getattr(view, "request_schema", None)
                 op["requestBody"] = {
-                    "required": False,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
+                    "required": schema is not None,
+                    "content": {"application/json": {"schema": schema or {"type": "object"}}},
                 }
             if public:
                 op["security"] = []

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, request, url_for
 from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
 from .errors import ApiError, invalid
+from .schemas import REPLICATION, body
 from .serialize import job
 from .validation import choice, json_body, no_unknown, page, query_bool, string
 
@@ -32,6 +33,7 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 
 
 @bp.post("")
+@body(REPLICATION)
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
     "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job."""

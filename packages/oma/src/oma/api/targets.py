@@ -11,6 +11,7 @@ from ..database.repos import targets
 from ._context import box, config
 from .auth import admin_only
 from .errors import ApiError
+from .schemas import TARGET_CREATE, TARGET_PATCH, body
 from .serialize import target
 from .validation import boolean, http_url, json_body, no_unknown, secret, string
 
@@ -42,6 +43,7 @@ def list_targets() -> Any:
 
 @bp.post("")
 @admin_only
+@body(TARGET_CREATE)
 def create_target() -> Any:
     """Save ``{"name", "endpoint", "api_key", "secret_key", "zone_id", "oma_vm_id",
     "disk_offering_id"?, "verify_tls"?, "is_default"?}`` → 201."""
@@ -89,6 +91,7 @@ def get_target(target_id: str) -> Any:
 
 @bp.patch("/<target_id>")
 @admin_only
+@body(TARGET_PATCH)
 def update_target(target_id: str) -> Any:
     """Change a target's ``name``, ``endpoint``, keys, ``zone_id``, ``oma_vm_id``,
     ``disk_offering_id`` or ``verify_tls``."""
