@@ -59,7 +59,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     overrides, flask_settings = _split(config)
     cfg = overrides.pop("__config__", None) or load_config(overrides)
     app = Flask(__name__)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=16 * 1024 * 1024)
+    app.config.update(MAX_CONTENT_LENGTH=16 * 1024 * 1024)
     app.config.update(flask_settings)
     app.json.sort_keys = False
     if not app.testing:
