@@ -3,6 +3,7 @@ real VMA API server replicating a lab VM with migratekit — and a kill -9 of th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from labtest.cloudstack import cloudstack_sim
 from labtest.labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
-from labtest.oma import oma_services
+from labtest.oma import oma_services, throwaway_database
 from labtest.procs import wait_until
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
@@ -42,14 +43,24 @@ def _ok(status_body: tuple[int, object], expected: int = 200) -> object:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    with vcsim(tmp_path / "vc") as vc, cloudstack_sim(tmp_path / "cs") as sim:
+def stack(request, tmp_path):
+    """vcsim + CloudStack sim + lab VM + real VMA + real OMA (SQLite unless parametrised)."""
+    kind = getattr(request, "param", "sqlite")
+    with contextlib.ExitStack() as st:
+        env = {}
+        if kind != "sqlite":
+            try:
+                env["OMA_DATABASE_URL"] = st.enter_context(throwaway_database(kind))
+            except Exception as exc:  # server absent: say so
+                pytest.skip(f"{kind} not available on this machine: {exc}")
+        vc = st.enter_context(vcsim(tmp_path / "vc"))
+        sim = st.enter_context(cloudstack_sim(tmp_path / "cs"))
         vm = create_lab_vm(vc, tmp_path / "images", "web-1", SIZES, seed=3)
-        with (
-            vma_server(tmp_path / "vma", vcenter=vc, lab_dir=tmp_path / "images") as vma,
-            oma_services(tmp_path / "oma", cloudstack=sim) as oma,
-        ):
-            yield vc, sim, vm, vma, oma
+        vma = st.enter_context(
+            vma_server(tmp_path / "vma", vcenter=vc, lab_dir=tmp_path / "images")
+        )
+        oma = st.enter_context(oma_services(tmp_path / "oma", cloudstack=sim, extra_env=env))
+        yield vc, sim, vm, vma, oma
 
 
 def _register(vc, sim, vm, vma, oma) -> str:
@@ -96,6 +107,7 @@ def _job(oma, job_id):
     return _ok(oma.api("GET", f"replications/{job_id}"))
 
 
+@pytest.mark.parametrize("stack", ["sqlite", "postgresql", "mariadb"], indirect=True)
 def test_replication_survives_a_worker_kill(stack, tmp_path):
     vc, sim, vm, vma, oma = stack
     context_id = _register(vc, sim, vm, vma, oma)
