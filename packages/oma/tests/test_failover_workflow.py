@@ -18,6 +18,7 @@ from labtest.cloudstack import cloudstack_sim, inject_fault
 from labtest.nbd import create_image, qemu_img, qemu_io
 from labtest.oma import StubVma, _Handler, oma_database
 from labtest.procs import wait_until
+from migration_common import ConfigError
 from oma.cloudstack import CloudStackClient, wait_for_device
 from oma.database.db import database
 from oma.database.models import (
@@ -41,7 +42,7 @@ from oma.vma_client import VmaClient
 from oma.workflows import failover_store as store
 from oma.workflows.engine import StepContext, WorkflowEngine
 from oma.workflows.failover import vm_name_for
-from oma.workflows.failover_runner import build_failover_runner
+from oma.workflows.failover_runner import build_failover_runner, guest_conversion_mode
 from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
 
 pytestmark = pytest.mark.slow
@@ -119,6 +120,7 @@ class Lab:
     failover: Any
     context_id: str
     sources: dict[str, Path]
+    failover_services: Any = None
 
 
 def _sha(path: Path, size: int) -> str:
@@ -201,7 +203,7 @@ def lab(tmp_path):
         config = type("Cfg", (), {"worker_id": "test-worker", "lease_timeout": 30.0})()
         failover = build_failover_runner(config, services)
         try:
-            yield Lab(sim, vma, cs, exports, runner, poller, failover, ctx.id, sources)
+            yield Lab(sim, vma, cs, exports, runner, poller, failover, ctx.id, sources, services)
         finally:
             poller.close()
             for info in exports.list_running():
@@ -508,3 +510,28 @@ def test_a_vm_deployed_before_a_crash_is_adopted_not_duplicated(lab, monkeypatch
     vms = lab.cs.list_vms(name="web-1-lab")
     assert [v["id"] for v in vms] == [wf.result["target_vm_id"]]
     assert vms[0]["state"] == "Running"
+
+
+def test_guest_conversion_runs_when_configured(lab, monkeypatch):
+    assert _replicate(lab).status == "completed"
+    # as on a host without the virt-v2v package
+    monkeypatch.setattr("oma.workflows.failover.shutil.which", lambda _name: None)
+    config = type(
+        "Cfg",
+        (),
+        {"worker_id": "test-worker", "lease_timeout": 30.0, "guest_conversion": "virt-v2v"},
+    )()
+    lab.failover = build_failover_runner(config, lab.failover_services)
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed"
+    assert wf.error.startswith("guest_conversion: virt-v2v-in-place is not installed")
+    assert _steps(wf_id)["detach_replicas"].status == "pending"  # the replicas stay on the OMA
+
+
+def test_guest_conversion_setting_is_validated():
+    bad = type("Cfg", (), {"guest_conversion": "qemu"})()
+    with pytest.raises(ConfigError) as err:
+        guest_conversion_mode(bad)
+    assert err.value.variable == "OMA_GUEST_CONVERSION"
+    assert guest_conversion_mode(type("Cfg", (), {"guest_conversion": "virt-v2v"})()) == "virt-v2v"

@@ -35,6 +35,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,14 @@ class FailoverWorkflow:
         """What a step recorded so far, also for a step the engine has not reached yet."""
         return ctx.data.get(name) or step_data(ctx.workflow.id, name)
 
+    def _hold_lease(self, ctx: StepContext, seconds: float) -> None:
+        """Extend this worker's lease on the failover to ``seconds`` from now."""
+        engine = ctx.engine
+        now = engine.clock()
+        Workflow.update(lease_until=now + timedelta(seconds=seconds), updated_at=now).where(
+            Workflow.id == ctx.workflow.id, Workflow.claimed_by == engine.worker_id
+        ).execute()
+
     def _event(self, ctx: StepContext, kind: str, message: str, **data: Any) -> None:
         q.append_event(
             None,
@@ -348,11 +357,14 @@ class FailoverWorkflow:
         method = data.get("method", "already_off")
         if state != "poweredOff":
             ctx.record(requested_at=_now_text())
-            ctx.renew_lease()
+            timeout_s = int(ctx.params.get("graceful_timeout_s", 300))
+            # the VMA answers once the VM is off: hold the lease for that long, so no other
+            # worker takes the failover over while this one waits
+            self._hold_lease(ctx, timeout_s + 120)
             answer = client.power_off(
                 context.vm_id,
                 graceful=True,
-                timeout_s=int(ctx.params.get("graceful_timeout_s", 300)),
+                timeout_s=timeout_s,
                 force=bool(ctx.params.get("force", True)),
             )
             method = str(answer.get("method") or "unknown")
