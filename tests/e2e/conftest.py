@@ -63,12 +63,12 @@ def sha256_file(path: Path, size: int) -> str:
 class SlowLink:
     """A TCP relay ``SLOW_LINK_HOST:p`` → ``127.0.0.1:p`` for every port ``p`` given.
 
-    Bytes towards the server are limited to ``rate`` bytes/s (all connections together);
-    answers flow at full speed. Runs an asyncio loop in a thread; :meth:`stop` closes every
-    listener and connection.
+    Bytes towards the server are limited to ``rate`` bytes/s (all connections together; None =
+    unlimited, changeable at any time); answers flow at full speed. Runs an asyncio loop in a
+    thread; :meth:`stop` closes every listener and connection.
     """
 
-    def __init__(self, ports: list[int], rate: float, host: str = SLOW_LINK_HOST) -> None:
+    def __init__(self, ports: list[int], rate: float | None, host: str = SLOW_LINK_HOST) -> None:
         self.ports, self.rate, self.host = ports, rate, host
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -106,11 +106,12 @@ class SlowLink:
     ) -> None:
         try:
             while data := await reader.read(64 * 1024):
-                if limited:
+                if limited and self.rate:
                     now = self.loop.time()
                     start = max(now, self._next_slot)
                     self._next_slot = start + len(data) / self.rate
                     await asyncio.sleep(self._next_slot - now)
+                if limited:
                     self.relayed += len(data)
                 writer.write(data)
                 await writer.drain()
@@ -147,6 +148,7 @@ class E2eLab:
     oma: Any
     vm: dict[str, Any]
     context_id: str = ""
+    link: SlowLink | None = None
     known_nbd_pids: set[int] = field(default_factory=set)
 
     @property
@@ -430,11 +432,13 @@ def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> 
 def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
     """Start the lab under ``tmp``; everything is stopped by PID when the block exits."""
     oma_env: dict[str, str] = {}
+    link = None
     with contextlib.ExitStack() as stack:
         if slow_link:
             lo = free_port()
             ports = list(range(lo, lo + EXPORT_PORTS))
-            stack.callback(SlowLink(ports, SLOW_LINK_RATE).start().stop)
+            link = SlowLink(ports, SLOW_LINK_RATE).start()
+            stack.callback(link.stop)
             oma_env = {
                 "OMA_NBD_PORT_RANGE": f"{ports[0]}-{ports[-1]}",
                 "OMA_NBD_ADVERTISE_HOST": SLOW_LINK_HOST,
@@ -446,7 +450,7 @@ def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
         oma = stack.enter_context(
             oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2, extra_env=oma_env)
         )
-        lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm)
+        lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm, link=link)
         yield lab
     # after every service stopped: nothing the test started may still serve its files
     leftover = lab.qemu_nbd_pids()
@@ -462,7 +466,10 @@ def lab(tmp_path: Path) -> Iterator[E2eLab]:
 
 @pytest.fixture
 def throttled_lab(tmp_path: Path) -> Iterator[E2eLab]:
-    """The whole lab with a slow VMA → OMA link (crash tests act mid-copy)."""
+    """The whole lab with a slow VMA → OMA link (crash tests act mid-copy).
+
+    ``lab.link.rate`` may change at any time: None for full speed, e.g. before a setup sync.
+    """
     with make_lab(tmp_path, slow_link=True) as running:
         yield running
 

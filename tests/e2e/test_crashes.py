@@ -18,6 +18,7 @@ from labtest.procs import wait_until
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
+SLOW_LINK_RATE = 4 * MiB  # bytes/s while a test waits to act mid-copy
 
 
 def _assert_clean_replication(lab, job: dict) -> None:
@@ -54,7 +55,9 @@ def test_worker_killed_during_full_copy_completes(throttled_lab) -> None:
 def test_vma_killed_during_incremental_completes(throttled_lab) -> None:
     lab = throttled_lab
     lab.register()
+    lab.link.rate = None  # set-up sync at full speed
     assert lab.wait_job(lab.replicate("full"))["status"] == "completed"
+    lab.link.rate = SLOW_LINK_RATE
     changed = lab.write(0, 4 * MiB, 12 * MiB, seed=5) + lab.write(1, MiB, 2 * MiB, seed=6)
     job_id = lab.replicate("incremental")
     migratekit_pid = lab.wait_copying(job_id)["pid"]
@@ -70,7 +73,9 @@ def test_vma_killed_during_incremental_completes(throttled_lab) -> None:
 def test_migratekit_killed_fails_with_reason_and_retry_moves_only_changes(throttled_lab) -> None:
     lab = throttled_lab
     lab.register()
+    lab.link.rate = None  # set-up sync at full speed
     assert lab.wait_job(lab.replicate("full"))["status"] == "completed"
+    lab.link.rate = SLOW_LINK_RATE
     before = {d["disk_key"]: d["change_id"] for d in lab.context()["disks"]}
     changed = lab.write(0, 8 * MiB, 12 * MiB, seed=7) + lab.write(1, 2 * MiB, MiB, seed=8)
     job_id = lab.replicate("incremental")
@@ -84,6 +89,7 @@ def test_migratekit_killed_fails_with_reason_and_retry_moves_only_changes(thrott
     # the change IDs stay those of the last completed sync: the retry is still incremental
     assert {d["disk_key"]: d["change_id"] for d in ctx["disks"]} == before
 
+    lab.link.rate = None
     retry = lab.wait_job(lab.replicate("auto"))
     _assert_clean_replication(lab, retry)
     assert retry["sync_type"] == "incremental"
@@ -93,7 +99,9 @@ def test_migratekit_killed_fails_with_reason_and_retry_moves_only_changes(thrott
 def test_worker_killed_during_failover_completes(throttled_lab) -> None:
     lab = throttled_lab
     lab.register()
+    lab.link.rate = None  # set-up sync at full speed
     assert lab.wait_job(lab.replicate("full"))["status"] == "completed"
+    lab.link.rate = SLOW_LINK_RATE
     changed = lab.write(0, 16 * MiB, 16 * MiB, seed=9)
     rec = lab.start_failover()
 
@@ -110,6 +118,7 @@ def test_worker_killed_during_failover_completes(throttled_lab) -> None:
     lab.oma.kill_worker()  # kill -9 in the middle of the failover's final sync
     steps = {s["name"]: s["status"] for s in lab.ok("GET", f"failovers/{rec['id']}")["steps"]}
     assert steps["power_off_source"] == "done" and steps["final_sync"] == "running", steps
+    lab.link.rate = None
     lab.oma.restart_worker()
     done = lab.wait_failover(rec["id"])
     lab.assert_failed_over(done)
