@@ -24,15 +24,26 @@ def fail(message: str, hint: str | None, code: int) -> None:
     sys.exit(code)
 
 
+class Debug:
+    """Whether tracebacks are shown (``--debug``, or MIGRATEKIT_DEBUG once config is read)."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def __bool__(self) -> bool:
+        return self.on
+
+
 @contextlib.contextmanager
-def errors_to_exit(debug: bool = False) -> Iterator[None]:
+def errors_to_exit(debug: bool = False) -> Iterator[Debug]:
     """Map our errors to one clear line and a named exit code (tracebacks only in debug)."""
     from migration_common import ConfigError
 
     from ..errors import MigrateKitError, NbdError, UsageError
 
+    debug = Debug(debug)
     try:
-        yield
+        yield debug
     except KeyboardInterrupt:
         click.echo("cancelled", err=True)
         sys.exit(CANCELLED)

@@ -50,7 +50,7 @@ from . import _common, _exit
 def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
     """Copy one disk from SOURCE_URI to TARGET_URI (nbd://host:port/export or
     nbd+unix:///export?socket=/path). Full copy unless --changed-extents or --dirty-bitmap."""
-    with _exit.errors_to_exit(params["debug"]):
+    with _exit.errors_to_exit(params["debug"]) as debug:
         from .._states import FULL, INCREMENTAL
         from ..copy import DiskSpec, copy_disk, load_extent_file
         from ..errors import UsageError
@@ -58,6 +58,7 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
 
         config, options = _common.load(params)
         _common.setup(config)
+        debug.on = debug.on or bool(config["DEBUG"])
         if params["changed_extents"] and params["dirty_bitmap"]:
             raise UsageError(
                 "give either --changed-extents or --dirty-bitmap, not both", "--changed-extents"

@@ -28,12 +28,13 @@ from . import _common, _exit
 @_common.tuning_options
 def run_command(plan_path: str, report: str | None, **params: Any) -> None:
     """Run every disk of a plan; exit 0 only when every disk completed."""
-    with _exit.errors_to_exit(params["debug"]):
+    with _exit.errors_to_exit(params["debug"]) as debug:
         from .._job import run_plan
         from .._plan import load_plan
 
         config, options = _common.load(params)
         _common.setup(config)
+        debug.on = debug.on or bool(config["DEBUG"])
         plan = load_plan(plan_path)
         if params["job_id"]:
             plan.job_id = params["job_id"]

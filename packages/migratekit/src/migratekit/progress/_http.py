@@ -87,7 +87,8 @@ class HttpProgressSink:
                     attempts = 0
                 if attempt + 1 >= attempts:
                     self.failed += 1
-                    log.warning(
+                    # An intermediate update is superseded a second later: no log spam.
+                    (log.warning if final else log.debug)(
                         "progress update not delivered",
                         disk_key=update.disk_key,
                         seq=update.seq,
