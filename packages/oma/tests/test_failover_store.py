@@ -8,6 +8,7 @@ from oma.database.models import Workflow, WorkflowStep
 from oma.database.repos import contexts, jobs
 from oma.errors import ConflictError, InvalidStateError, NotFoundError
 from oma.workflows import failover_store as store
+from oma.workflows.cleanup import request_cleanup
 
 PARAMS = {"type": "live", "network_mappings": {"VM Network": "n1"}, "service_offering_id": "s"}
 
@@ -84,6 +85,12 @@ def test_state_rules(any_db: str) -> None:
     job = jobs.create_job(ctx.id)
     with pytest.raises(ConflictError, match=job.id):
         store.start_failover(ctx.id, PARAMS)
+    jobs.stop_job(job.id)
+    cleanup = request_cleanup(ctx.id)  # deletes replicas: never beside a failover
+    with pytest.raises(ConflictError, match="active cleanup"):
+        store.start_failover(ctx.id, PARAMS)
+    assert store.active_workflow(ctx.id).id == cleanup.id
+    Workflow.update(status="done").where(Workflow.id == cleanup.id).execute()
     contexts.set_state(ctx.id, "failed_over_live")
     with pytest.raises(InvalidStateError, match="already failed over"):
         store.start_failover(ctx.id, PARAMS)

@@ -23,6 +23,7 @@ from ..database.db import is_sqlite
 from ..database.models import ContextState, StepStatus, VmContext, Workflow, WorkflowStep
 from ..errors import ConflictError, InvalidStateError, NotFoundError
 from ..services import _queries as q
+from .cleanup import KIND as CLEANUP_KIND
 
 KIND = "failover_live"
 ROLLBACK_KIND = "failover_rollback"
@@ -53,16 +54,25 @@ def _lock_context(context_id: str) -> VmContext:
     return ctx
 
 
-def _active(context_id: str) -> Workflow | None:
+def active_workflow(context_id: str) -> Workflow | None:
+    """The context's pending or running failover, rollback or cleanup workflow, if any.
+
+    A cleanup (which deletes replica volumes) must not run beside a failover or rollback,
+    and no failover starts while one runs.
+    """
     return (
         Workflow.select()
         .where(
             Workflow.context == context_id,
-            Workflow.kind.in_([KIND, ROLLBACK_KIND]),
+            Workflow.kind.in_([KIND, ROLLBACK_KIND, CLEANUP_KIND]),
             Workflow.status.in_(ACTIVE),
         )
         .first()
     )
+
+
+def _describe(wf: Workflow) -> str:
+    return {KIND: "failover", ROLLBACK_KIND: "rollback"}.get(wf.kind, wf.kind)
 
 
 def _insert(kind: str, context_id: str, params: dict[str, Any], names: list[str]) -> Workflow:
@@ -121,11 +131,10 @@ def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow
     """
     with q.write_transaction():
         ctx = _lock_context(context_id)
-        active = _active(context_id)
+        active = active_workflow(context_id)
         if active is not None:
             raise ConflictError(
-                f"VM context {context_id} already has an active "
-                f"{'rollback' if active.kind == ROLLBACK_KIND else 'failover'} ({active.id})",
+                f"VM context {context_id} already has an active {_describe(active)} ({active.id})",
                 field="vm_context_id",
             )
         last = latest_failover(context_id)
@@ -176,10 +185,11 @@ def start_rollback(failover_id: str) -> tuple[Workflow, bool]:
             )
         if fo.status == ROLLED_BACK:
             raise InvalidStateError(f"failover {failover_id} is already rolled back")
-        active = _active(fo.context_id)
+        active = active_workflow(fo.context_id)
         if active is not None:
             raise ConflictError(
-                f"VM context {fo.context_id} already has an active workflow ({active.id})",
+                f"VM context {fo.context_id} already has an active {_describe(active)} "
+                f"({active.id})",
                 field="failover_id",
             )
         old = rollback_of(failover_id)
