@@ -84,3 +84,21 @@ def test_vddk_argv_keeps_the_password_off_the_command_line(tmp_path):
     assert f"password=+{tmp_path / 'pw'}" in argv
     assert "--readonly" in argv and "vm=moref=vm-42" in argv and "snapshot=snapshot-7" in argv
     assert not any("secret" in a for a in argv)
+
+
+def test_prepare_without_vddk_fails_cleanly(tmp_path):
+    """Real nbdkit without the VDDK plugin: a SourceError, no process or password file left."""
+    import pytest
+
+    from vma.errors import SourceError
+    from vma.services import processes
+
+    source = _source(FakeCbt({"*": [(0, 4096)]}))
+    with pytest.raises(SourceError, match="nbdkit-vddk for disk 2000 exited before serving"):
+        source.prepare(VM, "snapshot-1", [DiskRequest("2000")], tmp_path)
+    assert not (tmp_path / "vcenter-password").exists()
+    log = (tmp_path / "nbdkit-2000.log").read_text()
+    assert "secret-pw" not in log
+    assert not any(
+        "vddk" in " ".join(p.args) for p in processes._children.values() if p.poll() is None
+    )

@@ -104,3 +104,18 @@ def wait_tcp(
             raise SourceError(f"{what} exited before serving: {tail.strip()}")
         time.sleep(0.05)
     raise SourceError(f"{what} did not start listening on {host}:{port} within {timeout:.0f}s")
+
+
+def wait_socket(
+    path: Path, pid: int, start: int, log: Path, what: str, timeout: float = 60.0
+) -> None:
+    """Wait until the unix socket ``path`` exists; SourceError if the server died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if not processes.alive(pid, start):
+            tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
+            raise SourceError(f"{what} exited before serving: {tail.strip()}")
+        time.sleep(0.05)
+    raise SourceError(f"{what} did not create {path} within {timeout:.0f}s")

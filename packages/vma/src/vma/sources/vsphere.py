@@ -24,7 +24,7 @@ from migration_common import get_logger
 
 from ..errors import SourceError, VmwareError
 from ..services import processes
-from .base import DiskRequest, PreparedDisk, SourceState, stop_servers
+from .base import DiskRequest, PreparedDisk, SourceState, stop_servers, wait_socket
 
 log = get_logger(__name__)
 
@@ -175,10 +175,10 @@ class VSphereSource:
                     vmdk_path=paths[disk.disk_key] or "",
                     socket_path=sock,
                 )
-                pid, start = processes.spawn(
-                    argv, log_path=work_dir / f"nbdkit-{disk.disk_key}.log", env=self.env
-                )
+                log_path = work_dir / f"nbdkit-{disk.disk_key}.log"
+                pid, start = processes.spawn(argv, log_path=log_path, env=self.env)
                 state.servers.append({"disk_key": disk.disk_key, "pid": pid, "start": start})
+                wait_socket(sock, pid, start, log_path, f"nbdkit-vddk for disk {disk.disk_key}")
                 entry.source = f"nbd+unix:///?socket={sock}"
                 prepared.append(entry)
         except BaseException:
