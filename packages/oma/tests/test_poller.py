@@ -391,3 +391,42 @@ def test_many_jobs_are_written_by_parallel_connections_on_server_databases(any_d
             p.close()
     assert (result.updated, result.errors) == (20, [])
     assert sorted(_job(j).bytes_done for j in ids) == list(range(1, 21))
+
+
+def test_two_workers_never_poll_the_same_job_and_a_dead_ones_jobs_move(any_db, clock):
+    with StubVma() as stub:
+        ids = next(iter(seed_replicating_jobs([("shared", stub.url)], 3, disks_per_job=1).values()))
+        for j in ids:
+            stub.set_progress(
+                j,
+                progress_doc(
+                    j, "running", [{"disk_key": "2000", "bytes_total": 10, "bytes_done": 1}]
+                ),
+            )
+        a = ProgressPoller(
+            timeouts=TIMEOUTS,
+            token_for=lambda _v: stub.token,
+            clock=clock,
+            worker_id="worker-a",
+            lease_seconds=15,
+        )
+        b = ProgressPoller(
+            timeouts=TIMEOUTS,
+            token_for=lambda _v: stub.token,
+            clock=clock,
+            worker_id="worker-b",
+            lease_seconds=15,
+        )
+        try:
+            assert a.tick().jobs == 3
+            assert b.tick().jobs == 0  # all leased to worker-a
+            clock.advance(10)
+            assert a.tick().jobs == 3  # worker-a renews its lease every tick
+            assert b.tick().jobs == 0
+            clock.advance(16)  # worker-a died: its lease runs out
+            assert b.tick().jobs == 3
+            assert {_job(j).claimed_by for j in ids} == {"worker-b"}
+        finally:
+            a.close()
+            b.close()
+        assert stub.requests == 3

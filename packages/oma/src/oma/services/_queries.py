@@ -43,12 +43,37 @@ def append_event(
     )
 
 
-def replicating_jobs() -> list[tuple[ReplicationJob, list[JobDisk]]]:
-    """Every job in ``replicating`` with its VMA row and disk rows (two queries in total)."""
+def claim_replicating(worker_id: str, now: datetime, lease_seconds: float) -> int:
+    """Lease every replicating job that is free, expired or already ours to ``worker_id``.
+
+    One UPDATE: with several workers on PostgreSQL/MariaDB a job is polled by exactly one of
+    them, and a dead worker's jobs are taken over once its lease (a few ticks) has expired.
+    """
+    with write_transaction():
+        return (
+            ReplicationJob.update(
+                claimed_by=worker_id, lease_until=lease_expiry(now, lease_seconds)
+            )
+            .where(
+                ReplicationJob.status == JobStatus.REPLICATING.value,
+                (ReplicationJob.lease_until.is_null())
+                | (ReplicationJob.lease_until < now)
+                | (ReplicationJob.claimed_by == worker_id),
+            )
+            .execute()
+        )
+
+
+def replicating_jobs(worker_id: str | None = None) -> list[tuple[ReplicationJob, list[JobDisk]]]:
+    """Jobs in ``replicating`` (those leased to ``worker_id`` when given) with their VMA row and
+    disk rows (two queries in total)."""
+    where = [ReplicationJob.status == JobStatus.REPLICATING.value]
+    if worker_id is not None:
+        where.append(ReplicationJob.claimed_by == worker_id)
     jobs = list(
         ReplicationJob.select(ReplicationJob, VmaAppliance)
         .join(VmaAppliance, JOIN.LEFT_OUTER)
-        .where(ReplicationJob.status == JobStatus.REPLICATING.value)
+        .where(*where)
         .order_by(ReplicationJob.created_at)
     )
     if not jobs:

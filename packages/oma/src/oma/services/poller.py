@@ -2,6 +2,9 @@
 
 There is no in-memory list of tracked jobs (the seed's fatal flaw): each tick selects every
 job in ``replicating`` from the database, so a restarted worker resumes on its first tick.
+With a ``worker_id`` (as in ``oma worker``) the tick first leases the jobs it polls (one
+UPDATE; lease ``lease_seconds``), so several workers sharing PostgreSQL/MariaDB never poll the
+same job and a dead worker's jobs move to another once its lease expires.
 Jobs are grouped by owning VMA; each VMA gets one batched ``GET /progress?job_ids=…`` request
 per 100 jobs (the id list must fit in one request line), and the VMAs are asked concurrently
 from a thread pool. The answers are then written one transaction per job — by the calling
@@ -96,7 +99,11 @@ class ProgressPoller:
         token_for: Callable[[VmaAppliance], str] = default_token_for,
         max_workers: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        worker_id: str | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
         self.timeouts = timeouts or Timeouts()
         self.vma_timeout = vma_timeout
         self.token_for = token_for
@@ -148,7 +155,9 @@ class ProgressPoller:
         """One poll of every replicating job; never raises for a single job's trouble."""
         result = TickResult()
         with database.connection_context():
-            rows = q.replicating_jobs()
+            if self.worker_id is not None:
+                q.claim_replicating(self.worker_id, self.clock(), self.lease_seconds)
+            rows = q.replicating_jobs(self.worker_id)
             result.jobs = len(rows)
             if not rows:
                 return result

@@ -184,6 +184,8 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         ),
         vma_timeout=config.vma_timeout,
         token_for=lambda row: box.decrypt(row.token_encrypted),
+        worker_id=config.worker_id,
+        lease_seconds=max(3 * config.poll_interval, 15.0),
     )
     return Worker(
         config=config,
