@@ -535,3 +535,23 @@ def test_guest_conversion_setting_is_validated():
         guest_conversion_mode(bad)
     assert err.value.variable == "OMA_GUEST_CONVERSION"
     assert guest_conversion_mode(type("Cfg", (), {"guest_conversion": "virt-v2v"})()) == "virt-v2v"
+
+
+def test_retry_after_a_failed_final_sync_runs_a_new_one(lab):
+    assert _replicate(lab).status == "completed"
+    source = lab.vma.sources.pop((VM_ID, "2001"))  # the VMA fails the final sync
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and wf.error.startswith("final_sync: ")
+    failed_job = _steps(wf_id)["final_sync"].data["failed_jobs"][0]
+    lab.vma.sources[(VM_ID, "2001")] = source
+    with database.connection_context():
+        store.retry_failover(wf_id)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    assert wf.result["final_sync_job_id"] != failed_job
+    steps = _steps(wf_id)
+    assert steps["power_off_source"].attempts == 1  # the source was powered off once
+    assert steps["final_sync"].attempts == 2
+    with database.connection_context():
+        assert VmContext.get_by_id(lab.context_id).state == "failed_over_live"
