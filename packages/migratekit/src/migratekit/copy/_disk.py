@@ -109,8 +109,10 @@ def _connect(uri: NbdUri, options: CopyOptions, **kw: Any) -> NbdClient:
     return NbdClient(uri, timeout=options.timeout, **kw)
 
 
-def _plan(spec: DiskSpec, options: CopyOptions) -> tuple[int, list[ext.Extent], list[ext.Range]]:
-    """Return (source size, extents to process, ranges covered) from the source's maps."""
+def _plan(
+    spec: DiskSpec, options: CopyOptions
+) -> tuple[p.ExportInfo, list[ext.Extent], list[ext.Range]]:
+    """Return (source export info, extents to process, ranges covered) from its maps."""
     contexts = [p.BASE_ALLOCATION]
     if spec.dirty_bitmap:
         contexts.append(p.DIRTY_BITMAP_PREFIX + spec.dirty_bitmap)
@@ -133,7 +135,7 @@ def _plan(spec: DiskSpec, options: CopyOptions) -> tuple[int, list[ext.Extent], 
                         "changed_extents",
                     )
             extents = ext.intersect(ranges, ext.allocation(meta, 0, size)) if ranges else []
-    return size, ext.coalesce(extents, options.coalesce_gap), ranges
+    return meta.info, ext.coalesce(extents, options.coalesce_gap), ranges
 
 
 def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> DiskResult:
@@ -146,7 +148,8 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
     try:
         if options.stop is not None and options.stop.is_set():
             raise CopyStopped("stopped before the copy started", disk_key=spec.disk_key)
-        size, extents, ranges = _plan(spec, options)
+        src_info, extents, ranges = _plan(spec, options)
+        size = src_info.size
         result.virtual_size = size
         total = sum(e[1] for e in extents)
         tracker.set_total(total)
@@ -169,9 +172,6 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                 )
             if target.info.read_only:
                 raise CopyError(f"target {spec.target} is read-only", disk_key=spec.disk_key)
-            source_probe = _connect(spec.source, options)
-            src_info = source_probe.info
-            source_probe.close()
             request_size = _request_size(options.request_size, src_info, target.info)
             workers = options.connections
             if not (src_info.can_multi_conn and target.info.can_multi_conn):
