@@ -88,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         ids = list(seeded.values())
         tokens = {f"token:vma-{i}": s.token for i, s in enumerate(stubs)}
-        poller = ProgressPoller(timeouts=Timeouts(), token_for=lambda v: tokens[v.token_encrypted])
+        poller = ProgressPoller(
+            timeouts=Timeouts(),
+            token_for=lambda v: tokens[v.token_encrypted],
+            worker_id="bench-worker",  # as in `oma worker`: each tick leases its jobs first
+            lease_seconds=15,
+        )
         st.callback(poller.close)
         times = []
         print(

@@ -325,6 +325,17 @@ def write_transaction() -> Any:
     return database.atomic()
 
 
+def relax_durability() -> None:
+    """Inside a transaction that only records progress: on PostgreSQL, commit without waiting
+    for the WAL flush (``SET LOCAL synchronous_commit TO OFF``). A crash may lose the last
+    fraction of a second of progress numbers — the next tick writes them again — but never a
+    status change, change ID or completion (those transactions stay fully durable)."""
+    from peewee import PostgresqlDatabase
+
+    if isinstance(database.obj, PostgresqlDatabase):
+        database.execute_sql("SET LOCAL synchronous_commit TO OFF")
+
+
 def lock_rows(query: Any) -> Any:
     """``query`` with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB (SQLite: unchanged)."""
     if is_sqlite():

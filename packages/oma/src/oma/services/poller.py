@@ -265,6 +265,8 @@ class ProgressPoller:
             result.waiting += 1
             return
         with q.write_transaction():
+            if decision.action is Action.UPDATE:
+                q.relax_durability()
             if decision.progress is not None:
                 written = q.write_progress(
                     job,
