@@ -424,7 +424,7 @@ def oma_services(
     data_dir = base / "oma-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    lo = free_port()
+    lo = min(free_port(), 65000)  # the export manager skips ports that are busy
     env = dict(os.environ)
     env.update(
         {
@@ -433,7 +433,7 @@ def oma_services(
             "OMA_SECRET_KEY": _fernet_key(),
             "OMA_POLL_INTERVAL": str(poll_interval),
             "OMA_NBD_BIND_HOST": "127.0.0.1",
-            "OMA_NBD_PORT_RANGE": f"{lo}-{min(lo + 40, 65000)}",
+            "OMA_NBD_PORT_RANGE": f"{lo}-{lo + 40}",
             "OMA_CLOUDSTACK_POLL_INTERVAL": "0.05",
             "OMA_DEVICE_TIMEOUT": "20",
             "OMA_LOG_LEVEL": "INFO",
