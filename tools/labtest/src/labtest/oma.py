@@ -8,7 +8,15 @@ switch the server off; optionally a replicated job copies real bytes from a sour
 each disk's ``target_uri`` with ``qemu-img convert`` and then reports completion with a
 change ID, so a workflow test gets byte-exact results without a full VMA.
 
-``oma_services`` starts the real ``oma serve`` (gunicorn) and ``oma worker`` processes.
+``oma_services`` starts the real ``oma serve`` (gunicorn) and ``oma worker`` processes on
+a SQLite database (or ``OMA_DATABASE_URL`` in ``extra_env``), with ``kill_worker()`` /
+``restart_worker()`` for crash tests and ``api()`` for JSON calls; ``stop_exports`` stops
+the qemu-nbd exports an OMA left behind.
+
+For in-process tests and the poller benchmark: ``oma_database`` binds the OMA's database
+(a SQLite path or a URL) with the schema applied, ``throwaway_database`` creates and drops
+a database on the local PostgreSQL/MariaDB, and ``seed_replicating_jobs`` bulk-inserts
+VMAs, contexts and replicating jobs.
 """
 
 from __future__ import annotations
