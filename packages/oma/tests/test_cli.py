@@ -111,6 +111,15 @@ def test_errors_are_one_line_with_a_named_exit_code(
         assert lines[1].startswith("hint: ")
 
 
+def _health(url: str) -> dict[str, Any] | None:
+    """The health document, or None while the server does not answer (yet)."""
+    try:
+        r = requests.get(f"{url}/health", timeout=10)
+    except requests.RequestException:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A real `oma serve` (gunicorn) with an admin token; stopped by PID afterwards."""
@@ -126,11 +135,7 @@ def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         proc.wait_port(port)
         url = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: requests.get(f"{url}/health", timeout=2).status_code == 200,
-            what="oma serve health",
-            proc=proc.proc,
-        )
+        wait_until(lambda: _health(url) is not None, what="oma serve health", proc=proc.proc)
         yield {
             "url": url,
             "token": token,
@@ -381,7 +386,7 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
     ).start()
     try:
         wait_until(
-            lambda: requests.get(f"{url}/health", timeout=5).json()["status"] == "ok",
+            lambda: (_health(url) or {}).get("status") == "ok",
             what="worker heartbeat",
             proc=worker.proc,
         )
