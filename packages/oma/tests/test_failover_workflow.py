@@ -448,12 +448,6 @@ def test_validation_names_what_is_wrong(lab):
     assert "service offering no-such-offering does not exist" in wf.error
 
 
-@pytest.mark.xfail(
-    reason="cloudstack_sim refuses to attach a detached ROOT volume to the running OMA as a "
-    "data disk ('already has a root volume'); CloudStack's attachVolumeToVM accepts ROOT or "
-    "DATADISK and checks the root rules only for deviceid 0 — sim change requested",
-    strict=False,
-)
 def test_rollback_of_a_completed_failover(lab, tmp_path):
     assert _replicate(lab).status == "completed"
     wf_id = _start(lab)

@@ -97,8 +97,6 @@ def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
         raise bad_value("Please specify a VM that is either running or stopped.")
     used = {v["deviceid"] for v in d["volumes"].values() if v.get("virtualmachineid") == vm["id"]}
     device = args["deviceid"]
-    if device is None and vol["type"] == "ROOT":
-        device = 0
     if device is None:
         device = next(i for i in range(1, MAX_DEVICE_ID + 2) if i not in used)
         if device > MAX_DEVICE_ID:
@@ -113,10 +111,9 @@ def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
             raise bad_value("Root volume attach is only allowed while the VM is stopped")
     elif device in used:
         raise bad_value(f"deviceId {device} is used by VM {vm['name']}")
-    if vol["type"] == "ROOT" and device != 0:
-        raise bad_value("A ROOT volume can only be attached as deviceId 0")
-    if device == 0:
-        vol["type"] = "ROOT"
+    # Like CloudStack: root-disk rules apply only to deviceid 0; a former ROOT volume attached
+    # elsewhere (e.g. back to the OMA on rollback) becomes a data disk again.
+    vol["type"] = "ROOT" if device == 0 else "DATADISK"
     vol.update(virtualmachineid=vm["id"], deviceid=device, state="Ready", attached=now_text())
     store.create_backing(vol["id"], vol["size"])
     if vm["id"] == d["oma_vm_id"]:
