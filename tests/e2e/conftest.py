@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -235,6 +236,15 @@ class E2eLab:
     def context(self) -> dict[str, Any]:
         """``GET /vm-contexts/{id}``."""
         return self.ok("GET", f"vm-contexts/{self.context_id}")
+
+    def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the OMA's SQLite database (what the API reports from)."""
+        path = self.oma.data_dir / "oma.db"
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return list(conn.execute(sql, params))
+        finally:
+            conn.close()
 
     # -- the VMA (observed, to act at the right moment) ------------------------------------
 

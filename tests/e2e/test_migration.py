@@ -35,6 +35,14 @@ def _full_and_incremental(lab) -> dict[str, dict]:
     assert len(exports) == len(lab.vm["disks"])
     assert lab.qemu_nbd_pids() == exports  # the VMA's source servers stopped with the job
     assert lab.source_snapshots() == []  # the VMA removed its sync snapshot
+    # the database: the job finished and released the VM; the change IDs are stored
+    assert lab.db(
+        "SELECT status, effective_type, active_context_id FROM replication_jobs WHERE id = ?",
+        full_id,
+    ) == [("completed", "full", None)]
+    assert lab.db("SELECT state, active_job_id FROM vm_contexts") == [("ready_for_failover", None)]
+    assert lab.db("SELECT COUNT(*) FROM vm_disks WHERE change_id IS NULL") == [(0,)]
+    assert lab.db("SELECT COUNT(*) FROM nbd_exports WHERE state = 'running'") == [(2,)]
 
     # the guest writes 1 MiB into disk 0 and 512 KiB into disk 1
     lab.write(0, 7 * MiB, MiB, seed=1)
@@ -78,3 +86,16 @@ def test_full_incremental_and_live_failover(lab) -> None:
     assert final[0]["id"] == done["final_sync_job_id"]
     assert final[0]["sync_type"] == "incremental" and final[0]["bytes_done"] == 256 * 1024
     assert done["result"]["final_sync_bytes"] == 256 * 1024
+    # the database after the failover
+    assert lab.db("SELECT status FROM workflows WHERE id = ?", rec["id"]) == [("done",)]
+    steps = lab.db(
+        "SELECT name, status FROM workflow_steps WHERE workflow_id = ? ORDER BY position",
+        rec["id"],
+    )
+    assert [n for n, _ in steps] == [s["name"] for s in done["steps"]]
+    assert {st for _, st in steps} == {"done"}
+    assert lab.db("SELECT state, active_job_id FROM vm_contexts") == [("failed_over_live", None)]
+    assert lab.db("SELECT COUNT(*) FROM replication_jobs WHERE active_context_id IS NOT NULL") == [
+        (0,)
+    ]
+    assert lab.db("SELECT COUNT(*) FROM nbd_exports WHERE state = 'running'") == [(0,)]
