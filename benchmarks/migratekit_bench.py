@@ -41,15 +41,48 @@ def serve(argv: list[str], tmp: Path, name: str, tcp: bool) -> tuple[ManagedProc
     """Start ``nbdkit ARGV`` on a unix socket (or TCP) and return it with its URI."""
     if tcp:
         port = free_port()
-        proc = ManagedProcess(["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(port), *argv],
-                              log_path=tmp / f"{name}.log", name=name).start()
+        proc = ManagedProcess(
+            ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(port), *argv],
+            log_path=tmp / f"{name}.log",
+            name=name,
+        ).start()
         proc.wait_port(port)
         return proc, f"nbd://127.0.0.1:{port}/"
     sock = tmp / f"{name}.sock"
     if sock.exists():
         sock.unlink()
-    proc = ManagedProcess(["nbdkit", "-f", "-U", str(sock), *argv],
-                          log_path=tmp / f"{name}.log", name=name).start()
+    proc = ManagedProcess(
+        ["nbdkit", "-f", "-U", str(sock), *argv], log_path=tmp / f"{name}.log", name=name
+    ).start()
+    proc.wait_path(sock)
+    return proc, f"nbd+unix:///?socket={sock}"
+
+
+def fresh_target(
+    kind: str, size: int, tmp: Path, case: str, tcp: bool
+) -> tuple[ManagedProcess, str]:
+    """A new empty target: nbdkit memory, or qemu-nbd (O_DIRECT, native AIO) on a raw file."""
+    if kind == "memory":
+        return serve(["memory", f"size={size}"], tmp, f"{case}-dst", tcp)
+    image = tmp / f"{case}-dst.raw"
+    if image.exists():
+        image.unlink()
+    with open(image, "wb") as fh:
+        fh.truncate(size)
+    argv = ["qemu-nbd", "-f", "raw", "-x", "", "-t", "-e", "4", "--cache=none", "--aio=native"]
+    if tcp:
+        port = free_port()
+        proc = ManagedProcess(
+            [*argv, "-b", "127.0.0.1", "-p", str(port), str(image)],
+            log_path=tmp / "qemu-nbd.log",
+            name="qemu-nbd",
+        ).start()
+        proc.wait_port(port)
+        return proc, f"nbd://127.0.0.1:{port}/"
+    sock = tmp / f"{case}-dst.sock"
+    proc = ManagedProcess(
+        [*argv, "-k", str(sock), str(image)], log_path=tmp / "qemu-nbd.log", name="qemu-nbd"
+    ).start()
     proc.wait_path(sock)
     return proc, f"nbd+unix:///?socket={sock}"
 
@@ -67,18 +100,15 @@ def timed(argv: list[str]) -> tuple[float, int, str]:
 
 def rss_run(argv: list[str]) -> tuple[float, int, str]:
     """Like :func:`timed` but reaps with ``wait4`` to get the child's own peak RSS."""
-    out_file = tempfile.TemporaryFile()
-    err_file = tempfile.TemporaryFile()
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out_file.seek(0)
-    err_file.seek(0)
-    out, err = out_file.read().decode(), err_file.read().decode()
-    out_file.close()
-    err_file.close()
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err[-2000:]}")
     return elapsed, usage.ru_maxrss, out
@@ -108,6 +138,12 @@ def main() -> int:
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tcp", action="store_true", help="TCP on loopback instead of unix sockets")
+    ap.add_argument(
+        "--target",
+        choices=["memory", "file"],
+        default="memory",
+        help="fresh nbdkit memory disk, or qemu-nbd on a fresh sparse raw file",
+    )
     ap.add_argument("--cases", default="sparse10,sparse50,dense,incr1pct")
     ap.add_argument("--migratekit-args", default="", help="extra arguments for migratekit copy")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
@@ -118,8 +154,18 @@ def main() -> int:
             return 2
     size = int(args.size_gib * GiB)
     size -= size % (1 << 20)
-    mk = [sys.executable, "-m", "migratekit", "copy", "--json", "--progress", "off",
-          "--log-level", "WARNING", *args.migratekit_args.split()]
+    mk = [
+        sys.executable,
+        "-m",
+        "migratekit",
+        "copy",
+        "--json",
+        "--progress",
+        "off",
+        "--log-level",
+        "WARNING",
+        *args.migratekit_args.split(),
+    ]
     sources = {
         "sparse10": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=10"],
         "sparse50": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=50"],
@@ -136,19 +182,26 @@ def main() -> int:
             if incremental:
                 extents = churn(size, 0.01, seed=7)
                 (tmp / "changed.json").write_text(json.dumps(extents))
-                (tmp / "extents.txt").write_text(
-                    "".join(f"{o} {n} 0\n" for o, n in extents))
-                nbdcopy_src_argv = ["-r", "--filter=extentlist", *src_argv[1:],
-                                    f"extentlist={tmp / 'extents.txt'}"]
+                (tmp / "extents.txt").write_text("".join(f"{o} {n} 0\n" for o, n in extents))
+                nbdcopy_src_argv = [
+                    "-r",
+                    "--filter=extentlist",
+                    *src_argv[1:],
+                    f"extentlist={tmp / 'extents.txt'}",
+                ]
             src, src_uri = serve(src_argv, tmp, f"{case}-src", args.tcp)
             nsrc, nsrc_uri = serve(nbdcopy_src_argv, tmp, f"{case}-nsrc", args.tcp)
-            row: dict = {"case": case, "nbdcopy": [], "migratekit": [], "mk_copy": [],
-                         "rss_kib": []}
+            row: dict = {
+                "case": case,
+                "nbdcopy": [],
+                "migratekit": [],
+                "mk_copy": [],
+                "rss_kib": [],
+            }
             try:
                 for _ in range(args.runs):
                     for tool in ("nbdcopy", "migratekit"):
-                        tgt, tgt_uri = serve(["memory", f"size={size}"], tmp, f"{case}-dst",
-                                             args.tcp)
+                        tgt, tgt_uri = fresh_target(args.target, size, tmp, case, args.tcp)
                         try:
                             if tool == "nbdcopy":
                                 argv = ["nbdcopy", "--flush", nsrc_uri, tgt_uri]
@@ -159,8 +212,7 @@ def main() -> int:
                             else:
                                 argv = [*mk, src_uri, tgt_uri]
                                 if incremental:
-                                    argv[-2:-2] = ["--changed-extents",
-                                                   str(tmp / "changed.json")]
+                                    argv[-2:-2] = ["--changed-extents", str(tmp / "changed.json")]
                                 secs, rss, out = rss_run(argv)
                                 doc = json.loads(out)
                                 row["migratekit"].append(secs)
@@ -175,13 +227,18 @@ def main() -> int:
             if incremental:
                 row["changed"] = sum(n for _, n in extents)
             results.append(row)
+    target_name = "nbdkit memory" if args.target == "memory" else "qemu-nbd raw file"
     full_mk = {r["case"]: statistics.median(r["migratekit"]) for r in results}
     gib = size / GiB
-    print(f"\nmigratekit vs nbdcopy — {gib:g} GiB virtual, {args.runs} runs, "
-          f"{'TCP' if args.tcp else 'unix sockets'}, target nbdkit memory "
-          f"(medians; process wall time)")
-    header = (f"{'case':<10} {'nbdcopy s':>10} {'GiB/s':>7} {'migratekit s':>13} {'GiB/s':>7} "
-              f"{'ratio':>6} {'mk copy s':>10} {'mk RSS MiB':>11}  notes")
+    print(
+        f"\nmigratekit vs nbdcopy — {gib:g} GiB virtual, {args.runs} runs, "
+        f"{'TCP' if args.tcp else 'unix sockets'}, target {target_name} "
+        f"(medians; process wall time)"
+    )
+    header = (
+        f"{'case':<10} {'nbdcopy s':>10} {'GiB/s':>7} {'migratekit s':>13} {'GiB/s':>7} "
+        f"{'ratio':>6} {'mk copy s':>10} {'mk RSS MiB':>11}  notes"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -192,11 +249,17 @@ def main() -> int:
             notes = f"moved/changed={r['moved'] / r['changed']:.2f}"
             if ref:
                 notes += f", time vs full sparse50={m / ref:.2f}"
-        r.update(nbdcopy_median=n, migratekit_median=m, ratio=n / m,
-                 peak_rss_mib=max(r["rss_kib"]) / 1024)
-        print(f"{r['case']:<10} {n:>10.3f} {gib / n:>7.2f} {m:>13.3f} {gib / m:>7.2f} "
-              f"{n / m:>6.2f} {statistics.median(r['mk_copy']):>10.3f} "
-              f"{r['peak_rss_mib']:>11.1f}  {notes}")
+        r.update(
+            nbdcopy_median=n,
+            migratekit_median=m,
+            ratio=n / m,
+            peak_rss_mib=max(r["rss_kib"]) / 1024,
+        )
+        print(
+            f"{r['case']:<10} {n:>10.3f} {gib / n:>7.2f} {m:>13.3f} {gib / m:>7.2f} "
+            f"{n / m:>6.2f} {statistics.median(r['mk_copy']):>10.3f} "
+            f"{r['peak_rss_mib']:>11.1f}  {notes}"
+        )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0
