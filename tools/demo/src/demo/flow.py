@@ -209,6 +209,7 @@ class Migration:
 
     def _follow_failover(self, failover_id: str, timeout: float = 600.0) -> dict[str, Any]:
         seen: dict[str, str] = {}
+        followed: set[str] = set()
         deadline = time.monotonic() + timeout
         while True:
             rec = self.api.get(f"failovers/{failover_id}")
@@ -226,6 +227,11 @@ class Migration:
                     self.say("failover", f"  step {name}: {status}{extra}{err}")
             if rec.get("status") in FAILOVER_TERMINAL:
                 return rec
+            job_id = rec.get("final_sync_job_id")
+            if job_id and job_id not in followed and seen.get("final_sync") == "running":
+                followed.add(job_id)  # show the final sync like the other syncs
+                progress.follow(self.api, job_id, "final sync", tty=self.tty)
+                continue
             if time.monotonic() > deadline:
                 raise DemoError(
                     f"live failover {failover_id} still {rec.get('status')} after {timeout:.0f} s"

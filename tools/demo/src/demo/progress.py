@@ -24,12 +24,20 @@ def _size(n: float) -> str:
     return f"{n:.1f}TiB"
 
 
+def rate(p: dict[str, Any]) -> float:
+    """Bytes/s of a job or disk progress (a job's is the sum of its disks' when not set)."""
+    value = float(p.get("throughput_bps") or 0)
+    if not value and p.get("disks"):
+        value = sum(float(d.get("throughput_bps") or 0) for d in p["disks"])
+    return value
+
+
 def plain_line(p: dict[str, Any]) -> str:
     """One ``key=value`` line of a job's progress."""
     return (
         f"job={p['job_id'][:8]} status={p.get('job_status')} phase={p.get('phase')} "
         f"percent={float(p.get('percent') or 0):.1f} done={_size(p.get('bytes_done') or 0)} "
-        f"total={_size(p.get('bytes_total') or 0)} rate={_size(p.get('throughput_bps') or 0)}/s"
+        f"total={_size(p.get('bytes_total') or 0)} rate={_size(rate(p))}/s"
     )
 
 
@@ -44,6 +52,10 @@ def follow(
         except ImportError:
             pass
     return _follow_plain(api, job_id, interval)
+
+
+def _speed(bps: float) -> str:
+    return f"{_size(bps)}/s" if bps else ""
 
 
 def _follow_plain(api: OmaApi, job_id: str, interval: float) -> dict[str, Any]:
@@ -67,36 +79,40 @@ def _follow_rich(api: OmaApi, job_id: str, title: str, interval: float) -> dict[
         DownloadColumn,
         Progress,
         TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
     )
 
     columns = (
-        TextColumn("{task.description:<22}"),
-        BarColumn(bar_width=36),
+        TextColumn("{task.description:<13}"),
+        BarColumn(bar_width=16),
         TextColumn("{task.percentage:>5.1f}%"),
         DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]:>11}"),
         TextColumn("{task.fields[state]}"),
     )
     with Progress(*columns, transient=False, refresh_per_second=8) as bars:
-        job_task = bars.add_task(title, total=None, state="pending")
+        job_task = bars.add_task(title, total=None, state="pending", rate="")
         disk_tasks: dict[str, Any] = {}
         while True:
             p = api.get(f"progress/{job_id}")
-            state = f"{p.get('job_status')} / {p.get('phase') or '-'}"
+            state = str(p.get("job_status"))
             total = p.get("bytes_total") or None
-            bars.update(job_task, total=total, completed=p.get("bytes_done") or 0, state=state)
+            bars.update(
+                job_task,
+                total=total,
+                completed=p.get("bytes_done") or 0,
+                state=state,
+                rate=_speed(rate(p)),
+            )
             for d in p.get("disks") or []:
                 key = d["disk_key"]
                 if key not in disk_tasks:
-                    disk_tasks[key] = bars.add_task(f"  disk {key}", total=None, state="")
+                    disk_tasks[key] = bars.add_task(f" disk {key}", total=None, state="", rate="")
                 bars.update(
                     disk_tasks[key],
                     total=d.get("bytes_total") or None,
                     completed=d.get("bytes_done") or 0,
-                    state=f"{d.get('status')} / {d.get('phase') or '-'}",
+                    state=str(d.get("phase") or d.get("status")),
+                    rate=_speed(rate(d)),
                 )
             if p.get("job_status") in TERMINAL:
                 if p.get("job_status") == "completed":
