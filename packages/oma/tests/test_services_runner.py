@@ -59,3 +59,21 @@ def test_a_job_whose_workflow_ended_without_finishing_it_is_failed(any_db):
     assert (row.status, row.error_class) == ("failed", "internal")
     assert VmContext.get_by_id(ctx.id).active_job_id is None
     assert runner.sweep_orphaned_jobs() == 0
+
+
+def test_leases_of_dead_workers_on_this_host_are_released(any_db):
+    from oma.services._queries import release_dead_local_leases
+
+    ctx = VmContext.create(vcenter="vc", vm_id=str(uuid.uuid4()), name="vm")
+    job = jobs_repo.create_job(ctx.id)
+    runner = _runner("host-a-111")
+    runner.create_workflows()
+    assert runner.engine.claim(["replication"]) is not None
+    ReplicationJob.update(
+        status="replicating", claimed_by="host-a-222", lease_until=ReplicationJob.created_at
+    ).where(ReplicationJob.id == job.id).execute()
+    alive = {111: False, 222: True}
+    assert release_dead_local_leases("host-a", alive=alive.__getitem__) == ["host-a-111"]
+    assert Workflow.get(Workflow.job == job.id).lease_until is None
+    assert ReplicationJob.get_by_id(job.id).lease_until is not None  # 222 still alive
+    assert release_dead_local_leases("host-b", alive=lambda _pid: False) == []

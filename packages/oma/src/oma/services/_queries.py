@@ -325,6 +325,44 @@ def write_transaction() -> Any:
     return database.atomic()
 
 
+def release_dead_local_leases(hostname: str, *, alive: Any = None) -> list[str]:
+    """Expire leases held by workers of this host (``<hostname>-<pid>``) whose PID is gone.
+
+    A worker restarted under its default id (a new PID) then resumes the dead one's work at
+    once instead of waiting for the lease to run out. A PID that exists (maybe reused by an
+    unrelated process) is left alone: the lease still expires normally.
+    """
+    import os
+    import re
+
+    from ..database.models import Workflow
+
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    check = alive or _alive
+    pattern = re.compile(rf"^{re.escape(hostname)}-(\d+)$")
+    holders = {
+        r.claimed_by
+        for model in (Workflow, ReplicationJob)
+        for r in model.select(model.claimed_by)
+        .where(model.claimed_by.is_null(False), model.lease_until.is_null(False))
+        .distinct()
+    }
+    dead = [h for h in holders if (m := pattern.match(h)) and not check(int(m.group(1)))]
+    if dead:
+        with write_transaction():
+            for model in (Workflow, ReplicationJob):
+                model.update(lease_until=None).where(model.claimed_by.in_(dead)).execute()
+    return dead
+
+
 def relax_durability() -> None:
     """Inside a transaction that only records progress: on PostgreSQL, commit without waiting
     for the WAL flush (``SET LOCAL synchronous_commit TO OFF``). A crash may lose the last

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..workflows.cleanup import CleanupWorkflow
 from ..workflows.engine import WorkflowEngine
 from ..workflows.failover_runner import build_failover_runner
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
+from ._queries import release_dead_local_leases
 from .classify import Timeouts
 from .exports import reconcile_exports
 from .poller import ProgressPoller
@@ -219,8 +221,11 @@ def run_worker(config: Any) -> None:
     worker = build_worker(config)
     with database.connection_context():
         released = worker.engine.release_own()
+        dead = release_dead_local_leases(socket.gethostname())
     if released:
         log.info("took back workflows leased under this worker id", count=released)
+    if dead:
+        log.info("released the leases of dead workers on this host", workers=dead)
     worker.reconcile()
     worker.heartbeat()
 
