@@ -462,9 +462,25 @@ def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
         )
         lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm, link=link)
         yield lab
-    # after every service stopped: nothing the test started may still serve its files
-    leftover = lab.qemu_nbd_pids()
-    assert not leftover, f"orphan qemu-nbd processes after the test: {sorted(leftover)}"
+    # after every service stopped: no process of this test is left (qemu-nbd, migratekit, …)
+    leftover = processes_of(tmp)
+    assert not leftover, f"processes left after the test: {leftover}"
+
+
+def processes_of(tmp: Path) -> dict[int, str]:
+    """Processes (pid → argv) whose command line or environment names a path under ``tmp``."""
+    needle = str(tmp).encode()
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes()
+            if needle in argv or needle in (proc / "environ").read_bytes():
+                found[int(proc.name)] = argv.replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
 
 
 @pytest.fixture
