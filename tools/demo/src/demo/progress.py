@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from .api import OmaApi
+from .api import DemoError, OmaApi
 
 TERMINAL = {"completed", "failed", "stopped"}
 
@@ -42,23 +42,38 @@ def plain_line(p: dict[str, Any]) -> str:
 
 
 def follow(
-    api: OmaApi, job_id: str, title: str, *, tty: bool | None = None, interval: float = 0.25
+    api: OmaApi,
+    job_id: str,
+    title: str,
+    *,
+    tty: bool | None = None,
+    interval: float = 0.25,
+    timeout: float = 900.0,
 ) -> dict[str, Any]:
-    """Show the job's progress until it is terminal; return the final job document."""
+    """Show the job's progress until it is terminal; return the final job document.
+
+    Raises :class:`DemoError` when the job is still not finished after ``timeout`` seconds.
+    """
     live = sys.stdout.isatty() if tty is None else tty
+    deadline = time.monotonic() + timeout
     if live:
         try:
-            return _follow_rich(api, job_id, title, interval)
+            return _follow_rich(api, job_id, title, interval, deadline)
         except ImportError:
             pass
-    return _follow_plain(api, job_id, interval)
+    return _follow_plain(api, job_id, interval, deadline)
+
+
+def _check_deadline(p: dict[str, Any], deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise DemoError(f"job {p['job_id']} is still {p.get('job_status')} (timed out)")
 
 
 def _speed(bps: float) -> str:
     return f"{_size(bps)}/s" if bps else ""
 
 
-def _follow_plain(api: OmaApi, job_id: str, interval: float) -> dict[str, Any]:
+def _follow_plain(api: OmaApi, job_id: str, interval: float, deadline: float) -> dict[str, Any]:
     last_key: tuple[Any, ...] | None = None
     last_print = 0.0
     while True:
@@ -70,10 +85,13 @@ def _follow_plain(api: OmaApi, job_id: str, interval: float) -> dict[str, Any]:
             last_key, last_print = key, now
         if p.get("job_status") in TERMINAL:
             return api.get(f"replications/{job_id}")
+        _check_deadline(p, deadline)
         time.sleep(interval)
 
 
-def _follow_rich(api: OmaApi, job_id: str, title: str, interval: float) -> dict[str, Any]:
+def _follow_rich(
+    api: OmaApi, job_id: str, title: str, interval: float, deadline: float
+) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -125,4 +143,5 @@ def _follow_rich(api: OmaApi, job_id: str, title: str, interval: float) -> dict[
                                 completed=max(task.completed, 1),
                             )
                 return api.get(f"replications/{job_id}")
+            _check_deadline(p, deadline)
             time.sleep(interval)
