@@ -154,6 +154,12 @@ class CopyEngine:
                     if self._stopping():
                         return
                     attempts += 1
+                    target_lost = side.target
+                    if not target_lost and tgt is not None:
+                        # Only the source failed: make what the target acknowledged durable
+                        # on this connection before it is replaced (without multi-conn a
+                        # flush on a new connection need not cover the old one's writes).
+                        target_lost = not self._settle(tgt, writes, completed)
                     in_flight = sorted([*reads.values(), *writes.values(), *pending])
                     if in_flight:
                         last_offset = in_flight[0][0]
@@ -162,7 +168,7 @@ class CopyEngine:
                             c.abort()
                     src = tgt = None
                     redo = in_flight
-                    if side.target:
+                    if target_lost:
                         again = split([(o, n, z) for o, n, z, _ in completed], self.request_size)
                         redo = sorted([(o, n, z, True) for o, n, z in again] + redo)
                         completed.clear()
@@ -208,6 +214,19 @@ class CopyEngine:
             for c in (src, tgt):
                 if c is not None:
                     c.close()
+
+    def _settle(self, tgt: NbdClient, writes: dict[int, Chunk], completed: list[Chunk]) -> bool:
+        """Collect the target's outstanding replies and flush; False if the target failed."""
+        try:
+            while writes:
+                self._reap(tgt, writes, completed)
+            tgt.flush()
+        except _Side:
+            return False
+        except NbdConnectionError:
+            return False
+        completed.clear()  # durable now: a later target failure need not resend these
+        return True
 
     def _connect(self, factory: Callable[[], NbdClient], target: bool) -> NbdClient:
         try:
