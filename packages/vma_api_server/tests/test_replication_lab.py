@@ -302,3 +302,22 @@ def test_concurrency_limit_queues_jobs(lab, tmp_path):
         assert batch["not_found"] == ["nope"]
         assert vma.wait_job(ids[0])["status"] == "completed"
         assert vma.wait_job(ids[1])["status"] == "completed"
+
+
+def test_fixture_cleans_up_after_a_crashed_server(lab, tmp_path):
+    from vma.services import processes
+
+    base, vc = lab
+    vm = _vm(lab, "lab-crash", [8 * MiB], seed=6)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw, rate="2M") as uri:
+        with vma_server(tmp_path / "s", vcenter=vc, lab_dir=base / "images") as vma:
+            job_id = str(uuid.uuid4())
+            vma.post("replicate", _body(job_id, vm, {key: uri}))
+            job = _wait_copying(vma, job_id)
+            servers = _job_row(vma, job_id)["servers"]
+            vma.process.kill(signal.SIGKILL)  # the API dies; migratekit and qemu-nbd live on
+            assert processes.alive(job["pid"], None)
+        assert not processes.alive(job["pid"], None)
+        assert not [s for s in servers if processes.alive(s["pid"], s["start"])]

@@ -4,6 +4,7 @@
 vCenter (normally a :func:`labtest.vcsim.vcsim`) and a lab directory, waits until
 ``GET /api/v1/health`` answers, and stops it by PID when the block exits (after asking it to
 stop any job still active, so no migratekit or qemu-nbd outlives the test).
+If the server died, the processes its active jobs started are stopped by their recorded PIDs.
 ``VmaInfo.restart()`` stops and starts the server on the same port and data directory — the
 jobs' migratekit processes keep running in their own process groups meanwhile.
 """
@@ -206,3 +207,27 @@ def vma_server(
                 info.stop_active_jobs()
         finally:
             info.stop()
+            _stop_leftover_processes(data_dir)
+
+
+def _stop_leftover_processes(data_dir: Path) -> None:
+    """Stop (by recorded PID and start time) what jobs still active in the database started.
+
+    Only needed when the server could not stop them itself (it crashed or was killed).
+    """
+    import sqlite3
+
+    from vma.services import processes
+
+    db_path = data_dir / "vma.db"
+    if not db_path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        rows = db.execute(
+            "SELECT supervisor_pid, supervisor_start, source_state FROM job "
+            "WHERE status IN ('queued', 'running')"
+        ).fetchall()
+    for pid, start, state in rows:
+        processes.stop(pid, start, grace=2.0)
+        for server in json.loads(state or "{}").get("servers", []):
+            processes.stop(server.get("pid"), server.get("start"), grace=2.0)
