@@ -107,3 +107,34 @@ def test_stop_job(vma, client):
     client.replicate("j2", "vm", [{"disk_key": "1", "target_uri": "nbd://h:1/x"}])
     assert client.stop_job("j2")["status"] == "stopped"
     assert vma.stop_calls == ["j2"]
+
+
+def test_power_cycle_and_cbt(vma, client):
+    assert client.power_state("vm-1") == "poweredOn"
+    off = client.power_off("vm-1", graceful=True, timeout_s=30)
+    assert (off["power_state"], off["method"]) == ("poweredOff", "graceful")
+    assert client.power_state("vm-1") == "poweredOff"
+    assert client.power_off("vm-1")["method"] == "already_off"
+    assert client.power_on("vm-1")["power_state"] == "poweredOn"
+    assert client.cbt("vm-1")["cbt_enabled"] is False
+    assert client.enable_cbt("vm-1")["cbt_enabled"] is True
+    assert vma.cbt == {"vm-1": True}
+
+
+def test_discover_sends_credentials_in_the_body_only(vma, client):
+    vma.vms = [{"id": "vm-1", "name": "web-1", "disks": []}]
+    vms = client.discover("vc.lab:443", "administrator", "s3cret-pass", insecure=True)
+    assert vms == vma.vms
+    assert vma.discover_calls == [
+        {
+            "vcenter": "vc.lab:443",
+            "username": "administrator",
+            "password": "s3cret-pass",
+            "insecure": True,
+        }
+    ]
+
+
+def test_health_needs_no_token(vma):
+    with VmaClient(vma.url, "not-the-token", retries=0) as c:
+        assert c.health() == {"status": "ok"}

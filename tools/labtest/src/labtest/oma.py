@@ -107,6 +107,12 @@ class StubVma:
     stop_calls: list[str] = field(default_factory=list)
     requests: int = 0
     port: int = 0
+    #: answered by POST /discover (the request body is recorded in ``discover_calls``)
+    vms: list[dict[str, Any]] = field(default_factory=list)
+    discover_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: vm_id -> power state (default poweredOn) and CBT flag, for /vms/{id}/power|cbt
+    power: dict[str, str] = field(default_factory=dict)
+    cbt: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -296,6 +302,37 @@ class _Handler(BaseHTTPRequestHandler):
             return {}
         return data if isinstance(data, dict) else {}
 
+    def _vm_route(self, method: str, path: str, body: dict[str, Any] | None = None) -> bool:
+        """``vms/{id}/power``, ``power-off``, ``power-on``, ``cbt``, ``cbt/enable``."""
+        parts = path.split("/")
+        if len(parts) < 3 or parts[0] != "vms":
+            return False
+        vm_id, action = parts[1], "/".join(parts[2:])
+        vma = self.vma
+        with vma._lock:
+            if (method, action) == ("GET", "power"):
+                answer = {"vm_id": vm_id, "power_state": vma.power.get(vm_id, "poweredOn")}
+            elif (method, action) == ("POST", "power-off"):
+                was = vma.power.get(vm_id, "poweredOn")
+                vma.power[vm_id] = "poweredOff"
+                graceful = (body or {}).get("graceful", True)
+                method_used = (
+                    "already_off" if was == "poweredOff" else ("graceful" if graceful else "forced")
+                )
+                answer = {"vm_id": vm_id, "power_state": "poweredOff", "method": method_used}
+            elif (method, action) == ("POST", "power-on"):
+                vma.power[vm_id] = "poweredOn"
+                answer = {"vm_id": vm_id, "power_state": "poweredOn"}
+            elif (method, action) == ("GET", "cbt"):
+                answer = {"vm_id": vm_id, "cbt_enabled": vma.cbt.get(vm_id, False)}
+            elif (method, action) == ("POST", "cbt/enable"):
+                vma.cbt[vm_id] = True
+                answer = {"vm_id": vm_id, "cbt_enabled": True}
+            else:
+                return False
+        self._send(200, answer)
+        return True
+
     def do_GET(self) -> None:
         """health, progress (single and batched), jobs."""
         parts = urlsplit(self.path)
@@ -306,6 +343,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok"})
             return
         if not self._authorized():
+            return
+        if self._vm_route("GET", path):
             return
         if path == "progress":
             ids = [i for i in parse_qs(parts.query).get("job_ids", [""])[0].split(",") if i]
@@ -347,6 +386,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if path == "replicate":
             self._send(*self.vma._replicate(body))
+            return
+        if path == "discover":
+            with self.vma._lock:
+                self.vma.discover_calls.append(body)
+            self._send(200, {"vms": self.vma.vms})
+            return
+        if self._vm_route("POST", path, body):
             return
         if path.startswith("jobs/") and path.endswith("/stop"):
             job_id = path.removeprefix("jobs/").removesuffix("/stop")
