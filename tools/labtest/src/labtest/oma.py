@@ -2,7 +2,9 @@
 
 ``StubVma`` is a real HTTP server (``ThreadingHTTPServer`` on a free loopback port) that speaks
 the VMA's API as far as the OMA uses it: bearer auth, ``POST /replicate``, ``GET /jobs/{id}``,
-``POST /jobs/{id}/stop``, ``GET /progress/{id}`` and the batched ``GET /progress?job_ids=``.
+``POST /jobs/{id}/stop``, ``GET /progress/{id}``, the batched ``GET /progress?job_ids=``,
+``POST /discover`` (answers ``vms``), ``/vms/{id}/power|power-off|power-on`` and
+``/vms/{id}/cbt|cbt/enable``.
 Tests set each job's progress document (``set_progress``), forget jobs (→ ``not_found``) or
 switch the server off; optionally a replicated job copies real bytes from a source image to
 each disk's ``target_uri`` with ``qemu-img convert`` and then reports completion with a
