@@ -81,22 +81,19 @@ class _Answer:
     refused: str | None = None  # reason, when it answered with an error
 
 
-def default_token_for(vma: VmaAppliance) -> str:
-    """Decrypt a VMA's stored API token."""
-    from ..secrets import decrypt
-
-    return decrypt(vma.token_encrypted)
-
-
 class ProgressPoller:
-    """Polls every replicating job's VMA and writes the answers (one instance per worker)."""
+    """Polls every replicating job's VMA and writes the answers (one instance per worker).
+
+    ``token_for(appliance)`` returns a VMA's API token in clear (the worker decrypts the
+    stored one with its SecretBox).
+    """
 
     def __init__(
         self,
         *,
         timeouts: Timeouts | None = None,
         vma_timeout: float = 30.0,
-        token_for: Callable[[VmaAppliance], str] = default_token_for,
+        token_for: Callable[[VmaAppliance], str],
         max_workers: int = 16,
         clock: Callable[[], datetime] = utcnow,
         worker_id: str | None = None,
