@@ -79,3 +79,19 @@ def test_load_extent_file_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps([[0, 1]]))
     assert ext.load_extent_file(good) == [(0, 1)]
+
+
+def test_extent_list_merges_and_stays_compact() -> None:
+    el = ext.ExtentList()
+    for i in range(100_000):
+        el.append(i * 8192, 4096, zero=False)
+        el.append(i * 8192 + 4096, 4096, zero=True)
+    el.append(100_000 * 8192, 4096, zero=True)  # continues the last zero run: merged
+    assert len(el) == 200_000
+    assert el[-1] == (100_000 * 8192 - 4096, 8192, True)
+    assert el[0] == (0, 4096, False)
+    assert el._a.itemsize * len(el._a) == 16 * len(el)
+    assert ext.ExtentList([(0, 1, False), (1, 1, False), (2, 1, True)]) == [
+        (0, 2, False),
+        (2, 1, True),
+    ]

@@ -111,7 +111,7 @@ def _connect(uri: NbdUri, options: CopyOptions, **kw: Any) -> NbdClient:
 
 def _plan(
     spec: DiskSpec, options: CopyOptions
-) -> tuple[p.ExportInfo, list[ext.Extent], list[ext.Range]]:
+) -> tuple[p.ExportInfo, ext.ExtentList, list[ext.Range]]:
     """Return (source export info, extents to process, ranges covered) from its maps."""
     contexts = [p.BASE_ALLOCATION]
     if spec.dirty_bitmap:
@@ -122,7 +122,7 @@ def _plan(
             extents = ext.allocation(meta, 0, size)
             ranges = [(0, size)]
             if spec.target_is_zero:
-                extents = [e for e in extents if not e[2]]
+                extents = ext.ExtentList(e for e in extents if not e[2])
         else:
             if spec.dirty_bitmap:
                 ranges = ext.dirty_ranges(meta, spec.dirty_bitmap, size)
@@ -134,7 +134,9 @@ def _plan(
                         f"changed extent {list(beyond[0])} ends beyond the source size {size}",
                         "changed_extents",
                     )
-            extents = ext.intersect(ranges, ext.allocation(meta, 0, size)) if ranges else []
+            extents = (
+                ext.intersect(ranges, ext.allocation(meta, 0, size)) if ranges else ext.ExtentList()
+            )
     return meta.info, ext.coalesce(extents, options.coalesce_gap), ranges
 
 
