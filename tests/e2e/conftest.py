@@ -338,6 +338,26 @@ class E2eLab:
                 pids.add(int(proc.name))
         return pids
 
+    def settled(self, exports: set[int]) -> None:
+        """The VMA cleaned up after its job: only ``exports`` serve the test's files, no snapshot.
+
+        The VMA stops its source servers and removes the sync snapshot once migratekit has
+        exited, which may be a moment after the OMA saw every disk complete: wait up to 30 s.
+        """
+        wait_until(
+            lambda: self.qemu_nbd_pids() == exports,
+            timeout=30,
+            interval=0.2,
+            what=f"only the exports {sorted(exports)} to run qemu-nbd "
+            f"(now {sorted(self.qemu_nbd_pids())})",
+        )
+        wait_until(
+            lambda: self.source_snapshots() == [],
+            timeout=30,
+            interval=0.2,
+            what="no snapshot left on the source VM",
+        )
+
     def oma_export_pids(self) -> set[int]:
         """PIDs of the replica exports the OMA records as running."""
         from oma.nbd import ExportManager
@@ -386,7 +406,7 @@ class E2eLab:
         ctx = self.context()
         assert ctx["state"] == "failed_over_live", ctx
         assert self.power_state() == "poweredOff"
-        assert self.source_snapshots() == []
+        self.settled(set())  # no source server and no snapshot left either
 
         volumes = self.volumes()
         vm_ids = {v.get("virtualmachineid") for v in volumes.values()}
@@ -415,7 +435,6 @@ class E2eLab:
         assert nic_macs and {n.get("macaddress") for n in target["nic"]} == nic_macs  # keep_macs
         self.assert_replicas_equal()
         assert self.oma_export_pids() == set()  # exports of the replicas were stopped
-        assert self.qemu_nbd_pids() == set()  # and no source server is left either
 
 
 def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> dict[str, Any]:

@@ -31,8 +31,7 @@ def _assert_clean_replication(lab, job: dict) -> None:
     assert len(exports) == len(volumes)
     # the only qemu-nbd processes left serving the test's files are the replica exports: the
     # VMA's source servers of this job (and of any killed attempt) are gone
-    assert lab.qemu_nbd_pids() == exports
-    assert lab.source_snapshots() == []
+    lab.settled(exports)
     ctx = lab.context()
     assert ctx["state"] == "ready_for_failover" and ctx["active_job_id"] is None, ctx
 

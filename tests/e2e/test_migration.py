@@ -33,8 +33,7 @@ def _full_and_incremental(lab) -> dict[str, dict]:
     assert {v["virtualmachineid"] for v in volumes.values()} == {lab.sim.oma_vm_id}
     exports = lab.oma_export_pids()
     assert len(exports) == len(lab.vm["disks"])
-    assert lab.qemu_nbd_pids() == exports  # the VMA's source servers stopped with the job
-    assert lab.source_snapshots() == []  # the VMA removed its sync snapshot
+    lab.settled(exports)  # the VMA stopped its source servers and removed its snapshot
     # the database: the job finished and released the VM; the change IDs are stored
     assert lab.db(
         "SELECT status, effective_type, active_context_id FROM replication_jobs WHERE id = ?",
@@ -57,10 +56,13 @@ def _full_and_incremental(lab) -> dict[str, dict]:
     ctx2 = lab.context()
     old = {d["disk_key"]: d["change_id"] for d in ctx["disks"]}
     assert all(d["change_id"] and d["change_id"] != old[d["disk_key"]] for d in ctx2["disks"])
-    assert lab.volumes() == volumes or {k: v["id"] for k, v in lab.volumes().items()} == {
-        k: v["id"] for k, v in volumes.items()
+    # the same volumes, still attached to the OMA only, still exported
+    assert {k: (v["id"], v["virtualmachineid"]) for k, v in lab.volumes().items()} == {
+        k: (v["id"], lab.sim.oma_vm_id) for k, v in volumes.items()
     }
-    assert lab.source_snapshots() == []
+    exports = lab.oma_export_pids()
+    assert len(exports) == len(volumes)
+    lab.settled(exports)
     return {"full": full, "incremental": incr}
 
 
