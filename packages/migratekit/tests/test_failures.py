@@ -90,6 +90,7 @@ def test_source_killed_mid_copy_gives_a_clear_error(tmp_path: Path, sockdir: Pat
     assert proc.returncode == 1
     last = [line for line in err.splitlines() if line.startswith("error: ")][-1]
     assert "disk 2000" in last and "gave up after 2 reconnects" in last
+    assert re.search(r"copying at offset \d+: ", last)
     assert str(sock) in last
     assert '"status": "failed"' in out
     assert re.search(r"phase=copy status=failed", err)

@@ -194,7 +194,8 @@ class CopyEngine:
                                 self._alive -= 1
                                 return
                         raise CopyError(
-                            f"gave up after {self.options.retries} reconnects: {side.exc}",
+                            f"gave up after {self.options.retries} reconnects, copying at offset "
+                            f"{last_offset}: {side.exc}",
                             disk_key=self.disk_key,
                             offset=last_offset,
                         ) from side.exc
