@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from urllib.parse import quote
 from typing import TYPE_CHECKING
 
 from .._log import get_logger
@@ -38,7 +39,7 @@ class HttpProgressSink:
     ) -> None:
         from migration_common import HttpClient
 
-        self.path = f"/api/v1/progress/{job_id}/update"
+        self.path = f"/api/v1/progress/{quote(job_id, safe='')}/update"
         self.client = HttpClient(base_url, token=token, timeout=timeout, retries=0)
         self.final_attempts = final_attempts
         self.backoff = backoff
