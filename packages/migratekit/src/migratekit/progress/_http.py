@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
-from urllib.parse import quote
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .._log import get_logger
 from .._states import TERMINAL
