@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from labtest.procs import wait_until
+
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
 
@@ -101,3 +103,43 @@ def test_full_incremental_and_live_failover(lab) -> None:
         (0,)
     ]
     assert lab.db("SELECT COUNT(*) FROM nbd_exports WHERE state = 'running'") == [(0,)]
+
+
+def test_rollback_after_live_failover_then_replicate_again(lab) -> None:
+    _full_and_incremental(lab)
+    rec = lab.start_failover()
+    done = lab.wait_failover(rec["id"])
+    assert done["status"] == "completed", done
+    target_vm_id = done["result"]["target_vm_id"]
+
+    lab.ok("POST", f"failovers/{rec['id']}/rollback", {}, 202)
+    wait_until(
+        lambda: lab.ok("GET", f"failovers/{rec['id']}")["status"] in ("rolled_back", "failed"),
+        timeout=120,
+        interval=0.2,
+        what="the rollback",
+    )
+    rolled = lab.ok("GET", f"failovers/{rec['id']}")
+    assert rolled["status"] == "rolled_back", rolled
+    assert {s["status"] for s in rolled["rollback"]["steps"]} <= {"completed", "done", "skipped"}
+    # the target VM ran on the replicas, so they diverged: the VM starts over with a full sync
+    ctx = lab.context()
+    assert ctx["state"] == "discovered" and all(d["change_id"] is None for d in ctx["disks"])
+    assert lab.power_state() == "poweredOn"  # the source runs again
+    volumes = lab.volumes()
+    assert {v["virtualmachineid"] for v in volumes.values()} == {lab.sim.oma_vm_id}
+    from oma.cloudstack import CloudStackClient
+
+    cs = CloudStackClient(lab.sim.endpoint, lab.sim.api_key, lab.sim.secret_key, poll_interval=0.05)
+    try:
+        assert target_vm_id not in {v["id"] for v in cs.list_vms()}  # destroyed
+    finally:
+        cs.close()
+    exports = lab.oma_export_pids()
+    assert len(exports) == len(volumes)
+
+    again = lab.wait_job(lab.replicate("auto"))
+    assert again["status"] == "completed" and again["sync_type"] == "full", again
+    lab.assert_replicas_equal()
+    lab.settled(lab.oma_export_pids())
+    assert lab.context()["state"] == "ready_for_failover"
