@@ -80,7 +80,8 @@ class HttpProgressSink:
             if newer is not None and newer.seq > update.seq and not final:
                 return  # superseded while we were busy
             try:
-                self.client.post(self.path, json=update.to_dict())
+                # send(): any 2xx counts, whatever the body (JSON or not)
+                self.client.send("POST", self.path, json=update.to_dict())
                 self.sent += 1
                 return
             except HttpError as exc:
