@@ -23,7 +23,11 @@ Parser = Callable[[str], Any]
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration variable: ``name`` without prefix, parser, default and meaning."""
+    """One configuration variable: ``name`` without prefix, parser, default and meaning.
+
+    ``default`` is used as given, already in its parsed type (a tuple for a port range, a float
+    for seconds): ``parse`` only converts text coming from the environment or the TOML file.
+    """
 
     name: str
     doc: str
