@@ -144,3 +144,34 @@ def test_sigterm_stops_the_job_and_reports_stopped(tmp_path: Path, sockdir: Path
     doc = json.loads(report.read_text())
     assert doc["disks"][0]["status"] == "stopped"
     assert "disk 2000: stopped" in out
+
+
+def test_server_block_size_limits_are_respected(tmp_path: Path, sockdir: Path) -> None:
+    """Both ends refuse requests over 64 KiB or not 4 KiB-aligned: the copy still works."""
+    size = 6 * MiB + 8192
+    src = tmp_path / "src.raw"
+    src.write_bytes(random.Random(4).randbytes(size))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x01" * size)
+    policy = ["--filter=blocksize-policy"]
+    limits = [
+        "blocksize-minimum=4096",
+        "blocksize-preferred=65536",
+        "blocksize-maximum=65536",
+        "blocksize-error-policy=error",
+    ]
+    s = nbdkit([*policy, "file", f"file={src}", *limits], sockdir / "s.sock", tmp_path / "s.log")
+    t = nbdkit([*policy, "file", f"file={dst}", *limits], sockdir / "t.sock", tmp_path / "t.log")
+    try:
+        out = copy_json(
+            f"nbd+unix:///?socket={sockdir / 's.sock'}",
+            f"nbd+unix:///?socket={sockdir / 't.sock'}",
+            "--request-size",
+            "4M",
+            "--verify",
+        )
+    finally:
+        s.stop()
+        t.stop()
+    assert out["status"] == "completed" and out["digest"] == sha256_file(src)
+    assert sha256_file(dst) == sha256_file(src)
