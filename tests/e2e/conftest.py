@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import random
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -273,7 +274,7 @@ class E2eLab:
     def write(self, disk_index: int, offset: int, length: int, seed: int) -> int:
         """The guest writes ``length`` random bytes into one source disk."""
         key = str(self.vm["disks"][disk_index]["key"])
-        data = __import__("random").Random(seed).randbytes(length)
+        data = random.Random(seed).randbytes(length)
         return write_lab_disk(self.images, self.vm["id"], key, offset, data)
 
     def volumes(self) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ failover (whose final sync moves the last writes), byte verification.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class Migration:
         """Write new data into every source disk (random blocks and a zeroed range)."""
         from labtest.labvm import write_lab_disk
 
-        rng = __import__("random").Random(seed)
+        rng = random.Random(seed)
         total = 0
         for disk in self.lab.vm["disks"]:
             key, size = str(disk["key"]), int(disk["capacity_bytes"])
