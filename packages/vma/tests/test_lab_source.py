@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labtest.labvm import create_lab_disk, write_lab_disk
-from labtest.procs import ManagedProcess, free_port
+from labtest.procs import ManagedProcess, free_port, wait_until
 from vma.errors import SourceError
 from vma.services import processes
 from vma.sources import bitmaps
@@ -105,6 +105,15 @@ def test_inconsistent_bitmap_is_removed_and_full_copy_chosen(lab):
         name="qemu-nbd-rw",
     ).start()
     writer.wait_port(port)
+
+    def _marked_in_use() -> bool:  # qemu-nbd listens before it opens the image
+        out = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", str(image)], capture_output=True, text=True
+        ).stdout
+        found = json.loads(out or "{}").get("format-specific", {}).get("data", {})
+        return any("in-use" in b.get("flags", []) for b in found.get("bitmaps", []))
+
+    wait_until(_marked_in_use, 30, what="qemu-nbd to open the image")
     writer.kill(signal.SIGKILL)
     writer.stop()
     assert not bitmaps.list_bitmaps(image)[0].consistent

@@ -163,3 +163,64 @@ def test_new_job_waits_for_a_finishing_job_of_the_same_vm(runner, tmp_path):
             runner._check_vm_idle("vm-j-busy")
     finally:
         processes.stop(pid, start, grace=1)
+
+
+class _SlowVcenter:
+    """Stand-in for VSphereClient whose snapshot blocks until released (runner unit test)."""
+
+    def __init__(self, gate, removed):
+        self.gate, self.removed = gate, removed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def get_vm(self, vm_id):
+        return {"id": vm_id, "disks": [{"key": "2000"}]}
+
+    def sweep_snapshots(self, vm_id, prefix, keep=None):
+        return []
+
+    def create_snapshot(self, vm_id, name, description=""):
+        assert self.gate.wait(30)
+        return "snapshot-1"
+
+    def remove_snapshot(self, vm_id, snapshot_id):
+        self.removed.append(snapshot_id)
+
+
+def test_stop_while_starting_cancels_and_cleans_up(tmp_path):
+    import threading
+
+    from vma.services.runner import DiskSpec, ReplicateSpec
+
+    gate, removed = threading.Event(), []
+
+    class Provider(VcenterProvider):
+        def client(self, creds=None):
+            return _SlowVcenter(gate, removed)
+
+    init_db(tmp_path / "vma.db")
+    config = RunnerConfig(data_dir=tmp_path, progress_url="http://127.0.0.1:9", env=os.environ)
+    runner = JobRunner(config, Provider(tmp_path))
+    spec = ReplicateSpec("j-slow", "vm-1", (DiskSpec("2000", "nbd://127.0.0.1:1/x"),))
+    with database.connection_context():
+        runner.submit(spec)
+        runner.tick()  # claims the job and starts it in a thread (blocked in the snapshot)
+        assert Job.get_by_id("j-slow").status == "running"
+        runner.tick()  # a tick while it starts must not fail it
+        assert Job.get_by_id("j-slow").status == "running"
+        result = {}
+        stopper = threading.Thread(target=lambda: result.setdefault("job", runner.stop("j-slow")))
+        stopper.start()
+        time.sleep(0.2)
+        assert stopper.is_alive()  # waits for the start thread
+        gate.set()
+        stopper.join(30)
+        job = Job.get_by_id("j-slow")
+        assert (job.status, job.error) == ("stopped", None)
+        assert removed == ["snapshot-1"]
+        (disk,) = job_progress(job).disks
+        assert disk.status is Status.STOPPED

@@ -51,6 +51,7 @@ from .vcenter import VcenterProvider
 log = get_logger(__name__)
 
 SNAPSHOT_PREFIX = "ossea-migrate-"
+STOPPED_WHILE_STARTING = "stopped while starting"
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class JobRunner:
         self.vcenter = vcenter
         self.lab = LabSource(config.lab_dir, env=config.env) if config.lab_dir else None
         self._lock = threading.RLock()
+        self._starting: dict[str, threading.Thread] = {}  # job id -> thread starting it
+        self._cancelled: set[str] = set()  # stop() arrived while the job was starting
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -193,22 +196,35 @@ class JobRunner:
         return bool(disks) and all(disk_progress(d, job).status is Status.COMPLETED for d in disks)
 
     def stop(self, job_id: str) -> Job:
-        """Stop a job: SIGTERM its process group, SIGKILL after the grace period, clean up."""
-        with self._lock:
-            job = get_job(job_id)
-            if Status(job.status).is_terminal:
-                return job
-            if job.status == "running":
-                processes.stop(
-                    job.supervisor_pid, job.supervisor_start, grace=self.config.stop_grace
-                )
-                self._mark_disks(job, Status.STOPPED, None)
-                self._cleanup(job, success=False)
-            job.status = Status.STOPPED.value
-            job.finished_at = now_text()
-            job.save()
-            log.info("job stopped", job_id=job_id)
+        """Stop a job: SIGTERM its process group, SIGKILL after the grace period, clean up.
+
+        A job that is still starting (snapshot, disk servers) is told to give up, and the stop
+        completes once its start thread has returned.
+        """
+        while True:
+            with self._lock:
+                starter = self._starting.get(job_id)
+                if starter is None:
+                    return self._stop_now(job_id)
+                self._cancelled.add(job_id)
+            starter.join(0.5)
+
+    def _stop_now(self, job_id: str) -> Job:
+        job = get_job(job_id)
+        self._cancelled.discard(job_id)
+        if Status(job.status).is_terminal and not (
+            job.status == Status.FAILED.value and job.error == STOPPED_WHILE_STARTING
+        ):
             return job
+        if job.status == "running":
+            processes.stop(job.supervisor_pid, job.supervisor_start, grace=self.config.stop_grace)
+            self._mark_disks(job, Status.STOPPED, None)
+            self._cleanup(job, success=False)
+        job.status, job.error = Status.STOPPED.value, None
+        job.finished_at = now_text()
+        job.save()
+        log.info("job stopped", job_id=job_id)
+        return job
 
     # -- background supervision ----------------------------------------------------------
 
@@ -226,6 +242,8 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for starter in list(self._starting.values()):
+            starter.join(timeout)
 
     def wake(self) -> None:
         """Make the supervision thread tick now."""
@@ -284,10 +302,15 @@ class JobRunner:
                 log.warning("job's process is gone", job_id=job.job_id, pid=job.pid)
 
     def tick(self) -> None:
-        """Finish jobs whose process ended, then start queued jobs while slots are free."""
+        """Finish jobs whose process ended, then start queued jobs while slots are free.
+
+        Starting (snapshot, disk servers, migratekit) runs in one thread per job, outside the
+        runner lock, so a slow vCenter snapshot never delays other jobs or a stop request.
+        """
         with self._lock:
             for job in Job.select().where(Job.status == "running"):
-                self._check(job)
+                if job.job_id not in self._starting:
+                    self._check(job)
             running = Job.select().where(Job.status == "running").count()
             free = self.config.max_concurrent_jobs - running
             if free <= 0:
@@ -296,7 +319,27 @@ class JobRunner:
                 Job.select().where(Job.status == "queued").order_by(Job.created_at).limit(free)
             )
             for job in queued:
-                self._start(job)
+                job.status, job.started_at = Status.RUNNING.value, now_text()
+                job.save()
+                thread = threading.Thread(
+                    target=self._start_thread,
+                    args=(job.job_id,),
+                    name=f"start-{job.job_id}",
+                    daemon=True,
+                )
+                self._starting[job.job_id] = thread
+                thread.start()
+
+    def _start_thread(self, job_id: str) -> None:
+        try:
+            with database.connection_context():
+                self._start(Job.get_by_id(job_id))
+        except Exception:
+            log.exception("job start crashed", job_id=job_id)
+        finally:
+            with self._lock:
+                self._starting.pop(job_id, None)
+            self.wake()
 
     # -- starting ------------------------------------------------------------------------
 
@@ -304,8 +347,6 @@ class JobRunner:
         request = job.request_data()
         work = self.job_dir(job.job_id)
         work.mkdir(parents=True, exist_ok=True)
-        job.status, job.started_at = Status.RUNNING.value, now_text()
-        job.save()
         log.info("job starting", job_id=job.job_id, vm_id=job.vm_id)
         state: SourceState | None = None
         try:
@@ -323,6 +364,7 @@ class JobRunner:
                     f"OSSEA-Migrate replication job {job.job_id}",
                 )
                 job.save()
+                self._raise_if_cancelled(job.job_id)
                 source = self._source_for(job.vm_id, vc)
                 job.source_kind = source.kind
                 prepared, state = source.prepare(vm, job.snapshot_id, disks, work)
@@ -337,6 +379,7 @@ class JobRunner:
                 JobDisk.update(change_id=p.change_id).where(
                     (JobDisk.job == job) & (JobDisk.disk_key == p.disk_key)
                 ).execute()
+            self._raise_if_cancelled(job.job_id)
             self._spawn(job, request, prepared, work)
         except Exception as exc:
             error = str(exc) if isinstance(exc, VmaError) else f"{type(exc).__name__}: {exc}"
@@ -344,10 +387,18 @@ class JobRunner:
             if state is not None and not job.source_state:
                 job.source_state = json.dumps(state.to_dict())
             processes.stop(job.supervisor_pid, job.supervisor_start, grace=2.0)
-            self._mark_disks(job, Status.FAILED, error)
+            if error == STOPPED_WHILE_STARTING:
+                self._mark_disks(job, Status.STOPPED, None)
+            else:
+                self._mark_disks(job, Status.FAILED, error)
             self._cleanup(job, success=False)
             job.status, job.error, job.finished_at = Status.FAILED.value, error, now_text()
             job.save()
+
+    def _raise_if_cancelled(self, job_id: str) -> None:
+        with self._lock:
+            if job_id in self._cancelled:
+                raise JobError(STOPPED_WHILE_STARTING)
 
     def _source_for(self, vm_id: str, vc: Any) -> Any:
         if self.lab is not None and self.lab.has_vm(vm_id):
