@@ -2,18 +2,21 @@
 
 Lifecycle of a job (all state in the database, so a restarted VMA picks up where it was):
 
-``queued`` → (a slot is free; at most ``max_concurrent_jobs`` run) → snapshot taken (our
-leftover snapshots swept first: at most one of ours per VM) → source prepared (one disk server
-per disk) → plan written → ``migratekit run`` started under :mod:`vma.services.supervise` in its
-own process group, with the progress token in its environment → ``running`` → when the process
-ends: exit 0 → ``completed`` (the source commits its new change tracking state), otherwise
-``failed`` with "migratekit exited with code N" / "migratekit killed by signal S (SIG…)".
-Every exit path stops the disk servers and removes the snapshot. ``stop()`` sends SIGTERM to the
-job's process group, SIGKILL after the grace period, cleans up and marks the job ``stopped``.
+``queued`` → (a slot is free; at most ``max_concurrent_jobs`` run) → ``running`` (claimed) →
+snapshot taken (our leftover snapshots swept first: at most one of ours per VM) → source
+prepared (one disk server per disk) → plan written → ``migratekit run`` started under
+:mod:`vma.services.supervise` in its own process group, with the progress token in its
+environment → when the process ends: exit 0 → ``completed`` (the source commits its new change
+tracking state), otherwise ``failed`` with "migratekit exited with code N" / "migratekit killed
+by signal S (SIG…)". Every exit path stops the disk servers and removes the snapshot.
+``stop()`` sends SIGTERM to the job's process group, SIGKILL after the grace period, cleans up
+and marks the job ``stopped``.
 
-One background thread ticks every ``poll_interval`` seconds (and at once when woken). A single
-lock serialises job state changes of this process; the API server therefore runs one gunicorn
-worker (with threads) — see the vma-api-server README.
+One background thread ticks every ``poll_interval`` seconds (and at once when woken); each job
+is started in a thread of its own. One lock serialises the job state changes of this process
+(ticks and stops; a start thread only touches its own job), and an flock on the data directory
+makes one process the supervisor — the API server runs one gunicorn worker (with threads), see
+the vma-api-server README.
 """
 
 from __future__ import annotations
