@@ -206,3 +206,15 @@ def test_oversized_body_is_json_413(client, auth):
     )
     assert res.status_code == 413
     assert res.get_json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_list_jobs_filters_and_limits(client, auth):
+    _make_job("l1", status="queued")
+    _make_job("l2", status="running")
+    jobs = client.get("/api/v1/jobs?status=queued", headers=auth).get_json()["jobs"]
+    assert [j["job_id"] for j in jobs] == ["l1"]
+    assert len(client.get("/api/v1/jobs?limit=1", headers=auth).get_json()["jobs"]) == 1
+    res = client.get("/api/v1/jobs?limit=0", headers=auth)
+    assert res.status_code == 400 and res.get_json()["error"]["field"] == "limit"
+    res = client.get("/api/v1/jobs?status=sleeping", headers=auth)
+    assert res.status_code == 400 and res.get_json()["error"]["field"] == "status"

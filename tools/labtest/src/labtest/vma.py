@@ -114,11 +114,11 @@ class VmaInfo:
 
     def stop_active_jobs(self) -> None:
         """Ask the server to stop every queued or running job."""
-        status, body = self.request("GET", "jobs")
-        if status != 200:
-            return
-        for job in body["jobs"]:
-            if job["status"] in ("queued", "running"):
+        for state in ("queued", "running"):
+            status, body = self.request("GET", f"jobs?status={state}&limit=1000")
+            if status != 200:
+                return
+            for job in body["jobs"]:
                 self.request("POST", f"jobs/{job['job_id']}/stop", {})
 
 

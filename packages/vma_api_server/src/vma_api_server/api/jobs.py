@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
 
+from migration_common import Status
 from vma.services.progress import get_job, job_document
 from vma.services.store import Job
 
+from ..errors import ApiError
 from ..schemas import EmptyIn, ReplicateIn, json_body
 from ._services import services
 
@@ -25,8 +27,16 @@ def replicate() -> tuple[dict[str, Any], int]:
 
 @bp.get("/jobs")
 def list_jobs() -> dict[str, Any]:
-    """Every job, newest first (without progress)."""
-    rows = Job.select().order_by(Job.created_at.desc())
+    """Jobs, newest first, without progress: ``?status=running&limit=100`` (limit ≤ 1000)."""
+    raw_limit = request.args.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise ApiError("invalid_field", "limit must be an integer from 1 to 1000", 400, "limit")
+    query = Job.select().order_by(Job.created_at.desc()).limit(int(raw_limit))
+    status = request.args.get("status")
+    if status is not None:
+        if status not in {s.value for s in Status}:
+            raise ApiError("invalid_field", f"unknown status {status!r}", 400, "status")
+        query = query.where(Job.status == status)
     return {
         "jobs": [
             {
@@ -38,7 +48,7 @@ def list_jobs() -> dict[str, Any]:
                 "created_at": j.created_at,
                 "finished_at": j.finished_at,
             }
-            for j in rows
+            for j in query
         ]
     }
 
