@@ -109,7 +109,19 @@ def document() -> dict[str, Any]:
                 },
             )
         },
-        "/api/v1/jobs": {"get": _op("All jobs")},
+        "/api/v1/jobs": {
+            "get": {
+                **_op("Jobs, newest first"),
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+            }
+        },
         "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
         "/api/v1/jobs/{job_id}/stop": {"post": _op("Stop a job", ok=job, params=["job_id"])},
         "/api/v1/progress/{job_id}/update": {
