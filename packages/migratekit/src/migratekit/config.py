@@ -76,4 +76,4 @@ SETTINGS = (
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load and validate every setting (raises ConfigError naming the variable)."""
     clean = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return load_settings(PREFIX, SETTINGS, overrides=clean)
+    return dict(load_settings(PREFIX, SETTINGS, overrides=clean))

@@ -41,21 +41,21 @@ def errors_to_exit(debug: bool = False) -> Iterator[Debug]:
 
     from ..errors import MigrateKitError, NbdError, UsageError
 
-    debug = Debug(debug)
+    flag = Debug(debug)
     try:
-        yield debug
+        yield flag
     except KeyboardInterrupt:
         click.echo("cancelled", err=True)
         sys.exit(CANCELLED)
     except (UsageError, ConfigError) as exc:
-        if debug:
+        if flag:
             raise
         fail(str(exc), "check the arguments and the plan (see migratekit --help)", USAGE)
     except NbdError as exc:
-        if debug:
+        if flag:
             raise
         fail(str(exc), "is the NBD server running and the export name right?", COPY_FAILED)
     except MigrateKitError as exc:
-        if debug:
+        if flag:
             raise
         fail(str(exc), None, COPY_FAILED)

@@ -119,7 +119,7 @@ def parse_extent_list(data: Any, field: str = "changed_extents") -> list[Range]:
         for name, value in (("offset", offset), ("length", length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise UsageError(f"{name} must be a non-negative integer, got {value!r}", where)
-        out.append((offset, length))
+        out.append((int(offset), int(length)))  # type: ignore[arg-type]
     return out
 
 

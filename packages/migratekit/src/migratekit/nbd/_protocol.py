@@ -169,7 +169,7 @@ def parse_greeting(data: bytes) -> int:
     (opt_magic,) = struct.unpack(">Q", data[8:16])
     if opt_magic != IHAVEOPT:
         raise NbdProtocolError("server speaks oldstyle NBD; newstyle is required")
-    (flags,) = struct.unpack(">H", data[16:18])
+    flags = int.from_bytes(data[16:18], "big")
     if not flags & FLAG_FIXED_NEWSTYLE:
         raise NbdProtocolError("server does not support fixed newstyle negotiation")
     return flags
