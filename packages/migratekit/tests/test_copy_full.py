@@ -86,3 +86,17 @@ def test_target_larger_than_source_keeps_its_tail(tmp_path: Path, raw_export) ->
     assert out["status"] == "completed"
     assert sha256_file(dst, 8 * MiB) == sha256_file(src)
     assert dst.read_bytes()[8 * MiB :] == b"\x42" * (4 * MiB)
+
+
+def test_single_client_servers_work_with_verify(tmp_path: Path) -> None:
+    """qemu-nbd serving one client at a time (-e 1, no multi-conn): one connection per step."""
+    src = make_sparse_random(tmp_path / "src.raw", 8 * MiB, seed=21)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x55" * (8 * MiB))
+    with (
+        labnbd.qemu_nbd(src, fmt="raw", readonly=True, connections=1) as s,
+        labnbd.qemu_nbd(dst, fmt="raw", connections=1) as t,
+    ):
+        out = copy_json(s.uri, t.uri, "--verify", "--connections", "4")
+    assert out["connections"] == 1 and out["status"] == "completed"
+    assert sha256_file(dst) == sha256_file(src)
