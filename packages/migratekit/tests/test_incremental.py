@@ -99,3 +99,43 @@ def test_skipping_the_zeroed_block_would_have_been_wrong(tmp_path: Path, base_co
     new = raw_of(image, tmp_path / "v2.raw").read_bytes()
     old = dst.read_bytes()
     assert old[2 * MiB : 2 * MiB + 65536] != new[2 * MiB : 2 * MiB + 65536] == bytes(65536)
+
+
+def test_no_changes_completes_with_nothing_moved(tmp_path: Path, raw_export) -> None:
+    src = tmp_path / "src.raw"
+    src.write_bytes(b"\x01" * MiB)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x02" * MiB)
+    empty = tmp_path / "none.json"
+    empty.write_text("[]")
+    out = copy_json(
+        raw_export(src, readonly=True).uri,
+        raw_export(dst).uri,
+        "--changed-extents",
+        str(empty),
+        "--change-id",
+        "g9",
+    )
+    assert out["status"] == "completed" and out["change_id"] == "g9"
+    assert out["bytes_total"] == out["bytes_written"] == out["bytes_zeroed"] == 0
+    assert dst.read_bytes() == b"\x02" * MiB
+
+
+def test_changed_extent_beyond_the_disk_is_refused(tmp_path: Path, raw_export) -> None:
+    from .conftest import run_mk
+
+    src = tmp_path / "src.raw"
+    src.write_bytes(b"\x01" * MiB)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([[MiB - 512, 4096]]))
+    res = run_mk(
+        "copy",
+        "--progress",
+        "off",
+        "--changed-extents",
+        str(bad),
+        raw_export(src, readonly=True).uri,
+        raw_export(src).uri,
+    )
+    assert res.returncode == 1
+    assert "ends beyond the source size 1048576" in res.stderr
