@@ -128,6 +128,8 @@ def test_changed_extent_beyond_the_disk_is_refused(tmp_path: Path, raw_export) -
     src.write_bytes(b"\x01" * MiB)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([[MiB - 512, 4096]]))
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(bytes(MiB))
     res = run_mk(
         "copy",
         "--progress",
@@ -135,7 +137,7 @@ def test_changed_extent_beyond_the_disk_is_refused(tmp_path: Path, raw_export) -
         "--changed-extents",
         str(bad),
         raw_export(src, readonly=True).uri,
-        raw_export(src).uri,
+        raw_export(dst).uri,
     )
     assert res.returncode == 1
     assert "ends beyond the source size 1048576" in res.stderr
