@@ -11,14 +11,19 @@ id, ``max_instances=1`` and ``coalesce=True``:
 
 All state lives in the database, so the process may be killed at any moment: a new worker
 resumes polling on its first tick, takes over expired workflow leases (at once for its own
-``OMA_WORKER_ID``) and restarts or cleans up exports. SIGTERM/SIGINT shut the scheduler down.
+``OMA_WORKER_ID``) and restarts or cleans up exports. SIGTERM/SIGINT shut the scheduler down
+(from a helper thread: see :func:`run_until_signal`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +45,9 @@ from .poller import ProgressPoller
 from .runner import WorkflowRunner
 
 log = get_logger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""Signals that stop ``oma worker`` cleanly."""
 
 
 class _ClientCache:
@@ -211,14 +219,35 @@ class _RunnerBusyFilter(logging.Filter):
 
 
 def run_worker(config: Any) -> None:
-    """Run ``oma worker`` until SIGTERM/SIGINT (see the module docstring)."""
-    from apscheduler.events import EVENT_JOB_ERROR
+    """Run ``oma worker`` until SIGTERM/SIGINT (see the module docstring).
+
+    The stop signals are caught from the start, before the first heartbeat: a SIGTERM while
+    the worker is still starting makes it stop cleanly as soon as the scheduler runs.
+    """
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     setup_logging(config.log_level, json_lines=config.log_format == "json")
     logging.getLogger("apscheduler.scheduler").addFilter(_RunnerBusyFilter())
-    worker = build_worker(config)
+    scheduler = BlockingScheduler(
+        executors={"default": ThreadPoolExecutor(4)},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        timezone="UTC",
+    )
+    with stop_on_signal(scheduler):
+        worker = build_worker(config)
+        try:
+            _start(worker, scheduler)
+        finally:
+            worker.close()
+            log.info("worker stopped", worker_id=config.worker_id)
+
+
+def _start(worker: Worker, scheduler: Any) -> None:
+    """Take back leases, reconcile exports, beat once, then run the scheduled jobs."""
+    from apscheduler.events import EVENT_JOB_ERROR
+
+    config = worker.config
     with database.connection_context():
         released = worker.engine.release_own()
         dead = release_dead_local_leases(socket.gethostname())
@@ -228,12 +257,6 @@ def run_worker(config: Any) -> None:
         log.info("released the leases of dead workers on this host", workers=dead)
     worker.reconcile()
     worker.heartbeat()
-
-    scheduler = BlockingScheduler(
-        executors={"default": ThreadPoolExecutor(4)},
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
-        timezone="UTC",
-    )
 
     def on_error(event: Any) -> None:
         log.error(
@@ -245,45 +268,73 @@ def run_worker(config: Any) -> None:
 
     scheduler.add_listener(on_error, EVENT_JOB_ERROR)
     now = utcnow()
-    scheduler.add_job(
-        worker.heartbeat,
-        "interval",
-        seconds=config.poll_interval,
-        id="heartbeat",
-        replace_existing=True,
-        next_run_time=now,
-    )
-    scheduler.add_job(
-        worker.poll,
-        "interval",
-        seconds=config.poll_interval,
-        id="progress-poller",
-        replace_existing=True,
-        next_run_time=now,
-    )
-    scheduler.add_job(
-        worker.run_workflows,
-        "interval",
-        seconds=min(1.0, config.poll_interval),
-        id="workflow-runner",
-        replace_existing=True,
-        next_run_time=now,
-    )
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("worker stopping", signal=signal.Signals(signum).name)
-        scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for func, job_id, seconds in (
+        (worker.heartbeat, "heartbeat", config.poll_interval),
+        (worker.poll, "progress-poller", config.poll_interval),
+        (worker.run_workflows, "workflow-runner", min(1.0, config.poll_interval)),
+    ):
+        scheduler.add_job(
+            func, "interval", seconds=seconds, id=job_id, replace_existing=True, next_run_time=now
+        )
     log.info(
         "worker started",
         worker_id=config.worker_id,
         poll_interval=config.poll_interval,
         database=database.obj.__class__.__name__,
     )
+    scheduler.start()
+
+
+@contextmanager
+def stop_on_signal(scheduler: Any, signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """While the block runs, ``signals`` shut ``scheduler`` (a ``BlockingScheduler``) down.
+
+    The signal handler only writes the signal number to a pipe: it runs on the main thread
+    between two bytecodes, possibly inside the thread pool's ``submit()`` holding the pool's
+    non-reentrant shutdown lock, so calling ``scheduler.shutdown()`` (or taking any other
+    lock) there could deadlock. A helper thread reads the pipe and shuts the scheduler down
+    (waiting for it to start when the signal came earlier); ``start()`` then returns. The
+    previous handlers are restored when the block ends.
+    """
+    from apscheduler.schedulers import SchedulerNotRunningError
+
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    ended = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        try:
+            os.write(write_fd, bytes([signum]))
+        except OSError:  # pipe full (a signal storm): one byte is enough
+            pass
+
+    def stopper() -> None:
+        data = os.read(read_fd, 1)
+        if not data:  # write end closed: the block ended by itself
+            return
+        log.info("worker stopping", signal=signal.Signals(data[0]).name)
+        while not ended.is_set():
+            try:
+                scheduler.shutdown(wait=False)
+                return
+            except SchedulerNotRunningError:  # not started yet: stop once it is
+                ended.wait(0.05)
+
+    thread = threading.Thread(target=stopper, name="oma-worker-stop", daemon=True)
+    thread.start()
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
     try:
-        scheduler.start()
+        yield
     finally:
-        worker.close()
-        log.info("worker stopped", worker_id=config.worker_id)
+        ended.set()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        os.close(write_fd)
+        thread.join()
+        os.close(read_fd)
+
+
+def run_until_signal(scheduler: Any, signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    """Start ``scheduler`` (a ``BlockingScheduler``) on this thread until one of ``signals``."""
+    with stop_on_signal(scheduler, signals):
+        scheduler.start()
