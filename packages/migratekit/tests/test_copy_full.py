@@ -8,7 +8,7 @@ import pytest
 
 from labtest import nbd as labnbd
 
-from .conftest import MiB, copy_json, make_sparse_random, nbdkit, sha256_file
+from .conftest import MiB, copy_json, make_sparse_random, nbdkit, run_mk, sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +100,22 @@ def test_single_client_servers_work_with_verify(tmp_path: Path) -> None:
         out = copy_json(s.uri, t.uri, "--verify", "--connections", "4")
     assert out["connections"] == 1 and out["status"] == "completed"
     assert sha256_file(dst) == sha256_file(src)
+
+
+def test_source_without_structured_replies_is_copied_as_all_data(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    src = make_sparse_random(tmp_path / "src.raw", 8 * MiB, seed=5)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x33" * (8 * MiB))
+    s = nbdkit(["--no-sr", "file", f"file={src}"], sockdir / "s.sock", tmp_path / "s.log")
+    try:
+        with labnbd.qemu_nbd(dst, fmt="raw") as t:
+            uri = f"nbd+unix:///?socket={sockdir / 's.sock'}"
+            out = copy_json(uri, t.uri)
+            res = run_mk("copy", "--progress", "off", "--dirty-bitmap", "b1", uri, t.uri)
+    finally:
+        s.stop()
+    assert sha256_file(dst) == sha256_file(src)
+    assert out["bytes_written"] == 8 * MiB and out["bytes_zeroed"] == 0
+    assert res.returncode == 1 and "structured replies" in res.stderr

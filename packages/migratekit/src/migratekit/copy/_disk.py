@@ -24,6 +24,7 @@ from ..errors import (
     CopyError,
     CopyStopped,
     MigrateKitError,
+    NbdHandshakeError,
     TargetTooSmallError,
     UsageError,
     VerifyError,
@@ -109,17 +110,44 @@ def _connect(uri: NbdUri, options: CopyOptions, **kw: Any) -> NbdClient:
     return NbdClient(uri, timeout=options.timeout, **kw)
 
 
+def _open_planning(spec: DiskSpec, options: CopyOptions) -> tuple[NbdClient, bool]:
+    """The planning connection, and whether it has the ``base:allocation`` map.
+
+    A server without structured replies or ``base:allocation`` (nbd-server, nbdkit --no-sr)
+    still works for a full or extent-list copy: every byte is then treated as data.
+    """
+    contexts = [p.BASE_ALLOCATION]
+    if spec.dirty_bitmap:
+        contexts.append(p.DIRTY_BITMAP_PREFIX + spec.dirty_bitmap)
+    try:
+        return _connect(spec.source, options, contexts=contexts), True
+    except NbdHandshakeError as exc:
+        if spec.dirty_bitmap:
+            raise
+        client = _connect(spec.source, options)
+        log.warning(
+            "source has no allocation map: every byte is copied as data",
+            disk_key=spec.disk_key,
+            reason=exc.reason,
+        )
+        return client, False
+
+
 def _plan(
     spec: DiskSpec, options: CopyOptions
 ) -> tuple[p.ExportInfo, ext.ExtentList, list[ext.Range]]:
     """Return (source export info, extents to process, ranges covered) from its maps."""
-    contexts = [p.BASE_ALLOCATION]
-    if spec.dirty_bitmap:
-        contexts.append(p.DIRTY_BITMAP_PREFIX + spec.dirty_bitmap)
-    with _connect(spec.source, options, contexts=contexts) as meta:
+    meta, has_map = _open_planning(spec, options)
+    with meta:
         size = meta.info.size
+
+        def allocation() -> ext.ExtentList:
+            if has_map:
+                return ext.allocation(meta, 0, size)
+            return ext.ExtentList([(0, size, False)] if size else [])
+
         if spec.mode == FULL:
-            extents = ext.allocation(meta, 0, size)
+            extents = allocation()
             ranges = [(0, size)]
             if spec.target_is_zero:
                 extents = ext.ExtentList(e for e in extents if not e[2])
@@ -134,9 +162,7 @@ def _plan(
                         f"changed extent {list(beyond[0])} ends beyond the source size {size}",
                         "changed_extents",
                     )
-            extents = (
-                ext.intersect(ranges, ext.allocation(meta, 0, size)) if ranges else ext.ExtentList()
-            )
+            extents = ext.intersect(ranges, allocation()) if ranges else ext.ExtentList()
     return meta.info, ext.coalesce(extents, options.coalesce_gap), ranges
 
 
