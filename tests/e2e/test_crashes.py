@@ -122,3 +122,33 @@ def test_worker_killed_during_failover_completes(throttled_lab) -> None:
     done = lab.wait_failover(rec["id"])
     lab.assert_failed_over(done)
     assert done["result"]["final_sync_bytes"] == changed
+
+
+def test_worker_killed_while_cloudstack_deploys_the_target_completes_without_duplicates(
+    lab,
+) -> None:
+    from labtest.cloudstack import clear_faults, inject_fault
+    from oma.cloudstack import CloudStackClient
+
+    lab.register()
+    assert lab.wait_job(lab.replicate("full"))["status"] == "completed"
+    inject_fault(lab.sim, "deployVirtualMachine", None, once=False, delay=3.0)
+    rec = lab.start_failover()
+    cs = CloudStackClient(lab.sim.endpoint, lab.sim.api_key, lab.sim.secret_key, poll_interval=0.05)
+    try:
+
+        def deploying() -> bool:
+            return any(v["id"] != lab.sim.oma_vm_id for v in cs.list_vms())
+
+        wait_until(deploying, timeout=60, interval=0.05, what="deployVirtualMachine to be called")
+        lab.oma.kill_worker()  # dies while CloudStack's deploy job is still pending
+        steps = {s["name"]: s["status"] for s in lab.ok("GET", f"failovers/{rec['id']}")["steps"]}
+        assert steps["deploy_target"] == "running", steps
+        clear_faults(lab.sim)
+        lab.oma.restart_worker()
+        done = lab.wait_failover(rec["id"])
+        lab.assert_failed_over(done)
+        others = [v for v in cs.list_vms() if v["id"] != lab.sim.oma_vm_id]
+    finally:
+        cs.close()
+    assert [v["id"] for v in others] == [done["result"]["target_vm_id"]]  # adopted, not redeployed
