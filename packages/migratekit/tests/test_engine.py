@@ -175,3 +175,26 @@ def test_server_block_size_limits_are_respected(tmp_path: Path, sockdir: Path) -
         t.stop()
     assert out["status"] == "completed" and out["digest"] == sha256_file(src)
     assert sha256_file(dst) == sha256_file(src)
+
+
+def test_target_without_write_zeroes_gets_zero_data(
+    tmp_path: Path, sockdir: Path, raw_export
+) -> None:
+    from .conftest import make_sparse_random
+
+    src = make_sparse_random(tmp_path / "src.raw", 12 * MiB, seed=6)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(b"\x77" * (12 * MiB))
+    t = nbdkit(
+        ["--filter=nozero", "file", f"file={dst}", "zeromode=none"],
+        sockdir / "t.sock",
+        tmp_path / "t.log",
+    )
+    try:
+        out = copy_json(
+            raw_export(src, readonly=True).uri, f"nbd+unix:///?socket={sockdir / 't.sock'}"
+        )
+    finally:
+        t.stop()
+    assert sha256_file(dst) == sha256_file(src)
+    assert out["bytes_zeroed"] > 0

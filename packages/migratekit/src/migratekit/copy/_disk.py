@@ -205,7 +205,9 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
             if not (src_info.can_multi_conn and target.info.can_multi_conn):
                 workers = 1
             result.connections = workers
-            chunks = ext.split(extents, request_size)
+            can_zero = target.info.can_write_zeroes
+            zero_step = ext.ZERO_STEP if can_zero else request_size
+            chunks = ext.split(extents, request_size, zero_step)
             engine = CopyEngine(
                 functools.partial(_connect, spec.source, options),
                 functools.partial(_connect, spec.target, options),
@@ -214,7 +216,7 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                 options,
                 disk_key=spec.disk_key,
                 request_size=request_size,
-                can_zero=target.info.can_write_zeroes,
+                can_zero=can_zero,
                 workers=workers,
             )
         except BaseException:

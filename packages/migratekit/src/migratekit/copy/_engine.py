@@ -27,7 +27,7 @@ from ..errors import CopyError, CopyStopped, NbdCommandError, NbdConnectionError
 from ..nbd import NbdClient
 from ..nbd import _protocol as p
 from ..progress._tracker import DiskTracker
-from ._extents import split
+from ._extents import ZERO_STEP, split
 
 #: (offset, length, zero, redo) — ``redo`` requests were counted once already.
 Chunk = tuple[int, int, bool, bool]
@@ -83,6 +83,8 @@ class CopyEngine:
         self.disk_key = disk_key
         self.request_size = request_size
         self.can_zero = can_zero
+        # Without WRITE_ZEROES, zero runs are sent as data from a request_size zero buffer.
+        self.zero_step = ZERO_STEP if can_zero else request_size
         self.workers = max(1, workers)
         self._failure: BaseException | None = None
         self._cancel = threading.Event()
@@ -169,7 +171,11 @@ class CopyEngine:
                     src = tgt = None
                     redo = in_flight
                     if target_lost:
-                        again = split([(o, n, z) for o, n, z, _ in completed], self.request_size)
+                        again = split(
+                            [(o, n, z) for o, n, z, _ in completed],
+                            self.request_size,
+                            self.zero_step,
+                        )
                         redo = sorted([(o, n, z, True) for o, n, z in again] + redo)
                         completed.clear()
                     reads.clear()
@@ -262,8 +268,14 @@ class CopyEngine:
                         handle = tgt.next_handle()
                         if zeros is None:
                             tgt.send_command(p.CMD_WRITE_ZEROES, handle, offset, length)
-                        else:
+                        elif length <= len(zeros):
                             tgt.send_write(handle, offset, zeros[:length])
+                        else:  # never send a header promising more bytes than follow
+                            raise CopyError(
+                                f"zero request of {length} bytes exceeds the zero buffer",
+                                disk_key=self.disk_key,
+                                offset=offset,
+                            )
                     except NbdConnectionError as exc:
                         pending.appendleft(chunk)
                         raise _Side(exc, True) from exc
