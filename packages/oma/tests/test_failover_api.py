@@ -176,3 +176,77 @@ def test_openapi_documents_the_failover_endpoints(client: Any, auth: Any) -> Non
     assert "get" in paths["/api/v1/failovers/{failover_id}"]
     assert "post" in paths["/api/v1/failovers/{failover_id}/rollback"]
     assert "post" in paths["/api/v1/failovers/{failover_id}/retry"]
+
+
+def _with_vma_and_replica(app: Any, ctx: str) -> None:
+    from oma.database.models import ReplicaVolume, VmaAppliance, VmContext, VmDisk
+
+    with app.app_context(), database.connection_context():
+        vma = VmaAppliance.create(name="vma-1", url="http://127.0.0.1:9", token_encrypted="x")
+        VmContext.update(vma=vma.id).where(VmContext.id == ctx).execute()
+        VmDisk.update(change_id="52 aa/1").where(VmDisk.context == ctx).execute()
+        ReplicaVolume.create(
+            context=ctx,
+            disk_key="2000",
+            size_bytes=1 << 20,
+            cloudstack_volume_id="cs-vol-1",
+            state="attached",
+        )
+
+
+def _set_workflow(app: Any, wf_id: str, status: str, context_state: str | None = None) -> None:
+    with app.app_context(), database.connection_context():
+        Workflow.update(status=status).where(Workflow.id == wf_id).execute()
+        wf = Workflow.get_by_id(wf_id)
+        if context_state:
+            contexts.set_state(wf.context_id, context_state)
+
+
+def test_no_cleanup_or_delete_during_a_failover_or_while_failed_over(
+    app: Any, client: Any, auth: Any
+) -> None:
+    ctx = _context(app)
+    _with_vma_and_replica(app, ctx)
+    fo = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY).json
+
+    # a cleanup between detach_replicas and deploy_target would delete the failed-over disks
+    for res in (
+        _post(client, auth, f"vm-contexts/{ctx}/cleanup"),
+        client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator),
+    ):
+        assert res.status_code == 409, res.json
+        assert res.json["error"]["code"] == "conflict"
+        assert f"active failover ({fo['id']})" in res.json["error"]["message"]
+
+    _set_workflow(app, fo["id"], "done", "failed_over_live")
+    for res in (
+        _post(client, auth, f"vm-contexts/{ctx}/cleanup"),
+        client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator),
+    ):
+        assert res.status_code == 409, res.json
+        assert res.json["error"]["code"] == "invalid_state"
+        assert "roll the failover back first" in res.json["error"]["message"]
+
+    rb = _post(client, auth, f"failovers/{fo['id']}/rollback").json
+    _set_workflow(app, fo["id"], "done", "ready_for_failover")  # the rollback is still active
+    res = _post(client, auth, f"vm-contexts/{ctx}/cleanup")
+    assert res.status_code == 409 and "active rollback" in res.json["error"]["message"]
+
+    _set_workflow(app, rb["rollback"]["id"], "done")
+    with app.app_context(), database.connection_context():
+        assert Workflow.select().where(Workflow.kind == "cleanup").count() == 0
+    res = _post(client, auth, f"vm-contexts/{ctx}/cleanup")
+    assert res.status_code == 202 and res.json["kind"] == "cleanup"
+    # and no failover starts while that cleanup is queued
+    assert _post(client, auth, f"vm-contexts/{ctx}/failover", BODY).status_code == 409
+
+
+def test_delete_without_replicas_is_refused_during_a_failover(
+    app: Any, client: Any, auth: Any
+) -> None:
+    ctx = _context(app)
+    fo = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY).json
+    res = client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator)
+    assert res.status_code == 409 and fo["id"] in res.json["error"]["message"]
+    _set_workflow(app, fo["id"], "failed")
+    assert client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator).status_code == 204

@@ -333,15 +333,55 @@ def test_cleanup_removes_volumes_and_exports(lab):
 
 def test_cleanup_is_refused_while_a_job_is_active(lab):
     from oma.database.models import Workflow
+    from oma.errors import InvalidStateError
 
     lab.vma.gate = threading.Event()
     job_id = _create_job(lab)
     lab.runner.tick()
-    with database.connection_context():
-        wf = request_cleanup(lab.context_id)
+    with database.connection_context(), pytest.raises(InvalidStateError, match="active job"):
+        request_cleanup(lab.context_id)
+    wf = _queue_cleanup_unchecked(lab.context_id)  # the worker's check refuses it too
     lab.runner.tick()
     with database.connection_context():
         row = Workflow.get_by_id(wf.id)
     assert row.status == "failed" and "has an active job" in row.error
     assert _job(job_id).status == "replicating"
     lab.vma.gate.set()
+
+
+def _queue_cleanup_unchecked(context_id: str):
+    """A cleanup row as an older API (or a race) could have queued it: no request checks."""
+    from oma.workflows.cleanup import KIND, STEPS
+    from oma.workflows.engine import Definition, Step
+
+    names = Definition(KIND, [Step(n, lambda _c: None) for n in STEPS])
+    with database.connection_context():
+        return WorkflowEngine("old-api").create(names, context_id=context_id)
+
+
+def test_cleanup_is_refused_during_a_failover_and_while_failed_over(lab):
+    from oma.database.models import Workflow
+
+    job = _run_to_end(lab, _create_job(lab))
+    assert job.status == "completed", job.error_message
+    with database.connection_context():
+        # a live failover between detach_replicas and deploy_target
+        failover = Workflow.create(kind="failover_live", context=lab.context_id, status="running")
+    wf = _queue_cleanup_unchecked(lab.context_id)
+    lab.runner.tick()
+    with database.connection_context():
+        row = Workflow.get_by_id(wf.id)
+        assert row.status == "failed" and f"active failover ({failover.id})" in row.error
+        assert {v.state for v in ReplicaVolume.select()} == {"attached"}
+        assert all(d.change_id for d in VmDisk.select())
+        # the failover finished: the replicas are the failed-over VM's disks now
+        Workflow.update(status="done").where(Workflow.id == failover.id).execute()
+        VmContext.update(state="failed_over_live").where(VmContext.id == lab.context_id).execute()
+    wf = _queue_cleanup_unchecked(lab.context_id)
+    lab.runner.tick()
+    with database.connection_context():
+        row = Workflow.get_by_id(wf.id)
+        assert row.status == "failed" and "failed_over_live" in row.error
+        assert {v.state for v in ReplicaVolume.select()} == {"attached"}
+    assert len(lab.exports.list_running()) == 2
+    assert len([v for v in lab.cs.list_volumes() if v.get("type") != "ROOT"]) == 2

@@ -77,12 +77,16 @@ def _volumes(context_id: str) -> list[dict[str, Any]]:
 @bp.delete("/<context_id>")
 def delete_context(context_id: str) -> Any:
     """Stop managing a VM: 204 when it has no replica volumes; otherwise 202 with a cleanup
-    workflow that deletes the volumes and exports first, then the context. 409 while a job
-    is active."""
+    workflow that deletes the volumes and exports first, then the context. 409 while a job,
+    failover or rollback is active, or while the VM is failed over."""
+    from ..services._queries import write_transaction
+    from ..workflows.cleanup import ensure_cleanup_allowed
     from .workflows import has_replicas, queue_cleanup
 
     ctx = contexts.get_context(context_id)
     if has_replicas(context_id):
         return queue_cleanup(ctx, delete_context=True)
-    contexts.delete_context(context_id)
+    with write_transaction():
+        ensure_cleanup_allowed(context_id)
+        contexts.delete_context(context_id)
     return "", 204

@@ -9,7 +9,6 @@ from flask import Blueprint, jsonify, request, url_for
 
 from ..database.models import ReplicaVolume, VmContext, Workflow, WorkflowStep
 from ..database.repos import contexts
-from ..errors import InvalidStateError
 from .serialize import ts
 from .validation import page
 
@@ -94,13 +93,10 @@ def has_replicas(context_id: str) -> bool:
 
 
 def queue_cleanup(ctx: VmContext, *, delete_context: bool) -> Any:
-    """Queue the cleanup workflow for ``ctx`` and answer 202 with it."""
+    """Queue the cleanup workflow for ``ctx`` and answer 202 with it; 409 while a job,
+    failover or rollback of the VM is active or the VM is failed over."""
     from ..workflows.cleanup import request_cleanup
 
-    if ctx.active_job_id:
-        raise InvalidStateError(
-            f"VM context {ctx.id} has an active job {ctx.active_job_id}; stop it first"
-        )
     wf = request_cleanup(ctx.id, delete_context=delete_context)
     response = jsonify(workflow(wf))
     response.headers["Location"] = url_for("workflows.get_workflow", workflow_id=wf.id)
@@ -110,5 +106,6 @@ def queue_cleanup(ctx: VmContext, *, delete_context: bool) -> Any:
 @bp.post("/vm-contexts/<context_id>/cleanup")
 def cleanup_context(context_id: str) -> Any:
     """Remove the VM's replica volumes and their exports (the worker does it; the next sync is
-    full) → 202 with the cleanup workflow; 409 while a job is active."""
+    full) → 202 with the cleanup workflow; 409 while a job, failover or rollback is active or
+    the VM is failed over (roll back first)."""
     return queue_cleanup(contexts.get_context(context_id), delete_context=False)

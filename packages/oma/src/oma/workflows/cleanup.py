@@ -3,7 +3,10 @@
 Requested with :func:`request_cleanup` (e.g. by the API before a context is deleted, or by an
 operator after giving up on a VM); run by ``oma worker`` like any workflow. Steps:
 
-1. ``check``   — refuse while the context has an active job;
+1. ``check``   — refuse while the context has an active job, while a failover or rollback of
+   it is active, or while it is failed over (its replicas are, or are about to become, the
+   failed-over VM's disks: a cleanup between ``detach_replicas`` and ``deploy_target`` would
+   delete them);
 2. ``exports`` — stop every qemu-nbd export of the context's volumes (no export outlives
    its volume);
 3. ``volumes`` — per replica volume: detach it from the OMA VM, delete it in CloudStack, mark
@@ -22,12 +25,14 @@ from migration_common import get_logger, utcnow
 
 from ..database.models import (
     CloudStackTarget,
+    ContextState,
     NbdExport,
     ReplicaVolume,
     VmContext,
     VmDisk,
     Workflow,
 )
+from ..errors import ConflictError, InvalidStateError, OmaError
 from ..services import _queries as q
 from .engine import Definition, Step, StepContext, WorkflowEngine
 from .replication import InvalidRequest, ReplicationServices, _target_for
@@ -38,12 +43,60 @@ KIND = "cleanup"
 STEPS = ("check", "exports", "volumes", "forget")
 
 
+def cleanup_refusal(context: VmContext) -> OmaError | None:
+    """Why the replicas of ``context`` may not be removed now (None when they may).
+
+    An active job, an active failover or rollback (:class:`ConflictError`), or a failed-over
+    context (:class:`InvalidStateError`: roll the failover back first).
+    """
+    from .failover_store import active_failover, describe
+
+    if context.active_job_id:
+        return InvalidStateError(
+            f"VM context {context.id} has an active job {context.active_job_id}; stop it first"
+        )
+    active = active_failover(context.id)
+    if active is not None:
+        return ConflictError(
+            f"VM context {context.id} has an active {describe(active)} ({active.id}); "
+            "its replicas must not be removed now",
+            field="vm_context_id",
+        )
+    if context.state == ContextState.FAILED_OVER_LIVE.value:
+        return InvalidStateError(
+            f"VM context {context.id} is failed_over_live: its replicas are the failed-over "
+            "VM's disks; roll the failover back first"
+        )
+    return None
+
+
+def ensure_cleanup_allowed(context_id: str) -> VmContext:
+    """The context, locked for this transaction, or the error of :func:`cleanup_refusal`.
+
+    Call inside a write transaction: the lock orders this check with a failover's start,
+    which takes the same lock and refuses while a cleanup is active.
+    """
+    from .failover_store import lock_context
+
+    context = lock_context(context_id)
+    refusal = cleanup_refusal(context)
+    if refusal is not None:
+        raise refusal
+    return context
+
+
 def request_cleanup(context_id: str, *, delete_context: bool = False) -> Workflow:
-    """Queue a cleanup of ``context_id``'s replicas (the worker runs it); returns the row."""
+    """Queue a cleanup of ``context_id``'s replicas (the worker runs it); returns the row.
+
+    Refused (:func:`cleanup_refusal`) while a job, failover or rollback of the context is
+    active, or while it is failed over.
+    """
     names = Definition(KIND, [Step(n, lambda _c: None) for n in STEPS])
-    return WorkflowEngine("api").create(
-        names, context_id=context_id, params={"delete_context": delete_context}
-    )
+    with q.write_transaction():
+        ensure_cleanup_allowed(context_id)
+        return WorkflowEngine("api").create(
+            names, context_id=context_id, params={"delete_context": delete_context}
+        )
 
 
 class CleanupWorkflow:
@@ -65,16 +118,13 @@ class CleanupWorkflow:
         return VmContext.get_or_none(VmContext.id == ctx.workflow.context_id)
 
     def check(self, ctx: StepContext) -> dict[str, Any]:
-        """Refuse while a job is active."""
+        """Refuse while a job, failover or rollback is active, or the VM is failed over."""
         context = self._context(ctx)
         if context is None:
             return {"gone": True}
-        if context.active_job_id:
-            raise InvalidRequest(
-                f"VM context {context.name} has an active job {context.active_job_id}; "
-                "stop it first",
-                step="check",
-            )
+        refusal = cleanup_refusal(context)
+        if refusal is not None:
+            raise InvalidRequest(str(refusal), step="check")
         if not self._volumes(ctx):
             return {"target_id": None}
         return {"target_id": _target_for(context).id}

@@ -44,7 +44,8 @@ ACTIVE = ("pending", "running")
 ROLLED_BACK = "rolled_back"
 
 
-def _lock_context(context_id: str) -> VmContext:
+def lock_context(context_id: str) -> VmContext:
+    """The context row, locked until the transaction ends (NotFoundError when missing)."""
     query = VmContext.select().where(VmContext.id == context_id)
     if not is_sqlite():
         query = query.for_update()
@@ -71,7 +72,21 @@ def active_workflow(context_id: str) -> Workflow | None:
     )
 
 
-def _describe(wf: Workflow) -> str:
+def active_failover(context_id: str) -> Workflow | None:
+    """The context's pending or running failover or rollback, if any (cleanups aside)."""
+    return (
+        Workflow.select()
+        .where(
+            Workflow.context == context_id,
+            Workflow.kind.in_([KIND, ROLLBACK_KIND]),
+            Workflow.status.in_(ACTIVE),
+        )
+        .first()
+    )
+
+
+def describe(wf: Workflow) -> str:
+    """``failover``, ``rollback`` or the workflow's kind, for messages."""
     return {KIND: "failover", ROLLBACK_KIND: "rollback"}.get(wf.kind, wf.kind)
 
 
@@ -130,11 +145,11 @@ def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow
     run again, steps already done are kept.
     """
     with q.write_transaction():
-        ctx = _lock_context(context_id)
+        ctx = lock_context(context_id)
         active = active_workflow(context_id)
         if active is not None:
             raise ConflictError(
-                f"VM context {context_id} already has an active {_describe(active)} ({active.id})",
+                f"VM context {context_id} already has an active {describe(active)} ({active.id})",
                 field="vm_context_id",
             )
         last = latest_failover(context_id)
@@ -177,7 +192,7 @@ def start_rollback(failover_id: str) -> tuple[Workflow, bool]:
     """Create (or resume a failed) rollback of a failed or completed failover."""
     fo = get_failover(failover_id)
     with q.write_transaction():
-        _lock_context(fo.context_id)
+        lock_context(fo.context_id)
         fo = Workflow.get_by_id(failover_id)
         if fo.status in ACTIVE:
             raise InvalidStateError(
@@ -188,7 +203,7 @@ def start_rollback(failover_id: str) -> tuple[Workflow, bool]:
         active = active_workflow(fo.context_id)
         if active is not None:
             raise ConflictError(
-                f"VM context {fo.context_id} already has an active {_describe(active)} "
+                f"VM context {fo.context_id} already has an active {describe(active)} "
                 f"({active.id})",
                 field="failover_id",
             )
