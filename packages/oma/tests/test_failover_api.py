@@ -250,3 +250,31 @@ def test_delete_without_replicas_is_refused_during_a_failover(
     assert res.status_code == 409 and fo["id"] in res.json["error"]["message"]
     _set_workflow(app, fo["id"], "failed")
     assert client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator).status_code == 204
+
+
+def test_no_replication_request_during_a_failover_or_rollback(
+    app: Any, client: Any, auth: Any
+) -> None:
+    ctx = _context(app)
+    _with_vma_and_replica(app, ctx)
+    fo = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY).json
+    res = _post(client, auth, "replications", {"vm_context_id": ctx, "type": "incremental"})
+    assert res.status_code == 409, res.json
+    assert res.json["error"]["code"] == "conflict"
+    assert res.json["error"]["field"] == "vm_context_id"
+    assert f"active failover ({fo['id']})" in res.json["error"]["message"]
+    with app.app_context(), database.connection_context():
+        assert jobs.list_jobs(context_id=ctx)[1] == 0
+        # the failover's own final sync goes through the repository and still works
+        final = jobs.create_job(ctx, requested_type="incremental")
+        jobs.stop_job(final.id)
+
+    _set_workflow(app, fo["id"], "failed")
+    rb = _post(client, auth, f"failovers/{fo['id']}/rollback")
+    assert rb.status_code == 202
+    res = _post(client, auth, "replications", {"vm_context_id": ctx})
+    assert res.status_code == 409 and "active rollback" in res.json["error"]["message"]
+
+    _set_workflow(app, rb.json["rollback"]["id"], "done", "ready_for_failover")
+    res = _post(client, auth, "replications", {"vm_context_id": ctx})
+    assert res.status_code == 202, res.json

@@ -8,6 +8,9 @@ from flask import Blueprint, jsonify, request, url_for
 
 from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
+from ..errors import ConflictError
+from ..services._queries import write_transaction
+from ..workflows import failover_store as store
 from .errors import ApiError, invalid
 from .schemas import REPLICATION, body
 from .serialize import job
@@ -36,7 +39,8 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 @body(REPLICATION)
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
-    "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job."""
+    "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job or an
+    active failover or rollback (whose own final sync creates its job directly)."""
     data = json_body()
     no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
@@ -57,7 +61,17 @@ def create_replication() -> Any:
             raise invalid(
                 "type", "incremental needs a completed earlier sync of every disk; use auto or full"
             )
-    row = jobs.create_job(ctx.id, requested_type=kind)
+    with write_transaction():
+        # the context lock orders this with a failover's start (which refuses an active job)
+        store.lock_context(ctx.id)
+        active = store.active_failover(ctx.id)
+        if active is not None:
+            raise ConflictError(
+                f"VM {ctx.name} has an active {store.describe(active)} ({active.id}); "
+                "replicate it once that has finished",
+                field="vm_context_id",
+            )
+        row = jobs.create_job(ctx.id, requested_type=kind)
     response = jsonify(job(row, [], context_name=ctx.name))
     response.headers["Location"] = url_for(".get_replication", job_id=row.id)
     return response, 202
