@@ -20,7 +20,7 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any
 
-from ._models import rfc3339, utcnow
+from ._time import rfc3339, utcnow
 
 _SECRET_NAME = re.compile(r"(pass(word)?|secret|token|api_?key|secret_?key|authorization)", re.I)
 _REDACTED = "***"

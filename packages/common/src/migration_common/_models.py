@@ -7,13 +7,14 @@ errors into :class:`ContractError` naming the offending field.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._errors import ContractError
+from ._time import utcnow
 
 
 class Status(StrEnum):
@@ -45,18 +46,6 @@ class SyncType(StrEnum):
 
     FULL = "full"
     INCREMENTAL = "incremental"
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def rfc3339(value: datetime) -> str:
-    """Format a datetime as RFC 3339 in UTC with a ``Z`` suffix."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Model(BaseModel):

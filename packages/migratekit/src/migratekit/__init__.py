@@ -78,6 +78,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~70 ms at start-up
+        from importlib.metadata import version
+
+        return version("migratekit")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'migratekit' has no attribute {name!r}")
