@@ -203,7 +203,13 @@ def test_stop_while_starting_cancels_and_cleans_up(tmp_path):
             return _SlowVcenter(gate, removed)
 
     init_db(tmp_path / "vma.db")
-    config = RunnerConfig(data_dir=tmp_path, progress_url="http://127.0.0.1:9", env=os.environ)
+    (tmp_path / "lab" / "vm-1").mkdir(parents=True)  # a lab VM (no vSphere source needed)
+    config = RunnerConfig(
+        data_dir=tmp_path,
+        progress_url="http://127.0.0.1:9",
+        env=os.environ,
+        lab_dir=tmp_path / "lab",
+    )
     runner = JobRunner(config, Provider(tmp_path))
     spec = ReplicateSpec("j-slow", "vm-1", (DiskSpec("2000", "nbd://127.0.0.1:1/x"),))
     with database.connection_context():
@@ -224,3 +230,41 @@ def test_stop_while_starting_cancels_and_cleans_up(tmp_path):
         assert removed == ["snapshot-1"]
         (disk,) = job_progress(job).disks
         assert disk.status is Status.STOPPED
+
+
+def test_vsphere_vm_gets_cbt_then_fails_cleanly_without_vddk(tmp_path):
+    import threading
+
+    from vma.services.runner import DiskSpec, ReplicateSpec
+    from vma.services.vcenter import VcenterCredentials
+
+    gate, removed, calls = threading.Event(), [], []
+    gate.set()
+
+    class Vc(_SlowVcenter):
+        def enable_cbt(self, vm_id):
+            calls.append(("enable_cbt", vm_id))
+            return {"enabled": True, "supported": True}
+
+        def server_thumbprint(self):
+            return "AA:BB"
+
+    class Provider(VcenterProvider):
+        def client(self, creds=None):
+            return Vc(gate, removed)
+
+    init_db(tmp_path / "vma.db")
+    config = RunnerConfig(data_dir=tmp_path, progress_url="http://127.0.0.1:9", env=os.environ)
+    creds = VcenterCredentials("vc", 443, "u", "pw-123456")
+    runner = JobRunner(config, Provider(tmp_path, creds))
+    spec = ReplicateSpec("j-vs", "vm-9", (DiskSpec("2000", "nbd://127.0.0.1:1/x"),))
+    with database.connection_context():
+        runner.submit(spec)
+        runner.tick()
+        starter = runner._starting.get("j-vs")  # may already be done
+        if starter is not None:
+            starter.join(30)
+        job = Job.get_by_id("j-vs")
+    assert calls == [("enable_cbt", "vm-9")]
+    assert job.status == "failed" and "no managed object reference" in job.error
+    assert removed == ["snapshot-1"]

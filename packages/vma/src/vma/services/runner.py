@@ -358,6 +358,9 @@ class JobRunner:
             ]
             with self.vcenter.client() as vc:
                 vm = vc.get_vm(job.vm_id)
+                source = self._source_for(job.vm_id, vc)
+                if source.kind == "vsphere" and not vm.get("cbt_enabled"):
+                    self._enable_cbt(vc, job.vm_id)
                 swept = vc.sweep_snapshots(job.vm_id, SNAPSHOT_PREFIX)
                 if swept:
                     log.info("leftover snapshots removed", vm_id=job.vm_id, snapshots=swept)
@@ -368,7 +371,6 @@ class JobRunner:
                 )
                 job.save()
                 self._raise_if_cancelled(job.job_id)
-                source = self._source_for(job.vm_id, vc)
                 job.source_kind = source.kind
                 prepared, state = source.prepare(vm, job.snapshot_id, disks, work)
             job.source_state = json.dumps(state.to_dict())
@@ -397,6 +399,15 @@ class JobRunner:
             self._cleanup(job, success=False)
             job.status, job.error, job.finished_at = Status.FAILED.value, error, now_text()
             job.save()
+
+    @staticmethod
+    def _enable_cbt(vc: Any, vm_id: str) -> None:
+        """Turn CBT on before the snapshot (tracking starts at that stun); full copy if not."""
+        try:
+            vc.enable_cbt(vm_id)
+            log.info("CBT enabled", vm_id=vm_id)
+        except VmaError as exc:
+            log.warning("CBT could not be enabled; copies stay full", vm_id=vm_id, error=str(exc))
 
     def _raise_if_cancelled(self, job_id: str) -> None:
         with self._lock:
