@@ -321,3 +321,26 @@ def test_fixture_cleans_up_after_a_crashed_server(lab, tmp_path):
             assert processes.alive(job["pid"], None)
         assert not processes.alive(job["pid"], None)
         assert not [s for s in servers if processes.alive(s["pid"], s["start"])]
+
+
+def test_supervisor_killed_migratekit_is_not_left_behind(lab, vma, tmp_path):
+    import sqlite3
+
+    from vma.services import processes
+
+    vm = _vm(lab, "lab-supervisor", [8 * MiB], seed=7)
+    key = vm["disks"][0]["key"]
+    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
+    with slow_target(raw, rate="2M") as uri:
+        job_id = str(uuid.uuid4())
+        vma.post("replicate", _body(job_id, vm, {key: uri}))
+        job = _wait_copying(vma, job_id)
+        with contextlib.closing(sqlite3.connect(vma.data_dir / "vma.db")) as db:
+            (supervisor,) = db.execute(
+                "SELECT supervisor_pid FROM job WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        os.kill(supervisor, signal.SIGKILL)  # only the supervisor: migratekit is orphaned
+        done = vma.wait_job(job_id)
+    assert done["status"] == "failed" and "exit status unknown" in done["error"]
+    assert not processes.alive(job["pid"], None)
+    assert _sources_alive(vma, job_id) == []

@@ -82,9 +82,13 @@ def child_returncode(pid: int) -> int | None:
 
 
 def stop(pid: int | None, started: int | None, *, grace: float = 10.0) -> None:
-    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    """Stop the process group led by ``pid``: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Nothing is signalled unless the leader (PID and start time) is alive: a dead leader's PID
+    may belong to somebody else by now. While any member of the group lives, its group id
+    cannot be reused, so the final SIGKILL to the group reaches only our stragglers.
+    """
     if not alive(pid, started):
-        _kill_group(pid, signal.SIGKILL)  # stragglers of a dead leader
         return
     assert pid is not None
     _kill_group(pid, signal.SIGTERM)
@@ -97,6 +101,16 @@ def stop(pid: int | None, started: int | None, *, grace: float = 10.0) -> None:
         time.sleep(0.05)
     with _lock:
         _children.pop(pid, None)
+
+
+def kill(pid: int | None, started: int | None) -> bool:
+    """SIGKILL one process (not its group) if it is still the one we recorded; True if sent."""
+    if not alive(pid, started):
+        return False
+    assert pid is not None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 def _kill_group(pid: int | None, sig: int) -> None:

@@ -221,6 +221,7 @@ class JobRunner:
             return job
         if job.status == "running":
             processes.stop(job.supervisor_pid, job.supervisor_start, grace=self.config.stop_grace)
+            processes.kill(job.pid, job.pid_start)  # in case its supervisor died before
             self._mark_disks(job, Status.STOPPED, None)
             self._cleanup(job, success=False)
         job.status, job.error = Status.STOPPED.value, None
@@ -512,6 +513,8 @@ class JobRunner:
             return None
 
     def _finalize(self, job: Job, returncode: int | None) -> None:
+        if processes.kill(job.pid, job.pid_start):  # the supervisor died, migratekit did not
+            log.warning("migratekit outlived its supervisor; killed", job_id=job.job_id)
         if returncode == 0:
             self._complete_disks(job)
             self._cleanup(job, success=True)
