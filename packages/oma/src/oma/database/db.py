@@ -85,3 +85,16 @@ def is_sqlite() -> bool:
     from peewee import SqliteDatabase
 
     return isinstance(database.obj, SqliteDatabase)
+
+
+def write_transaction() -> Any:
+    """A transaction for read-then-write work: ``BEGIN IMMEDIATE`` on SQLite.
+
+    A deferred SQLite transaction that reads and then writes fails at once with "database is
+    locked" when another connection wrote in between (busy_timeout does not apply to that
+    upgrade); taking the write lock up front makes it wait instead. Nested calls are
+    savepoints.
+    """
+    if is_sqlite() and not database.in_transaction():
+        return database.atomic("IMMEDIATE")
+    return database.atomic()

@@ -1,9 +1,7 @@
 """Database reads and writes the worker needs (poller, workflow runner, recovery).
 
-Every function that changes more than one row runs inside ``database.atomic()``. Terminal
-transitions (:func:`finish_job`) clear the "one active job per VM" guard on both sides — the
-job's ``active_context_id`` and the context's ``active_job_id`` — in the same transaction, so a
-VM is never left blocked by a finished job.
+Every function that changes more than one row runs inside ``database.atomic()``. Ending a job
+is :func:`oma.database.repos.jobs.finish_job` (one implementation for the worker and the API).
 """
 
 from __future__ import annotations
@@ -16,16 +14,13 @@ from peewee import JOIN
 
 from migration_common import JobProgress, Status, utcnow
 
-from ..database.db import database, is_sqlite
+from ..database.db import database, is_sqlite, write_transaction
 from ..database.models import (
-    ContextState,
     JobDisk,
     JobEvent,
     JobStatus,
     ReplicationJob,
     VmaAppliance,
-    VmContext,
-    VmDisk,
 )
 
 
@@ -207,100 +202,6 @@ def mark_seen(job_id: str, now: datetime) -> None:
     ReplicationJob.update(vma_seen_at=now).where(ReplicationJob.id == job_id).execute()
 
 
-def store_change_ids(context_id: str, progress: JobProgress, now: datetime) -> None:
-    """Persist each disk's new change ID on its stable vm_disks row (call inside atomic())."""
-    for d in progress.disks:
-        if d.change_id:
-            (
-                VmDisk.update(change_id=d.change_id, change_id_at=now, updated_at=now)
-                .where(VmDisk.context == context_id, VmDisk.disk_key == d.disk_key)
-                .execute()
-            )
-
-
-def finish_job(
-    job_id: str,
-    status: JobStatus,
-    *,
-    now: datetime | None = None,
-    error_class: str | None = None,
-    message: str | None = None,
-    from_statuses: Iterable[JobStatus] | None = None,
-) -> bool:
-    """Move a job to a terminal status and release its context (call inside ``atomic()``).
-
-    Only jobs currently in ``from_statuses`` (default: any active status) move; returns
-    whether this call moved it. The context becomes ready_for_failover on completion; on
-    failure/stop its state returns to ready_for_failover if an earlier sync succeeded, else
-    to failed (as :func:`oma.database.repos.jobs.fail_job` does).
-    """
-    now = now or utcnow()
-    allowed = [
-        s.value
-        for s in (
-            from_statuses
-            or (JobStatus.PENDING, JobStatus.PROVISIONING, JobStatus.READY, JobStatus.REPLICATING)
-        )
-    ]
-    job = ReplicationJob.get_or_none(ReplicationJob.id == job_id)
-    if job is None or job.status not in allowed:
-        return False
-    values: dict[Any, Any] = {
-        ReplicationJob.status: status.value,
-        ReplicationJob.active_context_id: None,
-        ReplicationJob.finished_at: now,
-        ReplicationJob.updated_at: now,
-        ReplicationJob.claimed_by: None,
-        ReplicationJob.lease_until: None,
-    }
-    if status is JobStatus.COMPLETED:
-        values[ReplicationJob.percent] = 100.0
-        values[ReplicationJob.eta_seconds] = None
-        values[ReplicationJob.throughput_bps] = 0.0
-    else:
-        values[ReplicationJob.error_class] = error_class
-        values[ReplicationJob.error_message] = message
-    moved = (
-        ReplicationJob.update(values)
-        .where(ReplicationJob.id == job_id, ReplicationJob.status.in_(allowed))
-        .execute()
-    )
-    if not moved:
-        return False
-    ctx = VmContext.get_by_id(job.context_id)
-    cvalues: dict[Any, Any] = {VmContext.last_job_id: job_id, VmContext.updated_at: now}
-    if ctx.active_job_id == job_id:
-        cvalues[VmContext.active_job_id] = None
-    if status is JobStatus.COMPLETED:
-        cvalues[VmContext.state] = ContextState.READY_FOR_FAILOVER.value
-        cvalues[VmContext.ready_for_failover] = True
-        cvalues[VmContext.last_success_at] = now
-    elif ctx.state == ContextState.REPLICATING.value:
-        # same rule as repos.jobs.fail_job: back to ready_for_failover when an earlier sync
-        # succeeded (the flag itself stays False until a sync completes again)
-        cvalues[VmContext.state] = (
-            ContextState.READY_FOR_FAILOVER.value
-            if ctx.last_success_at is not None
-            else ContextState.FAILED.value
-        )
-    VmContext.update(cvalues).where(VmContext.id == ctx.id).execute()
-    if status is JobStatus.COMPLETED:
-        text = "replication completed"
-    elif status is JobStatus.STOPPED:
-        text = f"replication stopped{': ' + message if message else ''}"
-    else:
-        text = f"replication failed ({error_class}): {message}"
-    append_event(
-        job_id,
-        job.context_id,
-        status.value,
-        text,
-        data={"error_class": error_class} if error_class else None,
-        at=now,
-    )
-    return True
-
-
 def fail_disks(job_id: str, message: str, now: datetime) -> None:
     """Mark the job's disk rows that are neither completed nor failed as failed."""
     (
@@ -311,18 +212,6 @@ def fail_disks(job_id: str, message: str, now: datetime) -> None:
         )
         .execute()
     )
-
-
-def write_transaction() -> Any:
-    """A transaction for read-then-write work: ``BEGIN IMMEDIATE`` on SQLite.
-
-    A deferred SQLite transaction that reads and then writes fails at once with "database is
-    locked" when another connection wrote in between (busy_timeout does not apply to that
-    upgrade); taking the write lock up front makes it wait instead.
-    """
-    if is_sqlite() and not database.in_transaction():
-        return database.atomic("IMMEDIATE")
-    return database.atomic()
 
 
 def release_dead_local_leases(hostname: str, *, alive: Any = None) -> list[str]:

@@ -25,6 +25,7 @@ from migration_common import JobProgress, get_logger, utcnow
 from ..database.db import database, is_sqlite
 from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance
 from ..database.repos import appliances
+from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError, VmaUnreachable
 from ..vma_client import VmaClient
 from . import _queries as q
@@ -280,9 +281,14 @@ class ProgressPoller:
                 return
             if decision.action is Action.COMPLETE:
                 assert decision.progress is not None
-                q.store_change_ids(job.context_id, decision.progress, now)
-                if q.finish_job(
-                    job.id, JobStatus.COMPLETED, now=now, from_statuses=[JobStatus.REPLICATING]
+                if finish_job(
+                    job.id,
+                    JobStatus.COMPLETED,
+                    now=now,
+                    from_statuses=[JobStatus.REPLICATING],
+                    change_ids={
+                        d.disk_key: d.change_id for d in decision.progress.disks if d.change_id
+                    },
                 ):
                     result.completed += 1
                     log.info(
@@ -290,7 +296,7 @@ class ProgressPoller:
                     )
                 return
             if decision.action is Action.STOP:
-                if q.finish_job(
+                if finish_job(
                     job.id,
                     JobStatus.STOPPED,
                     now=now,
@@ -300,7 +306,7 @@ class ProgressPoller:
                     result.stopped += 1
                 return
             q.fail_disks(job.id, decision.message or "failed", now)
-            moved = q.finish_job(
+            moved = finish_job(
                 job.id,
                 JobStatus.FAILED,
                 now=now,

@@ -24,6 +24,7 @@ from migration_common import get_logger, utcnow
 
 from ..database.db import database
 from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance, Workflow
+from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError
 from ..vma_client import error_status
 from ..workflows.engine import Definition, WorkflowEngine
@@ -129,7 +130,7 @@ class WorkflowRunner:
         swept = 0
         for job in stuck:
             with q.write_transaction():
-                if q.finish_job(
+                if finish_job(
                     job.id,
                     JobStatus.FAILED,
                     error_class="internal",
@@ -166,7 +167,7 @@ class WorkflowRunner:
                     .where(JobDisk.job == job.id, JobDisk.status.in_(["queued", "running"]))
                     .execute()
                 )
-                if q.finish_job(
+                if finish_job(
                     job.id,
                     JobStatus.STOPPED,
                     now=now,

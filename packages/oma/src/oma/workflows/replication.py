@@ -41,6 +41,7 @@ from ..database.models import (
     VmContext,
     VmDisk,
 )
+from ..database.repos.jobs import finish_job
 from ..errors import (
     CloudStackError,
     DeviceNotFoundError,
@@ -480,11 +481,11 @@ class ReplicationWorkflow:
         now = utcnow()
         with q.write_transaction():
             if isinstance(exc, JobStopped):
-                q.finish_job(job_id, JobStatus.STOPPED, now=now, message=str(exc))
+                finish_job(job_id, JobStatus.STOPPED, now=now, message=str(exc))
                 return
             error_class, message = classify_error(exc)
             q.fail_disks(job_id, message, now)
-            q.finish_job(
+            finish_job(
                 job_id,
                 JobStatus.FAILED,
                 now=now,

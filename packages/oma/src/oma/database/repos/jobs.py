@@ -1,5 +1,8 @@
 """replication_jobs and job_disks: create, claim, progress, finish, stop and delete jobs.
 
+Every way a job ends — the poller, the workflow runner, a stop request, the API — goes
+through :func:`finish_job` (the context state rules are in :func:`_context_after`).
+
 The "one active job per VM" rule lives in the database: ``replication_jobs.active_context_id``
 is unique and holds the context id while the job is active (NULL once terminal). A second
 ``create_job`` for the same context fails with the database's IntegrityError, translated to
@@ -17,12 +20,13 @@ from peewee import IntegrityError
 from migration_common import JobProgress, Status
 
 from ...errors import ConflictError, InvalidStateError, NotFoundError
-from ..db import database, is_sqlite
+from ..db import database, is_sqlite, write_transaction
 from ..fields import now
 from ..models import (
     ACTIVE_JOB_STATUSES,
     ContextState,
     JobDisk,
+    JobEvent,
     JobStatus,
     ReplicationJob,
     RequestedType,
@@ -32,6 +36,7 @@ from . import events
 from ._util import get_or_raise, paginate
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATUSES]
+_now = now  # finish_job's ``now`` parameter shadows the function
 
 
 def create_job(
@@ -315,141 +320,155 @@ def update_job_progress(job_id: str, progress: JobProgress) -> dict[str, Any]:
     return {"phase_changed": phase_changed, "advanced": advanced}
 
 
-def _finish(
-    job: ReplicationJob,
+def finish_job(
+    job_id: str,
     status: JobStatus,
     *,
-    context_state: ContextState | None,
-    kind: str,
-    message: str,
+    now: datetime | None = None,
     error_class: str | None = None,
-    error_message: str | None = None,
-    data: Mapping[str, Any] | None = None,
-) -> None:
-    stamp = now()
-    values: dict[str, Any] = {
-        "status": status.value,
-        "active_context_id": None,
-        "claimed_by": None,
-        "lease_until": None,
-        "finished_at": stamp,
-        "updated_at": stamp,
-        "error_class": error_class,
-        "error_message": error_message,
+    message: str | None = None,
+    from_statuses: Iterable[JobStatus] | None = None,
+    change_ids: Mapping[str, str] | None = None,
+) -> bool:
+    """End a job: the one implementation behind the worker and the API (call inside a
+    transaction, e.g. :func:`oma.database.db.write_transaction`).
+
+    Only a job currently in ``from_statuses`` (default: any active status) moves — one
+    conditional UPDATE, so two enders never both win; returns whether this call moved it.
+    In the same transaction: ``change_ids`` (disk key → change ID, given on completion) go to
+    ``vm_disks``; the VM's "one active job" guard is released; the context's state follows
+    (:func:`_context_after`); a ``completed``/``failed``/``stopped`` event is appended.
+    """
+    stamp = now or _now()
+    allowed = [s.value for s in (from_statuses or ACTIVE_JOB_STATUSES)]
+    job = ReplicationJob.get_or_none(ReplicationJob.id == job_id)
+    if job is None or job.status not in allowed:
+        return False
+    values: dict[Any, Any] = {
+        ReplicationJob.status: status.value,
+        ReplicationJob.active_context_id: None,
+        ReplicationJob.finished_at: stamp,
+        ReplicationJob.updated_at: stamp,
+        ReplicationJob.claimed_by: None,
+        ReplicationJob.lease_until: None,
     }
     if status is JobStatus.COMPLETED:
-        values["percent"] = 100.0
-    ReplicationJob.update(**values).where(ReplicationJob.id == job.id).execute()
-    ctx_values: dict[str, Any] = {"active_job_id": None, "updated_at": stamp}
-    if context_state is not None:
-        ctx_values["state"] = context_state.value
-    if status is JobStatus.COMPLETED:
-        ctx_values["ready_for_failover"] = True
-        ctx_values["last_success_at"] = stamp
-    VmContext.update(**ctx_values).where(
-        VmContext.id == job.context_id, VmContext.active_job_id == job.id
-    ).execute()
-    events.append_event(
-        kind, message, job_id=job.id, context_id=job.context_id, data=dict(data) if data else None
+        values.update(
+            {
+                ReplicationJob.percent: 100.0,
+                ReplicationJob.eta_seconds: None,
+                ReplicationJob.throughput_bps: 0.0,
+                ReplicationJob.error_class: None,
+                ReplicationJob.error_message: None,
+            }
+        )
+    else:
+        values[ReplicationJob.error_class] = error_class
+        values[ReplicationJob.error_message] = message
+    moved = (
+        ReplicationJob.update(values)
+        .where(ReplicationJob.id == job_id, ReplicationJob.status.in_(allowed))
+        .execute()
     )
+    if not moved:
+        return False
+    if status is JobStatus.COMPLETED and change_ids:
+        from .contexts import store_change_ids
+
+        store_change_ids(job.context_id, change_ids)
+    ctx = VmContext.get_by_id(job.context_id)
+    cvalues: dict[Any, Any] = {VmContext.last_job_id: job_id, VmContext.updated_at: stamp}
+    if ctx.active_job_id == job_id:
+        cvalues[VmContext.active_job_id] = None
+    cvalues.update(_context_after(ctx, status, stamp))
+    VmContext.update(cvalues).where(VmContext.id == ctx.id).execute()
+    if status is JobStatus.COMPLETED:
+        text, data = "replication completed", {"change_ids": dict(change_ids or {})}
+    elif status is JobStatus.STOPPED:
+        text, data = f"replication stopped{': ' + message if message else ''}", None
+    else:
+        text = f"replication failed ({error_class}): {message}"
+        data = {"error_class": error_class} if error_class else None
+    JobEvent.create(
+        job=job_id, context=job.context_id, kind=status.value, message=text, data=data, at=stamp
+    )
+    return True
 
 
-def _previous_context_state(context_id: str) -> ContextState:
-    ctx = VmContext.get_by_id(context_id)
+def _context_after(ctx: VmContext, status: JobStatus, stamp: datetime) -> dict[Any, Any]:
+    """The context columns that change when one of its jobs ends with ``status``.
+
+    Completed → ``ready_for_failover`` (flag set, ``last_success_at`` stamped). Failed or
+    stopped while the context was ``replicating`` → back to ``ready_for_failover`` (flag set)
+    when an earlier sync succeeded: its change IDs are still stored, so the next sync — and a
+    failover's final sync — start from them and repair what the broken sync half-wrote.
+    Without an earlier success: ``failed``, or ``discovered`` when an operator stopped it.
+    Any other state (the job was not the reason for it) is left alone.
+    """
+    if status is JobStatus.COMPLETED:
+        return {
+            VmContext.state: ContextState.READY_FOR_FAILOVER.value,
+            VmContext.ready_for_failover: True,
+            VmContext.last_success_at: stamp,
+        }
+    if ctx.state != ContextState.REPLICATING.value:
+        return {}
     if ctx.last_success_at is not None:
-        return ContextState.READY_FOR_FAILOVER
-    return ContextState.DISCOVERED
+        return {
+            VmContext.state: ContextState.READY_FOR_FAILOVER.value,
+            VmContext.ready_for_failover: True,
+        }
+    state = ContextState.FAILED if status is JobStatus.FAILED else ContextState.DISCOVERED
+    return {VmContext.state: state.value, VmContext.ready_for_failover: False}
+
+
+def _end(job_id: str, status: JobStatus, **kwargs: Any) -> ReplicationJob:
+    """:func:`finish_job` for the API and tools: NotFoundError / InvalidStateError, the row."""
+    with write_transaction():
+        job = get_job(job_id)
+        if JobStatus(job.status).is_terminal or not finish_job(job_id, status, **kwargs):
+            raise InvalidStateError(f"job {job_id} is already {get_job(job_id).status}")
+    return get_job(job_id)
 
 
 def complete_job(job_id: str, change_ids: Mapping[str, str] | None = None) -> ReplicationJob:
-    """Mark a job completed; store each disk's new change ID on vm_disks (same transaction).
-
-    The context becomes ``ready_for_failover`` and its active job is cleared.
-    """
-    from .contexts import store_change_ids
-
-    with database.atomic():
-        job = get_job(job_id)
-        if JobStatus(job.status).is_terminal:
-            raise InvalidStateError(f"job {job_id} is already {job.status}")
-        if change_ids:
-            store_change_ids(job.context_id, change_ids)
-        _finish(
-            job,
-            JobStatus.COMPLETED,
-            context_state=ContextState.READY_FOR_FAILOVER,
-            kind="completed",
-            message="replication completed",
-            data={"change_ids": dict(change_ids or {})},
-        )
-    return get_job(job_id)
+    """Mark a job completed and store each disk's new change ID (see :func:`finish_job`)."""
+    return _end(job_id, JobStatus.COMPLETED, change_ids=change_ids)
 
 
 def fail_job(job_id: str, error_class: str, error_message: str) -> ReplicationJob:
-    """Mark a job failed with a classification (e.g. ``vma_unreachable``) and a message.
-
-    The context's active job is cleared; its state returns to ``ready_for_failover`` when an
-    earlier sync succeeded (the replica is still consistent), else to ``failed``.
-    """
-    with database.atomic():
-        job = get_job(job_id)
-        if JobStatus(job.status).is_terminal:
-            raise InvalidStateError(f"job {job_id} is already {job.status}")
-        state = _previous_context_state(job.context_id)
-        if state is ContextState.DISCOVERED:
-            state = ContextState.FAILED
-        _finish(
-            job,
-            JobStatus.FAILED,
-            context_state=state,
-            kind="failed",
-            message=f"{error_class}: {error_message}",
-            error_class=error_class,
-            error_message=error_message,
-        )
-    return get_job(job_id)
+    """Mark a job failed with a classification (e.g. ``vma_unreachable``) and a message."""
+    return _end(job_id, JobStatus.FAILED, error_class=error_class, message=error_message)
 
 
 def request_stop(job_id: str) -> ReplicationJob:
     """Ask for a job to stop. A pending job (nobody working on it) stops at once; otherwise
-    ``stop_requested`` is set and the worker stops the VMA side and calls :func:`stop_job`.
+    ``stop_requested`` is set and the worker stops the VMA side and calls :func:`finish_job`.
     """
-    with database.atomic():
+    with write_transaction():
         job = get_job(job_id)
         if JobStatus(job.status).is_terminal:
             raise InvalidStateError(f"job {job_id} is already {job.status}")
-        if job.status == JobStatus.PENDING.value and job.claimed_by is None:
-            _finish(
-                job,
-                JobStatus.STOPPED,
-                context_state=_previous_context_state(job.context_id),
-                kind="stopped",
-                message="stopped before it started",
-            )
-        else:
-            ReplicationJob.update(stop_requested=True, updated_at=now()).where(
-                ReplicationJob.id == job_id
-            ).execute()
-            events.append_event(
-                "stop_requested", "stop requested", job_id=job_id, context_id=job.context_id
-            )
+        unclaimed = job.status == JobStatus.PENDING.value and job.claimed_by is None
+        if unclaimed and finish_job(
+            job_id,
+            JobStatus.STOPPED,
+            message="stopped before it started",
+            from_statuses=[JobStatus.PENDING],
+        ):
+            return get_job(job_id)
+        ReplicationJob.update(stop_requested=True, updated_at=_now()).where(
+            ReplicationJob.id == job_id
+        ).execute()
+        events.append_event(
+            "stop_requested", "stop requested", job_id=job_id, context_id=job.context_id
+        )
     return get_job(job_id)
 
 
 def stop_job(job_id: str, message: str = "stopped by operator") -> ReplicationJob:
-    """Mark a job stopped (called by the worker once the VMA side is stopped)."""
-    with database.atomic():
-        job = get_job(job_id)
-        if JobStatus(job.status).is_terminal:
-            raise InvalidStateError(f"job {job_id} is already {job.status}")
-        _finish(
-            job,
-            JobStatus.STOPPED,
-            context_state=_previous_context_state(job.context_id),
-            kind="stopped",
-            message=message,
-        )
-    return get_job(job_id)
+    """Mark a job stopped (once the VMA side is stopped; see :func:`finish_job`)."""
+    return _end(job_id, JobStatus.STOPPED, message=message)
 
 
 def delete_job(job_id: str) -> None:
