@@ -200,7 +200,11 @@ def lab(tmp_path):
         engine = WorkflowEngine("test-worker", lease_seconds=30)
         runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
         poller = ProgressPoller(token_for=lambda _row: vma.token)
-        config = type("Cfg", (), {"worker_id": "test-worker", "lease_timeout": 30.0})()
+        config = type(
+            "Cfg",
+            (),
+            {"worker_id": "test-worker", "lease_timeout": 30.0, "guest_conversion": "skip"},
+        )()
         failover = build_failover_runner(config, services)
         try:
             yield Lab(sim, vma, cs, exports, runner, poller, failover, ctx.id, sources, services)
@@ -529,6 +533,22 @@ def test_guest_conversion_setting_is_validated():
         guest_conversion_mode(bad)
     assert err.value.variable == "OMA_GUEST_CONVERSION"
     assert guest_conversion_mode(type("Cfg", (), {"guest_conversion": "virt-v2v"})()) == "virt-v2v"
+
+
+def test_guest_conversion_comes_from_the_loaded_config_only(tmp_path, monkeypatch):
+    import oma.config
+    from oma.config import load_config
+
+    toml = tmp_path / "oma.toml"
+    toml.write_text('guest_conversion = "virt-v2v"\n')
+    cfg = load_config(environ={"OMA_DATA_DIR": str(tmp_path), "OMA_CONFIG": str(toml)})
+    assert guest_conversion_mode(cfg) == "virt-v2v"
+    cfg = load_config(environ={"OMA_DATA_DIR": str(tmp_path), "OMA_GUEST_CONVERSION": "skip"})
+    # the process environment is config.py's business alone: set late, it changes nothing
+    monkeypatch.setenv("OMA_GUEST_CONVERSION", "virt-v2v")
+    assert guest_conversion_mode(cfg) == "skip"
+    assert guest_conversion_mode(type("Cfg", (), {})()) == "skip"
+    assert not hasattr(oma.config, "environ_flag")
 
 
 def test_retry_after_a_failed_final_sync_runs_a_new_one(lab):

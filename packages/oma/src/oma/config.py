@@ -332,8 +332,3 @@ def load_client_config(
     return ClientConfig(
         url=values["URL"].rstrip("/"), token=values["TOKEN"] or None, debug=values["DEBUG"]
     )
-
-
-def environ_flag(name: str) -> str | None:
-    """One raw environment variable (kept for callers that predate a Setting for it)."""
-    return os.environ.get(name)

@@ -20,12 +20,11 @@ GUEST_CONVERSION_VARIABLE = "OMA_GUEST_CONVERSION"
 
 
 def guest_conversion_mode(config: Any) -> str:
-    """``skip`` (default) or ``virt-v2v``: the config's ``guest_conversion`` when it has one,
-    else ``OMA_GUEST_CONVERSION``; anything else stops the worker naming the variable."""
-    from ..config import environ_flag
-
-    value = getattr(config, "guest_conversion", None) or environ_flag(GUEST_CONVERSION_VARIABLE)
-    mode = (value or "skip").strip().lower()
+    """``skip`` (default) or ``virt-v2v``: the loaded configuration's ``guest_conversion``
+    (``OMA_GUEST_CONVERSION``, validated by :mod:`oma.config`; never read from the environment
+    here). Anything else stops the worker with an error naming the variable."""
+    value = getattr(config, "guest_conversion", None) or "skip"
+    mode = str(value).strip().lower()
     if mode not in GUEST_CONVERSION_MODES:
         raise ConfigError(
             GUEST_CONVERSION_VARIABLE,
