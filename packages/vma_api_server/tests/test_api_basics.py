@@ -218,3 +218,12 @@ def test_list_jobs_filters_and_limits(client, auth):
     assert res.status_code == 400 and res.get_json()["error"]["field"] == "limit"
     res = client.get("/api/v1/jobs?status=sleeping", headers=auth)
     assert res.status_code == 400 and res.get_json()["error"]["field"] == "status"
+
+
+def test_job_log_of_job_without_log(client, auth):
+    _make_job("lg", status="queued")
+    doc = client.get("/api/v1/jobs/lg/log", headers=auth).get_json()
+    assert doc == {"job_id": "lg", "log": "", "truncated": False, "size": 0}
+    res = client.get("/api/v1/jobs/lg/log?tail_bytes=0", headers=auth)
+    assert res.status_code == 400 and res.get_json()["error"]["field"] == "tail_bytes"
+    assert client.get("/api/v1/jobs/none/log", headers=auth).status_code == 404

@@ -227,6 +227,9 @@ def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
         done = vma.wait_job(job_id)
     assert done["status"] == "failed"
     assert "migratekit killed by signal 9 (SIGKILL)" in done["error"]
+    log = vma.get(f"jobs/{job_id}/log")
+    assert log["size"] > 0 and "job started" in log["log"]
+    assert vma.get(f"jobs/{job_id}/log?tail_bytes=10")["truncated"] is True
     disk = done["progress"]["disks"][0]
     assert disk["status"] == "failed" and "signal 9" in disk["error"]
     assert _sources_alive(vma, job_id) == []

@@ -123,6 +123,9 @@ def document() -> dict[str, Any]:
             }
         },
         "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
+        "/api/v1/jobs/{job_id}/log": {
+            "get": _op("End of the job's migratekit log (?tail_bytes=)", params=["job_id"])
+        },
         "/api/v1/jobs/{job_id}/stop": {"post": _op("Stop a job", ok=job, params=["job_id"])},
         "/api/v1/progress/{job_id}/update": {
             "post": _op(

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from migration_common import Status
+from migration_common import Status, redact
 from vma.services.progress import get_job, job_document
 from vma.services.store import Job
 
@@ -57,6 +57,24 @@ def list_jobs() -> dict[str, Any]:
 def get(job_id: str) -> dict[str, Any]:
     """The job record with its progress."""
     return job_document(get_job(job_id))
+
+
+@bp.get("/jobs/<job_id>/log")
+def job_log(job_id: str) -> dict[str, Any]:
+    """The end of the job's migratekit log: ``?tail_bytes=65536`` (≤ 1 MiB), redacted."""
+    get_job(job_id)
+    raw = request.args.get("tail_bytes", "65536")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1 << 20:
+        raise ApiError("invalid_field", "tail_bytes must be from 1 to 1048576", 400, "tail_bytes")
+    path = services().runner.job_dir(job_id) / "migratekit.log"
+    size = path.stat().st_size if path.exists() else 0
+    start = max(0, size - int(raw))
+    text = ""
+    if size:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            text = fh.read(int(raw)).decode(errors="replace")
+    return {"job_id": job_id, "log": redact(text), "truncated": start > 0, "size": size}
 
 
 @bp.post("/jobs/<job_id>/stop")
