@@ -185,12 +185,14 @@ def test_real_server_auth_and_operator_commands(served: dict[str, Any]) -> None:
 
 
 class _Watcher:
-    """``oma job ID --watch`` as a subprocess whose stdout lines are collected by a thread."""
+    """``oma job ID --watch`` (or ``oma *args``) as a subprocess whose stdout lines are
+    collected by a thread."""
 
-    def __init__(self, env: dict[str, str], job_id: str) -> None:
+    def __init__(self, env: dict[str, str], job_id: str, *args: str) -> None:
         self.lines: list[str] = []
+        argv = args or ("job", job_id, "--watch", "--interval", "0.1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oma", "job", job_id, "--watch", "--interval", "0.1"],
+            [sys.executable, "-m", "oma", *argv],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -455,3 +457,122 @@ def test_watch_survives_an_api_restart(served: dict[str, Any], tmp_path: Path) -
             restarted.stop()
     assert code == 0, err
     assert f"job {job_id} completed" in watcher.lines[-1]
+
+
+FAILOVER_ARGS = ("--network", "VM Network=net-1", "--offering", "so-1")
+
+
+def _failover_steps(db_url: str, wf_id: str, **status: str) -> None:
+    from oma.database import database, init_db
+    from oma.database.models import WorkflowStep
+
+    init_db(db_url)
+    with database.connection_context():
+        for name, value in status.items():
+            WorkflowStep.update(status=value, error="boom" if value == "failed" else None).where(
+                WorkflowStep.workflow == wf_id, WorkflowStep.name == name
+            ).execute()
+
+
+def _failover_end(
+    db_url: str, wf_id: str, status: str, *, error: str | None = None, **result: Any
+) -> None:
+    from oma.database import database, init_db
+    from oma.database.models import Workflow
+
+    init_db(db_url)
+    with database.connection_context():
+        Workflow.update(status=status, result=result or None, error=error).where(
+            Workflow.id == wf_id
+        ).execute()
+
+
+@pytest.mark.slow
+def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> None:
+    from oma.database import database, init_db
+    from oma.database.models import Workflow
+    from oma.database.repos import contexts
+
+    env, url = served["env"], served["url"]
+    headers = {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{url}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+    ).json()
+    added = requests.post(
+        f"{url}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+    ).json()["added"][0]
+    not_ready = oma(env, "failover", "cli-vm", *FAILOVER_ARGS)
+    assert not_ready.returncode == ExitCode.CONFLICT
+    assert "not ready_for_failover" in not_ready.stderr
+    init_db(served["db"])
+    with database.connection_context():
+        contexts.set_state(added["id"], "ready_for_failover", ready_for_failover=True)
+
+    bad = oma(env, "failover", "cli-vm", "--network", "VM Network", "--offering", "so-1")
+    assert bad.returncode == ExitCode.USAGE and "SOURCE_NETWORK=CLOUDSTACK_NETWORK_ID" in bad.stderr
+    started = oma(env, "failover", "cli-vm", *FAILOVER_ARGS, "--template", "tpl-1")
+    assert started.returncode == 0, started.stderr
+    wf_id = started.stdout.strip().splitlines()[-1]
+    assert f"failover {wf_id} requested for cli-vm (pending)" in started.stdout
+    with database.connection_context():
+        params = Workflow.get_by_id(wf_id).params
+    assert params["network_mappings"] == {"VM Network": "net-1"}
+    assert (params["service_offering_id"], params["template_id"]) == ("so-1", "tpl-1")
+    assert params["keep_macs"] is True and params["force"] is True
+    again = oma(env, "failover", "cli-vm", *FAILOVER_ARGS)
+    assert again.returncode == ExitCode.CONFLICT
+    assert f"active failover ({wf_id})" in again.stderr.splitlines()[0]
+
+    # the worker's part, played by the test: steps advance, then the failover completes
+    _failover_end(served["db"], wf_id, "failed", error="validate: boom")  # resumed below
+    watcher = _Watcher(
+        env, "", "failover", "cli-vm", *FAILOVER_ARGS, "--watch", "--interval", "0.1"
+    )
+    try:
+        watcher.wait_for(f"failover {wf_id} resumed for cli-vm")
+        _failover_steps(served["db"], wf_id, validate="done", power_off_source="running")
+        watcher.wait_for("step 2 power_off_source: running")
+        _failover_steps(served["db"], wf_id, power_off_source="done", final_sync="done")
+        watcher.wait_for("step 3 final_sync: done")
+        _failover_end(
+            served["db"],
+            wf_id,
+            "done",
+            target_vm_id="vm-target-1",
+            downtime_seconds=12.5,
+            final_sync_bytes=3 << 20,
+        )
+        code, err = watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+    assert code == 0, err
+    assert "step 1 validate: done" in watcher.lines
+    assert watcher.lines[-1] == (
+        f"failover {wf_id} completed: target VM vm-target-1, downtime 12.5 s, final sync 3.0 MiB"
+    )
+
+    # a failed failover: one error line, exit code 9, a hint to resume or roll back
+    with database.connection_context():
+        Workflow.update(status="failed").where(Workflow.id == wf_id).execute()
+    watcher = _Watcher(
+        env, "", "failover", "cli-vm", *FAILOVER_ARGS, "--watch", "--interval", "0.1"
+    )
+    try:
+        watcher.wait_for(f"failover {wf_id} resumed")
+        _failover_steps(served["db"], wf_id, deploy_target="failed")
+        _failover_end(served["db"], wf_id, "failed", error="deploy_target: boom")
+        code, err = watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+    assert code == ExitCode.JOB_FAILED
+    assert err.splitlines()[0] == f"error: failover {wf_id} failed: deploy_target: boom"
+    assert err.splitlines()[1].startswith("hint: fix the cause and run the same command again")
+    assert "step 6 deploy_target: failed - boom" in watcher.lines
