@@ -116,3 +116,19 @@ def test_client_config() -> None:
     cfg = load_client_config(environ={"OMA_URL": "http://oma:8082/", "OMA_TOKEN": "t0k"})
     assert (cfg.url, cfg.token, cfg.debug) == ("http://oma:8082", "t0k", False)
     assert load_client_config({"URL": "http://x"}, environ={}).url == "http://x"
+
+
+def test_nbd_cache_and_aio(tmp_path: Path) -> None:
+    base = {"OMA_DATA_DIR": str(tmp_path)}
+    cfg = load_config(environ=base)
+    assert (cfg.nbd_cache, cfg.nbd_aio) == ("writeback", None)  # works on any filesystem
+    cfg = load_config(environ={**base, "OMA_NBD_CACHE": "none", "OMA_NBD_AIO": "native"})
+    assert (cfg.nbd_cache, cfg.nbd_aio) == ("none", "native")
+    for env, variable in (
+        ({"OMA_NBD_CACHE": "fast"}, "OMA_NBD_CACHE"),
+        ({"OMA_NBD_AIO": "posix"}, "OMA_NBD_AIO"),
+        ({"OMA_NBD_AIO": "native"}, "OMA_NBD_AIO"),  # native needs O_DIRECT (cache none)
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(environ={**base, **env})
+        assert err.value.variable == variable

@@ -151,3 +151,38 @@ def test_errors(tmp_path) -> None:
             full.start("x", str(dev))
     with pytest.raises(ValueError, match="port_range"):
         ExportManager(state_dir=tmp_path, port_range=(10, 5))
+
+
+def test_production_cache_none_aio_native_export(tmp_path) -> None:
+    """OMA_NBD_CACHE=none + OMA_NBD_AIO=native (O_DIRECT), as on a real block device."""
+    from oma.config import load_config
+    from oma.services.worker import build_worker
+
+    cfg = load_config(
+        environ={
+            "OMA_DATA_DIR": str(tmp_path / "data"),
+            "OMA_NBD_CACHE": "none",
+            "OMA_NBD_AIO": "native",
+            "OMA_NBD_PORT_RANGE": "{}-{}".format(*_port_block()),
+        }
+    )
+    worker = build_worker(cfg)
+    mgr = worker.exports
+    try:
+        assert (mgr.cache, mgr.aio) == ("none", "native")
+        dev = _sparse(tmp_path / "vdc")
+        info = mgr.start("66666666-2222-3333-4444-555555555555", str(dev))
+        argv = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"--cache=none" in argv and b"--aio=native" in argv
+        subprocess.run(
+            ["qemu-io", "-f", "raw", info.uri, "-c", "write -P 0x5a 4M 1M", "-c", "flush"],
+            capture_output=True,
+            check=True,
+        )
+        expected = bytearray(16 * MIB)
+        expected[4 * MIB : 5 * MIB] = b"\x5a" * MIB
+        assert _sha(dev) == hashlib.sha256(expected).hexdigest()
+    finally:
+        for running in mgr.list_running():
+            mgr.stop(running.pid, running.volume_id)
+        worker.close()

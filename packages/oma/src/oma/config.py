@@ -77,6 +77,24 @@ def _parse_guest_conversion(text: str) -> str:
     return mode
 
 
+NBD_CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
+NBD_AIO_MODES = ("threads", "native", "io_uring")
+
+
+def _parse_nbd_cache(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in NBD_CACHE_MODES:
+        raise ValueError(f"expected one of {', '.join(NBD_CACHE_MODES)}, got {text!r}")
+    return mode
+
+
+def _parse_nbd_aio(text: str) -> str | None:
+    mode = text.strip().lower()
+    if mode and mode not in NBD_AIO_MODES:
+        raise ValueError(f"expected one of {', '.join(NBD_AIO_MODES)} (or empty), got {text!r}")
+    return mode or None
+
+
 def _parse_secret_key(text: str) -> str:
     # Validated for real (Fernet format) by oma.secrets; here only non-empty.
     if not text.strip():
@@ -121,6 +139,19 @@ SETTINGS: tuple[Setting, ...] = (
         "first-last TCP ports for replica NBD exports",
         (10100, 10199),
         parse_port_range,
+    ),
+    Setting(
+        "NBD_CACHE",
+        "qemu-nbd --cache of the replica exports (production: none, i.e. O_DIRECT)",
+        "writeback",
+        _parse_nbd_cache,
+    ),
+    Setting(
+        "NBD_AIO",
+        "qemu-nbd --aio of the replica exports: threads, native or io_uring "
+        "(default: qemu's; production: native, which needs NBD_CACHE none or directsync)",
+        None,
+        _parse_nbd_aio,
     ),
     Setting(
         "BY_ID_DIR",
@@ -231,6 +262,8 @@ class OmaConfig:
     api_timeout: int
     vma_timeout: float
     guest_conversion: str = "skip"
+    nbd_cache: str = "writeback"
+    nbd_aio: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
@@ -280,6 +313,12 @@ def load_config(
     if values["LOG_FORMAT"] not in ("kv", "json"):
         raise ConfigError("OMA_LOG_FORMAT", f"expected kv or json, got {values['LOG_FORMAT']!r}")
     worker_id = values["WORKER_ID"] or f"{socket.gethostname()}-{os.getpid()}"
+    if values["NBD_AIO"] == "native" and values["NBD_CACHE"] not in ("none", "directsync"):
+        raise ConfigError(
+            "OMA_NBD_AIO",
+            f"native needs OMA_NBD_CACHE none or directsync (O_DIRECT), got "
+            f"{values['NBD_CACHE']!r}",
+        )
     return OmaConfig(
         data_dir=data_dir,
         database_url=db_url,
@@ -305,6 +344,8 @@ def load_config(
         api_timeout=values["API_TIMEOUT"],
         vma_timeout=values["VMA_TIMEOUT"],
         guest_conversion=values["GUEST_CONVERSION"],
+        nbd_cache=values["NBD_CACHE"],
+        nbd_aio=values["NBD_AIO"],
     )
 
 

@@ -169,6 +169,8 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
             advertise_host=config.nbd_advertise_host,
             port_range=tuple(config.nbd_port_range),
             state_dir=Path(config.data_dir) / "exports",
+            cache=getattr(config, "nbd_cache", "writeback"),
+            aio=getattr(config, "nbd_aio", None),
         )
     services = ReplicationServices(
         cloudstack_for=cloudstack_for,
