@@ -9,7 +9,11 @@
     ├── NbdExportError              a qemu-nbd export could not be started or stopped
     ├── VmaClientError              the VMA refused or failed a call
     │   └── VmaUnreachable          no answer from the VMA
-    └── WorkflowError               a workflow step failed (carries the step name)
+    ├── WorkflowError               a workflow step failed (carries the step name)
+    ├── NotFoundError               a requested row does not exist (API: 404)
+    ├── ConflictError               a uniqueness rule or an active job/failover refused it (409)
+    ├── InvalidStateError           the row's state does not allow the operation (409)
+    └── SecretsError                a stored secret cannot be encrypted or decrypted
 
 Add classes here (one-line docstring each, subclassing the nearest parent); never elsewhere.
 """
@@ -24,8 +28,9 @@ class OmaError(Exception):
 class CloudStackError(OmaError):
     """CloudStack answered with an error; carries its errorcode and errortext."""
 
-    def __init__(self, errortext: str, *, errorcode: int | None = None,
-                 command: str | None = None) -> None:
+    def __init__(
+        self, errortext: str, *, errorcode: int | None = None, command: str | None = None
+    ) -> None:
         code = f" {errorcode}" if errorcode is not None else ""
         where = f" ({command})" if command else ""
         super().__init__(f"CloudStack error{code}{where}: {errortext}")
@@ -72,7 +77,7 @@ class NotFoundError(OmaError):
 
 
 class ConflictError(OmaError):
-    """A database uniqueness rule refused a change (second active job, duplicate name)."""
+    """A uniqueness rule or an active job, failover or rollback refused a change (409)."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
