@@ -68,6 +68,12 @@ SETTINGS = (
         default=1.0,
         parse=parse_seconds,
     ),
+    Setting(
+        "SPLICE",
+        "relay data with splice(2) inside the kernel (Linux); false = buffers",
+        default=True,
+        parse=parse_bool,
+    ),
     Setting("LOG_LEVEL", "log level (DEBUG, INFO, WARNING, ERROR)", default="INFO"),
     Setting("DEBUG", "show tracebacks on errors", default=False, parse=parse_bool),
 )

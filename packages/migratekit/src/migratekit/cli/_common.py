@@ -93,6 +93,7 @@ def load(params: dict[str, Any]) -> tuple[dict[str, Any], CopyOptions]:
         retries=config["RETRIES"],
         timeout=config["TIMEOUT"],
         verify=bool(params.get("verify")),
+        splice=bool(config["SPLICE"]),
     )
     return config, options
 

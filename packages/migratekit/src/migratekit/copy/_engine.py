@@ -26,6 +26,7 @@ from .._log import get_logger
 from ..errors import CopyError, CopyStopped, NbdCommandError, NbdConnectionError, NbdError
 from ..nbd import NbdClient
 from ..nbd import _protocol as p
+from ..nbd._splice import SplicePipe, Unsupported, relay, splice_available
 from ..progress._tracker import DiskTracker
 from ._extents import ZERO_STEP, split
 
@@ -47,6 +48,8 @@ class EngineOptions:
     timeout: float | None = 60.0
     #: set by a signal handler: workers stop taking requests, the disk ends "stopped"
     stop: threading.Event | None = None
+    #: relay read data to the target with splice(2) (Linux), never through Python buffers
+    splice: bool = True
 
 
 class _Side(Exception):
@@ -92,6 +95,7 @@ class CopyEngine:
         self._alive = 0
         self._finished = False
         self.reconnects = 0
+        self.use_splice = options.splice and splice_available()
 
     def _stopping(self) -> bool:
         stop = self.options.stop
@@ -250,12 +254,31 @@ class CopyEngine:
         reads: dict[int, Chunk],
         writes: dict[int, Chunk],
     ) -> None:
+        """Run the pipeline until every request is acknowledged (a fresh pipe per run)."""
+        pipe = SplicePipe() if self.use_splice else None
+        try:
+            self._pipeline(src, tgt, pending, completed, reads, writes, pipe)
+        finally:
+            if pipe is not None:
+                pipe.close()
+
+    def _pipeline(
+        self,
+        src: NbdClient,
+        tgt: NbdClient,
+        pending: deque[Chunk],
+        completed: list[Chunk],
+        reads: dict[int, Chunk],
+        writes: dict[int, Chunk],
+        pipe: SplicePipe | None,
+    ) -> None:
         buf = bytearray(self.request_size)
         view = memoryview(buf)
         zeros = memoryview(bytes(self.request_size)) if not self.can_zero else None
         window = self.options.window
         tracker = self.tracker
         exhausted = False
+        first_relay = True
         while True:
             while not exhausted and len(reads) < window and len(writes) < window:
                 chunk = pending.popleft() if pending else self._take()
@@ -304,17 +327,46 @@ class CopyEngine:
                             server=src.server,
                             offset=offset,
                         )
-                    data = view[:length]
-                    src.recv_into(data)
+                    if pipe is None:
+                        data = view[:length]
+                        src.recv_into(data)
                 except NbdConnectionError as exc:
                     raise _Side(exc, False) from exc
                 tracker.add_read(length)
-                try:
-                    handle = tgt.next_handle()
-                    writes[handle] = chunk
-                    tgt.send_write(handle, offset, data)
-                except NbdConnectionError as exc:
-                    raise _Side(exc, True) from exc
+                handle = tgt.next_handle()
+                writes[handle] = chunk
+                if pipe is not None:
+                    try:
+                        tgt.send_write_header(handle, offset, length)
+                    except NbdConnectionError as exc:
+                        raise _Side(exc, True) from exc
+                    try:
+                        relay(src, tgt, length, pipe, first=first_relay)
+                        first_relay = False
+                    except Unsupported:
+                        log.info(
+                            "splice not supported here; relaying through a buffer",
+                            disk_key=self.disk_key,
+                        )
+                        self.use_splice = False
+                        pipe = None
+                        try:
+                            data = view[:length]
+                            src.recv_into(data)
+                        except NbdConnectionError as exc:
+                            raise _Side(exc, True) from exc  # the target awaits a payload
+                        try:
+                            tgt.send_raw(data)
+                        except NbdConnectionError as exc:
+                            raise _Side(exc, True) from exc
+                    except NbdConnectionError as exc:
+                        # Both streams stop mid-message: drop both, resend what is unflushed.
+                        raise _Side(exc, True) from exc
+                else:
+                    try:
+                        tgt.send_write(handle, offset, data)
+                    except NbdConnectionError as exc:
+                        raise _Side(exc, True) from exc
             elif writes:
                 self._reap(tgt, writes, completed)
             elif exhausted:

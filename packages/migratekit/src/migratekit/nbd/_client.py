@@ -213,6 +213,19 @@ class NbdClient:
                     sent = len(header)
                 sock.sendall(memoryview(data)[sent - len(header) :])
 
+    def fileno(self) -> int:
+        """The socket's file descriptor (for splice)."""
+        assert self._sock is not None, "connection closed"
+        return self._sock.fileno()
+
+    def send_write_header(self, handle: int, offset: int, length: int, flags: int = 0) -> None:
+        """Send only the header of NBD_CMD_WRITE; ``length`` payload bytes must follow."""
+        self._send(p.encode_request(p.CMD_WRITE, handle, offset, length, flags))
+
+    def send_raw(self, data: bytes | memoryview) -> None:
+        """Send bytes as they are (the payload after :meth:`send_write_header`)."""
+        self._send(data)  # type: ignore[arg-type]
+
     def recv_simple(self) -> tuple[int, int]:
         """Read one simple reply header; return (errno, handle). Read data follows it."""
         view = memoryview(self._header)
