@@ -117,7 +117,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         )
         try:
             deadline = time.monotonic() + 120
-            while "[      full] job" not in log.read_text():  # mid-run: services up, job running
+            while "[      full] job" not in log.read_text():  # mid-run: the full sync started
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.1)
@@ -128,7 +128,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait(10)
     assert "demo cancelled" in log.read_text()
-    assert _processes_of(workdir) == []
+    assert _processes_of(workdir) == [], log.read_text()[-3000:]
 
 
 def test_failure_is_one_line_and_stops_what_started(tmp_path: Path) -> None:

@@ -55,7 +55,17 @@ class Lab:
         return out
 
     def close(self) -> None:
-        """Stop everything that was started (by PID), in reverse order."""
+        """Stop everything that was started (by PID), in reverse order.
+
+        A job still running (Ctrl-C or a failure mid-sync) is stopped through the VMA first
+        and awaited, so its migratekit and source qemu-nbd servers end before their parents.
+        """
+        if self.vma is not None and self.vma.process.alive():
+            with contextlib.suppress(Exception):
+                self.vma.stop_active_jobs()
+                from labtest.procs import wait_until
+
+                wait_until(lambda: not _active_jobs(self.vma), timeout=30, interval=0.2)
         self.stack.close()
 
     def detach(self) -> Path:
@@ -72,6 +82,14 @@ class Lab:
         path = self.workdir / "services.json"
         path.write_text(json.dumps(record, indent=2))
         return path
+
+
+def _active_jobs(vma: Any) -> list[dict[str, Any]]:
+    """The VMA's queued or running jobs."""
+    status, body = vma.request("GET", "jobs")
+    if status != 200:
+        return []
+    return [j for j in body["jobs"] if j["status"] in ("queued", "running")]
 
 
 def _cmdline(pid: int) -> list[str]:
