@@ -481,10 +481,27 @@ def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
             oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2, extra_env=oma_env)
         )
         lab = E2eLab(tmp=tmp, vc=vc, sim=sim, vma=vma, oma=oma, vm=vm, link=link)
+        stack.callback(_stop_vma_jobs, vma)  # first thing on the way out, also on failure
         yield lab
     # after every service stopped: no process of this test is left (qemu-nbd, migratekit, …)
     leftover = processes_of(tmp)
     assert not leftover, f"processes left after the test: {leftover}"
+
+
+def _stop_vma_jobs(vma: Any) -> None:
+    """Stop the VMA's active jobs and wait for them (≤30 s), so that no migratekit or source
+    qemu-nbd outlives a failed test (labtest's teardown only asks for the stop)."""
+    if not vma.process.alive():
+        return
+
+    def active() -> bool:
+        status, body = vma.request("GET", "jobs")
+        return status == 200 and any(j["status"] in ("queued", "running") for j in body["jobs"])
+
+    if active():
+        vma.stop_active_jobs()
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not active(), timeout=30, interval=0.2, what="VMA jobs to stop")
 
 
 def processes_of(tmp: Path) -> dict[int, str]:
