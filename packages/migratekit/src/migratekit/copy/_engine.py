@@ -23,7 +23,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .._log import get_logger
-from ..errors import CopyError, CopyStopped, NbdCommandError, NbdConnectionError, NbdError
+from ..errors import (
+    CopyError,
+    CopyStopped,
+    NbdCommandError,
+    NbdConnectionError,
+    NbdError,
+    NbdHandshakeError,
+)
 from ..nbd import NbdClient
 from ..nbd import _protocol as p
 from ..nbd._splice import SplicePipe, Unsupported, relay, splice_available
@@ -59,6 +66,10 @@ class _Side(Exception):
         super().__init__(str(exc))
         self.exc = exc
         self.target = target
+
+
+class _Idle(Exception):
+    """A worker with nothing to do could not connect after the others finished."""
 
 
 class CopyEngine:
@@ -142,9 +153,9 @@ class CopyEngine:
             while True:
                 try:
                     if src is None:
-                        src = self._connect(self.connect_source, False)
+                        src = self._connect(self.connect_source, False, not pending)
                     if tgt is None:
-                        tgt = self._connect(self.connect_target, True)
+                        tgt = self._connect(self.connect_target, True, not pending)
                     self._pump(src, tgt, pending, completed, reads, writes)
                     try:
                         tgt.flush()
@@ -155,6 +166,10 @@ class CopyEngine:
                             continue  # a worker that gave up handed work back
                         self._alive -= 1
                         self._finished = True
+                    return
+                except _Idle:
+                    with self._lock:
+                        self._alive -= 1
                     return
                 except _Side as side:
                     if self._stopping():
@@ -239,11 +254,20 @@ class CopyEngine:
         completed.clear()  # durable now: a later target failure need not resend these
         return True
 
-    def _connect(self, factory: Callable[[], NbdClient], target: bool) -> NbdClient:
+    def _connect(self, factory: Callable[[], NbdClient], target: bool, idle: bool) -> NbdClient:
         try:
             return factory()
         except NbdConnectionError as exc:
             raise _Side(exc, target) from exc
+        except NbdHandshakeError as exc:
+            # A server at its client limit may refuse the handshake (nbdkit's limit filter
+            # answers "export not found"). That is fatal only for the last worker with work.
+            with self._lock:
+                if idle and self._finished and not self._returned:
+                    raise _Idle from exc
+                if self._alive > 1:
+                    raise _Side(exc, target) from exc
+            raise
 
     def _pump(
         self,
