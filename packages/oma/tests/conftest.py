@@ -6,7 +6,8 @@
   MariaDB (each server gets one throwaway database ``oma_test_<random>`` per test run,
   dropped at the end; a missing server skips with the reason shown).
 - ``app``, ``client``, ``runner``, ``auth``: a Flask app on a temporary SQLite database,
-  its test client and CLI runner, and bearer headers per role.
+  its test client and CLI runner, and bearer headers per role; ``any_app`` is that app on
+  each of the three databases.
 """
 
 from __future__ import annotations
@@ -153,6 +154,25 @@ def app(config_overrides: dict[str, Any]) -> Any:
     from oma.api import create_app
 
     return create_app({**config_overrides, "TESTING": True})
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def any_app(request: pytest.FixtureRequest, config_overrides: dict[str, Any]) -> Iterator[Any]:
+    """The Flask app on SQLite, PostgreSQL and MariaDB (emptied tables), TESTING=True."""
+    from oma.api import create_app
+    from oma.database import database
+
+    url = None
+    if request.param != "sqlite":
+        url = request.getfixturevalue(
+            f"{'postgres' if request.param == 'postgresql' else 'mariadb'}_url"
+        )
+    app = create_app(
+        {**config_overrides, "TESTING": True, **({"DATABASE_URL": url} if url else {})}
+    )
+    _truncate_all()
+    yield app
+    database.obj.close()
 
 
 @pytest.fixture

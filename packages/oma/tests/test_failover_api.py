@@ -278,3 +278,29 @@ def test_no_replication_request_during_a_failover_or_rollback(
     _set_workflow(app, rb.json["rollback"]["id"], "done", "ready_for_failover")
     res = _post(client, auth, "replications", {"vm_context_id": ctx})
     assert res.status_code == 202, res.json
+
+
+def test_locked_checks_on_every_database(any_app: Any) -> None:
+    from oma.database.repos import tokens
+
+    with any_app.app_context(), database.connection_context():
+        _, token = tokens.create_token("locks", "operator")
+    headers = {"Authorization": f"Bearer {token}"}
+    client = any_app.test_client()
+    ctx = _context(any_app)
+    _with_vma_and_replica(any_app, ctx)
+
+    def post(path: str, body: Any = None) -> Any:
+        return client.post(f"/api/v1/{path}", json=body, headers=headers)
+
+    fo = post(f"vm-contexts/{ctx}/failover", BODY)
+    assert fo.status_code == 202, fo.json
+    assert post("replications", {"vm_context_id": ctx}).status_code == 409
+    assert post(f"vm-contexts/{ctx}/cleanup").status_code == 409
+    _set_workflow(any_app, fo.json["id"], "failed")
+    first = post("replications", {"vm_context_id": ctx})
+    assert first.status_code == 202, first.json
+    second = post("replications", {"vm_context_id": ctx})
+    assert second.status_code == 409 and second.json["error"]["code"] == "conflict"
+    assert post(f"vm-contexts/{ctx}/cleanup").status_code == 409  # the job is active
+    assert post(f"vm-contexts/{ctx}/failover", BODY).status_code == 409

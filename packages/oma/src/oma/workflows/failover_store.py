@@ -152,6 +152,12 @@ def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow
                 f"VM context {context_id} already has an active {describe(active)} ({active.id})",
                 field="vm_context_id",
             )
+        if ctx.active_job_id:  # a failed failover is not resumed beside a job either
+            raise ConflictError(
+                f"VM context {context_id} has an active replication job {ctx.active_job_id}; "
+                "wait for it or stop it",
+                field="vm_context_id",
+            )
         last = latest_failover(context_id)
         if last is not None and last.status == "failed":
             last.params = dict(params)
@@ -162,12 +168,6 @@ def start_failover(context_id: str, params: Mapping[str, Any]) -> tuple[Workflow
         if ctx.state == ContextState.FAILED_OVER_LIVE.value:
             raise InvalidStateError(
                 f"VM context {context_id} is already failed over; roll back first"
-            )
-        if ctx.active_job_id:
-            raise ConflictError(
-                f"VM context {context_id} has an active replication job {ctx.active_job_id}; "
-                "wait for it or stop it",
-                field="vm_context_id",
             )
         if ctx.state != ContextState.READY_FOR_FAILOVER.value or not ctx.ready_for_failover:
             raise InvalidStateError(
