@@ -1,7 +1,8 @@
 """The one entry point for developers and CI (run it through ``scripts/nox``).
 
 Sessions: ``tests`` (every package's tests plus tests/e2e — the README's test command),
-``lint`` (ruff check + format check), ``build`` (one wheel and sdist per package into dist/,
+``demo`` (the lab migration end to end, the README's first command), ``lint`` (ruff check +
+format check), ``build`` (one wheel and sdist per package into dist/,
 then each wheel installed alone into a fresh virtualenv and imported), ``bench`` (benchmarks
 against reference tools measured in the same run).
 """
@@ -24,7 +25,9 @@ IMPORT_NAMES = {
 }
 # Lab tools installed next to the packages in test environments (never released).
 LAB_TOOLS = [
-    p for p in ["tools/labtest", "tools/cloudstack_sim"] if (ROOT / p / "pyproject.toml").exists()
+    p
+    for p in ["tools/labtest", "tools/cloudstack_sim", "tools/demo"]
+    if (ROOT / p / "pyproject.toml").exists()
 ]
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
 
@@ -53,6 +56,14 @@ def tests(session: nox.Session) -> None:
     paths += [f"{tool}/tests" for tool in LAB_TOOLS] + ["tests/e2e"]
     paths = [p for p in paths if any((ROOT / p).glob("test_*.py"))]
     session.run("pytest", *(session.posargs or paths))
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The lab demo: a VM migrated end to end with live failover (``-- --keep`` leaves it up)."""
+    _install_workspace(session)
+    session.run("bash", "tools/vcsim/build", external=True, silent=True)
+    session.run("python", "-m", "demo", *session.posargs)
 
 
 @nox.session(default=False, tags=["bench"])
