@@ -276,6 +276,10 @@ def test_no_replication_request_during_a_failover_or_rollback(
     assert res.status_code == 409 and "active rollback" in res.json["error"]["message"]
 
     _set_workflow(app, rb.json["rollback"]["id"], "done", "ready_for_failover")
+    cleanup = _post(client, auth, f"vm-contexts/{ctx}/cleanup").json
+    res = _post(client, auth, "replications", {"vm_context_id": ctx})  # volumes being deleted
+    assert res.status_code == 409 and f"active cleanup ({cleanup['id']})" in res.text
+    _set_workflow(app, cleanup["id"], "done")
     res = _post(client, auth, "replications", {"vm_context_id": ctx})
     assert res.status_code == 202, res.json
 

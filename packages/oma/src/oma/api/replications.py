@@ -40,7 +40,7 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
     "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job or an
-    active failover or rollback (whose own final sync creates its job directly)."""
+    active failover, rollback (whose own final sync creates its job directly) or cleanup."""
     data = json_body()
     no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
@@ -64,7 +64,7 @@ def create_replication() -> Any:
     with write_transaction():
         # the context lock orders this with a failover's start (which refuses an active job)
         store.lock_context(ctx.id)
-        active = store.active_failover(ctx.id)
+        active = store.active_workflow(ctx.id)  # failover, rollback or cleanup
         if active is not None:
             raise ConflictError(
                 f"VM {ctx.name} has an active {store.describe(active)} ({active.id}); "
