@@ -51,3 +51,11 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_token_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MIGRATEKIT_PROGRESS_TOKEN", "tok-abcdef")
     assert load_config()["PROGRESS_TOKEN"] == "tok-abcdef"
+
+
+def test_flush_every_accepts_zero_and_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config()["FLUSH_EVERY"] == 1 << 30
+    monkeypatch.setenv("MIGRATEKIT_FLUSH_EVERY", "0")
+    assert load_config()["FLUSH_EVERY"] == 0
+    monkeypatch.setenv("MIGRATEKIT_FLUSH_EVERY", "256M")
+    assert load_config()["FLUSH_EVERY"] == 256 << 20

@@ -28,6 +28,7 @@ def dense(path: Path, size: int = SIZE, seed: int = 1) -> Path:
 def start_copy(src_uri: str, dst_uri: str, log: Path, *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATEKIT_")}
     env["MIGRATEKIT_PROGRESS_INTERVAL"] = "0.1"
+    env["MIGRATEKIT_FLUSH_EVERY"] = "1M"  # exercise periodic flushes and the redo after them
     with open(log, "w") as fh:
         return subprocess.Popen(
             [

@@ -69,6 +69,13 @@ SETTINGS = (
         parse=parse_seconds,
     ),
     Setting(
+        "FLUSH_EVERY",
+        "flush each target connection after this many bytes (0: only at the end); bounds "
+        "what is re-sent after a target restart",
+        default=1 << 30,
+        parse=lambda text: 0 if str(text).strip() == "0" else parse_size(text),
+    ),
+    Setting(
         "SPLICE",
         "relay data with splice(2) inside the kernel (Linux); false = buffers",
         default=True,

@@ -94,6 +94,7 @@ def load(params: dict[str, Any]) -> tuple[dict[str, Any], CopyOptions]:
         timeout=config["TIMEOUT"],
         verify=bool(params.get("verify")),
         splice=bool(config["SPLICE"]),
+        flush_every=int(config["FLUSH_EVERY"]),
     )
     return config, options
 

@@ -39,6 +39,20 @@ from ._extents import ZERO_STEP, split
 
 #: (offset, length, zero, redo) — ``redo`` requests were counted once already.
 Chunk = tuple[int, int, bool, bool]
+#: In ``writes``: an outstanding periodic FLUSH. In ``completed``: where that flush was sent
+#: (everything before it is durable once the flush is answered).
+_FLUSH: Chunk = (-1, 0, False, True)
+
+
+class _FlushState:
+    """Per-pipeline bookkeeping of the periodic flush."""
+
+    __slots__ = ("in_flight", "since")
+
+    def __init__(self) -> None:
+        self.in_flight = False
+        self.since = 0
+
 
 log = get_logger(__name__)
 
@@ -57,6 +71,9 @@ class EngineOptions:
     stop: threading.Event | None = None
     #: relay read data to the target with splice(2) (Linux), never through Python buffers
     splice: bool = True
+    #: flush each target connection after this many bytes (0: only at the end), which bounds
+    #: what must be re-sent when a target server restarts mid-copy
+    flush_every: int = 1 << 30
 
 
 class _Side(Exception):
@@ -181,7 +198,9 @@ class CopyEngine:
                         # on this connection before it is replaced (without multi-conn a
                         # flush on a new connection need not cover the old one's writes).
                         target_lost = not self._settle(tgt, writes, completed)
-                    in_flight = sorted([*reads.values(), *writes.values(), *pending])
+                    in_flight = sorted(
+                        c for c in (*reads.values(), *writes.values(), *pending) if c[0] >= 0
+                    )
                     if in_flight:
                         last_offset = in_flight[0][0]
                     for c in (src, tgt):
@@ -303,6 +322,8 @@ class CopyEngine:
         tracker = self.tracker
         exhausted = False
         first_relay = True
+        flush = _FlushState()
+        flush_every = self.options.flush_every if tgt.info.can_flush else 0
         while True:
             while not exhausted and len(reads) < window and len(writes) < window:
                 chunk = pending.popleft() if pending else self._take()
@@ -392,13 +413,28 @@ class CopyEngine:
                     except NbdConnectionError as exc:
                         raise _Side(exc, True) from exc
             elif writes:
-                self._reap(tgt, writes, completed)
+                self._reap(tgt, writes, completed, flush)
             elif exhausted:
                 return
             while len(writes) >= window or (writes and not reads and exhausted):
-                self._reap(tgt, writes, completed)
+                self._reap(tgt, writes, completed, flush)
+            if flush_every and not flush.in_flight and flush.since >= flush_every:
+                try:
+                    handle = tgt.next_handle()
+                    tgt.send_command(p.CMD_FLUSH, handle, 0, 0)
+                except NbdConnectionError as exc:
+                    raise _Side(exc, True) from exc
+                writes[handle] = _FLUSH
+                completed.append(_FLUSH)
+                flush.in_flight, flush.since = True, 0
 
-    def _reap(self, tgt: NbdClient, writes: dict[int, Chunk], completed: list[Chunk]) -> None:
+    def _reap(
+        self,
+        tgt: NbdClient,
+        writes: dict[int, Chunk],
+        completed: list[Chunk],
+        flush: _FlushState | None = None,
+    ) -> None:
         try:
             error, handle = tgt.recv_simple()
         except NbdConnectionError as exc:
@@ -406,7 +442,18 @@ class CopyEngine:
         chunk = writes.pop(handle, None)
         if chunk is None:
             raise CopyError(f"target answered unknown handle {handle}", disk_key=self.disk_key)
+        if chunk is _FLUSH:
+            if error:
+                raise NbdCommandError(
+                    f"flush failed: {p.errno_text(error)}", errno=error, server=tgt.server
+                )
+            del completed[: completed.index(_FLUSH) + 1]  # durable: never re-sent
+            if flush is not None:
+                flush.in_flight = False
+            return
         offset, length, zero, redo = chunk
+        if flush is not None:
+            flush.since += length
         if error:
             what = "write-zeroes" if zero and self.can_zero else "write"
             raise NbdCommandError(
