@@ -1,6 +1,12 @@
 """Lab fixtures shared by tests, benchmarks and the demo (not a released package).
 
-Modules: ``procs`` (free ports, managed server processes stopped by PID), ``nbd`` (qemu-nbd
-exports and qcow2 images with dirty bitmaps). Further modules start the lab's other real
-servers (vcsim, the CloudStack simulator, the VMA and OMA services).
+Every server is started on a free loopback port, waited for, and stopped by PID.
+
+- ``procs``: free ports, managed server processes (own process group, log file, stop by PID).
+- ``nbd``: qemu-nbd exports, qcow2 images, persistent dirty bitmaps, qemu-io writes.
+- ``vcsim``: builds (cached) and runs the patched vCenter simulator.
+- ``cloudstack``: runs the CloudStack API simulator; fault injection helpers.
+- ``labvm``: lab VMs (a vcsim VM plus one qcow2 per disk key), writes between syncs, sha256.
+- ``vma``: runs the real VMA API server (gunicorn) with a generated token.
+- ``oma``: runs the real ``oma serve`` and ``oma worker``; a stub VMA for poller tests.
 """
