@@ -254,6 +254,19 @@ def test_no_byte_progress_fails_as_stalled_and_stops_the_vma_job(vma, poller, cl
     assert vma.stop_calls == [job_id]
 
 
+def test_a_long_verify_is_not_a_stall(vma, poller, clock, job_id):
+    disks = [
+        {"disk_key": key, "bytes_total": 100, "bytes_done": 100, "phase": "verify"}
+        for key in ("2000", "2001")
+    ]
+    vma.set_progress(job_id, progress_doc(job_id, "running", disks))
+    poller.tick()
+    clock.advance(2000)
+    assert poller.tick().updated == 1
+    job = _job(job_id)
+    assert (job.status, job.phase) == ("replicating", "verify")
+
+
 def test_one_batched_request_per_vma_per_tick(db, clock):
     with StubVma() as a, StubVma() as b:
         ids = seed_replicating_jobs([("a", a.url), ("b", b.url)], 30, disks_per_job=1)

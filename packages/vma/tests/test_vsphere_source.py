@@ -45,10 +45,12 @@ def test_incremental_writes_cbt_extents(tmp_path):
     assert extents == [{"start": 0, "length": 65536}, {"start": 1 << 20, "length": 131072}]
 
 
-def test_full_with_cbt_copies_allocated_areas(tmp_path):
+def test_full_with_cbt_is_a_full_copy_that_records_the_change_id(tmp_path):
+    """A full copy zeroes holes on a reused target; CBT's "*" areas would leave old bytes."""
     client = FakeCbt({"*": [(0, 4096)]})
     disk = _source(client).plan_disk(VM, "s", DiskRequest("2000"), {"2000": "52 aa/5"}, tmp_path)
-    assert client.calls == ["*"] and disk.mode == "incremental" and disk.note is None
+    assert client.calls == []
+    assert (disk.mode, disk.change_id, disk.note) == ("full", "52 aa/5", None)
 
 
 def test_cbt_reset_falls_back_to_full(tmp_path):
@@ -56,7 +58,8 @@ def test_cbt_reset_falls_back_to_full(tmp_path):
     disk = _source(client).plan_disk(
         VM, "s", DiskRequest("2000", "52 aa/1"), {"2000": "52 aa/5"}, tmp_path
     )
-    assert client.calls == ["52 aa/1", "*"]
+    assert client.calls == ["52 aa/1"]
+    assert (disk.mode, disk.change_id) == ("full", "52 aa/5")
     assert "unavailable" in disk.note
 
 

@@ -11,7 +11,6 @@ for what it uses: importing the package itself costs almost nothing.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,8 +52,6 @@ if TYPE_CHECKING:
     )
     from ._time import rfc3339, utcnow
 
-__version__ = _version("migration-common")
-
 _WHERE = {
     "HttpClient": "._http",
     "ConfigError": "._errors",
@@ -90,6 +87,10 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~60 ms at start-up
+        from importlib.metadata import version
+
+        return version("migration-common")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'migration_common' has no attribute {name!r}")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from migration_common import JobProgress, Status
+from migration_common import JobProgress, Phase, Status
 
 
 class ErrorClass(StrEnum):
@@ -169,7 +169,9 @@ def decide_progress(
         # clock starts when the job runs
         base["advanced"] = True
         return Decision(Action.UPDATE, events=events, **base)
-    if not advanced:
+    if not advanced and progress.phase is not Phase.VERIFY:
+        # verify reads both sides and moves no bytes: bytes_done stands still by design, and a
+        # hung verify is caught by migratekit's NBD timeouts and the VMA's process supervision
         idle = _since(now, job.last_progress_at or job.started_at)
         if idle > timeouts.stale:
             return Decision(

@@ -5,9 +5,9 @@ the job's snapshot; the vCenter password reaches nbdkit as ``password=+FILE`` (a
 the job directory, deleted when the job ends), never on its command line. Changed blocks come
 from ``QueryChangedDiskAreas`` (paged to the end of the disk by
 :meth:`vma.vmware.VSphereClient.query_changed_areas`) and are written to a per-disk extents file
-that migratekit reads (``changed_extents_file``). A full copy asks for ``changeId="*"`` (the
-allocated areas) when CBT is on; otherwise it copies the whole disk. The change ID reported is
-the snapshot's ``changeId`` for the disk.
+that migratekit reads (``changed_extents_file``). A full copy is migratekit's full mode (the
+source's allocation map, holes written as zeroes), which is right for a reused target too. The
+change ID reported is the snapshot's ``changeId`` for the disk.
 
 This source cannot run in the lab (no VDDK, no ESXi); its plan building is unit-tested.
 """
@@ -131,18 +131,11 @@ class VSphereSource:
             log.warning(
                 "falling back to full copy", vm_id=vm_id, disk_key=disk.disk_key, reason=note
             )
-        if new_id:  # CBT on: copy only the allocated areas
-            extents = self.client.query_changed_areas(vm_id, snapshot_id, disk.disk_key, "*")
-            write_extents(extents_file, extents)
-            return PreparedDisk(
-                disk.disk_key,
-                "",
-                "incremental",
-                new_id,
-                changed_extents_file=str(extents_file),
-                note=note,
-            )
-        return PreparedDisk(disk.disk_key, "", "full", None, note=note)
+        # A full copy walks the source's allocation map and writes zeroes over every hole, so a
+        # reused replica that is not zero ends identical. (Copying only CBT's "*" areas would
+        # leave the old bytes of a reused target in the unallocated areas.) The snapshot's change
+        # ID, when CBT is on, is the base of the next incremental.
+        return PreparedDisk(disk.disk_key, "", "full", new_id, note=note)
 
     def prepare(
         self, vm: dict[str, Any], snapshot_id: str, disks: Sequence[DiskRequest], work_dir: Path
