@@ -185,6 +185,26 @@ class WorkflowEngine:
             setattr(row, key, value)
         row.save()
 
+    def _step_row(self, wf: Workflow, rows: dict[str, WorkflowStep], step: Step) -> WorkflowStep:
+        """The step's row; created (``pending``) for a step added after ``wf`` was created."""
+        row = rows.get(step.name)
+        if row is None:
+            row = WorkflowStep.create(
+                workflow=wf.id, name=step.name, position=len(rows), status="pending"
+            )
+            rows[step.name] = row
+        return row
+
+    def _fail_step(self, wf: Workflow, row: WorkflowStep, exc: BaseException) -> None:
+        """Log a step's failure and record it on the step row."""
+        log.warning("workflow step failed", workflow_id=wf.id, step=row.name, error=str(exc))
+        self._set_step(
+            row,
+            status=StepStatus.FAILED.value,
+            error=str(exc)[:4000],
+            finished_at=self.clock(),
+        )
+
     # -- running --------------------------------------------------------------------------
 
     def run(self, wf: Workflow, definition: Definition, ctx: StepContext | None = None) -> str:
@@ -193,12 +213,7 @@ class WorkflowEngine:
         rows = {r.name: r for r in WorkflowStep.select().where(WorkflowStep.workflow == wf.id)}
         done: list[Step] = []
         for step in definition.steps:
-            row = rows.get(step.name)
-            if row is None:  # a step added to the definition after this workflow was created
-                row = WorkflowStep.create(
-                    workflow=wf.id, name=step.name, position=len(rows), status="pending"
-                )
-                rows[step.name] = row
+            row = self._step_row(wf, rows, step)
             if row.status == StepStatus.DONE.value:
                 ctx.data[step.name] = dict(row.data or {})
                 done.append(step)
@@ -218,15 +233,7 @@ class WorkflowEngine:
             try:
                 data = {**(row.data or {}), **(step.run(ctx) or {})}
             except Exception as exc:
-                log.warning(
-                    "workflow step failed", workflow_id=wf.id, step=step.name, error=str(exc)
-                )
-                self._set_step(
-                    row,
-                    status=StepStatus.FAILED.value,
-                    error=str(exc)[:4000],
-                    finished_at=self.clock(),
-                )
+                self._fail_step(wf, row, exc)
                 self._compensate(ctx, [*done, step], rows)
                 ctx.step = step.name
                 try:  # the job is finished before the workflow reads as failed

@@ -33,10 +33,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from migration_common import get_logger, rfc3339, utcnow
@@ -56,9 +54,10 @@ from ..database.models import (
 from ..database.repos import jobs as jobs_repo
 from ..errors import ConflictError, WorkflowError
 from ..services import _queries as q
-from .engine import Definition, Step, StepContext
-from .failover_engine import StepWaiting
+from .engine import StepContext
+from .failover_engine import StepWaiting, ordered_definition
 from .failover_store import FAILOVER_STEPS, KIND, seconds_between, step_data
+from .replication import ReplicationServices, context_target
 
 log = get_logger(__name__)
 
@@ -72,15 +71,10 @@ class FailoverInvalid(WorkflowError):
 
 
 @dataclass
-class FailoverServices:
-    """What the failover and rollback steps talk to; built once per worker."""
+class FailoverServices(ReplicationServices):
+    """What the failover and rollback steps talk to: the replication services plus guest
+    conversion; built once per worker."""
 
-    cloudstack_for: Callable[[CloudStackTarget], Any]  # -> oma.cloudstack.CloudStackClient
-    vma_for: Callable[[VmaAppliance], Any]  # -> oma.vma_client.VmaClient
-    exports: Any  # oma.nbd.ExportManager
-    by_id_dir: Path
-    device_timeout: float = 60.0
-    wait_for_device: Callable[..., Path] | None = None
     guest_conversion: str = "skip"
     conversion_timeout: float = 3600.0
 
@@ -103,15 +97,7 @@ def replicas(context_id: str) -> list[ReplicaVolume]:
 
 def target_of(context: VmContext) -> CloudStackTarget:
     """The context's CloudStack target, else the default (or oldest) one."""
-    if context.target_id:
-        row = CloudStackTarget.get_or_none(CloudStackTarget.id == context.target_id)
-        if row is not None:
-            return row
-    row = (
-        CloudStackTarget.select()
-        .order_by(CloudStackTarget.is_default.desc(), CloudStackTarget.created_at)
-        .first()
-    )
+    row = context_target(context)
     if row is None:
         raise FailoverInvalid("no CloudStack target is configured", step="validate")
     return row
@@ -181,9 +167,7 @@ class FailoverWorkflow:
             "start_target": self.start_target,
             "finalize": self.finalize,
         }
-        self.definition = Definition(
-            KIND, [Step(name, steps[name]) for name in FAILOVER_STEPS], on_failure=self.on_failure
-        )
+        self.definition = ordered_definition(KIND, FAILOVER_STEPS, steps, self.on_failure)
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -17,13 +17,14 @@ after the replication runner's tick.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from migration_common import get_logger
 
 from ..database.db import database
 from ..database.models import StepStatus, Workflow, WorkflowStep
-from .engine import ACTIVE, Definition, StepContext, WorkflowEngine
+from .engine import ACTIVE, Definition, Step, StepContext, WorkflowEngine
 
 log = get_logger(__name__)
 
@@ -38,6 +39,16 @@ class StepWaiting(Exception):
         self.reason = reason
 
 
+def ordered_definition(
+    kind: str,
+    order: Iterable[str],
+    runs: dict[str, Callable[[StepContext], dict[str, Any] | None]],
+    on_failure: Callable[[StepContext, BaseException], None],
+) -> Definition:
+    """A definition of ``kind`` running ``runs[name]`` for each step name in ``order``."""
+    return Definition(kind, [Step(name, runs[name]) for name in order], on_failure=on_failure)
+
+
 class ResumableEngine(WorkflowEngine):
     """A :class:`WorkflowEngine` whose steps may wait and whose failures are not unwound."""
 
@@ -46,12 +57,7 @@ class ResumableEngine(WorkflowEngine):
         ctx = ctx or StepContext(self, wf)
         rows = {r.name: r for r in WorkflowStep.select().where(WorkflowStep.workflow == wf.id)}
         for step in definition.steps:
-            row = rows.get(step.name)
-            if row is None:
-                row = WorkflowStep.create(
-                    workflow=wf.id, name=step.name, position=len(rows), status="pending"
-                )
-                rows[step.name] = row
+            row = self._step_row(wf, rows, step)
             if row.status == StepStatus.DONE.value:
                 ctx.data[step.name] = dict(row.data or {})
                 continue
@@ -77,15 +83,7 @@ class ResumableEngine(WorkflowEngine):
                 self._release(wf)
                 return "waiting"
             except Exception as exc:
-                log.warning(
-                    "workflow step failed", workflow_id=wf.id, step=step.name, error=str(exc)
-                )
-                self._set_step(
-                    row,
-                    status=StepStatus.FAILED.value,
-                    error=str(exc)[:4000],
-                    finished_at=self.clock(),
-                )
+                self._fail_step(wf, row, exc)
                 self._finish(wf, "failed", error=f"{step.name}: {exc}")
                 if definition.on_failure is not None:
                     definition.on_failure(ctx, exc)

@@ -34,8 +34,9 @@ from ..database.models import (
 )
 from ..errors import WorkflowError
 from ..services import _queries as q
-from .engine import Definition, Step, StepContext
+from .engine import StepContext
 from .failover import FailoverServices, replicas, target_of, vma_of
+from .failover_engine import ordered_definition
 from .failover_store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK, step_data, step_status
 
 log = get_logger(__name__)
@@ -52,11 +53,7 @@ class RollbackWorkflow:
             "power_on_source": self.power_on_source,
             "finish": self.finish,
         }
-        self.definition = Definition(
-            ROLLBACK_KIND,
-            [Step(name, steps[name]) for name in ROLLBACK_STEPS],
-            on_failure=self.on_failure,
-        )
+        self.definition = ordered_definition(ROLLBACK_KIND, ROLLBACK_STEPS, steps, self.on_failure)
 
     # -- helpers --------------------------------------------------------------------------
 

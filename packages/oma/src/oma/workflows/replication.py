@@ -98,16 +98,21 @@ def _volumes(context_id: str) -> dict[str, ReplicaVolume]:
     }
 
 
-def _target_for(ctx: VmContext) -> CloudStackTarget:
-    if ctx.target_id:
-        target = CloudStackTarget.get_or_none(CloudStackTarget.id == ctx.target_id)
+def context_target(context: VmContext) -> CloudStackTarget | None:
+    """The context's CloudStack target, else the default (or oldest) one; None when none."""
+    if context.target_id:
+        target = CloudStackTarget.get_or_none(CloudStackTarget.id == context.target_id)
         if target is not None:
             return target
-    target = (
+    return (
         CloudStackTarget.select()
         .order_by(CloudStackTarget.is_default.desc(), CloudStackTarget.created_at)
         .first()
     )
+
+
+def _target_for(ctx: VmContext) -> CloudStackTarget:
+    target = context_target(ctx)
     if target is None:
         raise InvalidRequest("no CloudStack target is configured", step="prepare")
     return target
