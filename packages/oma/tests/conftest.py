@@ -8,13 +8,21 @@
 - ``app``, ``client``, ``runner``, ``auth``: a Flask app on a temporary SQLite database,
   its test client and CLI runner, and bearer headers per role; ``any_app`` is that app on
   each of the three databases.
+- ``register_lab_vm``: registers a lab stack's VMA, CloudStack target and VM with a running
+  ``oma serve`` through its API and returns the VM context id (the process tests).
+- ``sha256_head``: ``sha256_head(path, size)``, the sha256 of a file's or device's first
+  ``size`` bytes (replica contents against their sources).
+- ``lab_context`` / ``lab_services``: for the in-process workflow labs, the VMA, default
+  CloudStack target and VM context rows on a CloudStack simulator, and the
+  ``ReplicationServices`` bound to that simulator, its client, an export manager and the VMA.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +232,134 @@ class AuthHeaders:
 def auth(app: Any) -> AuthHeaders:
     """Tokens for admin, operator and viewer on ``app``'s database."""
     return AuthHeaders(app)
+
+
+def _api_ok(status_body: tuple[int, Any], expected: int) -> Any:
+    status, body = status_body
+    assert status == expected, body
+    return body
+
+
+def _register_lab_vm(vc: Any, sim: Any, vm: Any, vma: Any, oma: Any) -> str:
+    appliance = _api_ok(
+        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
+        201,
+    )
+    _api_ok(
+        oma.api(
+            "POST",
+            "cloudstack-targets",
+            {
+                "name": "lab",
+                "endpoint": sim.endpoint,
+                "api_key": sim.api_key,
+                "secret_key": sim.secret_key,
+                "zone_id": sim.zone_id,
+                "oma_vm_id": sim.oma_vm_id,
+                "disk_offering_id": sim.custom_disk_offering_id,
+                "is_default": True,
+            },
+        ),
+        201,
+    )
+    added = _api_ok(
+        oma.api(
+            "POST",
+            "discovery/add",
+            {
+                "vma_id": appliance["id"],
+                "vcenter": f"{vc.host}:{vc.port}",
+                "username": vc.username,
+                "password": vc.password,
+                "insecure": True,
+                "vm_ids": [vm["id"]],
+            },
+        ),
+        201,
+    )
+    return added["added"][0]["id"]
+
+
+@pytest.fixture
+def register_lab_vm() -> Callable[..., str]:
+    """``register(vc, sim, vm, vma, oma) -> context id``: the VMA ``vma-1``, the default
+    CloudStack target ``lab`` and the lab VM, added through the OMA's API (201 each)."""
+    return _register_lab_vm
+
+
+def _sha256_head(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        left = size
+        while left:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def sha256_head() -> Callable[[Path, int], str]:
+    """``sha256_head(path, size)``: sha256 of the first ``size`` bytes of a file or device."""
+    return _sha256_head
+
+
+def _create_lab_context(
+    sim: Any, vma: Any, vm_id: str, name: str, disks: dict[str, int], **context: Any
+) -> str:
+    from oma.database.db import database
+    from oma.database.models import CloudStackTarget, VmaAppliance, VmContext, VmDisk
+
+    with database.connection_context():
+        appliance = VmaAppliance.create(name="vma-1", url=vma.url, token_encrypted="x")
+        target = CloudStackTarget.create(
+            name="lab",
+            endpoint=sim.endpoint,
+            api_key=sim.api_key,
+            secret_key_encrypted="x",
+            zone_id=sim.zone_id,
+            oma_vm_id=sim.oma_vm_id,
+            disk_offering_id=sim.custom_disk_offering_id,
+            is_default=True,
+        )
+        ctx = VmContext.create(
+            vma=appliance.id, target=target.id, vcenter="vc.lab", vm_id=vm_id, name=name, **context
+        )
+        for key, size in disks.items():
+            VmDisk.create(context=ctx.id, disk_key=key, capacity_bytes=size)
+    return ctx.id
+
+
+@pytest.fixture
+def lab_context() -> Callable[..., str]:
+    """``lab_context(sim, vma, vm_id, name, disks, **columns) -> context id``: the VMA
+    ``vma-1``, the default target ``lab`` on the simulator and a VM context with one
+    ``vm_disks`` row per ``{disk key: capacity}``, in the bound database."""
+    return _create_lab_context
+
+
+def _create_lab_services(sim: Any, vma: Any, cs: Any, exports: Any) -> Any:
+    from oma.cloudstack import wait_for_device
+    from oma.vma_client import VmaClient
+    from oma.workflows.replication import ReplicationServices
+
+    def vma_for(_row: Any) -> Any:
+        return VmaClient(vma.url, vma.token, retries=0)
+
+    return ReplicationServices(
+        cloudstack_for=lambda _row: cs,
+        vma_for=vma_for,
+        exports=exports,
+        by_id_dir=sim.by_id_dir,
+        device_timeout=10,
+        wait_for_device=wait_for_device,
+    )
+
+
+@pytest.fixture
+def lab_services() -> Callable[..., Any]:
+    """``lab_services(sim, vma, cs, exports)``: ReplicationServices on the simulator's client
+    ``cs`` and ``by_id_dir``, the export manager and a VmaClient per call (no retries)."""
+    return _create_lab_services

@@ -4,8 +4,6 @@ kill -9 of the worker during the failover and an injected deployVirtualMachine f
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,19 +23,6 @@ MiB = 1 << 20
 SIZES = [24 * MiB, 8 * MiB]
 
 
-def _sha(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            block = f.read(min(left, MiB))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
-
-
 def _ok(status_body: tuple[int, Any], expected: int = 200) -> Any:
     status, body = status_body
     assert status == expected, body
@@ -53,46 +38,6 @@ def stack(tmp_path):
             oma_services(tmp_path / "oma", cloudstack=sim) as oma,
         ):
             yield vc, sim, vm, vma, oma
-
-
-def _register(vc, sim, vm, vma, oma) -> str:
-    appliance = _ok(
-        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
-        201,
-    )
-    _ok(
-        oma.api(
-            "POST",
-            "cloudstack-targets",
-            {
-                "name": "lab",
-                "endpoint": sim.endpoint,
-                "api_key": sim.api_key,
-                "secret_key": sim.secret_key,
-                "zone_id": sim.zone_id,
-                "oma_vm_id": sim.oma_vm_id,
-                "disk_offering_id": sim.custom_disk_offering_id,
-                "is_default": True,
-            },
-        ),
-        201,
-    )
-    added = _ok(
-        oma.api(
-            "POST",
-            "discovery/add",
-            {
-                "vma_id": appliance["id"],
-                "vcenter": f"{vc.host}:{vc.port}",
-                "username": vc.username,
-                "password": vc.password,
-                "insecure": True,
-                "vm_ids": [vm["id"]],
-            },
-        ),
-        201,
-    )
-    return added["added"][0]["id"]
 
 
 def _replicate(oma, context_id: str) -> dict:
@@ -123,9 +68,11 @@ def _wait_settled(oma, failover_id: str) -> dict:
     return _failover(oma, failover_id)
 
 
-def test_live_failover_survives_a_worker_kill_and_a_deploy_failure(stack, tmp_path):
+def test_live_failover_survives_a_worker_kill_and_a_deploy_failure(
+    stack, tmp_path, register_lab_vm, sha256_head
+):
     vc, sim, vm, vma, oma = stack
-    context_id = _register(vc, sim, vm, vma, oma)
+    context_id = register_lab_vm(vc, sim, vm, vma, oma)
     with VmaClient(vma.url, vma.token) as client:
         if client.power_state(vm["id"]) != "poweredOn":
             client.power_on(vm["id"])
@@ -206,6 +153,6 @@ def test_live_failover_survives_a_worker_kill_and_a_deploy_failure(stack, tmp_pa
         vol = by_name[f"oma-{context_id[:8]}-{key}"]
         assert vol["deviceid"] == index  # boot disk (first key) is device 0
         backing = sim.state_dir / "volumes" / f"{vol['id']}.img"
-        assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
+        assert sha256_head(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
     assert ExportManager(state_dir=oma.data_dir / "exports").list_running() == []
     assert list(sim.by_id_dir.iterdir()) == []

@@ -3,7 +3,6 @@ stub VMA (a real HTTP server) that copies real bytes with qemu-img and answers p
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from dataclasses import dataclass, field
@@ -19,15 +18,13 @@ from labtest.nbd import create_image, qemu_img, qemu_io
 from labtest.oma import StubVma, _Handler, oma_database
 from labtest.procs import wait_until
 from migration_common import ConfigError
-from oma.cloudstack import CloudStackClient, wait_for_device
+from oma.cloudstack import CloudStackClient
 from oma.database.db import database
 from oma.database.models import (
-    CloudStackTarget,
     JobEvent,
     NbdExport,
     ReplicationJob,
     ReplicaVolume,
-    VmaAppliance,
     VmContext,
     VmDisk,
     Workflow,
@@ -38,12 +35,11 @@ from oma.errors import ConflictError, InvalidStateError
 from oma.nbd import ExportManager
 from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
-from oma.vma_client import VmaClient
 from oma.workflows import failover_store as store
 from oma.workflows.engine import StepContext, WorkflowEngine
 from oma.workflows.failover import vm_name_for
 from oma.workflows.failover_runner import build_failover_runner, guest_conversion_mode
-from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
+from oma.workflows.replication import ReplicationWorkflow
 
 pytestmark = pytest.mark.slow
 
@@ -123,27 +119,14 @@ class Lab:
     failover_services: Any = None
 
 
-def _sha(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            chunk = f.read(min(left, MiB))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
-def _source_sha(src: Path, tmp: Path, size: int) -> str:
+def _raw(src: Path, tmp: Path) -> Path:
     out = tmp / f"{src.stem}.raw"
     qemu_img("convert", "-O", "raw", str(src), str(out))
-    return _sha(out, size)
+    return out
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, lab_context, lab_services):
     sources = {}
     for i, (key, size) in enumerate(DISKS.items()):
         img = create_image(tmp_path / f"src-{key}.qcow2", size)
@@ -158,47 +141,15 @@ def lab(tmp_path):
         vma.power[VM_ID] = "poweredOn"
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
         exports = ExportManager(port_range=(20200, 20299), state_dir=tmp_path / "exports")
-        with database.connection_context():
-            appliance = VmaAppliance.create(name="vma-1", url=vma.url, token_encrypted="x")
-            target = CloudStackTarget.create(
-                name="lab",
-                endpoint=sim.endpoint,
-                api_key=sim.api_key,
-                secret_key_encrypted="x",
-                zone_id=sim.zone_id,
-                oma_vm_id=sim.oma_vm_id,
-                disk_offering_id=sim.custom_disk_offering_id,
-                is_default=True,
-            )
-            spec = {
-                "cpus": 2,
-                "memory_mb": 2048,
-                "nics": [{"label": "Network adapter 1", "network": "VM Network", "mac": MAC}],
-            }
-            ctx = VmContext.create(
-                vma=appliance.id,
-                target=target.id,
-                vcenter="vc.lab",
-                vm_id=VM_ID,
-                name="web_1.lab",
-                spec=spec,
-            )
-            for key, size in DISKS.items():
-                VmDisk.create(context=ctx.id, disk_key=key, capacity_bytes=size)
-
-        def vma_for(_row):
-            return VmaClient(vma.url, vma.token, retries=0)
-
-        services = ReplicationServices(
-            cloudstack_for=lambda _row: cs,
-            vma_for=vma_for,
-            exports=exports,
-            by_id_dir=sim.by_id_dir,
-            device_timeout=10,
-            wait_for_device=wait_for_device,
-        )
+        spec = {
+            "cpus": 2,
+            "memory_mb": 2048,
+            "nics": [{"label": "Network adapter 1", "network": "VM Network", "mac": MAC}],
+        }
+        context_id = lab_context(sim, vma, VM_ID, "web_1.lab", DISKS, spec=spec)
+        services = lab_services(sim, vma, cs, exports)
         engine = WorkflowEngine("test-worker", lease_seconds=30)
-        runner = WorkflowRunner(engine, ReplicationWorkflow(services), vma_for)
+        runner = WorkflowRunner(engine, ReplicationWorkflow(services), services.vma_for)
         poller = ProgressPoller(token_for=lambda _row: vma.token)
         config = type(
             "Cfg",
@@ -207,7 +158,9 @@ def lab(tmp_path):
         )()
         failover = build_failover_runner(config, services)
         try:
-            yield Lab(sim, vma, cs, exports, runner, poller, failover, ctx.id, sources, services)
+            yield Lab(
+                sim, vma, cs, exports, runner, poller, failover, context_id, sources, services
+            )
         finally:
             poller.close()
             for info in exports.list_running():
@@ -275,7 +228,7 @@ def _drive(lab: Lab, wf_id: str, until: tuple[str, ...] = ("done", "failed")) ->
     return _wf(wf_id)
 
 
-def test_live_failover_boots_the_replicas_in_cloudstack(lab, tmp_path):
+def test_live_failover_boots_the_replicas_in_cloudstack(lab, tmp_path, sha256_head):
     assert _replicate(lab).status == "completed"
     qemu_io(lab.sources["2000"], "write -P 0x5A 3M 256k")  # changed after the last sync
     wf_id = _start(lab)
@@ -321,7 +274,7 @@ def test_live_failover_boots_the_replicas_in_cloudstack(lab, tmp_path):
         rv = volumes[key]
         assert rv.state == "attached_target" and rv.attached_vm_id == vm["id"]
         backing = lab.sim.state_dir / "volumes" / f"{rv.cloudstack_volume_id}.img"
-        assert _sha(backing, size) == _source_sha(lab.sources[key], tmp_path, size)
+        assert sha256_head(backing, size) == sha256_head(_raw(lab.sources[key], tmp_path), size)
 
     # a second failover of the same VM is refused
     with database.connection_context(), pytest.raises(InvalidStateError):
@@ -408,7 +361,7 @@ def test_failed_final_sync_fails_the_failover_and_rollback_restores_the_source(l
     assert all(d.change_id for d in disks)  # the replicas were never used: keep syncing
 
 
-def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path):
+def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path, sha256_head):
     assert _replicate(lab).status == "completed"
     inject_fault(lab.sim, "attachVolume", 530, errortext="Failed to attach volume: host down")
     wf_id = _start(lab)
@@ -428,8 +381,8 @@ def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path):
         cs_vol = lab.cs.get_volume(volumes[key].cloudstack_volume_id)
         assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
         assert volumes[key].state == "attached"
-        assert _sha(Path(volumes[key].device_path), size) == _source_sha(
-            lab.sources[key], tmp_path, size
+        assert sha256_head(Path(volumes[key].device_path), size) == sha256_head(
+            _raw(lab.sources[key], tmp_path), size
         )
     # the VM syncs again from where it was
     job = _replicate(lab)

@@ -4,8 +4,6 @@ real VMA API server replicating a lab VM with migratekit — and a kill -9 of th
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -21,19 +19,6 @@ from oma.nbd import ExportManager
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
 SIZES = [48 * MiB, 16 * MiB]
-
-
-def _sha(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            block = f.read(min(left, MiB))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
 
 
 def _ok(status_body: tuple[int, object], expected: int = 200) -> object:
@@ -63,54 +48,25 @@ def stack(request, tmp_path):
         yield vc, sim, vm, vma, oma
 
 
-def _register(vc, sim, vm, vma, oma) -> str:
-    appliance = _ok(
-        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
-        201,
-    )
-    _ok(
-        oma.api(
-            "POST",
-            "cloudstack-targets",
-            {
-                "name": "lab",
-                "endpoint": sim.endpoint,
-                "api_key": sim.api_key,
-                "secret_key": sim.secret_key,
-                "zone_id": sim.zone_id,
-                "oma_vm_id": sim.oma_vm_id,
-                "disk_offering_id": sim.custom_disk_offering_id,
-                "is_default": True,
-            },
-        ),
-        201,
-    )
-    added = _ok(
-        oma.api(
-            "POST",
-            "discovery/add",
-            {
-                "vma_id": appliance["id"],
-                "vcenter": f"{vc.host}:{vc.port}",
-                "username": vc.username,
-                "password": vc.password,
-                "insecure": True,
-                "vm_ids": [vm["id"]],
-            },
-        ),
-        201,
-    )
-    return added["added"][0]["id"]
-
-
 def _job(oma, job_id):
     return _ok(oma.api("GET", f"replications/{job_id}"))
 
 
+def _wait_finished(oma, job_id):
+    """The job once it has ended after a worker restart."""
+    wait_until(
+        lambda: _job(oma, job_id)["status"] in ("completed", "failed", "stopped"),
+        timeout=120,
+        interval=0.2,
+        what="job to finish after the worker restart",
+    )
+    return _job(oma, job_id)
+
+
 @pytest.mark.parametrize("stack", ["sqlite", "postgresql", "mariadb"], indirect=True)
-def test_replication_survives_a_worker_kill(stack, tmp_path):
+def test_replication_survives_a_worker_kill(stack, tmp_path, register_lab_vm, sha256_head):
     vc, sim, vm, vma, oma = stack
-    context_id = _register(vc, sim, vm, vma, oma)
+    context_id = register_lab_vm(vc, sim, vm, vma, oma)
     job = _ok(oma.api("POST", "replications", {"vm_context_id": context_id, "type": "auto"}), 202)
     job_id = job["id"]
     # a second job on the same VM while one is active → 409
@@ -124,13 +80,7 @@ def test_replication_survives_a_worker_kill(stack, tmp_path):
     )
     oma.kill_worker()  # kill -9 mid-copy
     oma.restart_worker()
-    wait_until(
-        lambda: _job(oma, job_id)["status"] in ("completed", "failed", "stopped"),
-        timeout=120,
-        interval=0.2,
-        what="job to finish after the worker restart",
-    )
-    done = _job(oma, job_id)
+    done = _wait_finished(oma, job_id)
     assert done["status"] == "completed", done
 
     ctx = _ok(oma.api("GET", f"vm-contexts/{context_id}"))
@@ -149,7 +99,7 @@ def test_replication_survives_a_worker_kill(stack, tmp_path):
         assert disks[key]["change_id"], disks[key]
         vol = by_name[f"oma-{context_id[:8]}-{key}"]
         backing = (sim.by_id_dir / f"virtio-{vol['id'].replace('-', '')[:20]}").resolve()
-        assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
+        assert sha256_head(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
     running = ExportManager(state_dir=oma.data_dir / "exports").list_running()
     assert sorted(e.volume_id for e in running) == sorted(v["id"] for v in data_volumes)
 
@@ -170,16 +120,16 @@ def test_replication_survives_a_worker_kill(stack, tmp_path):
     size = int(vm["disks"][0]["capacity_bytes"])
     vol = by_name[f"oma-{context_id[:8]}-{key}"]
     backing = (sim.by_id_dir / f"virtio-{vol['id'].replace('-', '')[:20]}").resolve()
-    assert _sha(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
+    assert sha256_head(backing, size) == lab_disk_sha256(vm["images"][key], size=size)
     ctx2 = _ok(oma.api("GET", f"vm-contexts/{context_id}"))
     assert all(d["change_id"] != disks[d["disk_key"]]["change_id"] for d in ctx2["disks"])
 
 
-def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack):
+def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack, register_lab_vm):
     from labtest.cloudstack import clear_faults, inject_fault
 
     vc, sim, vm, vma, oma = stack
-    context_id = _register(vc, sim, vm, vma, oma)
+    context_id = register_lab_vm(vc, sim, vm, vma, oma)
     inject_fault(sim, "createVolume", None, once=False, delay=2.0)
     cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
     try:
@@ -192,13 +142,7 @@ def test_worker_killed_while_creating_volumes_resumes_without_leaks(stack):
         oma.kill_worker()  # dies while CloudStack is still creating the volume
         clear_faults(sim)
         oma.restart_worker()
-        wait_until(
-            lambda: _job(oma, job_id)["status"] in ("completed", "failed", "stopped"),
-            timeout=120,
-            interval=0.2,
-            what="job to finish after the worker restart",
-        )
-        done = _job(oma, job_id)
+        done = _wait_finished(oma, job_id)
         assert done["status"] == "completed", done
         data_volumes = [v for v in cs.list_volumes() if v.get("type") != "ROOT"]
     finally:

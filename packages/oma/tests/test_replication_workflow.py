@@ -3,7 +3,6 @@ exports and a stub VMA that copies real bytes with qemu-img into the exports."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,16 +13,14 @@ from labtest.cloudstack import cloudstack_sim, inject_fault
 from labtest.nbd import create_image, qemu_img, qemu_io
 from labtest.oma import StubVma, oma_database
 from labtest.procs import wait_until
-from oma.cloudstack import CloudStackClient, wait_for_device
+from oma.cloudstack import CloudStackClient
 from oma.database.db import database
 from oma.database.models import (
-    CloudStackTarget,
     JobDisk,
     JobEvent,
     NbdExport,
     ReplicationJob,
     ReplicaVolume,
-    VmaAppliance,
     VmContext,
     VmDisk,
 )
@@ -31,10 +28,9 @@ from oma.database.repos import jobs as jobs_repo
 from oma.nbd import ExportManager
 from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
-from oma.vma_client import VmaClient
 from oma.workflows.cleanup import CleanupWorkflow, request_cleanup
 from oma.workflows.engine import WorkflowEngine
-from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
+from oma.workflows.replication import ReplicationWorkflow
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +51,6 @@ class Lab:
     sources: dict[str, Path]
 
 
-def _sha(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        left = size
-        while left:
-            chunk = f.read(min(left, MiB))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
 def _raw(src: Path, tmp: Path) -> Path:
     out = tmp / f"{src.stem}.raw"
     qemu_img("convert", "-O", "raw", str(src), str(out))
@@ -75,7 +58,7 @@ def _raw(src: Path, tmp: Path) -> Path:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, lab_context, lab_services):
     vm_id = "4205a841-0265-f4bd-39a6-39fd92196f53"
     sources = {}
     for i, (key, size) in enumerate(DISKS.items()):
@@ -90,45 +73,18 @@ def lab(tmp_path):
         vma.sources = {(vm_id, k): p for k, p in sources.items()}
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
         exports = ExportManager(port_range=(20100, 20199), state_dir=tmp_path / "exports")
-        with database.connection_context():
-            appliance = VmaAppliance.create(name="vma-1", url=vma.url, token_encrypted="x")
-            target = CloudStackTarget.create(
-                name="lab",
-                endpoint=sim.endpoint,
-                api_key=sim.api_key,
-                secret_key_encrypted="x",
-                zone_id=sim.zone_id,
-                oma_vm_id=sim.oma_vm_id,
-                disk_offering_id=sim.custom_disk_offering_id,
-                is_default=True,
-            )
-            ctx = VmContext.create(
-                vma=appliance.id, target=target.id, vcenter="vc.lab", vm_id=vm_id, name="web-1"
-            )
-            for key, size in DISKS.items():
-                VmDisk.create(context=ctx.id, disk_key=key, capacity_bytes=size)
-
-        def vma_for(_row):
-            return VmaClient(vma.url, vma.token, retries=0)
-
-        services = ReplicationServices(
-            cloudstack_for=lambda _row: cs,
-            vma_for=vma_for,
-            exports=exports,
-            by_id_dir=sim.by_id_dir,
-            device_timeout=10,
-            wait_for_device=wait_for_device,
-        )
+        context_id = lab_context(sim, vma, vm_id, "web-1", DISKS)
+        services = lab_services(sim, vma, cs, exports)
         engine = WorkflowEngine("test-worker", lease_seconds=30)
         runner = WorkflowRunner(
             engine,
             ReplicationWorkflow(services),
-            vma_for,
+            services.vma_for,
             others=(CleanupWorkflow(services).definition,),
         )
         poller = ProgressPoller(token_for=lambda _row: vma.token)
         try:
-            yield Lab(sim, vma, cs, exports, runner, poller, ctx.id, vm_id, sources)
+            yield Lab(sim, vma, cs, exports, runner, poller, context_id, vm_id, sources)
         finally:
             poller.close()
             for info in exports.list_running():
@@ -157,7 +113,7 @@ def _run_to_end(lab: Lab, job_id: str) -> ReplicationJob:
     return _job(job_id)
 
 
-def test_full_then_incremental_replication(lab, tmp_path):
+def test_full_then_incremental_replication(lab, tmp_path, sha256_head):
     job_id = _create_job(lab)
     job = _run_to_end(lab, job_id)
     assert job.status == "completed", job.error_message
@@ -179,7 +135,7 @@ def test_full_then_incremental_replication(lab, tmp_path):
         assert job_disks[key].previous_change_id is None
         assert job_disks[key].target_uri.endswith(f"/vol-{vol.cloudstack_volume_id}")
         raw = _raw(lab.sources[key], tmp_path)
-        assert _sha(Path(vol.device_path), size) == _sha(raw, size)
+        assert sha256_head(Path(vol.device_path), size) == sha256_head(raw, size)
         cs_vol = lab.cs.get_volume(vol.cloudstack_volume_id)
         assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
     assert len(exports_rows) == 2
@@ -215,7 +171,9 @@ def test_full_then_incremental_replication(lab, tmp_path):
         new_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
     assert all(new_ids[k] != first_ids[k] for k in DISKS)
     raw = _raw(lab.sources["2000"], tmp_path)
-    assert _sha(Path(volumes["2000"].device_path), DISKS["2000"]) == _sha(raw, DISKS["2000"])
+    assert sha256_head(Path(volumes["2000"].device_path), DISKS["2000"]) == sha256_head(
+        raw, DISKS["2000"]
+    )
 
 
 def test_attach_failure_fails_the_job_with_cloudstacks_text_and_leaks_no_volume(lab):
