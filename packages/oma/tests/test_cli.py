@@ -223,6 +223,27 @@ class _Watcher:
         return code, err
 
 
+def _add_vm(served: dict[str, Any]) -> dict[str, Any]:
+    """Register a VMA and add ``cli-vm`` through the served API; the added VM context."""
+    url, headers = served["url"], {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{url}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+    ).json()
+    return requests.post(
+        f"{url}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
+    ).json()["added"][0]
+
+
+def _queue_job(served: dict[str, Any]) -> str:
+    """``cli-vm`` added and ``oma replicate cli-vm`` run; the new job's id."""
+    _add_vm(served)
+    return oma(served["env"], "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+
+
 def _progress(job_id: str, phase: Any, done: int) -> Any:
     from migration_common import DiskProgress, JobProgress, Status
 
@@ -247,18 +268,7 @@ def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome
     from oma.database.repos import jobs
 
     env = served["env"]
-    headers = {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{served['url']}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    requests.post(
-        f"{served['url']}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    )
-    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    job_id = _queue_job(served)
     watcher = _Watcher(env, job_id)
     try:
         watcher.wait_for("status=pending")
@@ -309,18 +319,7 @@ def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome
 @pytest.mark.slow
 def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any]) -> None:
     env = served["env"]
-    headers = {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{served['url']}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    requests.post(
-        f"{served['url']}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    )
-    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    job_id = _queue_job(served)
     proc = subprocess.Popen(
         [sys.executable, "-m", "oma", "job", job_id, "--watch"],
         env=env,
@@ -420,18 +419,7 @@ def test_watch_survives_an_api_restart(served: dict[str, Any], tmp_path: Path) -
     from oma.database.repos import jobs
 
     env, url = served["env"], served["url"]
-    headers = {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{url}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    requests.post(
-        f"{url}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    )
-    job_id = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    job_id = _queue_job(served)
     watcher = _Watcher(env, job_id)
     restarted = None
     try:
@@ -493,18 +481,8 @@ def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> 
     from oma.database.models import Workflow
     from oma.database.repos import contexts
 
-    env, url = served["env"], served["url"]
-    headers = {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{url}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    added = requests.post(
-        f"{url}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    ).json()["added"][0]
+    env = served["env"]
+    added = _add_vm(served)
     not_ready = oma(env, "failover", "cli-vm", *FAILOVER_ARGS)
     assert not_ready.returncode == ExitCode.CONFLICT
     assert "not ready_for_failover" in not_ready.stderr
