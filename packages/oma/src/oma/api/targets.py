@@ -35,6 +35,19 @@ def client_for(row: CloudStackTarget) -> Any:
     )
 
 
+EDITABLE_FIELDS = (
+    "name",
+    "endpoint",
+    "api_key",
+    "secret_key",
+    "zone_id",
+    "oma_vm_id",
+    "disk_offering_id",
+    "verify_tls",
+)
+"""Body fields of a target that PATCH accepts; POST accepts them and ``is_default``."""
+
+
 @bp.get("")
 def list_targets() -> Any:
     """Every CloudStack target (never the secret key)."""
@@ -48,20 +61,7 @@ def create_target() -> Any:
     """Save ``{"name", "endpoint", "api_key", "secret_key", "zone_id", "oma_vm_id",
     "disk_offering_id"?, "verify_tls"?, "is_default"?}`` → 201."""
     data = json_body()
-    no_unknown(
-        data,
-        (
-            "name",
-            "endpoint",
-            "api_key",
-            "secret_key",
-            "zone_id",
-            "oma_vm_id",
-            "disk_offering_id",
-            "verify_tls",
-            "is_default",
-        ),
-    )
+    no_unknown(data, (*EDITABLE_FIELDS, "is_default"))
     name = string(data, "name", max_length=100)
     endpoint = http_url(data, "endpoint")
     api_key = string(data, "api_key")
@@ -98,19 +98,7 @@ def update_target(target_id: str) -> Any:
     from ..database.repos._util import update_row
 
     data = json_body()
-    no_unknown(
-        data,
-        (
-            "name",
-            "endpoint",
-            "api_key",
-            "secret_key",
-            "zone_id",
-            "oma_vm_id",
-            "disk_offering_id",
-            "verify_tls",
-        ),
-    )
+    no_unknown(data, EDITABLE_FIELDS)
     fields: dict[str, Any] = {}
     for name, limit in (
         ("name", 100),
