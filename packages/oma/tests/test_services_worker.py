@@ -52,16 +52,21 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter (60 s at most); its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_sigterm_inside_submit_stops_the_scheduler() -> None:
     # The timeout only catches the deadlock; a clean run takes well under a second.
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        done = _run_python(SCRIPT)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError("the scheduler deadlocked on SIGTERM inside submit()") from exc
     assert done.returncode == 0, done.stderr
@@ -97,13 +102,7 @@ def test_second_signal_and_normal_return_leave_no_thread() -> None:
         print(sorted(t.name for t in threading.enumerate()), flush=True)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = _run_python(script)
     assert done.returncode == 0, done.stderr
     assert "oma-worker-stop" not in done.stdout
 
@@ -127,12 +126,6 @@ def test_signal_before_start_stops_the_scheduler_once_it_runs() -> None:
         print("stopped", scheduler.state, flush=True)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = _run_python(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stopped 0"
