@@ -34,7 +34,6 @@ from ..nbd import _protocol as p
 from ..progress._tracker import DiskTracker
 from . import _extents as ext
 from ._engine import CopyEngine, EngineOptions
-from ._verify import hash_both
 
 log = get_logger(__name__)
 
@@ -225,6 +224,8 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
         engine.run(first_target=target)
         result.reconnects = engine.reconnects
         if options.verify:
+            from ._verify import hash_both  # hashlib only when verifying (start-up time)
+
             tracker.set_phase(VERIFY)
             src_digest, tgt_digest = hash_both(
                 functools.partial(_connect, spec.source, options),
