@@ -33,7 +33,8 @@ def page(p: Params, key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": total, key: items}
 
 
-def _filter(p: Params, items: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:
+def filter_items(p: Params, items: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:
+    """Keep items whose ``fields`` equal the request's values (any case) and ``keyword``."""
     for field in fields:
         value = p.get(field)
         if value is not None:
@@ -46,24 +47,26 @@ def _filter(p: Params, items: list[dict[str, Any]], *fields: str) -> list[dict[s
 
 def list_zones(store: Store, p: Params) -> dict[str, Any]:
     """listZones: id, name, keyword."""
-    return page(p, "zone", _filter(p, list(store.data["zones"]), "id", "name"))
+    return page(p, "zone", filter_items(p, list(store.data["zones"]), "id", "name"))
 
 
 def list_service_offerings(store: Store, p: Params) -> dict[str, Any]:
     """listServiceOfferings: id, name, keyword."""
     return page(
-        p, "serviceoffering", _filter(p, list(store.data["service_offerings"]), "id", "name")
+        p, "serviceoffering", filter_items(p, list(store.data["service_offerings"]), "id", "name")
     )
 
 
 def list_disk_offerings(store: Store, p: Params) -> dict[str, Any]:
     """listDiskOfferings: id, name, keyword."""
-    return page(p, "diskoffering", _filter(p, list(store.data["disk_offerings"]), "id", "name"))
+    return page(
+        p, "diskoffering", filter_items(p, list(store.data["disk_offerings"]), "id", "name")
+    )
 
 
 def list_networks(store: Store, p: Params) -> dict[str, Any]:
     """listNetworks: id, zoneid, name, keyword."""
-    return page(p, "network", _filter(p, list(store.data["networks"]), "id", "zoneid", "name"))
+    return page(p, "network", filter_items(p, list(store.data["networks"]), "id", "zoneid", "name"))
 
 
 def list_templates(store: Store, p: Params) -> dict[str, Any]:
@@ -80,7 +83,7 @@ def list_templates(store: Store, p: Params) -> dict[str, Any]:
         items = [t for t in items if t.get("isfeatured")]
     elif flt.lower() == "community":
         items = [t for t in items if t.get("ispublic")]
-    return page(p, "template", _filter(p, items, "id", "zoneid", "name"))
+    return page(p, "template", filter_items(p, items, "id", "zoneid", "name"))
 
 
 def query_async_job_result(store: Store, p: Params) -> dict[str, Any]:

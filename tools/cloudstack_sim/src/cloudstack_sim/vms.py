@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from . import views
-from .catalog import page
+from .catalog import filter_items, page
 from .errors import bad_value, invalid
 from .jobs import Call, JobRunner
 from .params import Params
@@ -243,13 +243,7 @@ def list_vms(store: Store, p: Params) -> dict[str, Any]:
     items = sorted(d["vms"].values(), key=lambda v: v["created"])
     if p.get("id") is not None:
         items = [p.entity(d["vms"], "id")]
-    for field in ("name", "state"):
-        value = p.get(field)
-        if value is not None:
-            items = [v for v in items if v[field].lower() == value.lower()]
-    keyword = p.get("keyword")
-    if keyword is not None:
-        items = [v for v in items if keyword.lower() in v["name"].lower()]
+    items = filter_items(p, items, "name", "state")
     return page(p, "virtualmachine", [views.vm(store, v) for v in items])
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import views
-from .catalog import page
+from .catalog import filter_items, page
 from .errors import bad_value, invalid
 from .jobs import Call, JobRunner
 from .params import Params
@@ -186,13 +186,7 @@ def list_volumes(store: Store, p: Params) -> dict[str, Any]:
         if vm_id not in d["vms"]:
             raise invalid(p.command, "virtualmachineid", vm_id)
         items = [v for v in items if v.get("virtualmachineid") == vm_id]
-    for field in ("name", "type"):
-        value = p.get(field)
-        if value is not None:
-            items = [v for v in items if v[field].lower() == value.lower()]
-    keyword = p.get("keyword")
-    if keyword is not None:
-        items = [v for v in items if keyword.lower() in v["name"].lower()]
+    items = filter_items(p, items, "name", "type")
     return page(p, "volume", [views.volume(store, v) for v in items])
 
 
