@@ -217,7 +217,7 @@ def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
     vm = _vm(lab, "lab-kill", [8 * MiB], seed=3)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="4M") as uri:
+    with slow_target(raw, rate="1M") as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
@@ -242,7 +242,7 @@ def test_stop_running_job(lab, vma, tmp_path):
     vm = _vm(lab, "lab-stop", [8 * MiB], seed=4)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="4M") as uri:
+    with slow_target(raw, rate="1M") as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
