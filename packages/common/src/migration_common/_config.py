@@ -10,7 +10,6 @@ failure is a :class:`ConfigError` whose ``variable`` is the full environment var
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +156,8 @@ def _convert(variable: str, setting: Setting, raw: Any) -> Any:
 
 
 def _read_toml(variable: str, path: Path) -> dict[str, Any]:
+    import tomllib  # only when a config file is named: keeps command start-up short
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

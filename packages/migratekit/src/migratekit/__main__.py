@@ -1,7 +1,7 @@
 """``python -m migratekit`` runs the command line.
 
-On exit it skips the interpreter's module teardown (~15 ms with click, logging and the copy
-modules loaded, measurable on small copies): non-daemon threads are joined, ``atexit``
+On exit it skips the interpreter's module teardown (~15 ms with logging and the copy modules
+loaded, measurable on small copies): non-daemon threads are joined, ``atexit``
 handlers run (logging's flush among them) and stdout/stderr are flushed first, as a normal
 exit would; the NBD targets were flushed by the copy itself.
 """
@@ -43,7 +43,7 @@ def _fast_exit(status: int) -> None:
 
 
 try:
-    main(prog_name="migratekit")
+    main()
 except SystemExit as exc:
     _fast_exit(_exit_code(exc.code))
 _fast_exit(0)

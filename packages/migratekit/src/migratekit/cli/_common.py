@@ -1,14 +1,12 @@
-"""What ``copy`` and ``run`` share: tuning options, config, progress sinks, the summary."""
+"""What ``copy`` and ``run`` share: the parser, tuning options, config, progress, the summary."""
 
 from __future__ import annotations
 
-import functools
+import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-import click
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _exit
 
@@ -17,59 +15,100 @@ if TYPE_CHECKING:
     from ..progress import ProgressHub
 
 
-def tuning_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every copying command takes."""
-    decorators = [
-        click.option(
-            "--connections",
-            type=click.IntRange(1, 16),
-            default=None,
-            help="NBD connections per side when both servers allow multi-conn [default 2].",
-        ),
-        click.option(
-            "--request-size",
-            "request_size",
-            default=None,
-            metavar="BYTES",
-            help="Bytes per request, e.g. 1M or 262144 [default 1M].",
-        ),
-        click.option(
-            "--window",
-            type=click.IntRange(1, 256),
-            default=None,
-            help="Requests in flight per connection [default 16].",
-        ),
-        click.option(
-            "--retries",
-            type=click.IntRange(0, 100),
-            default=None,
-            help="Reconnect attempts after a dropped connection [default 5].",
-        ),
-        click.option(
-            "--timeout",
-            type=float,
-            default=None,
-            help="Seconds without an answer before a connection is dead [60].",
-        ),
-        click.option(
-            "--progress",
-            "progress_mode",
-            default="auto",
-            type=click.Choice(["auto", "bar", "plain", "off"]),
-            help="Progress on stderr: a bar on a TTY, plain lines otherwise.",
-        ),
-        click.option(
-            "--progress-url",
-            default=None,
-            metavar="URL",
-            help="VMA base URL; updates go to URL/api/v1/progress/JOB_ID/update "
-            "with the token from MIGRATEKIT_PROGRESS_TOKEN.",
-        ),
-        click.option("--job-id", default=None, help="Job id used in progress URLs."),
-        click.option("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR."),
-        click.option("--debug", is_flag=True, default=False, help="Show tracebacks on errors."),
-    ]
-    return functools.reduce(lambda f, d: d(f), reversed(decorators), func)
+class Parser(argparse.ArgumentParser):
+    """argparse with our error format: ``error: …`` plus a hint, exit 2 (USAGE)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        _exit.fail(message, f"see {self.prog} --help", _exit.USAGE)
+
+
+class VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (importlib.metadata is slow)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from importlib.metadata import version
+
+        print(f"migratekit, version {version('migratekit')}")
+        parser.exit()
+
+
+def setting_type(name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that checks an option with the parser of config setting ``name``.
+
+    The option and its ``MIGRATEKIT_<NAME>`` variable accept exactly the same values; a bad
+    value reads ``argument --window: must be at most 256, got 999``.
+    """
+    from ..config import SETTINGS
+
+    parse = next(s.parse for s in SETTINGS if s.name == name)
+
+    def _check(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    _check.__name__ = name.lower()
+    return _check
+
+
+def add_tuning_options(parser: argparse.ArgumentParser) -> None:
+    """Options every copying command takes (defaults come from the config settings)."""
+    group = parser.add_argument_group("tuning and output")
+    group.add_argument(
+        "--connections",
+        metavar="N",
+        type=setting_type("CONNECTIONS"),
+        help="NBD connections per side when both servers allow multi-conn, 1-16 [default 2].",
+    )
+    group.add_argument(
+        "--request-size",
+        metavar="BYTES",
+        type=setting_type("REQUEST_SIZE"),
+        help="Bytes per request, e.g. 1M or 262144 [default 1M].",
+    )
+    group.add_argument(
+        "--window",
+        metavar="N",
+        type=setting_type("WINDOW"),
+        help="Requests in flight per connection, 1-256 [default 16].",
+    )
+    group.add_argument(
+        "--retries",
+        metavar="N",
+        type=setting_type("RETRIES"),
+        help="Reconnect attempts after a dropped connection, 0-100 [default 5].",
+    )
+    group.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=setting_type("TIMEOUT"),
+        help="Seconds without an answer before a connection is dead [default 60].",
+    )
+    group.add_argument(
+        "--progress",
+        dest="progress_mode",
+        default="auto",
+        choices=["auto", "bar", "plain", "off"],
+        help="Progress on stderr: a bar on a TTY, plain lines otherwise [default auto].",
+    )
+    group.add_argument(
+        "--progress-url",
+        metavar="URL",
+        help="VMA base URL; updates go to URL/api/v1/progress/JOB_ID/update "
+        "with the token from MIGRATEKIT_PROGRESS_TOKEN.",
+    )
+    group.add_argument("--job-id", help="Job id used in progress URLs.")
+    group.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR [default INFO].")
+    group.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
 
 
 def load(params: dict[str, Any]) -> tuple[dict[str, Any], CopyOptions]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-
-import click
+from typing import NoReturn
 
 OK = 0
 COPY_FAILED = 1
@@ -16,11 +15,11 @@ CANCELLED = 130
 TERMINATED = 143
 
 
-def fail(message: str, hint: str | None, code: int) -> None:
+def fail(message: str, hint: str | None, code: int) -> NoReturn:
     """Print ``error: …`` (and ``hint: …``) to stderr and exit with ``code``."""
-    click.echo(f"error: {message}", err=True)
+    print(f"error: {message}", file=sys.stderr)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        print(f"hint: {hint}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -45,7 +44,7 @@ def errors_to_exit(debug: bool = False) -> Iterator[Debug]:
     try:
         yield flag
     except KeyboardInterrupt:
-        click.echo("cancelled", err=True)
+        print("cancelled", file=sys.stderr)
         sys.exit(CANCELLED)
     except (UsageError, ConfigError) as exc:
         if flag:

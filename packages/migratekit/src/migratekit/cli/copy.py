@@ -2,54 +2,59 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
 
-import click
-
 from . import _common, _exit
 
+DESCRIPTION = """\
+Copy one disk from SOURCE_URI to TARGET_URI (nbd://host:port/export or
+nbd+unix:///export?socket=/path). Full copy unless --changed-extents or --dirty-bitmap."""
 
-@click.command("copy")
-@click.argument("source_uri")
-@click.argument("target_uri")
-@click.option(
-    "--changed-extents",
-    "changed_extents",
-    default=None,
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Incremental: JSON list of [offset, length] or {start, length} "
-    "(VMware QueryChangedDiskAreas).",
-)
-@click.option(
-    "--dirty-bitmap",
-    default=None,
-    metavar="NAME",
-    help="Incremental: copy the ranges of the source's qemu:dirty-bitmap:NAME.",
-)
-@click.option(
-    "--target-is-zero",
-    is_flag=True,
-    default=False,
-    help="Full copy: the target reads as zeroes already; skip holes.",
-)
-@click.option(
-    "--verify",
-    is_flag=True,
-    default=False,
-    help="Hash source and target over the copied ranges; fail on mismatch.",
-)
-@click.option("--disk-key", default="disk", show_default=True, help="Name used in progress.")
-@click.option("--change-id", default=None, help="Reported in the final completed update.")
-@click.option(
-    "--json", "as_json", is_flag=True, default=False, help="Print a final JSON summary on stdout."
-)
-@_common.tuning_options
-def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
-    """Copy one disk from SOURCE_URI to TARGET_URI (nbd://host:port/export or
-    nbd+unix:///export?socket=/path). Full copy unless --changed-extents or --dirty-bitmap."""
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``copy`` on the ``migratekit`` subcommands."""
+    parser = commands.add_parser(
+        "copy", help="copy one disk (full or incremental)", description=DESCRIPTION
+    )
+    parser.add_argument("source_uri", metavar="SOURCE_URI")
+    parser.add_argument("target_uri", metavar="TARGET_URI")
+    parser.add_argument(
+        "--changed-extents",
+        metavar="FILE",
+        help="Incremental: JSON list of [offset, length] or {start, length} "
+        "(VMware QueryChangedDiskAreas).",
+    )
+    parser.add_argument(
+        "--dirty-bitmap",
+        metavar="NAME",
+        help="Incremental: copy the ranges of the source's qemu:dirty-bitmap:NAME.",
+    )
+    parser.add_argument(
+        "--target-is-zero",
+        action="store_true",
+        help="Full copy: the target reads as zeroes already; skip holes.",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="Hash source and target over the copied ranges; fail on mismatch.",
+    )
+    parser.add_argument("--disk-key", default="disk", help="Name used in progress [default: disk].")
+    parser.add_argument("--change-id", help="Reported in the final completed update.")
+    parser.add_argument(
+        "--json", dest="as_json", action="store_true", help="Print a final JSON summary on stdout."
+    )
+    _common.add_tuning_options(parser)
+    parser.set_defaults(main=main)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run ``copy``; exits 0 when the disk completed (see :mod:`._exit` for the other codes)."""
+    params = vars(args)
     with _exit.errors_to_exit(params["debug"]) as debug:
         from .._states import FULL, INCREMENTAL
         from ..copy import DiskSpec, copy_disk, load_extent_file
@@ -69,8 +74,8 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
         incremental = extents is not None or params["dirty_bitmap"] is not None
         spec = DiskSpec(
             disk_key=params["disk_key"],
-            source=parse_uri(source_uri, "SOURCE_URI"),
-            target=parse_uri(target_uri, "TARGET_URI"),
+            source=parse_uri(params["source_uri"], "SOURCE_URI"),
+            target=parse_uri(params["target_uri"], "TARGET_URI"),
             mode=INCREMENTAL if incremental else FULL,
             target_is_zero=params["target_is_zero"],
             changed_extents=extents,
@@ -93,7 +98,7 @@ def copy_command(source_uri: str, target_uri: str, **params: Any) -> None:
             json.dump(doc, sys.stdout)
             sys.stdout.write("\n")
         else:
-            click.echo(_common.summary_line(result))
+            print(_common.summary_line(result))
         if result.error:
-            click.echo(f"error: {result.error}", err=True)
+            print(f"error: {result.error}", file=sys.stderr)
         sys.exit(stop.exit_code(_common.exit_code([result])))

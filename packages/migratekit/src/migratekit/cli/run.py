@@ -2,32 +2,41 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
-
-import click
 
 from . import _common, _exit
 
 
-@click.command("run")
-@click.option(
-    "--plan",
-    "plan_path",
-    required=True,
-    metavar="FILE",
-    help="Plan JSON (see the README: job_id, max_parallel_disks, verify, disks).",
-)
-@click.option("--report", default=None, metavar="FILE", help="Write per-disk results JSON.")
-@click.option(
-    "--verify",
-    is_flag=True,
-    default=False,
-    help='Verify every disk (also enabled by the plan\'s "verify": true).',
-)
-@_common.tuning_options
-def run_command(plan_path: str, report: str | None, **params: Any) -> None:
-    """Run every disk of a plan; exit 0 only when every disk completed."""
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register ``run`` on the ``migratekit`` subcommands."""
+    parser = commands.add_parser(
+        "run",
+        help="run every disk of a plan (what the VMA starts)",
+        description="Run every disk of a plan; exit 0 only when every disk completed.",
+    )
+    parser.add_argument(
+        "--plan",
+        dest="plan_path",
+        required=True,
+        metavar="FILE",
+        help="Plan JSON (see the README: job_id, max_parallel_disks, verify, disks).",
+    )
+    parser.add_argument("--report", metavar="FILE", help="Write per-disk results JSON.")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help='Verify every disk (also enabled by the plan\'s "verify": true).',
+    )
+    _common.add_tuning_options(parser)
+    parser.set_defaults(main=main)
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Run ``run``; exits 0 only when every disk completed."""
+    params = vars(args)
     with _exit.errors_to_exit(params["debug"]) as debug:
         from .._job import run_plan
         from .._plan import load_plan
@@ -35,7 +44,7 @@ def run_command(plan_path: str, report: str | None, **params: Any) -> None:
         config, options = _common.load(params)
         _common.setup(config)
         debug.on = debug.on or bool(config["DEBUG"])
-        plan = load_plan(plan_path)
+        plan = load_plan(params["plan_path"])
         if params["job_id"]:
             plan.job_id = params["job_id"]
         options.verify = options.verify or plan.verify
@@ -47,11 +56,11 @@ def run_command(plan_path: str, report: str | None, **params: Any) -> None:
         finally:
             hub.close()
         for r in results:
-            click.echo(_common.summary_line(r))
-        if report:
-            _common.write_report(report, plan.job_id, results)
+            print(_common.summary_line(r))
+        if params["report"]:
+            _common.write_report(params["report"], plan.job_id, results)
         code = stop.exit_code(_common.exit_code(results))
         if code:
             failed = sum(1 for r in results if r.status != "completed")
-            click.echo(f"error: {failed} of {len(results)} disks failed", err=True)
+            print(f"error: {failed} of {len(results)} disks failed", file=sys.stderr)
         sys.exit(code)
