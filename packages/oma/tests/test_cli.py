@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,24 +189,47 @@ class _Watcher:
     """``oma job ID --watch`` (or ``oma *args``) as a subprocess whose stdout lines are
     collected by a thread."""
 
-    def __init__(self, env: dict[str, str], job_id: str, *args: str) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        job_id: str,
+        *args: str,
+        sigint: Any = signal.SIG_DFL,
+    ) -> None:
         self.lines: list[str] = []
         argv = args or ("job", job_id, "--watch", "--interval", "0.1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oma", *argv],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        # The command starts with the SIGINT disposition ``sigint`` (inherited through exec),
+        # not with whatever the test runner got from how it was started (a background job
+        # of a non-interactive shell ignores SIGINT). Set here, not in a preexec_fn (unsafe
+        # with threads); a Python handler becomes the default in the child.
+        previous = signal.signal(signal.SIGINT, sigint)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oma", *argv],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_err, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        self._err.append(self.proc.stderr.read())
 
     def wait_for(self, needle: str) -> None:
         wait_until(
@@ -215,12 +239,14 @@ class _Watcher:
         )
 
     def finish(self) -> tuple[int, str]:
-        assert self.proc.stderr is not None
-        err = self.proc.stderr.read()
+        """Wait (30 s at most: TimeoutExpired) for the exit; the exit code and stderr."""
         code = self.proc.wait(30)
-        self._reader.join()
+        for reader in self._readers:
+            reader.join(10)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
         self.proc.stderr.close()
-        return code, err
+        return code, "".join(self._err)
 
 
 def _add_vm(served: dict[str, Any]) -> dict[str, Any]:
@@ -317,29 +343,31 @@ def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome
 
 
 @pytest.mark.slow
-def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any]) -> None:
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any], inherited: str) -> None:
+    """Ctrl-C during ``oma job --watch`` prints ``cancelled`` and exits 130 at once, also when
+    the command was started with SIGINT ignored (as a non-interactive shell starts a
+    background job, and so every process that job starts): the watch installs its own
+    handler before it prints its first line."""
     env = served["env"]
     job_id = _queue_job(served)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "oma", "job", job_id, "--watch"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
+    sigint = signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
+    # The default 1 s interval: the signal most likely lands in the sleep between polls.
+    watcher = _Watcher(env, job_id, "job", job_id, "--watch", sigint=sigint)
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # watching: the first progress line arrived
-        assert first.startswith(f"job={job_id}")
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
+        watcher.wait_for(f"job={job_id}")  # watching: the first progress line arrived
+        sent = time.monotonic()
+        watcher.proc.send_signal(signal.SIGINT)
+        code, err = watcher.finish()
+        took = time.monotonic() - sent
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == ExitCode.CANCELLED
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+    assert code == ExitCode.CANCELLED, err
     assert err.strip() == "cancelled"
+    assert took < 10, f"exited {took:.1f} s after SIGINT"
+    assert all(ln.startswith(f"job={job_id}") for ln in watcher.lines), watcher.lines
 
 
 def test_progress_bar_and_plain_line_format() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from types import FrameType
 from typing import Any
 
 import click
@@ -16,6 +19,53 @@ TERMINAL = {"completed", "failed", "stopped"}
 UNREACHABLE_GRACE = 60.0  # seconds --watch waits for an API that went away
 
 
+class CtrlC:
+    """While entered, SIGINT (Ctrl-C) raises KeyboardInterrupt on the main thread.
+
+    Python turns SIGINT into KeyboardInterrupt only when SIGINT was at its default at
+    start-up: a process started with SIGINT ignored (a job put in the background by a
+    non-interactive shell, e.g. a CI script or a test runner started with ``&``, and all
+    its children) keeps ignoring it, so ``--watch`` would poll on until the job ends. The
+    handler is installed explicitly, before the first poll prints anything, and the
+    previous one is restored on exit. The signal is also remembered: should the
+    KeyboardInterrupt be raised where Python cannot propagate it (inside a ``__del__`` or
+    another finaliser, where it is only reported as "Exception ignored"), :meth:`check`
+    and :meth:`sleep` raise it at the next poll.
+    """
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._installed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGINT, previous)
+            self._installed = False
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if SIGINT came (even if its first raise was lost)."""
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def sleep(self, seconds: float) -> None:
+        """``time.sleep`` that SIGINT ends at once, checked before and after."""
+        self.check()
+        time.sleep(seconds)
+        self.check()
+
+
 def watch(
     api: ApiClient, job_id: str, *, interval: float = 1.0, tty: bool | None = None
 ) -> dict[str, Any]:
@@ -23,8 +73,16 @@ def watch(
 
     On a TTY one bar line is redrawn in place; otherwise a plain ``key=value`` line is printed
     at most every ``interval`` seconds, and at every status or phase change. An unreachable
-    API (a restart) is waited for up to ``UNREACHABLE_GRACE`` seconds.
+    API (a restart) is waited for up to ``UNREACHABLE_GRACE`` seconds. Ctrl-C (SIGINT) raises
+    KeyboardInterrupt whatever SIGINT disposition the process inherited (see :class:`CtrlC`).
     """
+    with CtrlC() as ctrl_c:
+        return _watch(api, job_id, interval=interval, tty=tty, ctrl_c=ctrl_c)
+
+
+def _watch(
+    api: ApiClient, job_id: str, *, interval: float, tty: bool | None, ctrl_c: CtrlC
+) -> dict[str, Any]:
     live = sys.stdout.isatty() if tty is None else tty
     last_key: tuple[Any, ...] | None = None
     last_print = 0.0
@@ -39,8 +97,9 @@ def watch(
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since > UNREACHABLE_GRACE:
                 raise
-            time.sleep(interval)
+            ctrl_c.sleep(interval)
             continue
+        ctrl_c.check()
         down_since = None
         key = (p.get("job_status"), p.get("phase"))
         now = time.monotonic()
@@ -54,7 +113,7 @@ def watch(
             if live:
                 click.echo()
             return api.get(f"replications/{job_id}")
-        time.sleep(interval)
+        ctrl_c.sleep(interval)
 
 
 def finish(job: dict[str, Any]) -> None:
@@ -83,4 +142,4 @@ def finish(job: dict[str, Any]) -> None:
     )
 
 
-__all__ = ["finish", "watch"]
+__all__ = ["CtrlC", "finish", "watch"]

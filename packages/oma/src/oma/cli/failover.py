@@ -7,7 +7,6 @@ A failed failover is resumed by running the same command again (done steps are k
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -113,18 +112,23 @@ def _step_line(step: dict[str, Any]) -> str:
 
 def follow(api: Any, failover_id: str, *, interval: float = 1.0) -> dict[str, Any]:
     """Print a line whenever a step changes (status, or what it waits for) until the
-    failover is terminal; return the final record."""
+    failover is terminal; return the final record. Ctrl-C raises KeyboardInterrupt whatever
+    SIGINT disposition the process inherited (see :class:`oma.cli._watch.CtrlC`)."""
+    from ._watch import CtrlC
+
     seen: dict[str, tuple[Any, ...]] = {}
-    while True:
-        fo = api.get(f"failovers/{failover_id}")
-        for step in fo["steps"]:
-            key = (step["status"], step.get("waiting_for"), step.get("error"))
-            if seen.get(step["name"], ("pending", None, None)) != key:
-                seen[step["name"]] = key
-                click.echo(_step_line(step))
-        if fo["status"] in TERMINAL:
-            return fo
-        time.sleep(interval)
+    with CtrlC() as ctrl_c:
+        while True:
+            fo = api.get(f"failovers/{failover_id}")
+            ctrl_c.check()
+            for step in fo["steps"]:
+                key = (step["status"], step.get("waiting_for"), step.get("error"))
+                if seen.get(step["name"], ("pending", None, None)) != key:
+                    seen[step["name"]] = key
+                    click.echo(_step_line(step))
+            if fo["status"] in TERMINAL:
+                return fo
+            ctrl_c.sleep(interval)
 
 
 def finish(fo: dict[str, Any]) -> None:
