@@ -14,7 +14,6 @@ Every problem raises :class:`UsageError` whose ``field`` is a path like ``disks[
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,28 @@ _DISK_KEYS = {
 _PLAN_KEYS = {"job_id", "max_parallel_disks", "verify", "disks"}
 
 
-@dataclass
 class Plan:
-    """A validated plan."""
+    """A validated plan (``job_id`` may be replaced by ``migratekit run --job-id``)."""
 
-    job_id: str | None
-    disks: list[DiskSpec]
-    max_parallel_disks: int = 2
-    verify: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("disks", "job_id", "max_parallel_disks", "verify")
+
+    def __init__(
+        self,
+        job_id: str | None,
+        disks: list[DiskSpec],
+        max_parallel_disks: int = 2,
+        verify: bool = False,
+    ) -> None:
+        self.job_id = job_id
+        self.disks = disks
+        self.max_parallel_disks = max_parallel_disks
+        self.verify = verify
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(job_id={self.job_id!r}, disks={len(self.disks)}, "
+            f"max_parallel_disks={self.max_parallel_disks}, verify={self.verify})"
+        )
 
 
 def load_plan(path: str | Path) -> Plan:

@@ -15,8 +15,7 @@ serve a single client at a time still work):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._log import get_logger
 from .._states import COMPLETED, FAILED, FULL, RUNNING, STOPPED, VERIFY
@@ -38,8 +37,7 @@ from ._engine import CopyEngine, EngineOptions
 log = get_logger(__name__)
 
 
-@dataclass
-class DiskSpec:
+class DiskSpec(NamedTuple):
     """What to copy for one disk (one entry of a plan, or the ``copy`` command's arguments)."""
 
     disk_key: str
@@ -52,36 +50,63 @@ class DiskSpec:
     change_id: str | None = None
 
 
-@dataclass
 class CopyOptions(EngineOptions):
-    """Engine tuning plus what to do around the copy."""
+    """Engine tuning plus what to do around the copy: ``verify``, and ``coalesce_gap`` (bytes
+    of hole between two data extents that are copied as one request)."""
 
-    verify: bool = False
-    coalesce_gap: int = 64 * 1024
+    __slots__ = ("coalesce_gap", "verify")
+
+    def __init__(self, *, verify: bool = False, coalesce_gap: int = 64 * 1024, **engine: Any):
+        super().__init__(**engine)
+        self.verify = verify
+        self.coalesce_gap = coalesce_gap
 
 
-@dataclass
 class DiskResult:
-    """The outcome of one disk sync (what ``--report`` and ``--json`` print)."""
+    """The outcome of one disk sync (what ``--report`` and ``--json`` print).
 
-    disk_key: str
-    status: str
-    sync_type: str
-    bytes_total: int = 0
-    bytes_done: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-    bytes_zeroed: int = 0
-    seconds: float = 0.0
-    throughput_bps: float = 0.0
-    virtual_size: int = 0
-    connections: int = 0
-    reconnects: int = 0
-    digest: str | None = None
-    change_id: str | None = None
-    error: str | None = None
-    verify_failed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    Counters start at zero and are filled in as the copy goes; :meth:`to_dict` is the JSON.
+    """
+
+    __slots__ = (
+        "bytes_done",
+        "bytes_read",
+        "bytes_total",
+        "bytes_written",
+        "bytes_zeroed",
+        "change_id",
+        "connections",
+        "digest",
+        "disk_key",
+        "error",
+        "extra",
+        "reconnects",
+        "seconds",
+        "status",
+        "sync_type",
+        "throughput_bps",
+        "verify_failed",
+        "virtual_size",
+    )
+
+    def __init__(
+        self, disk_key: str, status: str, sync_type: str, change_id: str | None = None
+    ) -> None:
+        self.disk_key = disk_key
+        self.status = status
+        self.sync_type = sync_type
+        self.change_id = change_id
+        self.bytes_total = self.bytes_done = self.bytes_read = 0
+        self.bytes_written = self.bytes_zeroed = self.virtual_size = 0
+        self.connections = self.reconnects = 0
+        self.seconds = self.throughput_bps = 0.0
+        self.digest: str | None = None
+        self.error: str | None = None
+        self.verify_failed = False
+        self.extra: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"DiskResult({self.to_dict()!r})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from .._log import get_logger
 from ..errors import (
@@ -57,23 +56,50 @@ class _FlushState:
 log = get_logger(__name__)
 
 
-@dataclass
 class EngineOptions:
-    """Tuning of one disk copy."""
+    """Tuning of one disk copy (keyword arguments; a plain class, see the README on start-up).
 
-    connections: int = 2
-    request_size: int = 1 << 20
-    window: int = 16
-    retries: int = 5
-    retry_delay: float = 0.5
-    timeout: float | None = 60.0
-    #: set by a signal handler: workers stop taking requests, the disk ends "stopped"
-    stop: threading.Event | None = None
-    #: relay read data to the target with splice(2) (Linux), never through Python buffers
-    splice: bool = True
-    #: flush each target connection after this many bytes (0: only at the end), which bounds
-    #: what must be re-sent when a target server restarts mid-copy
-    flush_every: int = 1 << 30
+    ``stop`` is set by a signal handler: workers stop taking requests and the disk ends
+    ``stopped``. ``splice`` relays read data to the target with splice(2) (Linux), never
+    through Python buffers. ``flush_every`` flushes each target connection after that many
+    bytes (0: only at the end), which bounds what must be re-sent when a target server
+    restarts mid-copy.
+    """
+
+    __slots__ = (
+        "connections",
+        "flush_every",
+        "request_size",
+        "retries",
+        "retry_delay",
+        "splice",
+        "stop",
+        "timeout",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        connections: int = 2,
+        request_size: int = 1 << 20,
+        window: int = 16,
+        retries: int = 5,
+        retry_delay: float = 0.5,
+        timeout: float | None = 60.0,
+        stop: threading.Event | None = None,
+        splice: bool = True,
+        flush_every: int = 1 << 30,
+    ) -> None:
+        self.connections = connections
+        self.request_size = request_size
+        self.window = window
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self.stop = stop
+        self.splice = splice
+        self.flush_every = flush_every
 
 
 class _Side(Exception):

@@ -9,7 +9,7 @@ fixed newstyle negotiation, structured replies and metadata contexts.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import NbdProtocolError
 
@@ -206,8 +206,7 @@ def encode_set_meta_context(export: str, contexts: list[str] | tuple[str, ...]) 
     return encode_option(OPT_SET_META_CONTEXT, payload)
 
 
-@dataclass(frozen=True)
-class OptionReply:
+class OptionReply(NamedTuple):
     """Header of one option reply; the payload follows on the wire (``length`` bytes)."""
 
     option: int
@@ -235,16 +234,25 @@ def option_error_text(reply: OptionReply, payload: bytes) -> str:
     return f"{text}: {message}" if message else text
 
 
-@dataclass
 class ExportInfo:
-    """What NBD_OPT_GO told us about the export."""
+    """What NBD_OPT_GO told us about the export (filled in while the handshake goes on)."""
 
-    size: int = 0
-    flags: int = 0
-    min_block: int = 1
-    preferred_block: int = 4096
-    max_block: int = MAX_REQUEST_DEFAULT
-    contexts: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("contexts", "flags", "max_block", "min_block", "preferred_block", "size")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.flags = 0
+        self.min_block = 1
+        self.preferred_block = 4096
+        self.max_block = MAX_REQUEST_DEFAULT
+        self.contexts: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"ExportInfo(size={self.size}, flags={self.flags:#x}, min_block={self.min_block}, "
+            f"preferred_block={self.preferred_block}, max_block={self.max_block}, "
+            f"contexts={self.contexts})"
+        )
 
     @property
     def read_only(self) -> bool:
@@ -333,8 +341,7 @@ def encode_simple_reply(error: int, handle: int) -> bytes:
     return _SIMPLE_REPLY.pack(SIMPLE_REPLY_MAGIC, error, handle)
 
 
-@dataclass(frozen=True)
-class ChunkHeader:
+class ChunkHeader(NamedTuple):
     """Header of one structured reply chunk; ``length`` payload bytes follow."""
 
     flags: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import UsageError
@@ -10,8 +10,7 @@ from ..errors import UsageError
 DEFAULT_PORT = 10809
 
 
-@dataclass(frozen=True)
-class NbdUri:
+class NbdUri(NamedTuple):
     """Where an NBD export lives: TCP host/port or a unix socket, plus the export name."""
 
     export: str
