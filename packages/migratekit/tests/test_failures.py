@@ -124,13 +124,18 @@ def test_server_restarted_mid_copy_is_retried_to_identical_bytes(
         socks[side].unlink()
         servers[side] = nbdkit(argv[side], socks[side], tmp_path / f"{side}2.log")
         out, _ = proc.communicate(timeout=180)
+        # if the copy failed: were both servers still up, and what did they log?
+        state = {k: (v.alive(), v.proc.returncode) for k, v in servers.items()}
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for server in servers.values():
             server.stop()
-    assert proc.returncode == 0, log.read_text()
+    server_logs = "\n".join(
+        f"--- {f.name}\n{f.read_text()[-2000:]}" for f in sorted(tmp_path.glob("*.log"))
+    )
+    assert proc.returncode == 0, f"servers (alive, exit code): {state}\n{server_logs}"
     assert sha256_file(dst) == sha256_file(src)
     assert '"reconnects": 0' not in out
 
