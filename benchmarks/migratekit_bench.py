@@ -1,7 +1,7 @@
 """Benchmark: ``migratekit copy`` against ``nbdcopy`` on the same sources and fresh targets.
 
-Run: ``python benchmarks/migratekit_bench.py [--size-gib 2] [--runs 3] [--tcp]``
-(the lead wires it into ``nox -s bench``). Needs nbdkit and nbdcopy (libnbd-bin).
+Run: ``python benchmarks/migratekit_bench.py [--size-gib 2] [--runs 5] [--tcp]``
+(``scripts/nox -s bench -- migratekit`` runs it with the defaults). Needs nbdkit and nbdcopy (libnbd-bin).
 
 Cases (sources served by nbdkit, fixed seeds):
 
@@ -152,7 +152,7 @@ def churn(size: int, share: float, seed: int) -> list[tuple[int, int]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gib", type=float, default=2.0)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tcp", action="store_true", help="TCP on loopback instead of unix sockets")
     ap.add_argument(
         "--target",
