@@ -1,7 +1,8 @@
 """Benchmark: ``migratekit copy`` against ``nbdcopy`` on the same sources and fresh targets.
 
 Run: ``python benchmarks/migratekit_bench.py [--size-gib 2] [--runs 5] [--tcp]``
-(``scripts/nox -s bench -- migratekit`` runs it with the defaults). Needs nbdkit and nbdcopy (libnbd-bin).
+(``scripts/nox -s bench -- migratekit`` runs it with the defaults).
+Needs nbdkit and nbdcopy (libnbd-bin).
 
 Cases (sources served by nbdkit, fixed seeds):
 
