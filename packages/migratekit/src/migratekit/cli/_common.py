@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _exit
@@ -111,8 +112,10 @@ def add_tuning_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
 
 
-def load(params: dict[str, Any]) -> tuple[dict[str, Any], CopyOptions]:
-    """Config (env + CLI) and the copy options built from it."""
+def start(
+    params: dict[str, Any], debug: _exit.Debug
+) -> tuple[dict[str, Any], CopyOptions, StopSignals]:
+    """Config (env + CLI), logging, the debug flag, and copy options that SIGTERM/SIGINT stop."""
     from ..config import load_config
     from ..copy import CopyOptions
 
@@ -135,24 +138,26 @@ def load(params: dict[str, Any]) -> tuple[dict[str, Any], CopyOptions]:
         splice=bool(config["SPLICE"]),
         flush_every=int(config["FLUSH_EVERY"]),
     )
-    return config, options
-
-
-def setup(config: dict[str, Any]) -> None:
-    """Logging to stderr with the token registered as a secret."""
     from migration_common import register_secret, setup_logging
 
     setup_logging(str(config["LOG_LEVEL"]), stream=sys.stderr)
     register_secret(config.get("PROGRESS_TOKEN"))
+    debug.on = debug.on or bool(config["DEBUG"])
+    stop = StopSignals()
+    options.stop = stop.event
+    return config, options, stop
 
 
-def make_hub(
-    config: dict[str, Any], mode: str, progress_url: str | None, job_id: str | None
-) -> ProgressHub:
-    """A started progress hub with the sinks asked for."""
+@contextlib.contextmanager
+def progress(
+    config: dict[str, Any], params: dict[str, Any], job_id: str | None
+) -> Iterator[ProgressHub]:
+    """A started progress hub with the sinks the options ask for; closed (final updates
+    sent) when the block ends."""
     from ..errors import UsageError
     from ..progress import BarSink, HttpProgressSink, PlainSink, ProgressHub
 
+    mode, progress_url = params["progress_mode"], params["progress_url"]
     sinks: list[Any] = []
     if progress_url:
         if not progress_url.startswith(("http://", "https://")):
@@ -166,7 +171,11 @@ def make_hub(
         sinks.append(BarSink())
     elif mode == "plain" or mode == "auto":
         sinks.append(PlainSink())
-    return ProgressHub(sinks, interval=config["PROGRESS_INTERVAL"]).start()
+    hub = ProgressHub(sinks, interval=config["PROGRESS_INTERVAL"]).start()
+    try:
+        yield hub
+    finally:
+        hub.close()
 
 
 def summary_line(r: DiskResult) -> str:

@@ -61,9 +61,7 @@ def main(args: argparse.Namespace) -> None:
         from ..errors import UsageError
         from ..nbd import parse_uri
 
-        config, options = _common.load(params)
-        _common.setup(config)
-        debug.on = debug.on or bool(config["DEBUG"])
+        config, options, stop = _common.start(params, debug)
         if params["changed_extents"] and params["dirty_bitmap"]:
             raise UsageError(
                 "give either --changed-extents or --dirty-bitmap, not both", "--changed-extents"
@@ -82,16 +80,8 @@ def main(args: argparse.Namespace) -> None:
             dirty_bitmap=params["dirty_bitmap"],
             change_id=params["change_id"],
         )
-        stop = _common.StopSignals()
-        options.stop = stop.event
-        hub = _common.make_hub(
-            config, params["progress_mode"], params["progress_url"], params["job_id"]
-        )
-        try:
-            tracker = hub.tracker(spec.disk_key, spec.mode, spec.change_id)
-            result = copy_disk(spec, options, tracker)
-        finally:
-            hub.close()
+        with _common.progress(config, params, params["job_id"]) as hub:
+            result = copy_disk(spec, options, hub.tracker(spec.disk_key, spec.mode, spec.change_id))
         if params["as_json"]:
             doc = result.to_dict()
             doc["bytes_per_second"] = doc.pop("throughput_bps")

@@ -41,20 +41,13 @@ def main(args: argparse.Namespace) -> None:
         from .._job import run_plan
         from .._plan import load_plan
 
-        config, options = _common.load(params)
-        _common.setup(config)
-        debug.on = debug.on or bool(config["DEBUG"])
+        config, options, stop = _common.start(params, debug)
         plan = load_plan(params["plan_path"])
         if params["job_id"]:
             plan.job_id = params["job_id"]
         options.verify = options.verify or plan.verify
-        stop = _common.StopSignals()
-        options.stop = stop.event
-        hub = _common.make_hub(config, params["progress_mode"], params["progress_url"], plan.job_id)
-        try:
+        with _common.progress(config, params, plan.job_id) as hub:
             results = run_plan(plan, options, hub)
-        finally:
-            hub.close()
         for r in results:
             print(_common.summary_line(r))
         if params["report"]:
