@@ -1,15 +1,20 @@
-"""Job runner decisions that do not need vCenter: recovery after a restart, exit reasons."""
+"""Job runner decisions that do not need vCenter: recovery after a restart, exit reasons,
+job directory retention."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
+from datetime import timedelta
 
 import pytest
 
-from migration_common import DiskProgress, Status
-from vma.services import processes
+from labtest.procs import wait_until
+from migration_common import DiskProgress, Status, rfc3339, utcnow
+from vma.services import processes, retention
 from vma.services.progress import job_progress
 from vma.services.runner import JobRunner, RunnerConfig, describe_exit
 from vma.services.store import Job, JobDisk, database, init_db
@@ -268,3 +273,144 @@ def test_vsphere_vm_gets_cbt_then_fails_cleanly_without_vddk(tmp_path):
     assert calls == [("enable_cbt", "vm-9")]
     assert job.status == "failed" and "no managed object reference" in job.error
     assert removed == ["snapshot-1"]
+
+
+# -- job directory retention -----------------------------------------------------------------
+
+
+def _finished(runner, job_id, status, days_ago, *, log_bytes=10_000):
+    """A job row in ``status`` that finished ``days_ago`` days ago, with its job directory."""
+    finished = None if days_ago is None else rfc3339(utcnow() - timedelta(days=days_ago))
+    Job.create(
+        job_id=job_id,
+        vm_id=f"vm-{job_id}",
+        request="{}",
+        status=status,
+        started_at=finished,
+        finished_at=finished,
+    )
+    work = runner.job_dir(job_id)
+    work.mkdir(parents=True)
+    (work / "plan.json").write_text("{}")
+    (work / "migratekit.log").write_bytes(b"x" * log_bytes)
+    return work
+
+
+def test_prune_removes_only_old_terminal_job_dirs(runner, tmp_path):
+    old = [_finished(runner, f"old-{s}", s, 20) for s in ("completed", "failed", "stopped")]
+    recent = _finished(runner, "recent", "completed", 1)
+    running = _finished(runner, "running", "running", 20)  # active: never pruned
+    queued = _finished(runner, "queued", "queued", None)
+    orphan = runner.job_dir("no-such-job")  # a directory without a job row stays
+    orphan.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not ours")
+    Job.create(
+        job_id="linked",
+        vm_id="vm-l",
+        request="{}",
+        status="failed",
+        finished_at="2020-01-01T00:00:00Z",
+    )
+    runner.job_dir("linked").symlink_to(outside, target_is_directory=True)
+    Job.create(
+        job_id="..",
+        vm_id="vm-dd",
+        request="{}",
+        status="failed",
+        finished_at="2020-01-01T00:00:00Z",
+    )
+
+    result = runner.prune()
+    assert (result.removed, result.failed) == (3, 0)
+    assert result.bytes_freed >= 3 * 10_000
+    assert not any(p.exists() for p in old)
+    for kept in (recent, running, queued, orphan, tmp_path / "vma.db", outside / "keep.txt"):
+        assert kept.exists(), kept
+    assert runner.job_dir("linked").is_symlink()
+    assert Job.select().count() == 8  # the rows stay: job history
+    assert all(retention.dir_pruned(Job.get_by_id(p.name), p) for p in old)
+    assert not retention.dir_pruned(Job.get_by_id("recent"), recent)
+
+    # 14 days later the recent job's directory goes too; the active ones stay
+    later = runner.prune(now=utcnow() + timedelta(days=14))
+    assert later.removed == 1 and not recent.exists()
+    assert running.exists() and queued.exists()
+    assert runner.prune(now=utcnow() + timedelta(days=14)) == retention.PruneResult()
+
+
+def test_retention_zero_keeps_every_job_dir(runner):
+    runner.config.job_retention_days = 0
+    work = _finished(runner, "ancient", "completed", 3000)
+    assert runner.prune(now=utcnow() + timedelta(days=10_000)) == retention.PruneResult()
+    assert (work / "migratekit.log").exists()
+
+
+def test_job_that_never_started_has_no_pruned_log(runner):
+    job = Job.create(
+        job_id="q", vm_id="vm-q", request="{}", status="stopped", finished_at="2020-01-01T00:00:00Z"
+    )
+    assert not retention.dir_pruned(job, runner.job_dir("q"))  # stopped while queued: no dir
+
+
+def _records(caplog, message):
+    return [r for r in caplog.records if r.getMessage() == message]
+
+
+def test_loop_prunes_after_recovery_then_once_per_interval(runner, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="vma.services.runner")
+    runner.config.poll_interval = 0.02  # prune_interval stays at one hour
+    first = _finished(runner, "first", "completed", 30)
+    runner.start()
+    try:
+        wait_until(lambda: _records(caplog, "job directories pruned"), 10, what="a prune pass")
+        assert not first.exists()
+        (line,) = _records(caplog, "job directories pruned")
+        assert line.fields["removed"] == 1 and line.fields["bytes_freed"] >= 10_000
+        assert line.fields["retention_days"] == 14
+        second = _finished(runner, "second", "failed", 30)
+        # the loop goes on ticking (it finishes this job) but does not prune again this hour
+        _job(runner, "j-done", exit_code=0, supervisor=_dead_process(tmp_path))
+        wait_until(lambda: Job.get_by_id("j-done").status == "completed", 10, what="a tick")
+        assert second.exists()
+        assert len(_records(caplog, "job directories pruned")) == 1
+    finally:
+        runner.shutdown()
+
+
+@pytest.mark.parametrize("failure", ["one directory", "whole pass"])
+def test_prune_errors_are_logged_and_supervision_goes_on(
+    runner, tmp_path, caplog, monkeypatch, failure
+):
+    caplog.set_level(logging.INFO, logger="vma.services.runner")
+    runner.config.poll_interval, runner.config.prune_interval = 0.02, 0.2
+    removable = _finished(runner, "removable", "completed", 30)
+    locked = _finished(runner, "locked", "completed", 30)
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if failure == "whole pass":
+            raise RuntimeError("unexpected failure")
+        if path == locked:  # the tests run as root, so chmod cannot make it fail
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(retention.shutil, "rmtree", rmtree)
+    runner.start()
+    try:
+        if failure == "one directory":
+            message = "job directories pruned with errors"
+            wait_until(lambda: len(_records(caplog, message)) >= 2, 10, what="two prune passes")
+            line = _records(caplog, message)[0]
+            assert (line.fields["removed"], line.fields["failed"]) == (1, 1)
+            assert "locked: PermissionError" in line.fields["error"]
+            assert not removable.exists() and locked.exists()
+        else:
+            message = "job directory prune failed"
+            wait_until(lambda: len(_records(caplog, message)) >= 2, 10, what="two prune passes")
+            assert removable.exists() and locked.exists()
+        _job(runner, "j-after", exit_code=0, supervisor=_dead_process(tmp_path))
+        wait_until(lambda: Job.get_by_id("j-after").status == "completed", 10, what="a tick")
+    finally:
+        runner.shutdown()

@@ -227,3 +227,40 @@ def test_job_log_of_job_without_log(client, auth):
     res = client.get("/api/v1/jobs/lg/log?tail_bytes=0", headers=auth)
     assert res.status_code == 400 and res.get_json()["error"]["field"] == "tail_bytes"
     assert client.get("/api/v1/jobs/none/log", headers=auth).status_code == 404
+
+
+def test_job_log_of_pruned_job_is_410(app, client, auth):
+    from datetime import timedelta
+
+    from migration_common import rfc3339, utcnow
+
+    long_ago = rfc3339(utcnow() - timedelta(days=30))
+    _make_job("old", status="completed")
+    _make_job("fresh", status="failed")
+    with database.connection_context():
+        Job.update(started_at=long_ago, finished_at=long_ago).where(Job.job_id == "old").execute()
+        Job.update(started_at=long_ago, finished_at=rfc3339(utcnow())).where(
+            Job.job_id == "fresh"
+        ).execute()
+    runner = app.extensions["vma"].runner
+    for job_id in ("old", "fresh"):
+        runner.job_dir(job_id).mkdir(parents=True)
+        (runner.job_dir(job_id) / "migratekit.log").write_text(f"log of {job_id}\n")
+    assert client.get("/api/v1/jobs/old/log", headers=auth).get_json()["log"] == "log of old\n"
+
+    with database.connection_context():
+        assert runner.prune().removed == 1
+    res = client.get("/api/v1/jobs/old/log", headers=auth)
+    assert res.status_code == 410
+    err = res.get_json()
+    assert set(err) == {"error"} and err["error"]["code"] == "log_pruned"
+    assert err["error"]["field"] == "job_id"
+    assert "job old" in err["error"]["message"]
+    assert "VMA_JOB_RETENTION_DAYS=14" in err["error"]["message"]
+    assert client.get("/api/v1/jobs/old", headers=auth).get_json()["status"] == "completed"
+    assert client.get("/api/v1/jobs/fresh/log", headers=auth).get_json()["log"] == "log of fresh\n"
+    assert client.get("/api/v1/jobs/none/log", headers=auth).status_code == 404
+    doc = client.get("/api/v1/openapi.json", headers=auth).get_json()
+    assert {"200", "404", "410"} <= set(
+        doc["paths"]["/api/v1/jobs/{job_id}/log"]["get"]["responses"]
+    )

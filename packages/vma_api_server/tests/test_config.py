@@ -17,6 +17,7 @@ def test_defaults(monkeypatch):
     assert cfg["BIND"] == ("0.0.0.0", 8081)
     assert cfg["PROGRESS_URL"] == "http://127.0.0.1:8081"
     assert cfg["MAX_CONCURRENT_JOBS"] == 4 and cfg["LAB_DIR"] is None
+    assert cfg["JOB_RETENTION_DAYS"] == 14
     assert "migratekit" in " ".join(cfg["MIGRATEKIT"])
 
 
@@ -31,6 +32,9 @@ def test_defaults(monkeypatch):
         ({"VMA_API_TOKEN": TOKEN, "VMA_VCENTER_HOST": "vc"}, "VMA_VCENTER_USER"),
         ({"VMA_API_TOKEN": TOKEN, "VMA_PROGRESS_URL": "ftp://x"}, "VMA_PROGRESS_URL"),
         ({"VMA_API_TOKEN": TOKEN, "VMA_LOG_LEVEL": "LOUD"}, "VMA_LOG_LEVEL"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_JOB_RETENTION_DAYS": "-1"}, "VMA_JOB_RETENTION_DAYS"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_JOB_RETENTION_DAYS": "3651"}, "VMA_JOB_RETENTION_DAYS"),
+        ({"VMA_API_TOKEN": TOKEN, "VMA_JOB_RETENTION_DAYS": "2w"}, "VMA_JOB_RETENTION_DAYS"),
     ],
 )
 def test_invalid_settings_name_the_variable(monkeypatch, env, variable):
@@ -39,6 +43,13 @@ def test_invalid_settings_name_the_variable(monkeypatch, env, variable):
     with pytest.raises(ConfigError) as info:
         load_config()
     assert info.value.variable == variable
+
+
+@pytest.mark.parametrize(("text", "days"), [("0", 0), ("7", 7), (" 3650 ", 3650)])
+def test_job_retention_days(monkeypatch, text, days):
+    monkeypatch.setenv("VMA_API_TOKEN", TOKEN)
+    monkeypatch.setenv("VMA_JOB_RETENTION_DAYS", text)
+    assert load_config()["JOB_RETENTION_DAYS"] == days
 
 
 def test_secret_value_not_echoed(monkeypatch):

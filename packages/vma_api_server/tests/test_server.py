@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from labtest.procs import wait_until
 from labtest.vma import vma_server
 
 pytestmark = pytest.mark.slow
@@ -40,3 +41,39 @@ def test_server_refuses_to_start_without_token(tmp_path):
         "error: VMA_API_TOKEN: is required (bearer token every API call must carry "
         "(at least 16 characters))"
     )
+
+
+def test_server_prunes_old_job_dirs_after_start(tmp_path):
+    """VMA_JOB_RETENTION_DAYS reaches the runner, which prunes once shortly after start."""
+    from datetime import timedelta
+
+    from migration_common import rfc3339, utcnow
+    from vma.services.store import Job, database, init_db
+
+    data = tmp_path / "vma-data"  # the data directory vma_server uses
+    data.mkdir()
+    init_db(data / "vma.db")
+    with database.connection_context():
+        for job_id, days in (("j-old", 10), ("j-new", 3)):
+            when = rfc3339(utcnow() - timedelta(days=days))
+            Job.create(
+                job_id=job_id,
+                vm_id=f"vm-{job_id}",
+                request="{}",
+                status="completed",
+                started_at=when,
+                finished_at=when,
+            )
+            (data / "jobs" / job_id).mkdir(parents=True)
+            (data / "jobs" / job_id / "migratekit.log").write_text("copied\n")
+    database.close()
+    with vma_server(tmp_path, env={"VMA_JOB_RETENTION_DAYS": "7"}) as vma:
+        wait_until(lambda: vma.request("GET", "jobs/j-old/log")[0] == 410, 10, what="j-old pruned")
+        body = vma.request("GET", "jobs/j-old/log")[1]
+        assert body["error"]["code"] == "log_pruned"
+        assert "VMA_JOB_RETENTION_DAYS=7" in body["error"]["message"]
+        assert not (data / "jobs" / "j-old").exists()
+        assert vma.get("jobs/j-new/log")["log"] == "copied\n"
+        assert vma.get("jobs/j-old")["status"] == "completed"
+        assert vma.request("GET", "jobs/j-none/log")[0] == 404
+        assert "job directories pruned" in vma.process.log_text()

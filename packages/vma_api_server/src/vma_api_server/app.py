@@ -59,6 +59,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
             max_parallel_disks=settings["MAX_PARALLEL_DISKS"],
             stop_grace=settings["STOP_GRACE"],
             poll_interval=settings["POLL_INTERVAL"],
+            job_retention_days=settings["JOB_RETENTION_DAYS"],
             migratekit=settings["MIGRATEKIT"],
             vddk_libdir=settings["VDDK_LIBDIR"],
         ),

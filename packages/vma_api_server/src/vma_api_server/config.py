@@ -79,6 +79,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("POLL_INTERVAL", "seconds between job supervision ticks", 0.5, parse_seconds),
     Setting(
+        "JOB_RETENTION_DAYS",
+        "days a finished job's directory (plan, migratekit log) is kept; 0 = forever",
+        14,
+        parse_int(0, 3650),
+    ),
+    Setting(
         "PROGRESS_URL", "base URL migratekit posts progress to (default: from VMA_BIND)", None, _url
     ),
     Setting(

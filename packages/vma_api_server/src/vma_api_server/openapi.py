@@ -54,6 +54,37 @@ def _op(
     return op
 
 
+def _log_op() -> dict[str, Any]:
+    """``GET /jobs/{job_id}/log``: also 410 when job retention removed the log."""
+    op = _op(
+        "End of the job's migratekit log",
+        ok={
+            "type": "object",
+            "properties": {
+                "job_id": {"type": "string"},
+                "log": {"type": "string"},
+                "truncated": {"type": "boolean"},
+                "size": {"type": "integer"},
+            },
+        },
+        params=["job_id"],
+    )
+    op["parameters"].append(
+        {
+            "name": "tail_bytes",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1 << 20, "default": 65536},
+        }
+    )
+    op["responses"]["404"] = _json(_ref("Error"), "No such job (code job_not_found)")
+    op["responses"]["410"] = _json(
+        _ref("Error"),
+        "The job finished more than VMA_JOB_RETENTION_DAYS ago and its directory, log "
+        "included, was pruned (code log_pruned)",
+    )
+    return op
+
+
 @cache
 def document() -> dict[str, Any]:
     """Build (once) and return the OpenAPI document."""
@@ -123,9 +154,7 @@ def document() -> dict[str, Any]:
             }
         },
         "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
-        "/api/v1/jobs/{job_id}/log": {
-            "get": _op("End of the job's migratekit log (?tail_bytes=)", params=["job_id"])
-        },
+        "/api/v1/jobs/{job_id}/log": {"get": _log_op()},
         "/api/v1/jobs/{job_id}/stop": {"post": _op("Stop a job", ok=job, params=["job_id"])},
         "/api/v1/progress/{job_id}/update": {
             "post": _op(

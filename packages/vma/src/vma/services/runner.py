@@ -10,7 +10,9 @@ environment → when the process ends: exit 0 → ``completed`` (the source comm
 tracking state), otherwise ``failed`` with "migratekit exited with code N" / "migratekit killed
 by signal S (SIG…)". Every exit path stops the disk servers and removes the snapshot.
 ``stop()`` sends SIGTERM to the job's process group, SIGKILL after the grace period, cleans up
-and marks the job ``stopped``.
+and marks the job ``stopped``. Once after recovery and then every ``prune_interval`` seconds the
+supervision thread removes the directories of jobs that finished more than
+``job_retention_days`` ago (:mod:`vma.services.retention`; the job rows stay).
 
 One background thread ticks every ``poll_interval`` seconds (and at once when woken); each job
 is started in a thread of its own. One lock serialises the job state changes of this process
@@ -31,12 +33,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from peewee import IntegrityError
 
-from migration_common import DiskProgress, Phase, Status, get_logger
+from migration_common import DiskProgress, Phase, Status, get_logger, utcnow
 
 from ..errors import (
     JobConflictError,
@@ -48,6 +51,7 @@ from ..sources.base import DiskRequest, PreparedDisk, SourceState, stop_servers
 from ..sources.lab import LabSource
 from . import processes
 from .progress import apply_update, disk_progress, get_job, hash_token
+from .retention import PruneResult, prune_job_dirs
 from .store import ACTIVE_STATUSES, Job, JobDisk, database, now_text
 from .vcenter import VcenterProvider
 
@@ -93,6 +97,8 @@ class RunnerConfig:
     max_parallel_disks: int = 2
     stop_grace: float = 10.0
     poll_interval: float = 0.5
+    job_retention_days: int = 14  # job directories of finished jobs; 0 = keep forever
+    prune_interval: float = 3600.0  # seconds between prune passes (the first: after recovery)
     migratekit: Sequence[str] = field(default_factory=lambda: [sys.executable, "-m", "migratekit"])
     vddk_libdir: str = "/usr/lib/vmware-vix-disklib"
 
@@ -123,6 +129,7 @@ class JobRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_prune = 0.0  # time.monotonic() of the next prune pass; 0 = after recovery
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -266,6 +273,7 @@ class JobRunner:
                             self.recover()
                             first = False
                         self.tick()
+                        self._prune_if_due()
                 except Exception:
                     log.exception("job runner tick failed")
                 self._wake.wait(self.config.poll_interval)
@@ -296,6 +304,35 @@ class JobRunner:
                 self._stopping.wait(self.config.poll_interval)
         fh.close()
         return None
+
+    def _prune_if_due(self) -> None:
+        if self.config.job_retention_days <= 0 or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.config.prune_interval
+        try:
+            self.prune()
+        except Exception:  # a prune problem must never stop job supervision
+            log.exception("job directory prune failed")
+
+    def prune(self, now: datetime | None = None) -> PruneResult:
+        """Remove the directories of terminal jobs finished over ``job_retention_days`` ago.
+
+        Logs one line with the count and the bytes freed. ``now`` defaults to the current time.
+        """
+        days = self.config.job_retention_days
+        result = prune_job_dirs(self.config.data_dir / "jobs", days, now or utcnow())
+        fields = {"removed": result.removed, "bytes_freed": result.bytes_freed}
+        if result.failed:
+            log.warning(
+                "job directories pruned with errors",
+                **fields,
+                failed=result.failed,
+                error=result.error,
+                retention_days=days,
+            )
+        else:
+            log.info("job directories pruned", **fields, retention_days=days)
+        return result
 
     def recover(self) -> None:
         """After a restart: re-attach to live jobs (the next tick fails or finishes dead ones)."""

@@ -8,6 +8,7 @@ from flask import Blueprint, request
 
 from migration_common import Status, redact
 from vma.services.progress import get_job, job_document
+from vma.services.retention import dir_pruned
 from vma.services.store import Job
 
 from ..errors import ApiError
@@ -61,12 +62,25 @@ def get(job_id: str) -> dict[str, Any]:
 
 @bp.get("/jobs/<job_id>/log")
 def job_log(job_id: str) -> dict[str, Any]:
-    """The end of the job's migratekit log: ``?tail_bytes=65536`` (≤ 1 MiB), redacted."""
-    get_job(job_id)
+    """The end of the job's migratekit log: ``?tail_bytes=65536`` (≤ 1 MiB), redacted.
+
+    410 ``log_pruned`` when the finished job's directory was removed by job retention.
+    """
+    job = get_job(job_id)
     raw = request.args.get("tail_bytes", "65536")
     if not raw.isdigit() or not 1 <= int(raw) <= 1 << 20:
         raise ApiError("invalid_field", "tail_bytes must be from 1 to 1048576", 400, "tail_bytes")
-    path = services().runner.job_dir(job_id) / "migratekit.log"
+    runner = services().runner
+    if dir_pruned(job, runner.job_dir(job_id)):
+        raise ApiError(
+            "log_pruned",
+            f"the log of job {job_id} is no longer available: its job directory was removed "
+            f"(finished jobs keep theirs for VMA_JOB_RETENTION_DAYS="
+            f"{runner.config.job_retention_days} days)",
+            410,
+            "job_id",
+        )
+    path = runner.job_dir(job_id) / "migratekit.log"
     size = path.stat().st_size if path.exists() else 0
     start = max(0, size - int(raw))
     text = ""
