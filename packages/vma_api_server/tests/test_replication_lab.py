@@ -167,12 +167,8 @@ def _wait_copying(vma, job_id):
 
 
 def _sources_alive(vma, job_id):
-    import json
-
     from vma.services import processes
 
-    state = json.loads(((vma.data_dir / "vma.db").exists() and "{}") or "{}")
-    del state
     servers = _job_row(vma, job_id)["servers"]
     return [s for s in servers if processes.alive(s["pid"], s["start"])]
 
@@ -186,17 +182,28 @@ def _job_row(vma, job_id):
     return json.loads(row[0]) if row and row[0] else {"servers": []}
 
 
-def test_restart_mid_job_completes(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-restart", [8 * MiB], seed=2)
+@contextlib.contextmanager
+def _copying_job(lab, vma, tmp_path, name, seed, rate):
+    """An 8 MiB one-disk lab VM replicating into a raw target throttled to ``rate`` bits/s.
+
+    Yields (vm, raw target path, job document) once migratekit has copied some bytes but not
+    all of them; the target server stops when the block ends.
+    """
+    vm = _vm(lab, name, [8 * MiB], seed=seed)
     key = vm["disks"][0]["key"]
     raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="8M") as uri:
+    with slow_target(raw, rate=rate) as uri:
         job_id = str(uuid.uuid4())
         vma.post("replicate", _body(job_id, vm, {key: uri}))
         job = _wait_copying(vma, job_id)
         disk = job["progress"]["disks"][0]
         assert disk["bytes_done"] < disk["bytes_total"]
-        pid = job["pid"]
+        yield vm, raw, job
+
+
+def test_restart_mid_job_completes(lab, vma, tmp_path):
+    with _copying_job(lab, vma, tmp_path, "lab-restart", seed=2, rate="8M") as (vm, raw, job):
+        job_id, pid = job["job_id"], job["pid"]
         os.kill(pid, signal.SIGSTOP)  # hold migratekit still while the API restarts
         try:
             vma.restart()
@@ -208,21 +215,14 @@ def test_restart_mid_job_completes(lab, vma, tmp_path):
     assert done["status"] == "completed", done
     disk = done["progress"]["disks"][0]
     assert disk["status"] == "completed" and disk["change_id"] == "gen-1"
-    assert lab_disk_sha256(vm["images"][key]) == lab_disk_sha256(raw, "raw")
+    assert lab_disk_sha256(vm["images"][disk["disk_key"]]) == lab_disk_sha256(raw, "raw")
     assert _sources_alive(vma, job_id) == []
     assert _our_snapshots(lab, vm["id"]) == []
 
 
 def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-kill", [8 * MiB], seed=3)
-    key = vm["disks"][0]["key"]
-    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="1M") as uri:
-        job_id = str(uuid.uuid4())
-        vma.post("replicate", _body(job_id, vm, {key: uri}))
-        job = _wait_copying(vma, job_id)
-        disk = job["progress"]["disks"][0]
-        assert disk["bytes_done"] < disk["bytes_total"]
+    with _copying_job(lab, vma, tmp_path, "lab-kill", seed=3, rate="1M") as (vm, _raw_path, job):
+        job_id, key = job["job_id"], vm["disks"][0]["key"]
         os.kill(job["pid"], signal.SIGKILL)
         done = vma.wait_job(job_id)
     assert done["status"] == "failed"
@@ -239,13 +239,8 @@ def test_kill_9_migratekit_fails_job_with_reason(lab, vma, tmp_path):
 
 
 def test_stop_running_job(lab, vma, tmp_path):
-    vm = _vm(lab, "lab-stop", [8 * MiB], seed=4)
-    key = vm["disks"][0]["key"]
-    raw = _raw(tmp_path / "target.raw", vm["disks"][0]["capacity_bytes"])
-    with slow_target(raw, rate="1M") as uri:
-        job_id = str(uuid.uuid4())
-        vma.post("replicate", _body(job_id, vm, {key: uri}))
-        job = _wait_copying(vma, job_id)
+    with _copying_job(lab, vma, tmp_path, "lab-stop", seed=4, rate="1M") as (vm, _raw_path, job):
+        job_id = job["job_id"]
         stopped = vma.post(f"jobs/{job_id}/stop")
         assert stopped["status"] == "stopped"
         assert stopped["progress"]["disks"][0]["status"] == "stopped"
