@@ -148,3 +148,30 @@ def test_not_an_nbd_server_is_a_protocol_error() -> None:
     finally:
         t.join(5)
         server.close()
+
+
+def test_close_with_reads_in_flight_leaves_the_server_running(
+    tmp_path: Path, sockdir: Path
+) -> None:
+    """What happens to the source when a copy's target fails: its connection is closed with
+    reads still in flight, part of a reply already taken. Closed at once, nbdkit 1.32 dies
+    within a few rounds (assertion in raw_send_socket); NbdClient.close says NBD_CMD_DISC and
+    reads what the server still sends, so the server keeps serving."""
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(bytes(range(256)) * (4 * MiB // 256))
+    sock = sockdir / "s.sock"
+    argv = ["--filter=delay", "file", f"file={raw}", "rdelay=20ms"]
+    server = nbdkit(argv, sock, tmp_path / "nbdkit.log")
+    try:
+        uri = parse_uri(f"nbd+unix:///?socket={sock}")
+        for round_ in range(40):
+            c = NbdClient(uri, timeout=10)
+            for i in range(16):
+                c.send_read(c.next_handle(), i * 65536, 65536)
+            c.recv_exact(1 + round_ * 997 % 30000)  # a reply header and part of its data
+            c.close()
+            assert server.alive(), (tmp_path / "nbdkit.log").read_text()
+        with NbdClient(uri, timeout=10) as c:  # and it still answers correctly
+            assert c.pread(65536, 256) == bytes(range(256))
+    finally:
+        server.stop()

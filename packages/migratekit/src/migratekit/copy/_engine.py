@@ -229,8 +229,12 @@ class CopyEngine:
                     )
                     if in_flight:
                         last_offset = in_flight[0][0]
-                    for c in (src, tgt):
-                        if c is not None:
+                    # The side that failed is dropped; the other one may still have requests in
+                    # flight and is closed the protocol's way (see NbdClient.close).
+                    for c, healthy in ((src, side.target), (tgt, not target_lost)):
+                        if c is not None and healthy:
+                            c.close(min(2.0, self.options.timeout or 2.0))
+                        elif c is not None:
                             c.abort()
                     src = tgt = None
                     redo = in_flight

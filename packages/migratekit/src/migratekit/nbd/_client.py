@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import socket
+import time
 from collections.abc import Iterator, Sequence
 
 from ..errors import (
@@ -326,17 +327,31 @@ class NbdClient:
         return out
 
     # -- teardown -------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Say goodbye (NBD_CMD_DISC, best effort) and close the socket."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Say goodbye the protocol's way and close, also with requests still in flight.
+
+        NBD_CMD_DISC asks the server to finish what it was sent and close; whatever it still
+        sends is read and discarded until it closes (at most ``timeout`` seconds), then the
+        socket is closed. Closing at once while the server is still answering can crash it:
+        nbdkit 1.32 (Debian 12) aborts in ``raw_send_socket`` when one of its threads writes a
+        reply to a connection another thread has just torn down. With nothing in flight the
+        server closes at once after NBD_CMD_DISC.
+        """
         if self._sock is None:
             return
-        with contextlib.suppress(OSError, NbdError):
-            self._sock.settimeout(1.0)
+        deadline = time.monotonic() + timeout
+        sink = bytearray(1 << 16)
+        with contextlib.suppress(OSError):
+            self._sock.settimeout(timeout)
             self._sock.sendall(p.encode_request(p.CMD_DISC, 0, 0, 0))
+            while (left := deadline - time.monotonic()) > 0:
+                self._sock.settimeout(left)
+                if self._sock.recv_into(sink) == 0:
+                    break
         self._close_socket()
 
     def abort(self) -> None:
-        """Close the socket at once (after an error; no goodbye)."""
+        """Close the socket at once (after an error on it; no goodbye)."""
         self._close_socket()
 
     def _close_socket(self) -> None:
