@@ -116,6 +116,8 @@ def start(
     params: dict[str, Any], debug: _exit.Debug
 ) -> tuple[dict[str, Any], CopyOptions, StopSignals]:
     """Config (env + CLI), logging, the debug flag, and copy options that SIGTERM/SIGINT stop."""
+    from migration_common import register_secret, setup_logging
+
     from ..config import load_config
     from ..copy import CopyOptions
 
@@ -138,8 +140,6 @@ def start(
         splice=bool(config["SPLICE"]),
         flush_every=int(config["FLUSH_EVERY"]),
     )
-    from migration_common import register_secret, setup_logging
-
     setup_logging(str(config["LOG_LEVEL"]), stream=sys.stderr)
     register_secret(config.get("PROGRESS_TOKEN"))
     debug.on = debug.on or bool(config["DEBUG"])
