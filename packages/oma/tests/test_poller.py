@@ -443,3 +443,50 @@ def test_two_workers_never_poll_the_same_job_and_a_dead_ones_jobs_move(any_db, c
             a.close()
             b.close()
         assert stub.requests == 3
+
+
+def test_an_older_progress_answer_after_a_newer_one_changes_nothing(any_db, clock):
+    """Out-of-order answers (lower ``seq``) never move a disk row or the job backwards."""
+    with StubVma() as stub:
+        ids = seed_replicating_jobs([("seq-vma", stub.url)], 1, disks_per_job=2)
+        job_id = next(iter(ids.values()))[0]
+        newer = [
+            {"disk_key": "2000", "bytes_total": 100, "bytes_done": 60, "seq": 5},
+            {"disk_key": "2001", "bytes_total": 100, "bytes_done": 40, "seq": 4},
+        ]
+        older = [
+            {
+                "disk_key": "2000",
+                "bytes_total": 100,
+                "bytes_done": 10,
+                "seq": 3,
+                "phase": "snapshot",
+            },
+            {"disk_key": "2001", "bytes_total": 100, "bytes_done": 40, "seq": 4},
+        ]
+        p = ProgressPoller(timeouts=TIMEOUTS, token_for=lambda _v: stub.token, clock=clock)
+        try:
+            stub.set_progress(job_id, progress_doc(job_id, "running", newer))
+            assert p.tick().updated == 1
+            job, disks = _job(job_id), _disks(job_id)
+            stub.set_progress(job_id, progress_doc(job_id, "running", older))
+            clock.advance(5)
+            p.tick()
+        finally:
+            p.close()
+    after, after_disks = _job(job_id), _disks(job_id)
+    assert (disks["2000"].bytes_done, disks["2000"].seq) == (60, 5)
+    for key in ("2000", "2001"):
+        assert (after_disks[key].bytes_done, after_disks[key].seq, after_disks[key].phase) == (
+            disks[key].bytes_done,
+            disks[key].seq,
+            disks[key].phase,
+        )
+    assert (job.bytes_done, job.percent, job.phase) == (100, 50.0, "copy")
+    assert (after.bytes_done, after.percent, after.phase, after.last_progress_at) == (
+        job.bytes_done,
+        job.percent,
+        job.phase,
+        job.last_progress_at,
+    )
+    assert ("phase", "phase snapshot") not in _events(job_id)

@@ -94,8 +94,12 @@ def write_progress(
     """Store a job's progress and its disks' rows (call inside ``atomic()``).
 
     Returns False when the job left ``replicating`` meanwhile (stopped by an operator):
-    nothing is written then.
+    nothing is written then. An answer older than the stored rows (a disk's ``seq`` below the
+    stored one: answers that arrive out of order) changes nothing either.
     """
+    known = {d.disk_key: d for d in disks}
+    if any(d.seq < known[d.disk_key].seq for d in progress.disks if d.disk_key in known):
+        return True
     # The poller writes ~1,000 jobs per tick: the two hot UPDATEs are plain SQL (building them
     # with peewee costs ten times more than SQLite executing them).
     stamp = _db_time(now)
@@ -120,11 +124,10 @@ def write_progress(
     )
     if not cursor.rowcount:
         return False
-    known = {d.disk_key: d for d in disks}
     for d in progress.disks:
         row = known.get(d.disk_key)
         if row is not None:
-            if d.seq >= row.seq and _disk_changed(row, d):
+            if _disk_changed(row, d):
                 database.execute_sql(
                     _sql(_DISK_UPDATE),
                     [
