@@ -4,7 +4,8 @@
 
     OmaError                        base of everything the OMA raises
     ├── CloudStackError             CloudStack answered an error (errorcode, errortext, command)
-    │   └── CloudStackUnreachable   no answer from the CloudStack endpoint
+    │   ├── CloudStackUnreachable   no answer from the CloudStack endpoint
+    │   └── OfferingMismatch        an offering cannot serve the request
     ├── DeviceNotFoundError         an attached volume's /dev/disk/by-id entry never appeared
     ├── NbdExportError              a qemu-nbd export could not be started or stopped
     ├── VmaClientError              the VMA refused or failed a call
@@ -41,6 +42,10 @@ class CloudStackError(OmaError):
 
 class CloudStackUnreachable(CloudStackError):
     """The CloudStack endpoint did not answer (connection refused, reset, timeout)."""
+
+
+class OfferingMismatch(CloudStackError):
+    """A CloudStack offering cannot serve the request; found before CloudStack is asked."""
 
 
 class DeviceNotFoundError(OmaError):

@@ -6,7 +6,8 @@ Every call goes through :meth:`CloudStackClient._call`, the one place where ``cs
 Async commands wait for their job (``queryAsyncJobResult`` every ``poll_interval`` seconds, at
 most ``job_timeout``) and return the job's entity. Requests are POSTed (form body), so API keys
 and signatures stay out of proxy and server access logs; the secret key is registered for log
-redaction and never logged.
+redaction and never logged. What offerings allow is decided in :mod:`.offerings`; offerings and
+settings are looked up once per client.
 """
 
 from __future__ import annotations
@@ -19,17 +20,29 @@ import requests
 
 from migration_common import get_logger, register_secret
 
-from ..errors import CloudStackError, CloudStackUnreachable
+from ..errors import CloudStackError, CloudStackUnreachable, OfferingMismatch
+from .offerings import (
+    CUSTOM_DISK_MAX_SETTING,
+    MAX_VOLUME_SETTING,
+    disk_offering_facts,
+    disk_problem,
+    offering_details,
+    size_in_gib,
+)
 
-GIB = 1024**3
 log = get_logger("oma.cloudstack")
 
+REMOVED_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
+"""VM states of a VM that is gone for the OMA; admins still see the first two in
+listVirtualMachines (``QueryManagerImpl.searchForUserVMsInternal`` lists every state but
+Expunged for them)."""
+PERMISSION_DENIED = 531
+"""CloudStack's errorcode for a PermissionDeniedException (``ApiErrorCode.ACCOUNT_ERROR``)."""
 
-def size_in_gib(size_bytes: int) -> int:
-    """CloudStack's ``size`` (whole GB, really GiB) for a volume of at least ``size_bytes``."""
-    if size_bytes <= 0:
-        raise ValueError(f"size_bytes must be positive, got {size_bytes}")
-    return max(1, math.ceil(size_bytes / GIB))
+
+def is_removed(vm: dict[str, Any]) -> bool:
+    """Whether a VM found by id is gone for the OMA (Destroyed, Expunging or Expunged)."""
+    return vm.get("state") in REMOVED_VM_STATES
 
 
 class CloudStackClient:
@@ -65,6 +78,8 @@ class CloudStackClient:
             fetch_result=True,
             retry=retries,
         )
+        self._offerings: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._settings: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return f"CloudStackClient({self.endpoint!r})"
@@ -137,6 +152,47 @@ class CloudStackClient:
         """Every disk offering."""
         return self._list("listDiskOfferings")
 
+    def service_offering(self, offering_id: str) -> dict[str, Any] | None:
+        """The compute offering (looked up once per client), or None when it does not exist."""
+        return self._offering("listServiceOfferings", offering_id)
+
+    def disk_offering(self, offering_id: str) -> dict[str, Any] | None:
+        """The disk offering (looked up once per client), or None when it does not exist."""
+        return self._offering("listDiskOfferings", offering_id)
+
+    def _offering(self, command: str, offering_id: str) -> dict[str, Any] | None:
+        key = (command, offering_id)
+        if key not in self._offerings:
+            self._offerings[key] = self._one(command, id=offering_id)
+        return self._offerings[key]
+
+    def setting(self, name: str) -> str | None:
+        """A global setting's value (``listConfigurations``, looked up once per client), or None
+        when the key may not read it (only admins may) or it does not exist."""
+        if name not in self._settings:
+            try:
+                items = self._list("listConfigurations", name=name)
+            except CloudStackUnreachable:
+                raise
+            except CloudStackError as exc:
+                log.info("setting unreadable", name=name, errorcode=exc.errorcode)
+                items = []
+            value = next((i.get("value") for i in items if i.get("name") == name), None)
+            self._settings[name] = None if value is None else str(value)
+        return self._settings[name]
+
+    def custom_disk_max_gib(self) -> int | None:
+        """The largest custom disk size CloudStack accepts in GB: the lower of
+        ``custom.diskoffering.size.max`` and ``storage.max.volume.size``; None when the key cannot
+        read them (``VolumeApiServiceImpl.validateCustomDiskOfferingSizeRange`` and
+        ``validateVolumeSizeInBytes`` apply both)."""
+        values = []
+        for name in (CUSTOM_DISK_MAX_SETTING, MAX_VOLUME_SETTING):
+            value = self.setting(name)
+            if value is not None and value.strip().isdigit():
+                values.append(int(value))
+        return min(values) if values else None
+
     def list_networks(self, zone_id: str | None = None) -> list[dict[str, Any]]:
         """Networks (of one zone)."""
         return self._list("listNetworks", zoneid=zone_id, listall=True)
@@ -151,9 +207,26 @@ class CloudStackClient:
     def create_volume(
         self, name: str, *, zone_id: str, disk_offering_id: str, size_bytes: int
     ) -> dict[str, Any]:
-        """Create a data volume of at least ``size_bytes`` (rounded up to whole GiB)."""
-        size = size_in_gib(size_bytes)
-        log.info("creating volume", name=name, size_gib=size)
+        """Create a data volume of at least ``size_bytes``.
+
+        A customized disk offering gets ``size`` (whole GiB, rounded up; checked against
+        :meth:`custom_disk_max_gib` when the key can read it); a fixed one gets no ``size``
+        (CloudStack refuses one, ``VolumeApiServiceImpl.allocVolume``) and its own size, which
+        must hold the disk. :class:`OfferingMismatch` when the offering cannot carry the disk.
+        """
+        offering = self.disk_offering(disk_offering_id)
+        if offering is None:
+            raise OfferingMismatch(
+                f"disk offering {disk_offering_id} does not exist", command="createVolume"
+            )
+        facts = disk_offering_facts(
+            offering, max_gib=self.custom_disk_max_gib(), max_source="cloudstack"
+        )
+        problem = disk_problem(facts, name, size_bytes)
+        if problem:
+            raise OfferingMismatch(problem, command="createVolume")
+        size = size_in_gib(size_bytes) if facts["customized"] else None
+        log.info("creating volume", name=name, size_gib=size, offering=offering.get("name"))
         result = self._call(
             "createVolume", name=name, zoneid=zone_id, diskofferingid=disk_offering_id, size=size
         )
@@ -206,12 +279,17 @@ class CloudStackClient:
         cpus: int | None = None,
         memory_mb: int | None = None,
         cpu_speed_mhz: int = 1000,
+        boot_type: str | None = None,
+        boot_mode: str | None = None,
     ) -> dict[str, Any]:
         """Deploy a VM from a template (stopped unless ``start``); returns the VM.
 
         ``macs`` maps network id → MAC to keep the source VM's addresses (sent as
         ``iptonetworklist``, which CloudStack does not accept together with ``networkids``).
-        ``cpus``/``memory_mb`` are sent as ``details`` for a custom service offering.
+        ``cpus``/``memory_mb``/``cpu_speed_mhz`` become ``details`` only where the service
+        offering leaves them open (:func:`offering_details`); a fixed offering gets none.
+        ``boot_type`` (``BIOS``/``UEFI``) and ``boot_mode`` (``LEGACY``/``SECURE``) are sent as
+        ``boottype``/``bootmode`` when given.
         """
         params: dict[str, Any] = {
             "name": name,
@@ -220,6 +298,8 @@ class CloudStackClient:
             "serviceofferingid": service_offering_id,
             "templateid": template_id,
             "startvm": start,
+            "boottype": boot_type,
+            "bootmode": boot_mode,
         }
         if macs:
             params["iptonetworklist"] = [
@@ -227,14 +307,14 @@ class CloudStackClient:
             ]
         else:
             params["networkids"] = list(network_ids)
-        if cpus is not None or memory_mb is not None:
-            details = {"cpuSpeed": cpu_speed_mhz}
-            if cpus is not None:
-                details["cpuNumber"] = cpus
-            if memory_mb is not None:
-                details["memory"] = memory_mb
-            params["details"] = details
-        log.info("deploying vm", name=name, start=start)
+        offering = self.service_offering(service_offering_id)
+        if offering is not None:
+            details = offering_details(
+                offering, cpus=cpus, memory_mb=memory_mb, cpu_speed_mhz=cpu_speed_mhz
+            )
+            if details:
+                params["details"] = details
+        log.info("deploying vm", name=name, start=start, boot_type=boot_type, boot_mode=boot_mode)
         return dict(self._call("deployVirtualMachine", **params)["virtualmachine"])
 
     def start_vm(self, vm_id: str) -> dict[str, Any]:
@@ -246,20 +326,39 @@ class CloudStackClient:
         return dict(self._call("stopVirtualMachine", id=vm_id, forced=forced)["virtualmachine"])
 
     def destroy_vm(self, vm_id: str, expunge: bool = True) -> dict[str, Any]:
-        """Destroy (and by default expunge) a VM; its data volumes are detached and kept."""
+        """Destroy (and by default expunge) a VM; its data volumes are detached and kept.
+
+        Only admins, or users when ``allow.user.expunge.recover.vm`` is true, may expunge
+        (``VmDestroyPermissionServiceImpl.checkExpungeVmPermission``); when CloudStack refuses the
+        expunge, the VM is destroyed without it (it stays Destroyed until CloudStack's expunge
+        interval passes). The returned VM carries ``expunged``: whether it was expunged.
+        """
         log.info("destroying vm", vm_id=vm_id, expunge=expunge)
-        return dict(
-            self._call("destroyVirtualMachine", id=vm_id, expunge=expunge)["virtualmachine"]
-        )
+        try:
+            vm = self._call("destroyVirtualMachine", id=vm_id, expunge=expunge)["virtualmachine"]
+        except CloudStackUnreachable:
+            raise
+        except CloudStackError as exc:
+            if not (expunge and _expunge_refused(exc)):
+                raise
+            log.warning("expunge refused; destroying without expunge", vm_id=vm_id)
+            expunge = False
+            vm = self._call("destroyVirtualMachine", id=vm_id, expunge=False)["virtualmachine"]
+        return {**vm, "expunged": expunge}
 
     def get_vm(self, vm_id: str) -> dict[str, Any] | None:
-        """The VM, or None when it does not exist (or was expunged)."""
+        """The VM, or None when it does not exist (or was expunged).
+
+        A Destroyed or Expunging VM is returned as it is (see :func:`is_removed`)."""
         return self._one("listVirtualMachines", id=vm_id, listall=True)
 
     def list_vms(self, name: str | None = None) -> list[dict[str, Any]]:
-        """VMs, optionally only those named exactly ``name``."""
+        """Live VMs, optionally only those named exactly ``name``.
+
+        Destroyed, Expunging and Expunged VMs are left out: a name found here belongs to a VM
+        that workflows may adopt or must not clash with."""
         items = self._list("listVirtualMachines", name=name, listall=True)
-        return [v for v in items if name is None or v.get("name") == name]
+        return [v for v in items if (name is None or v.get("name") == name) and not is_removed(v)]
 
     # ----- volume snapshots -------------------------------------------------------------
     def create_snapshot(self, volume_id: str, name: str | None = None) -> dict[str, Any]:
@@ -284,3 +383,9 @@ class CloudStackClient:
         """Delete a snapshot and wait."""
         log.info("deleting snapshot", snapshot_id=snapshot_id)
         self._call("deleteSnapshot", id=snapshot_id)
+
+
+def _expunge_refused(exc: CloudStackError) -> bool:
+    """Whether CloudStack refused ``expunge=true`` for lack of permission."""
+    text = (exc.errortext or "").lower()
+    return exc.errorcode == PERMISSION_DENIED or ("expung" in text and "permission" in text)
