@@ -225,7 +225,8 @@ def test_replication_lifecycle(app: Any, client: Any, auth: Any) -> None:
 
 
 def test_list_filters_pagination_and_progress(app: Any, client: Any, auth: Any) -> None:
-    from migration_common import DiskProgress, JobProgress, Status
+    from labtest.oma import StubVma, progress_doc
+    from oma.services.poller import ProgressPoller
 
     vma = _vma(client, auth)
     ids = []
@@ -236,19 +237,33 @@ def test_list_filters_pagination_and_progress(app: Any, client: Any, auth: Any) 
                 "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
             ).json["id"]
         )
-    with app.app_context(), database.connection_context():
-        jobs.claim_pending_job("w")
-        first = jobs.list_jobs(status="pending", limit=500)[0][-1].id
-        claimed = next(j for j in ids if jobs.get_job(j).claimed_by == "w")
-        jobs.set_status(claimed, "ready")
-        disks = [DiskProgress(disk_key="2000", bytes_total=100, bytes_done=25, seq=1)]
-        jobs.update_job_progress(
-            claimed, JobProgress.aggregate(claimed, disks, status=Status.RUNNING)
+    claimed, failed = ids[0], ids[2]
+    with StubVma() as stub:
+        r = client.patch(
+            f"/api/v1/vma-appliances/{vma['id']}", headers=auth.admin, json={"url": stub.url}
         )
-        jobs.fail_job(ids[2] if ids[2] != claimed else ids[1], "test", "boom")
-    assert first in ids
+        assert r.status_code == 200, r.json
+        stub.set_progress(
+            claimed,
+            progress_doc(
+                claimed, "running", [{"disk_key": "2000", "bytes_total": 100, "bytes_done": 25}]
+            ),
+        )
+        with app.app_context(), database.connection_context():
+            # the replication workflow's last step: the VMA accepted the job
+            ReplicationJob.update(status="replicating").where(
+                ReplicationJob.id == claimed
+            ).execute()
+            jobs.fail_job(failed, "test", "boom")
+        poller = ProgressPoller(token_for=lambda _v: stub.token)
+        try:
+            assert poller.tick().updated == 1  # the worker's write path stores the progress
+        finally:
+            poller.close()
     page = client.get("/api/v1/replications?limit=2&offset=0", headers=auth.viewer).json
     assert page["total"] == 3 and len(page["items"]) == 2
+    rest = client.get("/api/v1/replications?limit=2&offset=2", headers=auth.viewer).json
+    assert sorted(j["id"] for j in page["items"] + rest["items"]) == sorted(ids)
     running = client.get("/api/v1/replications?status=replicating", headers=auth.viewer).json
     assert [j["id"] for j in running["items"]] == [claimed]
     assert running["items"][0]["vm_name"].startswith("vm-")
@@ -298,12 +313,13 @@ def test_context_list_and_delete(app: Any, client: Any, auth: Any) -> None:
     ctx = _add_vm(client, auth, vma["id"])
     listing = client.get("/api/v1/vm-contexts?state=discovered", headers=auth.viewer).json
     assert listing["total"] == 1 and listing["items"][0]["disks"][0]["disk_key"] == "2000"
-    client.post("/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]})
+    job = client.post(
+        "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
+    ).json
     r = client.delete(f"/api/v1/vm-contexts/{ctx['id']}", headers=auth.operator)
     assert r.status_code == 409
     with app.app_context(), database.connection_context():
-        job = jobs.list_active_jobs()[0]
-        jobs.fail_job(job.id, "test", "x")
+        jobs.fail_job(job["id"], "test", "x")
         assert contexts.get_context(ctx["id"]).state == "failed"
     assert (
         client.delete(f"/api/v1/vm-contexts/{ctx['id']}", headers=auth.operator).status_code == 204

@@ -270,67 +270,87 @@ def _queue_job(served: dict[str, Any]) -> str:
     return oma(served["env"], "replicate", "cli-vm").stdout.strip().splitlines()[-1]
 
 
-def _progress(job_id: str, phase: Any, done: int) -> Any:
-    from migration_common import DiskProgress, JobProgress, Status
-
-    disks = [
-        DiskProgress(
-            disk_key="2000",
-            phase=phase,
-            bytes_total=4 << 20,
-            bytes_done=done,
-            throughput_bps=1 << 20,
-            seq=done,
-        )
-    ]
-    return JobProgress.aggregate(job_id, disks, status=Status.RUNNING)
+def _disk(phase: str, done: int, seq: int, **extra: Any) -> dict[str, Any]:
+    """One disk of a stub VMA progress answer for ``cli-vm``'s first disk."""
+    return {
+        "disk_key": "2000",
+        "phase": phase,
+        "bytes_total": 4 << 20,
+        "bytes_done": done,
+        "throughput_bps": 1 << 20,
+        "seq": seq,
+        **extra,
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("outcome", ["completed", "failed"])
 def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome: str) -> None:
-    from migration_common import DiskProgress, JobProgress, Phase, Status
+    from labtest.oma import StubVma, progress_doc
     from oma.database import database, init_db
-    from oma.database.repos import jobs
+    from oma.database.models import ReplicationJob
+    from oma.services.poller import ProgressPoller
 
     env = served["env"]
     job_id = _queue_job(served)
     watcher = _Watcher(env, job_id)
-    try:
-        watcher.wait_for("status=pending")
-        # Play the worker's part through the same database, one visible step at a time.
-        init_db(served["db"])
-        with database.connection_context():
-            jobs.set_status(job_id, "ready")
-            jobs.update_job_progress(job_id, _progress(job_id, Phase.COPY, 1 << 20))
+    with StubVma() as stub:
+        vma_id = requests.get(
+            f"{served['url']}/api/v1/replications/{job_id}",
+            headers={"Authorization": f"Bearer {served['token']}"},
+        ).json()["vma_id"]
+        r = requests.patch(
+            f"{served['url']}/api/v1/vma-appliances/{vma_id}",
+            headers={"Authorization": f"Bearer {served['token']}"},
+            json={"url": stub.url},
+        )
+        assert r.status_code == 200, r.text
+        poller = ProgressPoller(token_for=lambda _v: stub.token)
+        try:
+            watcher.wait_for("status=pending")
+            # Play the worker's part through the same database: the workflow hands the job
+            # to the VMA, then the real poller writes each answer of the stub VMA.
+            init_db(served["db"])
+            with database.connection_context():
+                ReplicationJob.update(status="replicating").where(
+                    ReplicationJob.id == job_id
+                ).execute()
+            stub.set_progress(job_id, progress_doc(job_id, "running", [_disk("copy", 1 << 20, 1)]))
+            assert poller.tick().updated == 1
             watcher.wait_for("phase=copy")
-            jobs.update_job_progress(job_id, _progress(job_id, Phase.VERIFY, 4 << 20))
+            stub.set_progress(
+                job_id, progress_doc(job_id, "running", [_disk("verify", 4 << 20, 2)])
+            )
+            assert poller.tick().updated == 1
             watcher.wait_for("phase=verify")
             if outcome == "completed":
-                disks = [
-                    DiskProgress(
-                        disk_key=k,
-                        phase=Phase.DONE,
-                        status=Status.COMPLETED,
-                        bytes_total=n,
-                        bytes_done=n,
-                        bytes_written=n,
-                        change_id=c,
-                        seq=1 << 30,
-                    )
-                    for k, n, c in (("2000", 4 << 20, "52 aa/1"), ("2001", 2 << 20, "52 bb/1"))
+                done = [
+                    _disk("done", 4 << 20, 3, status="completed", change_id="52 aa/1"),
+                    {
+                        "disk_key": "2001",
+                        "phase": "done",
+                        "status": "completed",
+                        "bytes_total": 2 << 20,
+                        "bytes_done": 2 << 20,
+                        "change_id": "52 bb/1",
+                        "seq": 3,
+                    },
                 ]
-                jobs.update_job_progress(
-                    job_id, JobProgress.aggregate(job_id, disks, status=Status.COMPLETED)
-                )
-                jobs.complete_job(job_id, {"2000": "52 aa/1", "2001": "52 bb/1"})
+                stub.set_progress(job_id, progress_doc(job_id, "completed", done))
+                assert poller.tick().completed == 1
             else:
-                jobs.fail_job(job_id, "vma_unreachable", "VMA did not answer for 120 s")
-        code, err = watcher.finish()
-    finally:
-        if watcher.proc.poll() is None:
-            watcher.proc.kill()
-            watcher.finish()
+                broken = [_disk("verify", 4 << 20, 3, status="failed", error="NBD read failed")]
+                stub.set_progress(
+                    job_id,
+                    progress_doc(job_id, "failed", broken, error="migratekit exited with code 3"),
+                )
+                assert poller.tick().failed == 1
+            code, err = watcher.finish()
+        finally:
+            poller.close()
+            if watcher.proc.poll() is None:
+                watcher.proc.kill()
+                watcher.finish()
     lines = watcher.lines
     assert all(ln.startswith(("job=", "  disk ", "job ")) for ln in lines), lines
     if outcome == "completed":
@@ -339,7 +359,8 @@ def test_job_watch_prints_plain_lines_until_done(served: dict[str, Any], outcome
         assert any("disk 2000: completed" in ln and "change_id=52 aa/1" in ln for ln in lines)
     else:
         assert code == ExitCode.JOB_FAILED
-        assert err.startswith("error: ") and "vma_unreachable" in err
+        assert err.startswith("error: ") and "vma_reported" in err
+        assert "migratekit exited with code 3" in err
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""replication_jobs and job_disks: create, claim, progress, finish, stop and delete jobs.
+"""replication_jobs and job_disks: create, read, finish, stop and delete jobs.
+
+Progress is written by the worker's poller (:func:`oma.services._queries.write_progress`),
+status changes during a sync by the replication workflow.
 
 Every way a job ends — the poller, the workflow runner, a stop request, the API — goes
 through :func:`finish_job` (the context state rules are in :func:`_context_after`).
@@ -12,12 +15,10 @@ is unique and holds the context id while the job is active (NULL once terminal).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from peewee import IntegrityError
-
-from migration_common import JobProgress, Status
 
 from ...errors import ConflictError, InvalidStateError, NotFoundError
 from ..db import database, is_sqlite, write_transaction
@@ -128,17 +129,6 @@ def list_jobs(
     return paginate(query, limit, offset)
 
 
-def list_active_jobs(
-    *, vma_id: str | None = None, statuses: Iterable[str] | None = None
-) -> list[ReplicationJob]:
-    """Every job in ``statuses`` (default: all active statuses), oldest first."""
-    wanted = [str(s) for s in statuses] if statuses is not None else ACTIVE
-    query = ReplicationJob.select().where(ReplicationJob.status.in_(wanted))
-    if vma_id is not None:
-        query = query.where(ReplicationJob.vma == vma_id)
-    return list(query.order_by(ReplicationJob.created_at))
-
-
 def list_job_disks(job_id: str) -> list[JobDisk]:
     """A job's per-disk rows ordered by disk key."""
     rows = list(JobDisk.select().where(JobDisk.job == job_id))
@@ -155,169 +145,6 @@ def job_disks_by_job(job_ids: Iterable[str]) -> dict[str, list[JobDisk]]:
     for rows in out.values():
         rows.sort(key=lambda d: (len(d.disk_key), d.disk_key))
     return out
-
-
-def claim_pending_job(
-    worker_id: str, *, lease_seconds: float = 60.0, statuses: Iterable[str] = ("pending",)
-) -> ReplicationJob | None:
-    """Claim the oldest job in ``statuses`` whose lease is free or expired; None if none.
-
-    PostgreSQL/MariaDB use ``SELECT … FOR UPDATE SKIP LOCKED`` so concurrent workers never
-    claim the same job; SQLite (one worker per host) relies on its database-wide write lock.
-    """
-    stamp = now()
-    with database.atomic():
-        query = (
-            ReplicationJob.select()
-            .where(
-                ReplicationJob.status.in_(list(statuses)),
-                (ReplicationJob.lease_until.is_null()) | (ReplicationJob.lease_until < stamp),
-                ReplicationJob.stop_requested == False,  # noqa: E712
-            )
-            .order_by(ReplicationJob.created_at)
-            .limit(1)
-        )
-        if not is_sqlite():
-            query = query.for_update(skip_locked=True)
-        job = query.first()
-        if job is None:
-            return None
-        ReplicationJob.update(
-            claimed_by=worker_id,
-            lease_until=stamp + timedelta(seconds=lease_seconds),
-            attempts=ReplicationJob.attempts + 1,
-            updated_at=stamp,
-        ).where(ReplicationJob.id == job.id).execute()
-    return ReplicationJob.get_by_id(job.id)
-
-
-def renew_lease(job_id: str, worker_id: str, *, lease_seconds: float = 60.0) -> bool:
-    """Extend a claimed job's lease; False when another worker holds it now."""
-    return bool(
-        ReplicationJob.update(lease_until=now() + timedelta(seconds=lease_seconds))
-        .where(ReplicationJob.id == job_id, ReplicationJob.claimed_by == worker_id)
-        .execute()
-    )
-
-
-def release_lease(job_id: str) -> None:
-    """Give a claimed job back (claimed_by and lease cleared)."""
-    ReplicationJob.update(claimed_by=None, lease_until=None).where(
-        ReplicationJob.id == job_id
-    ).execute()
-
-
-def set_status(
-    job_id: str,
-    status: JobStatus | str,
-    *,
-    message: str | None = None,
-    **fields: Any,
-) -> None:
-    """Move an active job to another active status (e.g. provisioning → ready), with an event.
-
-    Use :func:`complete_job`, :func:`fail_job` or :func:`stop_job` for terminal states.
-    """
-    new = JobStatus(status)
-    if new.is_terminal:
-        raise ValueError("use complete_job/fail_job/stop_job for terminal states")
-    with database.atomic():
-        job = get_job(job_id)
-        if JobStatus(job.status).is_terminal:
-            raise InvalidStateError(f"job {job_id} is already {job.status}")
-        values: dict[str, Any] = {"status": new.value, "updated_at": now(), **fields}
-        if new is not JobStatus.PENDING and job.started_at is None:
-            values["started_at"] = now()
-        ReplicationJob.update(**values).where(ReplicationJob.id == job_id).execute()
-        if new.value != job.status:
-            events.append_event(
-                "status",
-                message or f"{job.status} → {new.value}",
-                job_id=job_id,
-                context_id=job.context_id,
-                data={"from": job.status, "to": new.value},
-            )
-
-
-def upsert_job_disks(job_id: str, disks: Iterable[Mapping[str, Any]]) -> None:
-    """Create or update per-disk rows of a job (disk_key, target_uri, previous_change_id …)."""
-    with database.atomic():
-        for disk in disks:
-            key = str(disk["disk_key"])
-            fields = {k: v for k, v in disk.items() if k != "disk_key"}
-            row = JobDisk.get_or_none(JobDisk.job == job_id, JobDisk.disk_key == key)
-            if row is None:
-                JobDisk.create(job=job_id, disk_key=key, **fields)
-            elif fields:
-                JobDisk.update(updated_at=now(), **fields).where(JobDisk.id == row.id).execute()
-
-
-def update_job_progress(job_id: str, progress: JobProgress) -> dict[str, Any]:
-    """Write one VMA progress document into the job and its disk rows, in one transaction.
-
-    Only progress columns change (phase, percent, bytes, throughput, ETA, sync type,
-    vma_seen_at; last_progress_at when bytes_done advanced). Disk updates with a ``seq``
-    lower than the stored one are ignored. A phase change appends a ``phase`` event.
-    Terminal decisions (complete/fail) are the caller's: this returns
-    ``{"phase_changed": bool, "advanced": bool}``.
-    """
-    stamp = now()
-    with database.atomic():
-        job = get_job(job_id)
-        if JobStatus(job.status).is_terminal:
-            return {"phase_changed": False, "advanced": False, "ignored": True}
-        advanced = progress.bytes_done > (job.bytes_done or 0)
-        phase = progress.phase.value
-        values: dict[str, Any] = {
-            "phase": phase,
-            "percent": progress.percent,
-            "bytes_total": progress.bytes_total,
-            "bytes_done": progress.bytes_done,
-            "throughput_bps": progress.throughput_bps,
-            "eta_seconds": progress.eta_seconds,
-            "effective_type": progress.sync_type.value,
-            "vma_seen_at": stamp,
-            "updated_at": stamp,
-        }
-        if advanced or job.last_progress_at is None:
-            values["last_progress_at"] = stamp
-        if progress.status is Status.RUNNING and job.status in (
-            JobStatus.READY.value,
-            JobStatus.PROVISIONING.value,
-        ):
-            values["status"] = JobStatus.REPLICATING.value
-        ReplicationJob.update(**values).where(ReplicationJob.id == job_id).execute()
-        existing = {d.disk_key: d for d in JobDisk.select().where(JobDisk.job == job_id)}
-        for disk in progress.disks:
-            row = existing.get(disk.disk_key)
-            fields = {
-                "status": disk.status.value,
-                "phase": disk.phase.value,
-                "sync_type": disk.sync_type.value,
-                "bytes_total": disk.bytes_total,
-                "bytes_done": disk.bytes_done,
-                "bytes_written": disk.bytes_written,
-                "bytes_zeroed": disk.bytes_zeroed,
-                "throughput_bps": disk.throughput_bps,
-                "change_id": disk.change_id,
-                "error": disk.error,
-                "seq": disk.seq,
-                "updated_at": stamp,
-            }
-            if row is None:
-                JobDisk.create(job=job_id, disk_key=disk.disk_key, **fields)
-            elif disk.seq >= row.seq:
-                JobDisk.update(**fields).where(JobDisk.id == row.id).execute()
-        phase_changed = phase != job.phase
-        if phase_changed:
-            events.append_event(
-                "phase",
-                f"phase {phase}",
-                job_id=job_id,
-                context_id=job.context_id,
-                data={"from": job.phase, "to": phase, "bytes_done": progress.bytes_done},
-            )
-    return {"phase_changed": phase_changed, "advanced": advanced}
 
 
 def finish_job(
@@ -479,14 +306,3 @@ def delete_job(job_id: str) -> None:
             raise InvalidStateError(f"job {job_id} is {job.status}; stop it before deleting it")
         VmContext.update(last_job_id=None).where(VmContext.last_job_id == job_id).execute()
         job.delete_instance()
-
-
-def stale_jobs(older_than: datetime) -> list[ReplicationJob]:
-    """Active jobs whose last byte progress (or creation) is older than ``older_than``."""
-    return list(
-        ReplicationJob.select().where(
-            ReplicationJob.status == JobStatus.REPLICATING.value,
-            ((ReplicationJob.last_progress_at.is_null()) & (ReplicationJob.updated_at < older_than))
-            | (ReplicationJob.last_progress_at < older_than),
-        )
-    )

@@ -42,12 +42,6 @@ def get_target(target_id: str) -> CloudStackTarget:
     return get_or_raise(CloudStackTarget, target_id, "cloudstack target")
 
 
-def default_target() -> CloudStackTarget | None:
-    """The target marked default (the first one created is), or None."""
-    row = CloudStackTarget.get_or_none(CloudStackTarget.is_default == True)  # noqa: E712
-    return row or CloudStackTarget.select().order_by(CloudStackTarget.created_at).first()
-
-
 def list_targets() -> list[CloudStackTarget]:
     """Every target, by name."""
     return list(CloudStackTarget.select().order_by(CloudStackTarget.name))
