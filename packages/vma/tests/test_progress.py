@@ -27,14 +27,22 @@ def db(tmp_path):
         yield
 
 
+def _done(job_id: str, disk_key: str) -> tuple[int, int]:
+    doc = job_progress(Job.get_by_id(job_id))
+    disk = next(d for d in doc.disks if d.disk_key == disk_key)
+    return disk.bytes_done, disk.seq
+
+
 def test_updates_apply_in_seq_order_only(db):
-    assert apply_update("a", {"disk_key": "2000", "bytes_total": 10, "bytes_done": 4, "seq": 3})
-    assert apply_update(
-        "a", {"disk_key": "2000", "bytes_total": 10, "bytes_done": 2, "seq": 3}
-    ) == (False, "stale seq")
-    assert apply_update(
-        "a", {"disk_key": "2000", "bytes_total": 10, "bytes_done": 9, "seq": 4}
-    ) == (True, "applied")
+    update = {"disk_key": "2000", "bytes_total": 10}
+    assert apply_update("a", {**update, "bytes_done": 4, "seq": 3}) == (True, "applied")
+    assert _done("a", "2000") == (4, 3)
+    # the same seq again and an older one: stored progress stays
+    assert apply_update("a", {**update, "bytes_done": 2, "seq": 3}) == (False, "stale seq")
+    assert apply_update("a", {**update, "bytes_done": 1, "seq": 2}) == (False, "stale seq")
+    assert _done("a", "2000") == (4, 3)
+    assert apply_update("a", {**update, "bytes_done": 9, "seq": 4}) == (True, "applied")
+    assert _done("a", "2000") == (9, 4)
     doc = job_progress(Job.get_by_id("a"))
     assert [d.bytes_done for d in doc.disks] == [9, 0]
     assert doc.disks[1].status is Status.QUEUED  # no update yet
