@@ -37,7 +37,7 @@ _STATUS_TEXT = {
     "401": "Missing or invalid token",
     "403": "Role not allowed",
     "404": "Not found",
-    "409": "Conflict (active job, duplicate name, wrong state)",
+    "409": "Conflict (active job, duplicate name, wrong state, disk too large for the target)",
     "502": "Upstream error",
 }
 

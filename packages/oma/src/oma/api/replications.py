@@ -14,6 +14,7 @@ from ..workflows import failover_store as store
 from .errors import ApiError, invalid
 from .schemas import REPLICATION, body
 from .serialize import job
+from .targets import refuse_disks_too_large
 from .validation import choice, json_body, no_unknown, page, query_bool, string
 
 bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
@@ -40,7 +41,8 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
     "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job or an
-    active failover, rollback (whose own final sync creates its job directly) or cleanup."""
+    active failover, rollback (whose own final sync creates its job directly) or cleanup, and
+    409 ``disk_too_large`` when the target's disk offering cannot carry one of its disks."""
     data = json_body()
     no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
@@ -55,6 +57,7 @@ def create_replication() -> Any:
         raise invalid(
             "vma_id", f"VM context {ctx.id} has no VMA; register one and add the VM again"
         )
+    refuse_disks_too_large(ctx, "vm_context_id" if "vm_context_id" in data else "vm_id")
     if kind is RequestedType.INCREMENTAL:
         disks = contexts.list_disks(ctx.id)
         if not disks or any(d.change_id is None for d in disks):

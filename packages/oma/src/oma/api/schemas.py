@@ -57,6 +57,7 @@ TARGET_FIELDS = {
     "zone_id": STR,
     "oma_vm_id": STR,
     "disk_offering_id": STR,
+    "disk_size_max_gib": {"type": "integer", "minimum": 1, "nullable": True},
     "verify_tls": BOOL,
 }
 TARGET_CREATE = obj(

@@ -67,6 +67,8 @@ def target(row: CloudStackTarget) -> dict[str, Any]:
         "zone_id": row.zone_id,
         "oma_vm_id": row.oma_vm_id,
         "disk_offering_id": row.disk_offering_id,
+        "disk_size_max_gib": row.disk_size_max_gib,
+        "disk_offering_facts": row.disk_offering_facts,
         "verify_tls": row.verify_tls,
         "is_default": row.is_default,
         "created_at": ts(row.created_at),

@@ -1,4 +1,10 @@
-"""CloudStack targets: create (secret key stored encrypted), list, test, offerings, networks."""
+"""CloudStack targets: create (secret key stored encrypted), list, test, offerings, networks.
+
+A target's disk offering decides which replicas it can carry (:mod:`oma.cloudstack.offerings`).
+Its facts are read from CloudStack by the test endpoint (or by the first replication request
+that needs them) and stored on the target (``disk_offering_facts``); a change of endpoint, keys
+or offering forgets them.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,32 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from ..database.models import CloudStackTarget
+from migration_common import get_logger, utcnow
+
+from ..cloudstack import CloudStackClient, is_removed
+from ..cloudstack.offerings import (
+    DEFAULT_CUSTOM_DISK_MAX_GIB,
+    describe_limit,
+    disk_offering_facts,
+    disk_offering_problems,
+)
+from ..database.models import CloudStackTarget, VmContext, VmDisk
 from ..database.repos import targets
+from ..database.repos._util import update_row
 from ._context import box, config
 from .auth import admin_only
-from .errors import ApiError
+from .errors import ApiError, invalid
 from .schemas import TARGET_CREATE, TARGET_PATCH, body
-from .serialize import target
+from .serialize import target, ts
 from .validation import boolean, http_url, json_body, no_unknown, secret, string
+
+log = get_logger(__name__)
 
 bp = Blueprint("cloudstack_targets", __name__, url_prefix="/api/v1/cloudstack-targets")
 
 
-def client_for(row: CloudStackTarget) -> Any:
+def client_for(row: CloudStackTarget) -> CloudStackClient:
     """A CloudStackClient for a stored target (the secret key is decrypted here only)."""
-    try:
-        from ..cloudstack import CloudStackClient
-    except ImportError as exc:  # pragma: no cover - the cloudstack package ships with oma
-        raise ApiError(
-            "cloudstack_unavailable", f"CloudStack client unavailable: {exc}", 503
-        ) from exc
     return CloudStackClient(
         row.endpoint,
         row.api_key,
@@ -43,9 +55,181 @@ EDITABLE_FIELDS = (
     "zone_id",
     "oma_vm_id",
     "disk_offering_id",
+    "disk_size_max_gib",
     "verify_tls",
 )
 """Body fields of a target that PATCH accepts; POST accepts them and ``is_default``."""
+FACTS_DEPEND_ON = ("endpoint", "api_key", "secret_key", "disk_offering_id")
+"""Fields whose change makes the stored disk offering facts stale."""
+
+
+def _size_limit(data: dict[str, Any]) -> int | None:
+    """``disk_size_max_gib``: a whole number of GB ≥ 1, or null."""
+    value = data.get("disk_size_max_gib")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise invalid("disk_size_max_gib", "must be a whole number of GB, at least 1, or null")
+    return value
+
+
+# ----- what the target's disk offering can carry ----------------------------------------------
+def read_offering_facts(client: Any, row: CloudStackTarget) -> dict[str, Any] | None:
+    """Read the target's disk offering and CloudStack's custom size limit; store them on the
+    target. None (stored too) when the target has no disk offering or it does not exist."""
+    offering = client.disk_offering(row.disk_offering_id) if row.disk_offering_id else None
+    stored = None
+    if offering is not None:
+        stored = {
+            "id": offering.get("id"),
+            "name": offering.get("name"),
+            "iscustomized": bool(offering.get("iscustomized")),
+            "disksize": int(offering.get("disksize") or 0),
+            "cloudstack_max_gib": client.custom_disk_max_gib(),
+            "checked_at": ts(utcnow()),
+        }
+    CloudStackTarget.update(disk_offering_facts=stored).where(
+        CloudStackTarget.id == row.id
+    ).execute()
+    row.disk_offering_facts = stored
+    return stored
+
+
+def offering_facts(row: CloudStackTarget) -> dict[str, Any] | None:
+    """The stored disk offering of the target as :func:`disk_offering_facts` with the custom
+    size limit in force: CloudStack's when the key could read it, else the target's
+    ``disk_size_max_gib``, else CloudStack's default. None when nothing is stored."""
+    stored = row.disk_offering_facts
+    if not stored or stored.get("id") != row.disk_offering_id:
+        return None
+    limit, source = size_limit(row, stored.get("cloudstack_max_gib"))
+    return disk_offering_facts(stored, max_gib=limit, max_source=source)
+
+
+def size_limit(row: CloudStackTarget, cloudstack_max_gib: int | None) -> tuple[int, str]:
+    """(largest custom disk size in GB, where it comes from): CloudStack's setting when the key
+    can read it, else the target's ``disk_size_max_gib``, else CloudStack's default."""
+    if cloudstack_max_gib:
+        return int(cloudstack_max_gib), "cloudstack"
+    if row.disk_size_max_gib:
+        return int(row.disk_size_max_gib), "target"
+    return DEFAULT_CUSTOM_DISK_MAX_GIB, "default"
+
+
+def known_disks(row: CloudStackTarget) -> dict[str, int]:
+    """Every disk of the VMs that replicate to this target ("VM disk-label" → bytes); a VM
+    without a target of its own uses the default (or oldest) target."""
+    default = (
+        CloudStackTarget.select(CloudStackTarget.id)
+        .order_by(CloudStackTarget.is_default.desc(), CloudStackTarget.created_at)
+        .first()
+    )
+    mine = VmContext.target == row.id
+    if default is not None and default.id == row.id:
+        mine = mine | VmContext.target.is_null()
+    query = (
+        VmDisk.select(VmDisk.disk_key, VmDisk.label, VmDisk.capacity_bytes, VmContext.name)
+        .join(VmContext)
+        .where(mine)
+    )
+    return {
+        f"{d.context.name} {d.label or d.disk_key} (key {d.disk_key})": d.capacity_bytes
+        for d in query
+    }
+
+
+def refuse_disks_too_large(ctx: VmContext, field: str) -> None:
+    """409 ``disk_too_large`` (naming ``field``) when the disk offering of the VM's target cannot
+    carry a disk that has no replica volume yet.
+
+    Uses the facts stored on the target; when none are stored they are read from CloudStack once
+    (and stored). When CloudStack cannot be asked the check is left to the workflow, whose
+    ``create_volume`` applies the same rule before creating a volume.
+    """
+    from ..errors import CloudStackError
+    from ..workflows.replication import context_target
+
+    row = context_target(ctx)
+    if row is None or not row.disk_offering_id:
+        return
+    disks = {
+        f"{d.label or 'disk'} (key {d.disk_key})": d.capacity_bytes
+        for d in VmDisk.select().where((VmDisk.context == ctx.id) & VmDisk.replica_volume.is_null())
+    }
+    if not disks:
+        return
+    facts = offering_facts(row)
+    if facts is None:
+        try:
+            with client_for(row) as client:
+                read_offering_facts(client, row)
+        except CloudStackError as exc:
+            log.warning("disk offering unreadable; checked later", target=row.name, error=str(exc))
+            return
+        facts = offering_facts(row)
+        if facts is None:
+            raise ApiError(
+                "disk_offering_not_found",
+                f"disk offering {row.disk_offering_id} of CloudStack target {row.name} does not "
+                "exist; choose another one (PATCH the target's disk_offering_id)",
+                409,
+                field,
+            )
+    problems = disk_offering_problems(facts, disks)
+    if problems:
+        raise ApiError(
+            "disk_too_large",
+            f"VM {ctx.name} cannot be replicated to CloudStack target {row.name}: "
+            + "; ".join(problems)
+            + ". Choose a customized disk offering for the target (its disk_offering_id).",
+            409,
+            field,
+        )
+
+
+def _offering_report(client: Any, row: CloudStackTarget) -> dict[str, Any]:
+    """The test answer's ``disk_offering``: facts, problems (replicas it cannot carry), notes
+    and a customized offering that would carry them."""
+    stored = read_offering_facts(client, row)
+    problems: list[str] = []
+    notes: list[str] = []
+    facts = offering_facts(row)
+    if not row.disk_offering_id:
+        problems.append("the target has no disk offering: replica volumes cannot be created")
+    elif facts is None:
+        problems.append(f"disk offering {row.disk_offering_id} not found")
+    else:
+        disks = known_disks(row)
+        problems += disk_offering_problems(facts, disks)
+        if not facts["customized"]:
+            notes.append(
+                f"disk offering {facts['name']} is not customized: every replica volume gets its "
+                f"fixed {facts['disksize_gib']} GB, whatever the size of its source disk"
+            )
+        else:
+            notes.append(f"custom sizes up to {facts['max_gib']} GB ({describe_limit(facts)})")
+    suggested = None
+    if problems or (facts is not None and not facts["customized"]):
+        suggested = next(
+            (
+                {"id": o.get("id"), "name": o.get("name")}
+                for o in client.list_disk_offerings()
+                if o.get("iscustomized") and o.get("id") != row.disk_offering_id
+            ),
+            None,
+        )
+        if suggested:
+            notes.append(
+                f"customized disk offering {suggested['name']} ({suggested['id']}) would give "
+                "every replica its source disk's size"
+            )
+    return {
+        **(facts or {"id": row.disk_offering_id}),
+        "checked_at": stored.get("checked_at") if stored else None,
+        "problems": problems,
+        "notes": notes,
+        "suggested": suggested,
+    }
 
 
 @bp.get("")
@@ -59,7 +243,11 @@ def list_targets() -> Any:
 @body(TARGET_CREATE)
 def create_target() -> Any:
     """Save ``{"name", "endpoint", "api_key", "secret_key", "zone_id", "oma_vm_id",
-    "disk_offering_id"?, "verify_tls"?, "is_default"?}`` → 201."""
+    "disk_offering_id"?, "disk_size_max_gib"?, "verify_tls"?, "is_default"?}`` → 201.
+
+    ``disk_size_max_gib``: the largest custom disk size (GB) CloudStack accepts, for an API key
+    that cannot read ``custom.diskoffering.size.max`` (else 1024, CloudStack's default, is
+    assumed)."""
     data = json_body()
     no_unknown(data, (*EDITABLE_FIELDS, "is_default"))
     name = string(data, "name", max_length=100)
@@ -69,6 +257,7 @@ def create_target() -> Any:
     zone_id = string(data, "zone_id", max_length=64)
     oma_vm_id = string(data, "oma_vm_id", max_length=64)
     assert name and api_key and secret_key and zone_id and oma_vm_id
+    limit = _size_limit(data)
     row = targets.create_target(
         name,
         endpoint,
@@ -80,6 +269,9 @@ def create_target() -> Any:
         verify_tls=boolean(data, "verify_tls", default=True),
         is_default=boolean(data, "is_default"),
     )
+    if limit is not None:
+        row.disk_size_max_gib = limit
+        row.save(only=[CloudStackTarget.disk_size_max_gib])
     return jsonify(target(row)), 201
 
 
@@ -94,9 +286,8 @@ def get_target(target_id: str) -> Any:
 @body(TARGET_PATCH)
 def update_target(target_id: str) -> Any:
     """Change a target's ``name``, ``endpoint``, keys, ``zone_id``, ``oma_vm_id``,
-    ``disk_offering_id`` or ``verify_tls``."""
-    from ..database.repos._util import update_row
-
+    ``disk_offering_id``, ``disk_size_max_gib`` or ``verify_tls``; a change of endpoint, keys or
+    disk offering forgets the stored disk offering facts."""
     data = json_body()
     no_unknown(data, EDITABLE_FIELDS)
     fields: dict[str, Any] = {}
@@ -115,6 +306,10 @@ def update_target(target_id: str) -> Any:
         fields["secret_key_encrypted"] = box().encrypt(secret(data, "secret_key") or "")
     if "verify_tls" in data:
         fields["verify_tls"] = boolean(data, "verify_tls")
+    if "disk_size_max_gib" in data:
+        fields["disk_size_max_gib"] = _size_limit(data)
+    if any(name in data for name in FACTS_DEPEND_ON):
+        fields["disk_offering_facts"] = None
     row = update_row(CloudStackTarget, target_id, "cloudstack target", fields)
     return jsonify(target(row))
 
@@ -129,7 +324,9 @@ def delete_target(target_id: str) -> Any:
 
 @bp.post("/<target_id>/test")
 def test_target(target_id: str) -> Any:
-    """Prove endpoint and keys work and that the zone and OMA VM exist: ``{"ok", ...}``."""
+    """Prove endpoint and keys work, that the zone and OMA VM exist and that the disk offering
+    can carry the replicas of the VMs known to this OMA: ``{"ok", "error", "zones", "oma_vm",
+    "disk_offering": {…, "problems", "notes", "suggested"}}``."""
     from ..errors import CloudStackError
 
     row = targets.get_target(target_id)
@@ -137,6 +334,7 @@ def test_target(target_id: str) -> Any:
         with client_for(row) as client:
             zones = client.list_zones()
             vm = client.get_vm(row.oma_vm_id)
+            offering = _offering_report(client, row)
     except CloudStackError as exc:
         return jsonify(
             {"ok": False, "error": str(exc), "errorcode": getattr(exc, "errorcode", None)}
@@ -144,8 +342,9 @@ def test_target(target_id: str) -> Any:
     problems = []
     if not any(z.get("id") == row.zone_id for z in zones):
         problems.append(f"zone {row.zone_id} not found")
-    if vm is None:
+    if vm is None or is_removed(vm):
         problems.append(f"OMA VM {row.oma_vm_id} not found")
+    problems += offering["problems"]
     return jsonify(
         {
             "ok": not problems,
@@ -154,18 +353,32 @@ def test_target(target_id: str) -> Any:
             "oma_vm": {"id": vm.get("id"), "name": vm.get("name"), "state": vm.get("state")}
             if vm
             else None,
+            "disk_offering": offering,
         }
     )
 
 
 @bp.get("/<target_id>/offerings")
 def list_offerings(target_id: str) -> Any:
-    """Service and disk offerings of the target."""
-    with client_for(targets.get_target(target_id)) as client:
+    """Service and disk offerings of the target; each disk offering carries
+    ``replica_problems``: the disks of the VMs known to this OMA it could not carry."""
+    row = targets.get_target(target_id)
+    disks = known_disks(row)
+    with client_for(row) as client:
+        limit, source = size_limit(row, client.custom_disk_max_gib())
+        disk_offerings = [
+            {
+                **o,
+                "replica_problems": disk_offering_problems(
+                    disk_offering_facts(o, max_gib=limit, max_source=source), disks
+                ),
+            }
+            for o in client.list_disk_offerings()
+        ]
         return jsonify(
             {
                 "service_offerings": client.list_service_offerings(),
-                "disk_offerings": client.list_disk_offerings(),
+                "disk_offerings": disk_offerings,
             }
         )
 

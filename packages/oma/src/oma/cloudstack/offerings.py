@@ -54,12 +54,13 @@ def offering_details(
 ) -> dict[str, int]:
     """The deployVirtualMachine ``details`` this service offering accepts.
 
-    A fixed offering takes none. A customized one (``iscustomized``) needs exactly the values it
-    leaves open (cpu number, cpu speed, memory without a value in the offering) and refuses the
-    others ("… is not customizable"; ``UserVmManagerImpl.validateCustomParameters``). Raises
-    :class:`OfferingMismatch` when an open value was not given.
+    A fixed offering takes none. A custom one — one that leaves cpu number, cpu speed or memory
+    without a value (``ServiceOfferingVO.isDynamic``) — needs exactly the values it leaves open
+    and refuses the others ("… is not customizable"; ``UserVmManagerImpl
+    .validateCustomParameters``). Raises :class:`OfferingMismatch` when an open value was not
+    given.
     """
-    if not offering.get("iscustomized"):
+    if not any(not offering.get(field) for _, field, _ in _OPEN_VALUES):
         return {}
     given = {"cpus": cpus, "memory_mb": memory_mb, "cpu_speed_mhz": cpu_speed_mhz}
     details: dict[str, int] = {}

@@ -137,6 +137,8 @@ class CloudStackTarget(BaseModel):
     zone_id = CharField(max_length=64)
     oma_vm_id = CharField(max_length=64)
     disk_offering_id = CharField(max_length=64, null=True)
+    disk_size_max_gib = IntegerField(null=True)  # operator's custom disk size limit (GB)
+    disk_offering_facts = JSONField(null=True)  # the disk offering as last read from CloudStack
     verify_tls = BooleanField(default=True)
     is_default = BooleanField(default=False)
     created_at = UtcDateTimeField(default=now)
