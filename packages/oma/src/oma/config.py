@@ -206,6 +206,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_bool,
     ),
     Setting(
+        "ATTACH_BUDGET",
+        "replica volumes attached to the OMA VM at once (1-31: below KVM's 32 data volumes); "
+        "a sync that needs more waits in pending",
+        24,
+        parse_int(1, 31),
+    ),
+    Setting(
         "GUEST_CONVERSION",
         "guest conversion step of a live failover: skip (the lab) or virt-v2v",
         "skip",
@@ -262,6 +269,7 @@ class OmaConfig:
     api_timeout: int
     vma_timeout: float
     guest_conversion: str = "skip"
+    attach_budget: int = 24
     nbd_cache: str = "writeback"
     nbd_aio: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -344,6 +352,7 @@ def load_config(
         api_timeout=values["API_TIMEOUT"],
         vma_timeout=values["VMA_TIMEOUT"],
         guest_conversion=values["GUEST_CONVERSION"],
+        attach_budget=values["ATTACH_BUDGET"],
         nbd_cache=values["NBD_CACHE"],
         nbd_aio=values["NBD_AIO"],
     )

@@ -185,6 +185,7 @@ def job(
         "error_class": row.error_class,
         "error_message": row.error_message,
         "stop_requested": row.stop_requested,
+        "wait_reason": row.wait_reason if row.status == JobStatus.PENDING.value else None,
         "attempts": row.attempts,
         "created_at": ts(row.created_at),
         "started_at": ts(row.started_at),

@@ -245,6 +245,7 @@ class ReplicationJob(BaseModel):
     vma_seen_at = UtcDateTimeField(null=True)
     last_progress_at = UtcDateTimeField(null=True)
     stop_requested = BooleanField(default=False)
+    wait_reason = TextField(null=True)
     created_at = UtcDateTimeField(default=now, index=True)
     started_at = UtcDateTimeField(null=True)
     updated_at = UtcDateTimeField(default=now)

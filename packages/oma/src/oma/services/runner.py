@@ -5,8 +5,9 @@ One tick (an APScheduler job in ``oma worker``):
 1. stop requests — a ``replicating`` job with ``stop_requested`` is stopped on its VMA (an
    unknown job there is fine) and marked ``stopped``; jobs still being provisioned stop at
    their workflow's next step;
-2. new jobs — every ``pending`` job without a workflow gets one (rows selected with
-   ``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB, so two workers never both create it);
+2. new jobs — every ``pending`` job without a workflow gets one when its replicas fit on the
+   OMA VM within the attach budget (:mod:`oma.services.admission`, under a lock of the target
+   rows, so two workers never both create it); the others wait with a reason;
 3. workflows — claims runnable workflows (replication, cleanup) one at a time (lease; an
    expired lease of a dead worker is taken over) and runs them to their end or to the
    replicating hand-off.
@@ -18,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from peewee import fn
-
 from migration_common import get_logger, utcnow
 
 from ..database.db import database
@@ -28,8 +27,10 @@ from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError
 from ..vma_client import error_status
 from ..workflows.engine import Definition, WorkflowEngine
+from ..workflows.replicas import foreign_volumes
 from ..workflows.replication import ReplicationWorkflow
 from . import _queries as q
+from .admission import Admission
 
 log = get_logger(__name__)
 
@@ -55,6 +56,11 @@ class WorkflowRunner:
         self.maintenance = maintenance
         self.maintenance_every = maintenance_every
         self.max_per_tick = max_per_tick
+        services = replication.s
+        self.admission = Admission(
+            services.attach_budget,
+            lambda target: foreign_volumes(services.cloudstack_for(target), target),
+        )
         self._last_maintenance = time.monotonic()
 
     def tick(self) -> dict[str, int]:
@@ -84,30 +90,19 @@ class WorkflowRunner:
         return counts
 
     def create_workflows(self) -> int:
-        """Create a replication workflow for each pending job that has none."""
-        created = 0
-        with q.write_transaction():
-            has_workflow = Workflow.select(Workflow.id).where(Workflow.job == ReplicationJob.id)
-            query = (
-                ReplicationJob.select()
-                .where(
-                    ReplicationJob.status == JobStatus.PENDING.value,
-                    ReplicationJob.stop_requested == False,  # noqa: E712
-                    ~fn.EXISTS(has_workflow),
-                )
-                .order_by(ReplicationJob.created_at)
-                .limit(50)
+        """Start a replication workflow for each pending job whose replicas fit on the OMA VM
+        (:class:`oma.services.admission.Admission`); the others wait with a reason."""
+
+        def create(job: ReplicationJob) -> None:
+            # claimed: an operator's stop now waits for the workflow's next step
+            ReplicationJob.update(
+                claimed_by=self.engine.worker_id, wait_reason=None, updated_at=utcnow()
+            ).where(ReplicationJob.id == job.id).execute()
+            self.engine.create(
+                self.replication.definition, context_id=job.context_id, job_id=job.id
             )
-            for job in q.lock_rows(query):
-                # claimed: an operator's stop now waits for the workflow's next step
-                ReplicationJob.update(claimed_by=self.engine.worker_id, updated_at=utcnow()).where(
-                    ReplicationJob.id == job.id
-                ).execute()
-                self.engine.create(
-                    self.replication.definition, context_id=job.context_id, job_id=job.id
-                )
-                created += 1
-        return created
+
+        return self.admission.admit(create)
 
     def sweep_orphaned_jobs(self) -> int:
         """Fail jobs still being provisioned whose workflow has already ended.

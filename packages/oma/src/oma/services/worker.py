@@ -37,6 +37,7 @@ from ..vma_client import VmaClient
 from ..workflows.cleanup import CleanupWorkflow
 from ..workflows.engine import WorkflowEngine
 from ..workflows.failover_runner import build_failover_runner
+from ..workflows.replicas import reconcile_attachments
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from ._queries import release_dead_local_leases
 from .classify import Timeouts
@@ -119,14 +120,28 @@ class Worker:
             self.failover.tick()
 
     def reconcile(self) -> None:
-        """Reconcile exports with the database (at start)."""
-        reconcile_exports(self.exports, self.config.nbd_port_range, self.config.by_id_dir)
+        """Reconcile attachments and exports with CloudStack and the processes (at start)."""
+        reconcile(self.runner.replication.s, self.config)
 
     def close(self) -> None:
         """Release HTTP clients and the poller's threads."""
         self.poller.close()
         for cache in self._caches:
             cache.close()
+
+
+def reconcile(services: ReplicationServices, config: Any) -> None:
+    """Replica rows agree with CloudStack (per target; one unreachable target is skipped),
+    then exports agree with the rows and the running qemu-nbd processes."""
+    with database.connection_context():
+        targets = list(CloudStackTarget.select())
+    for target in targets:
+        try:
+            with database.connection_context():
+                reconcile_attachments(services.cloudstack_for(target), target, config.by_id_dir)
+        except Exception as exc:  # CloudStack down: exports are still reconciled
+            log.warning("cannot reconcile attachments", target_id=target.id, error=str(exc))
+    reconcile_exports(services.exports, config.nbd_port_range, config.by_id_dir)
 
 
 def build_worker(config: Any, *, exports: Any = None) -> Worker:
@@ -179,6 +194,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         by_id_dir=Path(config.by_id_dir),
         device_timeout=config.device_timeout,
         wait_for_device=wait_for_device,
+        attach_budget=config.attach_budget,
     )
     engine = WorkflowEngine(config.worker_id, lease_seconds=config.lease_timeout)
     runner = WorkflowRunner(
@@ -186,7 +202,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         ReplicationWorkflow(services),
         vma_for,
         others=(CleanupWorkflow(services).definition,),
-        maintenance=lambda: reconcile_exports(exports, config.nbd_port_range, config.by_id_dir),
+        maintenance=lambda: reconcile(services, config),
     )
     poller = ProgressPoller(
         timeouts=Timeouts(

@@ -21,20 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from migration_common import get_logger, utcnow
+from migration_common import get_logger
 
 from ..database.models import (
     CloudStackTarget,
     ContextState,
-    NbdExport,
-    ReplicaVolume,
     VmContext,
-    VmDisk,
     Workflow,
 )
 from ..errors import ConflictError, InvalidStateError, OmaError
 from ..services import _queries as q
 from .engine import Definition, Step, StepContext, WorkflowEngine
+from .replicas import delete_replica, live_replicas, stop_exports
 from .replication import InvalidRequest, ReplicationServices, _target_for
 
 log = get_logger(__name__)
@@ -125,28 +123,15 @@ class CleanupWorkflow:
         refusal = cleanup_refusal(context)
         if refusal is not None:
             raise InvalidRequest(str(refusal), step="check")
-        if not self._volumes(ctx):
+        if not live_replicas(context.id):
             return {"target_id": None}
         return {"target_id": _target_for(context).id}
-
-    def _volumes(self, ctx: StepContext) -> list[ReplicaVolume]:
-        return list(
-            ReplicaVolume.select().where(
-                ReplicaVolume.context == ctx.workflow.context_id, ReplicaVolume.state != "deleted"
-            )
-        )
 
     def exports(self, ctx: StepContext) -> dict[str, Any]:
         """Stop every running export of the context's volumes."""
         stopped = []
-        for rv in self._volumes(ctx):
-            for row in NbdExport.select().where(
-                NbdExport.volume == rv.id, NbdExport.state == "running"
-            ):
-                if row.pid:
-                    self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
-                row.state, row.updated_at = "stopped", utcnow()
-                row.save()
+        for rv in live_replicas(ctx.workflow.context_id):
+            if stop_exports(self.s.exports, rv):
                 stopped.append(rv.cloudstack_volume_id)
         return {"stopped": stopped}
 
@@ -157,44 +142,18 @@ class CleanupWorkflow:
         target = CloudStackTarget.get_by_id(ctx.data["check"]["target_id"])
         cs = self.s.cloudstack_for(target)
         deleted, kept = [], []
-        for rv in self._volumes(ctx):
+        for rv in live_replicas(ctx.workflow.context_id):
             ctx.renew_lease()
-            vol = cs.get_volume(rv.cloudstack_volume_id) if rv.cloudstack_volume_id else None
-            if vol is not None:
-                vm = vol.get("virtualmachineid")
-                if vm and vm != target.oma_vm_id:
-                    kept.append(rv.cloudstack_volume_id)
-                    q.append_event(
-                        None,
-                        rv.context_id,
-                        "volume_kept",
-                        f"replica volume {rv.cloudstack_volume_id} is attached to "
-                        f"VM {vm}; not deleted",
-                    )
-                    continue
-                if vm:
-                    cs.detach_volume(rv.cloudstack_volume_id)
-                cs.delete_volume(rv.cloudstack_volume_id, missing_ok=True)
-            now = utcnow()
-            with q.write_transaction():
-                VmDisk.update(
-                    replica_volume=None, change_id=None, change_id_at=None, updated_at=now
-                ).where(VmDisk.replica_volume == rv.id).execute()
-                rv.state, rv.attached_vm_id, rv.device_path, rv.updated_at = (
-                    "deleted",
-                    None,
-                    None,
-                    now,
-                )
-                rv.save()
-                q.append_event(
-                    None,
-                    rv.context_id,
-                    "volume_deleted",
-                    f"deleted replica volume {rv.cloudstack_volume_id}",
-                    at=now,
-                )
-            deleted.append(rv.cloudstack_volume_id)
+            if delete_replica(self.s.exports, cs, target, rv, why="cleanup"):
+                deleted.append(rv.cloudstack_volume_id)
+                continue
+            kept.append(rv.cloudstack_volume_id)
+            q.append_event(
+                None,
+                rv.context_id,
+                "volume_kept",
+                f"replica volume {rv.cloudstack_volume_id} is attached to another VM; not deleted",
+            )
         return {"deleted": deleted, "kept": kept}
 
     def forget(self, ctx: StepContext) -> dict[str, Any]:

@@ -4,13 +4,12 @@ Steps (a ``failover_rollback`` workflow; each idempotent and driven by the real 
 undoes whatever part of the failover happened — a completed one, or one that failed midway):
 
 1. ``remove_target``     — stop the target VM (forced), detach the replica volumes from it, then
-   destroy and expunge it. Replica volumes are never deleted (a template root volume still on
-   the VM goes with it).
-2. ``reattach_replicas`` — attach each replica volume to the OMA VM again, wait for its
-   ``/dev/disk/by-id`` entry and start its NBD export (rows updated).
-3. ``power_on_source``   — power the source VM back on through the VMA when the failover
+   destroy it (expunged when the API key may expunge). Replica volumes are never deleted (a
+   template root volume still on the VM goes with it), and they are not attached to the OMA
+   again here: the next sync attaches them on demand, within the OMA VM's attach budget.
+2. ``power_on_source``   — power the source VM back on through the VMA when the failover
    found it powered on (or was told nothing); confirm ``poweredOn``.
-4. ``finish``            — the failover → ``rolled_back``; the context → ``ready_for_failover``
+3. ``finish``            — the failover → ``rolled_back``; the context → ``ready_for_failover``
    when the target VM never started, else → ``discovered`` with its disks' change IDs
    cleared: a VM that ran on the replicas changed them, so only a full sync makes them a
    copy of the source again.
@@ -24,10 +23,10 @@ from typing import Any
 
 from migration_common import get_logger, utcnow
 
+from ..cloudstack.client import is_removed
 from ..database.models import (
     CloudStackTarget,
     ContextState,
-    NbdExport,
     VmContext,
     VmDisk,
     Workflow,
@@ -49,7 +48,6 @@ class RollbackWorkflow:
         self.s = services
         steps = {
             "remove_target": self.remove_target,
-            "reattach_replicas": self.reattach_replicas,
             "power_on_source": self.power_on_source,
             "finish": self.finish,
         }
@@ -92,7 +90,7 @@ class RollbackWorkflow:
         if not vm_id:
             return {"vm_id": None, "destroyed": False}
         vm = cs.get_vm(vm_id)
-        if vm is None:
+        if vm is None or is_removed(vm):  # never act on a Destroyed or Expunging VM
             return {"vm_id": vm_id, "destroyed": True}
         if vm.get("state") == "Running":
             ctx.renew_lease()
@@ -110,70 +108,16 @@ class RollbackWorkflow:
             rv.save()
             detached.append(rv.disk_key)
         ctx.renew_lease()
-        cs.destroy_vm(vm_id, expunge=True)
-        self._event(ctx, "target_destroyed", f"destroyed target VM {vm_id}; replicas kept")
-        return {"vm_id": vm_id, "destroyed": True, "detached": detached}
-
-    def reattach_replicas(self, ctx: StepContext) -> dict[str, Any]:
-        """Attach every replica to the OMA again and restart its export."""
-        cs, target = self._cloudstack(ctx)
-        wait = self.s.wait_for_device
-        if wait is None:
-            from ..cloudstack import wait_for_device as wait
-        uris: dict[str, str] = {}
-        for rv in replicas(ctx.workflow.context_id):
-            ctx.renew_lease()
-            vol = cs.get_volume(rv.cloudstack_volume_id)
-            if vol is None:
-                raise WorkflowError(
-                    f"replica volume {rv.cloudstack_volume_id} of disk {rv.disk_key} vanished",
-                    step=ctx.step,
-                )
-            vm = vol.get("virtualmachineid")
-            if vm and vm != target.oma_vm_id:
-                raise WorkflowError(
-                    f"replica volume {rv.cloudstack_volume_id} is attached to VM {vm}",
-                    step=ctx.step,
-                )
-            if not vm:
-                vol = cs.attach_volume(rv.cloudstack_volume_id, target.oma_vm_id)
-            device = wait(rv.cloudstack_volume_id, self.s.by_id_dir, timeout=self.s.device_timeout)
-            rv.attached_vm_id, rv.device_id = target.oma_vm_id, vol.get("deviceid")
-            rv.device_path, rv.state, rv.updated_at = str(device), "attached", utcnow()
-            rv.save()
-            uris[rv.disk_key] = self._export(rv)
-        self._event(ctx, "replicas_reattached", f"replicas back on the OMA: {', '.join(uris)}")
-        return {"uris": uris}
-
-    def _export(self, rv: Any) -> str:
-        """A live export of ``rv`` (kept when its process still serves this device)."""
-        for row in NbdExport.select().where(
-            NbdExport.volume == rv.id, NbdExport.state == "running"
-        ):
-            if (
-                row.pid
-                and row.device_path == rv.device_path
-                and self.s.exports.is_running(row.pid, rv.cloudstack_volume_id)
-            ):
-                return f"nbd://{row.host}:{row.port}/{row.export_name}"
-            if row.pid:
-                self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
-            row.state, row.updated_at = "dead", utcnow()
-            row.save()
-        used = {
-            r.port for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")
-        }
-        info = self.s.exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=used)
-        NbdExport.create(
-            volume=rv.id,
-            host=info.host,
-            port=info.port,
-            export_name=info.export_name,
-            device_path=rv.device_path,
-            pid=info.pid,
-            state="running",
+        gone = cs.destroy_vm(vm_id, expunge=True)
+        expunged = gone.get("expunged", True)
+        self._event(
+            ctx,
+            "target_destroyed",
+            f"destroyed target VM {vm_id}"
+            + ("" if expunged else " (not expunged: the API key may not expunge)")
+            + "; replicas kept",
         )
-        return str(info.uri)
+        return {"vm_id": vm_id, "destroyed": True, "expunged": expunged, "detached": detached}
 
     def power_on_source(self, ctx: StepContext) -> dict[str, Any]:
         """Power the source back on (when the failover found it on); confirm poweredOn."""

@@ -37,8 +37,8 @@ FAILOVER_STEPS = [
     "start_target",
     "finalize",
 ]
-"""The live failover's steps, in order (issue #6: 1 validate … 7 mark failed_over_live)."""
-ROLLBACK_STEPS = ["remove_target", "reattach_replicas", "power_on_source", "finish"]
+"""The live failover's steps, in order."""
+ROLLBACK_STEPS = ["remove_target", "power_on_source", "finish"]
 """The rollback's steps, in order."""
 ACTIVE = ("pending", "running")
 ROLLED_BACK = "rolled_back"

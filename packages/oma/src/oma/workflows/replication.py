@@ -1,4 +1,4 @@
-"""The replication workflow (issue #5): provision replica volumes and exports, start the VMA.
+"""The replication workflow: provision replica volumes and exports, start the VMA.
 
 Steps (each idempotent, stored in ``workflow_steps``):
 
@@ -9,14 +9,18 @@ Steps (each idempotent, stored in ``workflow_steps``):
    before a crash is adopted by name). A new volume clears the disk's change ID, so the next
    sync of that disk is full. Compensation: delete the volumes *this* run created (export
    stopped and detached first) — reused volumes are left for the next attempt.
-3. ``attach``   — per volume: attach to the OMA VM unless already there, then wait for its
-   ``/dev/disk/by-id/virtio-<serial>`` entry (never by device order).
+3. ``attach``   — per volume: attach to the OMA VM unless already there, within the OMA VM's
+   attach budget (an idle replica of another VM is detached when its room is needed; the job
+   was only started once its volumes fit: :mod:`oma.services.admission`), then wait for its
+   ``/dev/disk/by-id/virtio-<serial>`` entry (never by device order). Replicas stay attached
+   after the sync while there is room (:mod:`oma.workflows.replicas`).
 4. ``exports``  — per volume: reuse a live qemu-nbd export or start one (ExportManager).
 5. ``replicate``— job → ``ready``; ``POST /replicate`` to the VMA with per-disk target URI and
    previous change ID (empty → full copy); job → ``replicating``. The poller takes over.
 
 A failure ends the job ``failed`` with a class (``cloudstack``, ``device_not_found``,
-``nbd_export``, ``vma_error``, ``vma_unreachable``, ``invalid_request``, ``internal``) and the
+``nbd_export``, ``vma_error``, ``vma_unreachable``, ``invalid_request``, ``attach_budget``,
+``internal``) and the
 error text (CloudStack's errortext included). An operator's stop request is honoured between
 steps (job → ``stopped``).
 """
@@ -34,7 +38,6 @@ from ..database.models import (
     CloudStackTarget,
     JobDisk,
     JobStatus,
-    NbdExport,
     ReplicationJob,
     ReplicaVolume,
     VmaAppliance,
@@ -52,6 +55,7 @@ from ..errors import (
     WorkflowError,
 )
 from ..services import _queries as q
+from . import replicas
 from .engine import Definition, Step, StepContext
 
 log = get_logger(__name__)
@@ -77,6 +81,7 @@ class ReplicationServices:
     by_id_dir: Path
     device_timeout: float = 60.0
     wait_for_device: Callable[..., Path] | None = None
+    attach_budget: int = 24
 
 
 def volume_name(context_id: str, disk_key: str) -> str:
@@ -304,82 +309,27 @@ class ReplicationWorkflow:
         created = ctx.data.get("volumes", {}).get("created", [])
         if not created:
             return
-        cs, _ = self._cloudstack(ctx)
+        cs, target = self._cloudstack(ctx)
         for rv_id in created:
             rv = ReplicaVolume.get_or_none(ReplicaVolume.id == rv_id)
             if rv is None or rv.state == "deleted":
                 continue
-            self._stop_exports(rv)
-            if rv.cloudstack_volume_id:
-                vol = cs.get_volume(rv.cloudstack_volume_id)
-                if vol is not None:
-                    if vol.get("virtualmachineid"):
-                        cs.detach_volume(rv.cloudstack_volume_id)
-                    cs.delete_volume(rv.cloudstack_volume_id)
-            now = utcnow()
-            with q.write_transaction():
-                VmDisk.update(replica_volume=None, updated_at=now).where(
-                    VmDisk.replica_volume == rv.id
-                ).execute()
-                rv.state, rv.attached_vm_id, rv.device_path = "deleted", None, None
-                rv.updated_at = now
-                rv.save()
-                q.append_event(
-                    ctx.workflow.job_id,
-                    rv.context_id,
-                    "volume_deleted",
-                    f"deleted replica volume {rv.cloudstack_volume_id} created by "
-                    "the failed attempt",
-                    at=now,
-                )
-
-    def _stop_exports(self, rv: ReplicaVolume) -> None:
-        for row in NbdExport.select().where(
-            NbdExport.volume == rv.id, NbdExport.state == "running"
-        ):
-            if row.pid:
-                self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
-            row.state, row.updated_at = "stopped", utcnow()
-            row.save()
+            replicas.delete_replica(
+                self.s.exports, cs, target, rv, why="created by the failed attempt"
+            )
 
     def attach(self, ctx: StepContext) -> dict[str, Any]:
-        """Attach each replica volume to the OMA VM and find its block device by serial."""
+        """Attach each replica volume to the OMA VM (within the attach budget, detaching idle
+        replicas when it needs their room) and find its block device by serial."""
         job = self._job(ctx)
         cs, target = self._cloudstack(ctx)
-        wait = self.s.wait_for_device
-        if wait is None:
-            from ..cloudstack import wait_for_device as wait
         devices: dict[str, str] = {}
         for key, rv_id in ctx.data["volumes"]["volumes"].items():
             ctx.renew_lease()
             rv = ReplicaVolume.get_by_id(rv_id)
-            vol = cs.get_volume(rv.cloudstack_volume_id)
-            if vol is None:
-                raise WorkflowError(
-                    f"replica volume {rv.cloudstack_volume_id} vanished", step="attach"
-                )
-            vm = vol.get("virtualmachineid")
-            if vm and vm != target.oma_vm_id:
-                raise WorkflowError(
-                    f"replica volume {rv.cloudstack_volume_id} of disk {key} is attached to "
-                    f"VM {vm}, not to the OMA",
-                    step="attach",
-                )
-            if not vm:
-                vol = cs.attach_volume(rv.cloudstack_volume_id, target.oma_vm_id)
-                q.append_event(
-                    job.id,
-                    job.context_id,
-                    "volume_attached",
-                    f"attached volume {rv.cloudstack_volume_id} (disk {key}) to the OMA",
-                    data={"volume_id": rv.cloudstack_volume_id},
-                )
-            device = wait(rv.cloudstack_volume_id, self.s.by_id_dir, timeout=self.s.device_timeout)
-            rv.attached_vm_id = target.oma_vm_id
-            rv.device_id = vol.get("deviceid") if isinstance(vol, dict) else None
-            rv.device_path, rv.state, rv.updated_at = str(device), "attached", utcnow()
-            rv.save()
-            devices[key] = str(device)
+            devices[key] = replicas.attach_to_oma(
+                self.s, cs, target, rv, job_id=job.id, renew=ctx.renew_lease
+            )
         return {"devices": devices}
 
     def exports(self, ctx: StepContext) -> dict[str, Any]:
@@ -388,46 +338,7 @@ class ReplicationWorkflow:
         uris: dict[str, str] = {}
         for key, rv_id in ctx.data["volumes"]["volumes"].items():
             rv = ReplicaVolume.get_by_id(rv_id)
-            live = None
-            for row in NbdExport.select().where(
-                NbdExport.volume == rv.id, NbdExport.state == "running"
-            ):
-                if (
-                    row.pid
-                    and row.device_path == rv.device_path
-                    and self.s.exports.is_running(row.pid, rv.cloudstack_volume_id)
-                ):
-                    live = row
-                else:
-                    if row.pid:
-                        self.s.exports.stop(row.pid, rv.cloudstack_volume_id)
-                    row.state, row.updated_at = "dead", utcnow()
-                    row.save()
-            if live is None:
-                used = {
-                    r.port
-                    for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")
-                }
-                info = self.s.exports.start(
-                    rv.cloudstack_volume_id, rv.device_path, used_ports=used
-                )
-                live = NbdExport.create(
-                    volume=rv.id,
-                    host=info.host,
-                    port=info.port,
-                    export_name=info.export_name,
-                    device_path=rv.device_path,
-                    pid=info.pid,
-                    state="running",
-                )
-                q.append_event(
-                    job.id,
-                    job.context_id,
-                    "export_started",
-                    f"exporting volume {rv.cloudstack_volume_id} (disk {key}) at {info.uri}",
-                    data={"pid": info.pid, "port": info.port},
-                )
-            uris[key] = f"nbd://{live.host}:{live.port}/{live.export_name}"
+            uris[key] = replicas.ensure_export(self.s.exports, rv, job_id=job.id)
         return {"uris": uris}
 
     def replicate(self, ctx: StepContext) -> dict[str, Any]:
@@ -513,6 +424,8 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
         return "vma_error", str(exc)
     if isinstance(exc, InvalidRequest):
         return "invalid_request", str(exc)
+    if isinstance(exc, replicas.NoRoom):
+        return "attach_budget", str(exc)
     if isinstance(exc, OmaError):
         return "internal", str(exc)
     return "internal", f"{type(exc).__name__}: {exc}"
