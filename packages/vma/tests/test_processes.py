@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from labtest.procs import wait_until
 from vma.services import processes
 
 
@@ -21,14 +22,19 @@ def test_spawn_alive_stop(tmp_path):
 
 
 def test_stop_escalates_to_sigkill(tmp_path):
-    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    pid, start = processes.spawn(
-        [sys.executable, "-c", script], log_path=tmp_path / "log", env=os.environ
+    ready = tmp_path / "ignoring-sigterm"
+    script = (
+        "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(sys.argv[1]).touch(); time.sleep(60)"
     )
-    time.sleep(0.3)  # let it install the handler
+    pid, start = processes.spawn(
+        [sys.executable, "-c", script, str(ready)], log_path=tmp_path / "log", env=os.environ
+    )
+    wait_until(ready.exists, what="the child ignores SIGTERM")
+    assert processes.child_returncode(pid) is None  # running, and our child
     processes.stop(pid, start, grace=0.3)
+    # SIGTERM is ignored: only the SIGKILL after the grace period can have ended it
     assert not processes.alive(pid, start)
-    assert processes.child_returncode(pid) in (None, -signal.SIGKILL)
 
 
 def _supervise(tmp_path, *command):
