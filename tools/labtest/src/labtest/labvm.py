@@ -5,18 +5,23 @@ with QEMU persistent dirty bitmaps named ``gen-<N>``. Layout::
 
     <lab_dir>/<vm_id>/<disk_key>.qcow2      vm_id = the VM's config.uuid
 
-:func:`create_lab_vm` creates the VM in vcsim (``VSphereClient.create_vm``), then an image per
-disk key with deterministic content and the initial bitmap ``gen-0``. :func:`write_lab_disk`
-changes a disk between syncs (with qemu-io, so the enabled bitmaps record the write), and
+:func:`create_lab_vm` creates the VM in vcsim (the VMA's own ConfigSpec,
+``vma.vmware.provisioning``, optionally with EFI firmware and secure boot, disks on
+IDE/SATA/NVMe controllers, a boot order and NICs), then an image per disk key with
+deterministic content and the initial bitmap ``gen-0``. :func:`write_lab_disk` changes a disk
+between syncs (with qemu-io, so the enabled bitmaps record the write), and
 :func:`lab_disk_sha256` hashes a disk's full virtual contents for byte-equality checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import ssl
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +72,59 @@ def create_lab_disk(
     return image
 
 
+CONTROLLERS = ("scsi", "sata", "ide", "nvme")
+"""Disk controller types a lab VM's disks can sit on (``controllers`` of create_lab_vm)."""
+
+
+@contextlib.contextmanager
+def _vsphere(vcsim_info: Any) -> Iterator[Any]:
+    """A pyVmomi ServiceInstance on the simulator (TLS verified against its certificate)."""
+    from pyVim.connect import Disconnect, SmartConnect
+
+    ca_file = getattr(vcsim_info, "ca_file", "") or None
+    ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    si = SmartConnect(
+        host=vcsim_info.host,
+        port=vcsim_info.port,
+        user=vcsim_info.username,
+        pwd=vcsim_info.password,
+        sslContext=ctx,
+        disableSslCertValidation=ctx is None,
+    )
+    try:
+        yield si
+    finally:
+        Disconnect(si)
+
+
+def _place_disks(spec: Any, controllers: list[str]) -> None:
+    """Move the spec's disks (all on its PVSCSI controller) to the given controller types: one
+    new AHCI (SATA) or NVMe controller on bus 0 when needed, IDE disks on the VM's built-in
+    IDE controller 200 (master/slave). SCSI disks keep their units (7 is the controller's)."""
+    from pyVmomi import vim
+
+    dev, add = vim.vm.device, vim.vm.device.VirtualDeviceSpec.Operation.add
+    disks = [c.device for c in spec.deviceChange if isinstance(c.device, dev.VirtualDisk)]
+    new = {"sata": (dev.VirtualAHCIController, -300), "nvme": (dev.VirtualNVMEController, -400)}
+    units: dict[str, int] = {}
+    for disk, kind in zip(disks, controllers, strict=True):
+        if kind == "scsi":
+            continue
+        if kind == "ide":
+            disk.controllerKey = 200
+        else:
+            cls, key = new[kind]
+            if kind not in units:
+                spec.deviceChange.append(
+                    dev.VirtualDeviceSpec(operation=add, device=cls(key=key, busNumber=0))
+                )
+            disk.controllerKey = key
+        disk.unitNumber = units.get(kind, 0)
+        units[kind] = disk.unitNumber + 1
+    if units.get("ide", 0) > 2:
+        raise ValueError("at most 2 disks fit on the IDE controller")
+
+
 def create_lab_vm(
     vcsim_info: Any,
     lab_dir: str | os.PathLike[str],
@@ -75,21 +133,60 @@ def create_lab_vm(
     *,
     fill: str = "random-with-holes",
     seed: int = 0,
+    guest_id: str = "otherLinux64Guest",
+    firmware: str = "bios",
+    secure_boot: bool = False,
+    controllers: list[str] | None = None,
+    boot_disk: int | None = None,
+    networks: list[str] | None = None,
 ) -> dict[str, Any]:
     """Create VM ``name`` in vcsim with ``disk_sizes`` and a qcow2 image per disk key.
 
-    Returns the VM dict of ``VSphereClient.create_vm`` plus ``"images": {disk_key: path}``.
+    ``firmware`` ``bios``/``efi`` (``secure_boot`` only with ``efi``); ``controllers`` one type
+    per disk (:data:`CONTROLLERS`, default all ``scsi``; vSphere numbers disk keys in creation
+    order, so a SATA disk after a SCSI one has the higher key); ``boot_disk`` the index of the
+    disk put first in the VM's boot order (``config.bootOptions.bootOrder``, set by a reconfigure
+    once the real device keys exist); ``networks`` one vmxnet3 NIC per network name.
+    Returns the VMA's VM dict (``vma.vmware.inventory``) plus ``"images": {disk_key: path}``.
     """
-    from vma.vmware import VSphereClient
+    from pyVmomi import vim
 
-    with VSphereClient(
-        vcsim_info.host,
-        vcsim_info.username,
-        vcsim_info.password,
-        port=vcsim_info.port,
-        insecure=True,
-    ) as vc:
-        vm = vc.create_vm(name, disks_bytes=list(disk_sizes))
+    from vma.vmware import inventory, provisioning
+    from vma.vmware.tasks import wait_for_task
+
+    kinds = list(controllers or ["scsi"] * len(disk_sizes))
+    if len(kinds) != len(disk_sizes) or any(k not in CONTROLLERS for k in kinds):
+        raise ValueError(f"controllers must name one of {CONTROLLERS} per disk")
+    if secure_boot and firmware != "efi":
+        raise ValueError("secure_boot needs firmware 'efi'")
+    with _vsphere(vcsim_info) as si:
+        names = inventory.read_names(si)
+        placement = provisioning.find_placement(si, names.datacenters[sorted(names.datacenters)[0]])
+        spec = provisioning.vm_config_spec(
+            si,
+            placement,
+            name,
+            disks_bytes=list(disk_sizes),
+            cpus=2,
+            memory_mb=2048,
+            guest_id=guest_id,
+            firmware=firmware,
+            networks=list(networks or []),
+        )
+        _place_disks(spec, kinds)
+        if secure_boot:
+            spec.bootOptions = vim.vm.BootOptions(efiSecureBootEnabled=True)
+        task = placement.folder.CreateVM_Task(config=spec, pool=placement.pool)
+        ref = wait_for_task(si, task, action=f"create VM {name!r}")
+        if boot_disk is not None:
+            key = int(inventory.read_vm(si, ref)["disks"][boot_disk]["key"])
+            options = vim.vm.BootOptions(
+                efiSecureBootEnabled=secure_boot,
+                bootOrder=[vim.vm.BootOptions.BootableDiskDevice(deviceKey=key)],
+            )
+            task = ref.ReconfigVM_Task(spec=vim.vm.ConfigSpec(bootOptions=options))
+            wait_for_task(si, task, action=f"set the boot order of {name!r}")
+        vm = inventory.read_vm(si, ref)
     images = {}
     for index, disk in enumerate(vm["disks"]):
         key = str(disk["key"])

@@ -6,14 +6,27 @@ from typing import Any
 
 from flask import Blueprint, jsonify, url_for
 
-from ..database.models import Workflow, WorkflowStep
+from migration_common import get_logger
+
+from ..database.models import VmContext, Workflow, WorkflowStep
 from ..database.repos import contexts
+from ..errors import CloudStackError
 from ..workflows import failover_store as store
+from ..workflows.replication import context_target
+from ..workflows.target_vm import (
+    TargetInvalid,
+    boot_disk,
+    choose_template,
+    is_host_name,
+    nic_plan,
+)
 from .errors import invalid
 from .serialize import ts
+from .targets import client_for
 from .validation import boolean, json_body, no_unknown, string
 
 bp = Blueprint("failover", __name__, url_prefix="/api/v1")
+log = get_logger(__name__)
 
 FIELDS = (
     "type",
@@ -46,8 +59,12 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
         raise invalid("graceful_timeout_s", "must be an integer between 0 and 86400")
     name = string(data, "vm_name", required=False, max_length=63)
-    if name is not None and not name.replace("-", "").isalnum():
-        raise invalid("vm_name", "may contain only letters, digits and hyphens")
+    if name is not None and not is_host_name(name):
+        raise invalid(
+            "vm_name",
+            "must be a host name: ASCII letters, digits and hyphens, starting with a letter, "
+            "not ending with a hyphen",
+        )
     return {
         "type": "live",
         "network_mappings": {k.strip(): v.strip() for k, v in mappings.items()},
@@ -59,6 +76,33 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
         "vm_name": name,
         "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
     }
+
+
+def _check_target(ctx: VmContext, params: dict[str, Any]) -> None:
+    """Refuse now (400 naming the field) what the ``validate`` step would refuse from the
+    VM's spec: NICs sharing a network, an unknown boot disk, no usable template. The
+    template check asks the context's CloudStack target; when none is configured or it does
+    not answer, ``validate`` checks again."""
+    spec = ctx.spec or {}
+    keys = [d.disk_key for d in contexts.list_disks(ctx.id)]
+    try:
+        nic_plan(spec, params["network_mappings"], params["keep_macs"])
+        if keys:
+            boot_disk(keys, spec, params["boot_disk_key"])
+        target = context_target(ctx)
+        if target is None:
+            return
+        cs = client_for(target)
+        try:
+            templates = cs.list_templates(zone_id=target.zone_id)
+        except CloudStackError as exc:
+            log.warning("template check skipped", vm_context_id=ctx.id, error=str(exc))
+            return
+        finally:
+            cs.close()
+        choose_template(templates, spec, params["template_id"])
+    except TargetInvalid as exc:
+        raise invalid(exc.field, exc.message) from exc
 
 
 def _step(row: WorkflowStep) -> dict[str, Any]:
@@ -123,10 +167,12 @@ def start_failover(context_id: str) -> Any:
     """Start a live failover (or resume the VM's failed one): ``{"type": "live",
     "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
     "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "vm_name"?,
-    "boot_disk_key"?}`` → 202 with the failover; 409 when one is active or the VM is not
-    ready_for_failover."""
-    contexts.get_context(context_id)
+    "boot_disk_key"?}`` → 202 with the failover; 400 naming the field when two NICs map to
+    one network, the boot disk is unknown or no template fits the guest OS; 409 when one is
+    active or the VM is not ready_for_failover."""
+    ctx = contexts.get_context(context_id)
     params = _params(json_body())
+    _check_target(ctx, params)
     wf, resumed = store.start_failover(context_id, params)
     return _accepted(wf, resumed)
 

@@ -3,13 +3,20 @@
 A VM dict (discovery and ``get_vm``; disk keys are strings)::
 
     {"id": "<config.uuid>", "name": "...", "path": "/DC0/vm/...", "power_state": "poweredOn",
-     "guest_os": "otherLinux64Guest", "cpus": 2, "memory_mb": 2048, "firmware": "bios",
-     "secure_boot": false, "cbt_enabled": false,
+     "guest_os": "rhel8_64Guest", "guest_full_name": "Red Hat Enterprise Linux 8 (64-bit)",
+     "cpus": 2, "memory_mb": 2048, "firmware": "bios", "secure_boot": false,
+     "cbt_enabled": false, "boot_order": [{"type": "disk", "key": "2000"}],
      "disks": [{"key": "2000", "label": "Hard disk 1", "capacity_bytes": 1073741824,
                 "datastore": "LocalDS_0", "vmdk_path": "[LocalDS_0] vm/vm.vmdk",
-                "provisioning": "thin", "controller_key": 1000, "unit_number": 0}],
-     "nics": [{"label": "Network adapter 1", "network": "VM Network", "mac": "00:50:56:..",
-               "adapter_type": "vmxnet3"}]}
+                "provisioning": "thin", "controller_key": 1000, "controller_type": "scsi",
+                "controller_bus": 0, "unit_number": 0}],
+     "nics": [{"key": "4000", "label": "Network adapter 1", "network": "VM Network",
+               "mac": "00:50:56:..", "adapter_type": "vmxnet3"}]}
+
+``boot_order`` is vSphere's ``config.bootOptions.bootOrder`` (empty: the firmware's default
+order), each entry ``{"type": "disk"|"network"|"cdrom"|"floppy"}`` plus the device ``key`` of
+a disk or NIC. ``controller_type`` is ``ide``/``sata``/``nvme``/``scsi`` (None for another
+controller), ``controller_bus`` its bus number.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ VM_PATHS = (
     "parentVApp",
     "config.uuid",
     "config.guestId",
+    "config.guestFullName",
     "config.template",
     "config.hardware.numCPU",
     "config.hardware.memoryMB",
     "config.hardware.device",
     "config.firmware",
     "config.bootOptions.efiSecureBootEnabled",
+    "config.bootOptions.bootOrder",
     "config.changeTrackingEnabled",
     "runtime.powerState",
 )
@@ -52,6 +61,23 @@ ADAPTER_TYPES: tuple[tuple[type, str], ...] = (
     (vim.vm.device.VirtualE1000, "e1000"),
     (vim.vm.device.VirtualPCNet32, "pcnet32"),
     (vim.vm.device.VirtualSriovEthernetCard, "sriov"),
+)
+
+
+#: Disk controller classes → controller type words (AHCI is the SATA controller vSphere has).
+CONTROLLER_TYPES: tuple[tuple[type, str], ...] = (
+    (vim.vm.device.VirtualIDEController, "ide"),
+    (vim.vm.device.VirtualSATAController, "sata"),
+    (vim.vm.device.VirtualNVMEController, "nvme"),
+    (vim.vm.device.VirtualSCSIController, "scsi"),
+)
+
+#: Bootable device classes of ``config.bootOptions.bootOrder`` → boot order entry types.
+BOOT_DEVICE_TYPES: tuple[tuple[type, str], ...] = (
+    (vim.vm.BootOptions.BootableDiskDevice, "disk"),
+    (vim.vm.BootOptions.BootableEthernetDevice, "network"),
+    (vim.vm.BootOptions.BootableCdromDevice, "cdrom"),
+    (vim.vm.BootOptions.BootableFloppyDevice, "floppy"),
 )
 
 
@@ -107,8 +133,35 @@ def _provisioning(backing: Any) -> str:
     return "thick_lazy_zeroed"
 
 
-def disk_dict(dev: vim.vm.device.VirtualDisk, names: Names) -> dict[str, Any]:
-    """The VMA's description of one virtual disk."""
+def controllers_of(devices: list[Any]) -> dict[int, tuple[str, int | None]]:
+    """Disk controllers by device key: ``(type word, bus number)``."""
+    found = {}
+    for dev in devices:
+        for cls, word in CONTROLLER_TYPES:
+            if isinstance(dev, cls):
+                found[dev.key] = (word, getattr(dev, "busNumber", None))
+                break
+    return found
+
+
+def boot_order(entries: list[Any] | None) -> list[dict[str, Any]]:
+    """``config.bootOptions.bootOrder`` as boot order entries (unknown device kinds skipped)."""
+    order = []
+    for entry in entries or []:
+        kind = next((word for cls, word in BOOT_DEVICE_TYPES if isinstance(entry, cls)), None)
+        if kind is None:
+            continue
+        key = getattr(entry, "deviceKey", None)
+        order.append({"type": kind, **({"key": str(key)} if key is not None else {})})
+    return order
+
+
+def disk_dict(
+    dev: vim.vm.device.VirtualDisk,
+    names: Names,
+    controllers: dict[int, tuple[str, int | None]] | None = None,
+) -> dict[str, Any]:
+    """The VMA's description of one virtual disk (``controllers``: :func:`controllers_of`)."""
     backing = dev.backing
     capacity = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024
     datastore = getattr(backing, "datastore", None)
@@ -116,6 +169,7 @@ def disk_dict(dev: vim.vm.device.VirtualDisk, names: Names) -> dict[str, Any]:
     ds_name = names.name.get(datastore._moId) if datastore is not None else None
     if ds_name is None and vmdk_path and vmdk_path.startswith("["):
         ds_name = vmdk_path[1 : vmdk_path.index("]")]
+    controller = (controllers or {}).get(dev.controllerKey)
     return {
         "key": str(dev.key),
         "label": dev.deviceInfo.label if dev.deviceInfo else f"disk-{dev.key}",
@@ -124,6 +178,8 @@ def disk_dict(dev: vim.vm.device.VirtualDisk, names: Names) -> dict[str, Any]:
         "vmdk_path": vmdk_path,
         "provisioning": _provisioning(backing),
         "controller_key": dev.controllerKey,
+        "controller_type": controller[0] if controller else None,
+        "controller_bus": controller[1] if controller else None,
         "unit_number": dev.unitNumber,
     }
 
@@ -149,6 +205,7 @@ def nic_dict(dev: vim.vm.device.VirtualEthernetCard, names: Names) -> dict[str, 
     elif isinstance(backing, vim.vm.device.VirtualEthernetCard.OpaqueNetworkBackingInfo):
         network = backing.opaqueNetworkId
     return {
+        "key": str(dev.key),
         "label": dev.deviceInfo.label if dev.deviceInfo else f"nic-{dev.key}",
         "network": network,
         "mac": dev.macAddress,
@@ -159,6 +216,7 @@ def nic_dict(dev: vim.vm.device.VirtualEthernetCard, names: Names) -> dict[str, 
 def vm_dict(obj: vim.VirtualMachine, props: dict[str, Any], names: Names) -> dict[str, Any]:
     """A VM dict from one VM's bulk-read properties."""
     devices = props.get("config.hardware.device") or []
+    controllers = controllers_of(devices)
     parent = props.get("parent") or props.get("parentVApp")
     name = props.get("name", obj._moId)
     return {
@@ -168,12 +226,18 @@ def vm_dict(obj: vim.VirtualMachine, props: dict[str, Any], names: Names) -> dic
         "path": names.path_of(parent, name),
         "power_state": str(props.get("runtime.powerState", "unknown")),
         "guest_os": props.get("config.guestId"),
+        "guest_full_name": props.get("config.guestFullName"),
         "cpus": props.get("config.hardware.numCPU"),
         "memory_mb": props.get("config.hardware.memoryMB"),
         "firmware": props.get("config.firmware") or "bios",
         "secure_boot": bool(props.get("config.bootOptions.efiSecureBootEnabled", False)),
         "cbt_enabled": bool(props.get("config.changeTrackingEnabled", False)),
-        "disks": [disk_dict(d, names) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)],
+        "boot_order": boot_order(props.get("config.bootOptions.bootOrder")),
+        "disks": [
+            disk_dict(d, names, controllers)
+            for d in devices
+            if isinstance(d, vim.vm.device.VirtualDisk)
+        ],
         "nics": [
             nic_dict(d, names) for d in devices if isinstance(d, vim.vm.device.VirtualEthernetCard)
         ],
