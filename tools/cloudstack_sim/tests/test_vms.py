@@ -13,6 +13,8 @@ from labtest.cloudstack import clear_faults, cloudstack_sim, inject_fault, list_
 
 from .conftest import make_client
 
+ROOT_STOPPED = "Root volume detach can happen only when vm is in states: Stopped or Destroyed"
+
 
 def _deploy(client, sim, **kw):
     params = {
@@ -51,12 +53,16 @@ def test_deploy_stopped_with_mac_then_start_stop_destroy(sim, client) -> None:
     assert vm["nic"][0]["macaddress"] == "02:aa:bb:cc:dd:01"
     assert vm["nic"][0]["networkid"] == sim.network_id and vm["nic"][0]["isdefault"]
     root = client.listVolumes(virtualmachineid=vm["id"])["volume"]
-    assert [(v["type"], v["deviceid"], v["state"]) for v in root] == [("ROOT", 0, "Ready")]
+    # startvm=false: the ROOT volume stays Allocated (no storage pool) until the first start
+    assert [(v["type"], v["deviceid"], v["state"]) for v in root] == [("ROOT", 0, "Allocated")]
+    assert "storageid" not in root[0]
     assert client.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
+    assert client.listVolumes(id=root[0]["id"])["volume"][0]["state"] == "Ready"
     # ROOT detach refused while running
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.detachVolume(id=root[0]["id"])
     assert exc.value.error["errorcode"] == 431
+    assert exc.value.error["errortext"] == ROOT_STOPPED
     assert (
         client.stopVirtualMachine(id=vm["id"], forced=True)["virtualmachine"]["state"] == "Stopped"
     )
@@ -176,7 +182,7 @@ def test_migrated_disk_replaces_root_volume(sim, client) -> None:
     )["volume"]
     with pytest.raises(cs.CloudStackApiException) as exc:  # device 0 taken
         client.attachVolume(id=boot["id"], virtualmachineid=vm["id"], deviceid=0)
-    assert "already has a root volume" in exc.value.error["errortext"]
+    assert exc.value.error["errortext"] == "Vm already has root volume attached to it"
     client.detachVolume(id=root["id"])  # allowed: the VM is stopped
     client.deleteVolume(id=root["id"])
     attached = client.attachVolume(id=boot["id"], virtualmachineid=vm["id"], deviceid=0)
@@ -184,6 +190,4 @@ def test_migrated_disk_replaces_root_volume(sim, client) -> None:
     assert client.startVirtualMachine(id=vm["id"])["virtualmachine"]["state"] == "Running"
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.detachVolume(id=boot["id"])
-    assert exc.value.error["errortext"] == (
-        "Root volume detach is only allowed while the VM is stopped"
-    )
+    assert exc.value.error["errortext"] == ROOT_STOPPED

@@ -47,12 +47,13 @@ def test_async_create_then_query(sim, client) -> None:
 
 
 def test_missing_and_invalid_parameters_are_431(sim, client) -> None:
+    vol = _create(client, sim)
     with pytest.raises(cs.CloudStackApiException) as exc:
-        client.createVolume(zoneid=sim.zone_id, diskofferingid=sim.custom_disk_offering_id, size=1)
+        client.attachVolume(id=vol["id"])
     assert exc.value.response.status_code == 431
     assert exc.value.error["cserrorcode"] == 4350
     assert exc.value.error["errortext"] == (
-        "Unable to execute API command createvolume due to missing parameter name"
+        "Unable to execute API command attachvolume due to missing parameter virtualmachineid"
     )
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.createVolume(
@@ -103,11 +104,10 @@ def test_duplicate_device_id_fails_the_job(sim, client) -> None:
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.attachVolume(id=b["id"], virtualmachineid=sim.oma_vm_id, deviceid=2)
     assert exc.value.args[0] == "Job failure"
-    assert exc.value.error == {
-        "errorcode": 431,
-        "errortext": "deviceId 2 is used by VM oma-appliance",
-    }
-    assert client.listVolumes(id=b["id"])["volume"][0]["state"] == "Allocated"
+    # VolumeApiServiceImpl.getDeviceId throws a RuntimeException: 530, the VM's internal id
+    assert exc.value.error == {"errorcode": 530, "errortext": "deviceId 2 is used by vm 101"}
+    # orchestrateAttachVolumeToVM created it on primary storage before the device id failed
+    assert client.listVolumes(id=b["id"])["volume"][0]["state"] == "Ready"
     # without a device id the next free one is taken
     assert (
         client.attachVolume(id=b["id"], virtualmachineid=sim.oma_vm_id)["volume"]["deviceid"] == 1

@@ -2,7 +2,8 @@
 
 Credentials come from ``CLOUDSTACK_SIM_API_KEY``/``CLOUDSTACK_SIM_SECRET_KEY`` or are generated
 at first start into ``<state-dir>/credentials.json`` (mode 0600) — never from the command line.
-Faults from ``CLOUDSTACK_SIM_FAULTS``. Writes ``<state-dir>/fixture.json`` and prints one JSON
+Faults from ``CLOUDSTACK_SIM_FAULTS``; global settings from ``--setting name=value``
+(repeatable). Writes ``<state-dir>/fixture.json`` and prints one JSON
 line ``{"ready": true, "endpoint": …, …ids}`` on stdout when it accepts requests.
 """
 
@@ -21,6 +22,7 @@ from types import FrameType
 from .api import Api
 from .faults import FaultTable, parse_spec
 from .server import SimServer
+from .settings import parse_assignment
 from .store import Store
 
 
@@ -60,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         help="where virtio-<serial> links of volumes attached to the OMA VM "
         "appear (default <state-dir>/by-id)",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a global setting (e.g. default.page.size=100, sim.account.type=user); "
+        "repeatable; kept in the state until changed",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -69,8 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: CLOUDSTACK_SIM_FAULTS: {exc}", file=sys.stderr)
         return 2
+    try:
+        chosen = dict(parse_assignment(text) for text in args.setting)
+    except ValueError as exc:
+        print(f"error: --setting {exc}", file=sys.stderr)
+        return 2
     state_dir = args.state_dir.resolve()
     store = Store(state_dir, (args.by_id_dir or state_dir / "by-id").resolve())
+    if chosen:
+        store.update_settings(chosen)
     key, secret = credentials(state_dir)
     server = SimServer((args.host, args.port), Api(store, faults, key, secret))
     endpoint = f"http://{args.host}:{server.server_address[1]}/client/api"

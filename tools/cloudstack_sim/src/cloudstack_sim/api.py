@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import catalog, snapshots, vms, volumes
+from . import backups, catalog, snapshots, vms, vmsnapshots, volumes
 from .errors import BAD_CREDENTIALS, UNAUTHORIZED, ApiError
 from .faults import FaultTable
 from .jobs import Call, JobRunner
@@ -29,6 +29,9 @@ SYNC: dict[str, SyncHandler] = {
     "queryAsyncJobResult": catalog.query_async_job_result,
     "listAsyncJobs": catalog.list_async_jobs,
     "listSnapshots": snapshots.list_snapshots,
+    "listOsTypes": catalog.list_os_types,
+    "listVMSnapshot": vmsnapshots.list_vm_snapshots,
+    "listBackupOfferings": backups.list_backup_offerings,
 }
 ASYNC: dict[str, AsyncHandler] = {
     "createVolume": volumes.create_volume,
@@ -41,6 +44,10 @@ ASYNC: dict[str, AsyncHandler] = {
     "createSnapshot": snapshots.create_snapshot,
     "deleteSnapshot": snapshots.delete_snapshot,
     "revertSnapshot": snapshots.revert_snapshot,
+    "createVMSnapshot": vmsnapshots.create_vm_snapshot,
+    "deleteVMSnapshot": vmsnapshots.delete_vm_snapshot,
+    "assignVirtualMachineToBackupOffering": backups.assign,
+    "removeVirtualMachineFromBackupOffering": backups.remove,
 }
 COMMANDS = {name.lower(): name for name in (*SYNC, *ASYNC)}
 
@@ -57,6 +64,8 @@ class Api:
         volumes.register(store, self.jobs)
         vms.register(store, self.jobs)
         snapshots.register(store, self.jobs)
+        vmsnapshots.register(store, self.jobs)
+        backups.register(store, self.jobs)
 
     def handle(self, params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
         """Authenticate, dispatch, and wrap the answer in ``<command>response``."""

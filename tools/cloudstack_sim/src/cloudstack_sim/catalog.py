@@ -20,11 +20,23 @@ TEMPLATE_FILTERS = (
 )
 
 
-def page(p: Params, key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+def page(store: Store, p: Params, key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     """CloudStack list answer with paging; an empty list is ``{}``."""
     total = len(items)
     size = p.integer("pagesize")
     number = p.integer("page")
+    # BaseListCmd.validateSpecificParameters: page and pagesize go together
+    if number is None and size is not None and size != -1:
+        raise bad_value('"page" parameter is required when "pagesize" is specified')
+    if size is None and number is not None:
+        raise bad_value('"pagesize" parameter is required when "page" is specified')
+    # BaseListCmd.getPageSize: no page larger than default.page.size (-1 = unlimited); `cs`
+    # always asks for 500, so lowering the setting breaks its paged lists like on a real server
+    limit = store.setting("default.page.size")
+    if size is not None and limit != -1 and size > limit:
+        raise bad_value(f"Page size can't exceed max allowed page size value: {limit}")
+    if size == -1 and number is not None:
+        raise bad_value("Can't specify page parameter when pagesize is -1 (Unlimited)")
     if size and size > 0:
         start = ((number or 1) - 1) * size
         items = items[start : start + size]
@@ -47,26 +59,31 @@ def filter_items(p: Params, items: list[dict[str, Any]], *fields: str) -> list[d
 
 def list_zones(store: Store, p: Params) -> dict[str, Any]:
     """listZones: id, name, keyword."""
-    return page(p, "zone", filter_items(p, list(store.data["zones"]), "id", "name"))
+    return page(store, p, "zone", filter_items(p, list(store.data["zones"]), "id", "name"))
 
 
 def list_service_offerings(store: Store, p: Params) -> dict[str, Any]:
     """listServiceOfferings: id, name, keyword."""
     return page(
-        p, "serviceoffering", filter_items(p, list(store.data["service_offerings"]), "id", "name")
+        store,
+        p,
+        "serviceoffering",
+        filter_items(p, list(store.data["service_offerings"]), "id", "name"),
     )
 
 
 def list_disk_offerings(store: Store, p: Params) -> dict[str, Any]:
     """listDiskOfferings: id, name, keyword."""
     return page(
-        p, "diskoffering", filter_items(p, list(store.data["disk_offerings"]), "id", "name")
+        store, p, "diskoffering", filter_items(p, list(store.data["disk_offerings"]), "id", "name")
     )
 
 
 def list_networks(store: Store, p: Params) -> dict[str, Any]:
     """listNetworks: id, zoneid, name, keyword."""
-    return page(p, "network", filter_items(p, list(store.data["networks"]), "id", "zoneid", "name"))
+    return page(
+        store, p, "network", filter_items(p, list(store.data["networks"]), "id", "zoneid", "name")
+    )
 
 
 def list_templates(store: Store, p: Params) -> dict[str, Any]:
@@ -83,7 +100,7 @@ def list_templates(store: Store, p: Params) -> dict[str, Any]:
         items = [t for t in items if t.get("isfeatured")]
     elif flt.lower() == "community":
         items = [t for t in items if t.get("ispublic")]
-    return page(p, "template", filter_items(p, items, "id", "zoneid", "name"))
+    return page(store, p, "template", filter_items(p, items, "id", "zoneid", "name"))
 
 
 def query_async_job_result(store: Store, p: Params) -> dict[str, Any]:
@@ -98,4 +115,17 @@ def query_async_job_result(store: Store, p: Params) -> dict[str, Any]:
 def list_async_jobs(store: Store, p: Params) -> dict[str, Any]:
     """listAsyncJobs: every job, newest first."""
     jobs = sorted(store.data["jobs"].values(), key=lambda j: j["ready_at"], reverse=True)
-    return page(p, "asyncjobs", [views.job(j) for j in jobs])
+    return page(store, p, "asyncjobs", [views.job(j) for j in jobs])
+
+
+def list_os_types(store: Store, p: Params) -> dict[str, Any]:
+    """listOsTypes: id, oscategoryid, description (exact), keyword (in the description)."""
+    items = list(store.data.get("os_types", []))
+    for field in ("id", "oscategoryid", "description"):
+        value = p.get(field)
+        if value is not None:
+            items = [o for o in items if o[field].lower() == value.lower()]
+    keyword = p.get("keyword")
+    if keyword is not None:
+        items = [o for o in items if keyword.lower() in o["description"].lower()]
+    return page(store, p, "ostype", items)

@@ -7,12 +7,14 @@ UNAUTHORIZED = 401
 PARAM_ERROR = 431
 UNSUPPORTED_ACTION = 432
 INTERNAL_ERROR = 530
+ACCOUNT_ERROR = 531
 RESOURCE_IN_USE = 536
 
 # CSExceptionErrorCode values
 CS_INVALID_PARAMETER = 4350
 CS_CLOUD_RUNTIME = 4250
 CS_RESOURCE_IN_USE = 4375
+CS_PERMISSION_DENIED = 4365
 
 BAD_CREDENTIALS = "unable to verify user credentials and/or request signature"
 
@@ -59,3 +61,13 @@ def invalid(command: str, name: str, value: str) -> ApiError:
 def bad_value(text: str) -> ApiError:
     """431: InvalidParameterValueException with ``text``."""
     return ApiError(PARAM_ERROR, text, CS_INVALID_PARAMETER)
+
+
+def permission_denied(text: str) -> ApiError:
+    """531: PermissionDeniedException (ApiErrorCode.ACCOUNT_ERROR) with ``text``."""
+    return ApiError(ACCOUNT_ERROR, text, CS_PERMISSION_DENIED)
+
+
+def internal(text: str) -> ApiError:
+    """530: a CloudRuntimeException/RuntimeException (ApiErrorCode.INTERNAL_ERROR) with ``text``."""
+    return ApiError(INTERNAL_ERROR, text, CS_CLOUD_RUNTIME)

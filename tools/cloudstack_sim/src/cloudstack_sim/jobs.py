@@ -34,6 +34,14 @@ JAVA_CMD = {
     "createSnapshot": f"{_PKG}.snapshot.CreateSnapshotCmd",
     "deleteSnapshot": f"{_PKG}.snapshot.DeleteSnapshotCmd",
     "revertSnapshot": f"{_PKG}.snapshot.RevertSnapshotCmd",
+    "createVMSnapshot": f"{_PKG}.vmsnapshot.CreateVMSnapshotCmd",
+    "deleteVMSnapshot": f"{_PKG}.vmsnapshot.DeleteVMSnapshotCmd",
+    "assignVirtualMachineToBackupOffering": (
+        f"{_PKG}.backup.AssignVirtualMachineToBackupOfferingCmd"
+    ),
+    "removeVirtualMachineFromBackupOffering": (
+        f"{_PKG}.backup.RemoveVirtualMachineFromBackupOfferingCmd"
+    ),
 }
 ACCOUNT_ID = "6c5e4f4e-0000-4000-8000-00000000acc1"
 USER_ID = "6c5e4f4e-0000-4000-8000-00000000a5e1"
@@ -139,6 +147,15 @@ class Call:
         self.delay = delay
         self.fault = fault
 
-    def job(self, command: str, instancetype: str, instanceid: str, args: dict[str, Any]) -> str:
-        """Create the command's job with this call's latency and fault."""
-        return self.jobs.create(command, instancetype, instanceid, args, self.delay, self.fault)
+    def job(
+        self,
+        command: str,
+        instancetype: str,
+        instanceid: str,
+        args: dict[str, Any],
+        extra_delay: float = 0.0,
+    ) -> str:
+        """Create the command's job with this call's latency (plus ``extra_delay``) and fault."""
+        return self.jobs.create(
+            command, instancetype, instanceid, args, self.delay + extra_delay, self.fault
+        )

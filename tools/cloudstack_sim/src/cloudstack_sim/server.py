@@ -8,6 +8,9 @@ Admin endpoints are unsigned and answer only loopback clients:
 * ``POST /sim/faults`` JSON ``{"command": "attachVolume", "errorcode": 530, "once": true,
   "errortext": "…", "delay": 0.5, "count": 2}`` → 201 with the rule; 400 names a bad field
 * ``DELETE /sim/faults`` → removes every rule
+* ``GET /sim/settings`` → ``{"settings": {name: value}}`` (global settings, see ``settings.py``)
+* ``PUT /sim/settings`` JSON ``{"allow.user.expunge.recover.vm": true, …}`` → 200 with every
+  setting; 400 names the first bad field and changes nothing
 """
 
 from __future__ import annotations
@@ -86,6 +89,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, self.server.api.store.fixture())
         if path == "/sim/faults":
             return self._send(200, {"faults": self.server.api.faults.list()})
+        if path == "/sim/settings":
+            store = self.server.api.store
+            with store.lock:
+                return self._send(200, {"settings": store.settings()})
         return self._send(404, {"error": {"code": "not_found", "message": path}})
 
     def do_POST(self) -> None:
@@ -114,6 +121,40 @@ class Handler(BaseHTTPRequestHandler):
         self.server.api.faults.add(fault)
         log.info("fault added %s", fault.to_dict())
         return self._send(201, fault.to_dict())
+
+    def do_PUT(self) -> None:
+        """PUT /sim/settings (JSON object of setting name → value)."""
+        if urlsplit(self.path).path != "/sim/settings" or not self._loopback():
+            return self._send(404, {"error": {"code": "not_found", "message": self.path}})
+        try:
+            data = json.loads(self._body() or b"null")
+        except (ValueError, json.JSONDecodeError):
+            return self._send(
+                400,
+                {"error": {"code": "bad_json", "field": "body", "message": "body: invalid JSON"}},
+            )
+        if not isinstance(data, dict):
+            return self._send(
+                400,
+                {
+                    "error": {
+                        "code": "invalid",
+                        "field": "body",
+                        "message": "body: JSON object expected",
+                    }
+                },
+            )
+        store = self.server.api.store
+        try:
+            with store.lock:
+                current = store.update_settings(data)
+        except ValueError as exc:
+            field = str(exc).split(":", 1)[0]
+            return self._send(
+                400, {"error": {"code": "invalid", "field": field, "message": str(exc)}}
+            )
+        log.info("settings changed %s", data)
+        return self._send(200, {"settings": current})
 
     def do_DELETE(self) -> None:
         """DELETE /sim/faults clears every rule."""

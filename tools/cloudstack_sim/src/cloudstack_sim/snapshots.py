@@ -104,7 +104,7 @@ def list_snapshots(store: Store, p: Params) -> dict[str, Any]:
     keyword = p.get("keyword")
     if keyword is not None:
         items = [s for s in items if keyword.lower() in s["name"].lower()]
-    return page(p, "snapshot", [view(store, s) for s in items])
+    return page(store, p, "snapshot", [view(store, s) for s in items])
 
 
 def delete_snapshot(call: Call, p: Params) -> dict[str, Any]:

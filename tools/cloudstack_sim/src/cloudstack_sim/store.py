@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import settings as settings_mod
+
 GIB = 1024**3
 TEMPLATE_SIZE = 2 * GIB
 OMA_ROOT_SIZE = 1 * GIB
@@ -64,12 +66,98 @@ def sparse_copy(src: Path, dst: Path) -> None:
             offset = end
 
 
+# guest OS types as listOsTypes shows them (descriptions of the guest_os table), by category
+OS_CATEGORIES = {
+    "RedHat": "0d2d6a9e-0000-4000-8000-0000000000c1",
+    "Ubuntu": "0d2d6a9e-0000-4000-8000-0000000000c2",
+    "Windows": "0d2d6a9e-0000-4000-8000-0000000000c3",
+    "Debian": "0d2d6a9e-0000-4000-8000-0000000000c4",
+    "CentOS": "0d2d6a9e-0000-4000-8000-0000000000c5",
+    "Other": "0d2d6a9e-0000-4000-8000-0000000000c6",
+}
+OS_TYPES = [
+    ("Red Hat Enterprise Linux 8", "RedHat"),
+    ("Red Hat Enterprise Linux 9", "RedHat"),
+    ("Ubuntu 20.04 LTS", "Ubuntu"),
+    ("Ubuntu 22.04 LTS", "Ubuntu"),
+    ("Debian GNU/Linux 11 (64-bit)", "Debian"),
+    ("CentOS 7", "CentOS"),
+    ("Windows Server 2016 (64-bit)", "Windows"),
+    ("Windows Server 2019 (64-bit)", "Windows"),
+    ("Windows Server 2022 (64-bit)", "Windows"),
+    ("Other Linux (64-bit)", "Other"),
+]
+# name, display text, guest OS type, size; the first one is the fixture's ``template_id``
+TEMPLATES = [
+    ("rhel8-migrated", "RHEL 8 base", "Red Hat Enterprise Linux 8", TEMPLATE_SIZE),
+    ("ubuntu-22.04", "Ubuntu 22.04 LTS", "Ubuntu 22.04 LTS", TEMPLATE_SIZE),
+    ("windows-2019", "Windows Server 2019", "Windows Server 2019 (64-bit)", TEMPLATE_SIZE),
+]
+
+
+def _network(zone: str, name: str, prefix: str) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "name": name,
+        "displaytext": name,
+        "zoneid": zone,
+        "zonename": "zone1",
+        "type": "Isolated",
+        "traffictype": "Guest",
+        "state": "Implemented",
+        "cidr": f"{prefix}.0/24",
+        "gateway": f"{prefix}.1",
+        "netmask": "255.255.255.0",
+        "networkdomain": "cs2cloud.internal",
+        "canusefordeploy": True,
+        "acltype": "Account",
+        "networkofferingid": new_id(),
+    }
+
+
+def _template(
+    zone: str, created: str, name: str, text: str, os_type: dict[str, Any], size: int
+) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "name": name,
+        "displaytext": text,
+        "isready": True,
+        "status": "Download Complete",
+        "format": "QCOW2",
+        "hypervisor": "KVM",
+        "ostypeid": os_type["id"],
+        "ostypename": os_type["description"],
+        "size": size,
+        "zoneid": zone,
+        "zonename": "zone1",
+        "templatetype": "USER",
+        "ispublic": False,
+        "isfeatured": False,
+        "bootable": True,
+        "passwordenabled": False,
+        "deployasis": False,
+        "account": "admin",
+        "domain": "ROOT",
+        "created": created,
+        "tags": [],
+    }
+
+
 def _fixture() -> dict[str, Any]:
     zone = new_id()
     created = now_text()
-    network = new_id()
-    template = new_id()
     oma_vm = new_id()
+    os_types = [
+        {
+            "id": new_id(),
+            "description": text,
+            "oscategoryid": OS_CATEGORIES[cat],
+            "isuserdefined": False,
+        }
+        for text, cat in OS_TYPES
+    ]
+    by_name = {o["description"]: o for o in os_types}
     offerings = [
         {
             "id": new_id(),
@@ -92,7 +180,19 @@ def _fixture() -> dict[str, Any]:
         {
             "id": new_id(),
             "name": "Custom",
-            "displaytext": "Custom CPU and memory",
+            "displaytext": "Custom CPU, speed and memory",
+            "cpunumber": None,
+            "cpuspeed": None,
+            "memory": None,
+            "iscustomized": True,
+        },
+        {
+            "id": new_id(),
+            "name": "Custom fixed speed",
+            "displaytext": "Custom CPU and memory at 2000 MHz",
+            "cpunumber": None,
+            "cpuspeed": 2000,
+            "memory": None,
             "iscustomized": True,
         },
     ]
@@ -146,46 +246,24 @@ def _fixture() -> dict[str, Any]:
         "service_offerings": offerings,
         "disk_offerings": disk_offerings,
         "networks": [
-            {
-                "id": network,
-                "name": "guest-net",
-                "displaytext": "guest network",
-                "zoneid": zone,
-                "zonename": "zone1",
-                "type": "Isolated",
-                "traffictype": "Guest",
-                "state": "Implemented",
-                "cidr": "10.1.1.0/24",
-                "gateway": "10.1.1.1",
-                "netmask": "255.255.255.0",
-                "canusefordeploy": True,
-                "acltype": "Account",
-                "networkofferingid": new_id(),
-            }
+            _network(zone, "guest-net", "10.1.1"),
+            _network(zone, "guest-net-2", "10.1.2"),
         ],
+        "os_types": os_types,
         "templates": [
+            _template(zone, created, name, text, by_name[os_name], size)
+            for name, text, os_name, size in TEMPLATES
+        ],
+        "backup_offerings": [
             {
-                "id": template,
-                "name": "rhel8-migrated",
-                "displaytext": "RHEL 8 base",
-                "isready": True,
-                "status": "Download Complete",
-                "format": "QCOW2",
-                "hypervisor": "KVM",
-                "ostypeid": new_id(),
-                "ostypename": "Red Hat Enterprise Linux 8",
-                "size": TEMPLATE_SIZE,
+                "id": new_id(),
+                "name": "Gold",
+                "description": "Daily backups",
+                "externalid": "gold",
                 "zoneid": zone,
                 "zonename": "zone1",
-                "templatetype": "USER",
-                "ispublic": False,
-                "isfeatured": False,
-                "bootable": True,
-                "passwordenabled": False,
-                "account": "admin",
-                "domain": "ROOT",
+                "allowuserdrivenbackups": True,
                 "created": created,
-                "tags": [],
             }
         ],
         "oma_vm_id": oma_vm,
@@ -207,7 +285,15 @@ class Store:
         if self.path.exists():
             self.data: dict[str, Any] = json.loads(self.path.read_text())
         else:
-            self.data = {**_fixture(), "vms": {}, "volumes": {}, "jobs": {}, "counter": 100}
+            self.data = {
+                **_fixture(),
+                "vms": {},
+                "volumes": {},
+                "jobs": {},
+                "vm_snapshots": {},
+                "settings": {},
+                "counter": 100,
+            }
             self._create_oma_vm()
             self.save()
         self.relink()
@@ -218,6 +304,26 @@ class Store:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
+
+    # ----- global settings -------------------------------------------------------------------
+    def setting(self, name: str) -> Any:
+        """The current value of a global setting (see :mod:`cloudstack_sim.settings`)."""
+        return self.data.setdefault("settings", {}).get(name, settings_mod.SETTINGS[name].default)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting with its current value."""
+        return {**settings_mod.defaults(), **self.data.setdefault("settings", {})}
+
+    def update_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Validate all of ``values`` (ValueError names the first bad one), then apply them."""
+        checked = {name: settings_mod.coerce(name, value) for name, value in values.items()}
+        self.data.setdefault("settings", {}).update(checked)
+        self.save()
+        return self.settings()
+
+    def is_admin(self) -> bool:
+        """Whether the API key belongs to an admin account (setting ``sim.account.type``)."""
+        return bool(self.setting("sim.account.type") == "admin")
 
     def fixture(self, endpoint: str | None = None) -> dict[str, Any]:
         """The ids a test or operator needs (what ``fixture.json`` holds)."""
@@ -234,6 +340,9 @@ class Store:
             "service_offering_id": so["Small"],
             "custom_service_offering_id": so["Custom"],
             "service_offering_ids": so,
+            "template_ids": {t["name"]: t["id"] for t in d["templates"]},
+            "network_ids": {n["name"]: n["id"] for n in d["networks"]},
+            "backup_offering_ids": {b["name"]: b["id"] for b in d.get("backup_offerings", [])},
             "by_id_dir": str(self.by_id_dir),
             "state_dir": str(self.state_dir),
         }
@@ -310,6 +419,7 @@ class Store:
             "cpuspeed": so["cpuspeed"],
             "memory": so["memory"],
             "instancename": f"i-2-{num}-VM",
+            "num": num,
             "hostid": new_id(),
             "created": now_text(),
             "nics": [
@@ -325,8 +435,10 @@ class Store:
         }
         self.add_root_volume(vm_id, num, OMA_ROOT_SIZE)
 
-    def add_root_volume(self, vm_id: str, num: int, size: int) -> dict[str, Any]:
-        """Create a VM's ROOT volume (device 0, Ready) with its backing file."""
+    def add_root_volume(
+        self, vm_id: str, num: int, size: int, state: str = "Ready"
+    ) -> dict[str, Any]:
+        """Create a VM's ROOT volume (device 0); a ``Ready`` one gets its backing file."""
         vol_id = new_id()
         vol = {
             "id": vol_id,
@@ -334,7 +446,7 @@ class Store:
             "type": "ROOT",
             "size": size,
             "zoneid": self.data["zones"][0]["id"],
-            "state": "Ready",
+            "state": state,
             "diskofferingid": None,
             "virtualmachineid": vm_id,
             "deviceid": 0,
@@ -342,5 +454,6 @@ class Store:
             "attached": now_text(),
         }
         self.data["volumes"][vol_id] = vol
-        self.create_backing(vol_id, size)
+        if state == "Ready":
+            self.create_backing(vol_id, size)
         return vol

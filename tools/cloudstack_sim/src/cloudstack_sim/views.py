@@ -13,13 +13,22 @@ def _by_id(items: list[dict[str, Any]], item_id: str | None) -> dict[str, Any] |
     return next((i for i in items if i["id"] == item_id), None)
 
 
-def _pending(store: Store, entity_id: str, out: dict[str, Any]) -> None:
+def mark_pending(store: Store, entity_id: str, out: dict[str, Any]) -> None:
     """While an async job works on an entity, lists show its ``jobid`` and ``jobstatus 0``."""
     for job in store.data["jobs"].values():
         if job["jobinstanceid"] == entity_id and job["jobstatus"] == 0:
             out["jobid"] = job["jobid"]
             out["jobstatus"] = 0
             return
+
+
+def _boot(details: dict[str, str]) -> dict[str, str]:
+    """UserVmJoinDaoImpl.newUserVmResponse: a UEFI detail gives boottype Uefi and its mode in
+    lower case; otherwise Bios/legacy."""
+    mode = details.get("UEFI")
+    if mode is not None:
+        return {"boottype": "Uefi", "bootmode": mode.lower()}
+    return {"boottype": "Bios", "bootmode": "legacy"}
 
 
 def volume(store: Store, vol: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +73,7 @@ def volume(store: Store, vol: dict[str, Any]) -> dict[str, Any]:
                 "attached": vol.get("attached"),
             }
         )
-    _pending(store, vol["id"], out)
+    mark_pending(store, vol["id"], out)
     return out
 
 
@@ -114,8 +123,7 @@ def vm(store: Store, vm_: dict[str, Any]) -> dict[str, Any]:
         "hypervisor": "KVM",
         "instancename": vm_["instancename"],
         "nic": nics,
-        "boottype": "Bios",
-        "bootmode": "legacy",
+        **_boot(vm_["details"]),
         "details": vm_["details"],
         "securitygroup": [],
         "affinitygroup": [],
@@ -123,10 +131,13 @@ def vm(store: Store, vm_: dict[str, Any]) -> dict[str, Any]:
         "created": vm_["created"],
         **OWNER,
     }
+    offering = _by_id(d.get("backup_offerings", []), vm_.get("backupofferingid"))
+    if offering is not None:  # UserVmResponse backupofferingid/backupofferingname
+        out.update(backupofferingid=offering["id"], backupofferingname=offering["name"])
     if vm_["state"] == "Running":
         out["hostid"] = vm_["hostid"]
         out["hostname"] = "kvm-host-1"
-    _pending(store, vm_["id"], out)
+    mark_pending(store, vm_["id"], out)
     return out
 
 

@@ -15,12 +15,14 @@ from typing import Any
 
 from . import views
 from .catalog import filter_items, page
-from .errors import bad_value, invalid
+from .errors import bad_value, invalid, permission_denied
 from .jobs import Call, JobRunner
 from .params import Params
 from .store import Store, new_id, now_text
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# NetUtils.verifyDomainNameLabel(name, true): 1-63 of [a-zA-Z0-9-], no leading digit or hyphen
+_HOST_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{0,62}$")
 
 
 def _nic_plan(store: Store, p: Params) -> list[dict[str, Any]]:
@@ -94,6 +96,115 @@ def _allocate(store: Store, plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return nics
 
 
+# UserVmManagerImpl.validateCustomParameters bounds: VM_SERVICE_OFFERING_MAX_CPU_CORES/RAM_SIZE
+# default 0 = Integer.MAX_VALUE; minimum memory 32 MB (offering details min/max not modelled)
+JAVA_INT_MAX = 2147483647
+MIN_MEMORY = 32
+# DeployVMCmd details names (CloudStack's DynamicParameters) as stored on the VM
+_DETAIL_NAMES = {"cpunumber": "cpuNumber", "cpuspeed": "cpuSpeed", "memory": "memory"}
+
+
+def _parse_int(value: str | None) -> int:
+    """``NumbersUtil.parseInt(value, -1)``."""
+    try:
+        return int(value) if value is not None else -1
+    except ValueError:
+        return -1
+
+
+def _custom_values(offering: dict[str, Any], details: dict[str, str]) -> tuple[int, int, int]:
+    """UserVmManagerImpl.validateCustomParameters for a dynamic (custom) service offering."""
+    if not details:
+        raise bad_value(
+            "Need to specify custom parameter values cpu, cpu speed and memory "
+            "when using custom offering"
+        )
+    fixed = "is not customizable. This is predefined in the template."
+    oid = offering["id"]
+    cpus = offering.get("cpunumber")
+    if cpus is None:
+        cpus = _parse_int(details.get("cpunumber"))
+        if cpus < 1:
+            raise bad_value(
+                f"Invalid cpu cores value, specify a value between 1 and {JAVA_INT_MAX}"
+            )
+    elif "cpunumber" in details:
+        raise bad_value(f"The cpu cores of this offering id:{oid} {fixed}")
+    speed = offering.get("cpuspeed")
+    if speed is None:
+        speed = _parse_int(details.get("cpuspeed"))
+        if speed <= 0:
+            raise bad_value(
+                f"Invalid cpu speed value, specify a value between 1 and {JAVA_INT_MAX}"
+            )
+    elif "cpuspeed" in details:
+        # ServiceOfferingVO.isCustomCpuSpeedSupported: only when the offering has no speed
+        raise bad_value(f"The cpu speed of this offering id:{oid} {fixed}")
+    memory = offering.get("memory")
+    if memory is None:
+        memory = _parse_int(details.get("memory"))
+        if memory < MIN_MEMORY:
+            raise bad_value(
+                f"Invalid memory value, specify a value between {MIN_MEMORY} and {JAVA_INT_MAX}"
+            )
+    elif "memory" in details:
+        raise bad_value(f"The memory of this offering id:{oid} {fixed}")
+    return cpus, speed, memory
+
+
+def check_host_name(name: str) -> None:
+    """UserVmManagerImpl.checkNameForRFCCompliance (NetUtils.verifyDomainNameLabel, host name)."""
+    if not _HOST_NAME.match(name) or name.endswith("-"):
+        raise bad_value(
+            "Invalid name. Vm name can contain ASCII letters 'a' through 'z', the digits '0' "
+            "through '9', and the hyphen ('-'), must be between 1 and 63 characters long, and "
+            "can't start or end with \"-\" and can't start with digit"
+        )
+
+
+def _boot_detail(p: Params) -> tuple[str, str] | None:
+    """DeployVMCmd.getBootType/getBootMode: ``("UEFI", mode)`` for UEFI, None for BIOS."""
+    name = p.get("name") or "null"
+    boot_type = p.get("boottype")
+    kind = None
+    if boot_type is not None:
+        kind = boot_type.strip().upper()
+        if kind not in ("BIOS", "UEFI"):
+            raise bad_value(
+                f"Invalid bootType {boot_type}Specified for Instance {name} "
+                "Valid values are: [BIOS, UEFI]"
+            )
+    boot_mode = p.get("bootmode")
+    if boot_mode is not None:
+        mode = boot_mode.strip().upper()
+        if mode not in ("LEGACY", "SECURE"):
+            raise bad_value(
+                f"Invalid bootmode: {boot_mode} specified for Instance: {name}. "
+                "Valid values are: [LEGACY, SECURE]"
+            )
+    elif kind == "UEFI":
+        raise bad_value(
+            "bootmode must be specified for the Instance with boot type: UEFI. "
+            "Valid values are: [LEGACY, SECURE]"
+        )
+    # DeployVMCmd.getDetails: a UEFI boot becomes the VM detail UEFI=<mode>
+    return ("UEFI", mode) if kind == "UEFI" else None
+
+
+def _check_unique_host_name(store: Store, name: str, nics: list[dict[str, Any]]) -> None:
+    """UserVmManagerImpl.checkIfHostNameUniqueInNtwkDomain: VMInstanceDao.listDistinctHostNames
+    lists every VM not yet removed (Destroyed ones too) with a NIC in the network."""
+    nets = {n["id"]: n for n in store.data["networks"]}
+    for nic in nics:
+        net = nets[nic["networkid"]]
+        for vm in store.data["vms"].values():
+            if vm["name"] == name and any(n["networkid"] == net["id"] for n in vm["nics"]):
+                raise bad_value(
+                    f"The vm with hostName {name} already exists in the network domain: "
+                    f"{net.get('networkdomain', 'cs2cloud.internal')}; network={net['name']}"
+                )
+
+
 def deploy_vm(call: Call, p: Params) -> dict[str, Any]:
     """deployVirtualMachine (async create)."""
     store = call.store
@@ -102,25 +213,26 @@ def deploy_vm(call: Call, p: Params) -> dict[str, Any]:
     offering = p.entity(d["service_offerings"], "serviceofferingid")
     template = p.entity(d["templates"], "templateid")
     details = (p.maps("details") or [{}])[0]
-    if offering["iscustomized"]:
-        try:
-            cpus, speed, memory = (int(details[k]) for k in ("cpunumber", "cpuspeed", "memory"))
-        except (KeyError, ValueError):
-            raise bad_value(
-                "Need to specify custom parameter values cpu, cpu speed and memory "
-                "when using custom offering"
-            ) from None
-        if cpus <= 0 or speed <= 0 or memory <= 0:
-            raise bad_value("Custom cpu, cpu speed and memory values must be positive")
+    boot = _boot_detail(p)
+    dynamic = any(offering.get(k) is None for k in ("cpunumber", "cpuspeed", "memory"))
+    if dynamic:  # ServiceOfferingVO.isDynamic
+        cpus, speed, memory = _custom_values(offering, details)
     else:
         cpus, speed, memory = offering["cpunumber"], offering["cpuspeed"], offering["memory"]
     vm_id = new_id()
     num = store.next_number()
-    name = p.get("name") or f"VM-{vm_id}"
-    if any(v["name"] == name for v in d["vms"].values()):
-        raise bad_value(f"The vm with hostName {name} already exists in the network domain")
-    nics = _allocate(store, _nic_plan(store, p))
+    name = p.get("name")
+    if name is not None:
+        check_host_name(name)
+    else:
+        name = f"VM-{vm_id}"
+    plan = _nic_plan(store, p)
+    _check_unique_host_name(store, name, plan)
+    nics = _allocate(store, plan)
     start = p.boolean("startvm", True)
+    vm_details = {_DETAIL_NAMES.get(k, k): v for k, v in details.items()}
+    if boot is not None:
+        vm_details[boot[0]] = boot[1]
     d["vms"][vm_id] = {
         "id": vm_id,
         "name": name,
@@ -133,10 +245,11 @@ def deploy_vm(call: Call, p: Params) -> dict[str, Any]:
         "cpuspeed": speed,
         "memory": memory,
         "instancename": f"i-2-{num}-VM",
+        "num": num,
         "hostid": new_id(),
         "created": now_text(),
         "nics": nics,
-        "details": {k: v for k, v in details.items()},
+        "details": vm_details,
     }
     jobid = call.job(
         "deployVirtualMachine", "VirtualMachine", vm_id, {"id": vm_id, "start": start, "num": num}
@@ -144,10 +257,23 @@ def deploy_vm(call: Call, p: Params) -> dict[str, Any]:
     return {"id": vm_id, "jobid": jobid}
 
 
+def _create_volumes(store: Store, vm: dict[str, Any]) -> None:
+    """VolumeOrchestrationManagerImpl.prepare: starting a VM creates its Allocated volumes on
+    primary storage (they become Ready)."""
+    for vol in store.data["volumes"].values():
+        if vol.get("virtualmachineid") == vm["id"] and vol["state"] == "Allocated":
+            vol["state"] = "Ready"
+            store.create_backing(vol["id"], vol["size"])
+
+
 def _finish_deploy(store: Store, args: dict[str, Any]) -> dict[str, Any]:
     vm = store.data["vms"][args["id"]]
     template = next(t for t in store.data["templates"] if t["id"] == vm["templateid"])
-    store.add_root_volume(vm["id"], args["num"], template["size"])
+    # startvm=false: the template's ROOT volume stays Allocated (no storage pool) until the VM
+    # first starts (UserVmManagerImpl.createVirtualMachine allocates, startVirtualMachine creates)
+    store.add_root_volume(
+        vm["id"], args["num"], template["size"], "Ready" if args["start"] else "Allocated"
+    )
     vm["state"] = "Running" if args["start"] else "Stopped"
     return {"virtualmachine": views.vm(store, vm)}
 
@@ -197,6 +323,8 @@ def _finish_power(store: Store, args: dict[str, Any], target: str) -> dict[str, 
             f"VM {vm['name']} is in state {args['prev']}; it must be Running or Stopped"
         )
     vm["state"] = target
+    if target == "Running":
+        _create_volumes(store, vm)
     return {"virtualmachine": views.vm(store, vm)}
 
 
@@ -208,9 +336,21 @@ def _undo_power(store: Store, args: dict[str, Any]) -> None:
 
 def _finish_destroy(store: Store, args: dict[str, Any]) -> dict[str, Any]:
     d = store.data
+    # UserVmManagerImpl.destroyVm → checkExpungeVmPermission: expunge needs an admin account or
+    # allow.user.expunge.recover.vm (and the role's access to expungeVirtualMachine, which the
+    # default User role has)
+    if (
+        args["expunge"]
+        and not store.is_admin()
+        and not store.setting("allow.user.expunge.recover.vm")
+    ):
+        raise permission_denied("Account does not have permission for expunging.")
     vm = d["vms"].get(args["id"])
     if vm is None:
-        raise bad_value(f"Unable to find VM with id {args['id']}")
+        raise bad_value(f"unable to find a virtual machine with id {args['id']}")
+    # UserVmManagerImpl.destroyVm: destroying a Destroyed/Expunging VM again is a no-op
+    if vm["state"] in ("Destroyed", "Expunging") and not args["expunge"]:
+        return {"virtualmachine": views.vm(store, vm)}
     allowed = ("Running", "Stopped", "Destroyed") if args["expunge"] else ("Running", "Stopped")
     if vm["state"] not in allowed:
         raise bad_value(f"VM {vm['name']} is in state {vm['state']} and cannot be destroyed")
@@ -234,17 +374,30 @@ def _finish_destroy(store: Store, args: dict[str, Any]) -> dict[str, Any]:
             vol.update(virtualmachineid=None, deviceid=None)
             store.unlink(vol["id"])
     d["vms"].pop(vm["id"])
+    snaps = d.setdefault("vm_snapshots", {})
+    for snap_id in [i for i, snap in snaps.items() if snap["virtualmachineid"] == vm["id"]]:
+        snaps.pop(snap_id)
     return result
 
 
 def list_vms(store: Store, p: Params) -> dict[str, Any]:
-    """listVirtualMachines: id, name, state, zoneid, keyword, page/pagesize."""
+    """listVirtualMachines: id, name (exact), state (or ``present``), keyword, page/pagesize."""
     d = store.data
     items = sorted(d["vms"].values(), key=lambda v: v["created"])
     if p.get("id") is not None:
         items = [p.entity(d["vms"], "id")]
-    items = filter_items(p, items, "name", "state")
-    return page(p, "virtualmachine", [views.vm(store, v) for v in items])
+    gone = ("Destroyed", "Expunging")
+    # QueryManagerImpl.searchForUserVMsInternal: users see Destroyed and Expunging VMs only with
+    # allow.user.view.destroyed.vm; state=present hides them for everyone
+    if not store.is_admin() and not store.setting("allow.user.view.destroyed.vm"):
+        items = [v for v in items if v["state"] not in gone]
+    state = p.get("state")
+    if state is not None and state.lower() == "present":
+        items = [v for v in items if v["state"] not in gone]
+    elif state is not None:
+        items = [v for v in items if v["state"].lower() == state.lower()]
+    items = filter_items(p, items, "name")
+    return page(store, p, "virtualmachine", [views.vm(store, v) for v in items])
 
 
 def register(store: Store, jobs: JobRunner) -> None:

@@ -1,10 +1,9 @@
 """Volume commands: createVolume, attachVolume, detachVolume, deleteVolume, listVolumes.
 
-State rules (as CloudStack enforces them): a data volume is ``Allocated`` until its first
-attach, then ``Ready``; attach only to a Stopped or Running VM and only a volume that is not
-attached; device ids are unique per VM; a ROOT volume is not detached while its VM runs; a
-volume attached as device 0 to a stopped VM without a ROOT volume becomes its ROOT volume
-(how a migrated boot disk replaces a template's root disk); delete only a detached volume.
+Every rule below comes from apache/cloudstack and names its place (mostly
+``server/src/main/java/com/cloud/storage/VolumeApiServiceImpl.java`` and
+``engine/schema/src/main/java/com/cloud/storage/dao/VolumeDaoImpl.java``). Rules checked inside
+an async job fail the job (``jobstatus 2``) like on a real server.
 """
 
 from __future__ import annotations
@@ -13,12 +12,12 @@ from typing import Any
 
 from . import views
 from .catalog import filter_items, page
-from .errors import bad_value, invalid
+from .errors import bad_value, internal, invalid
 from .jobs import Call, JobRunner
 from .params import Params
 from .store import GIB, Store, new_id, now_text
 
-MAX_DEVICE_ID = 15
+CDROM_DEVICE_ID = 3
 
 
 def _pending(store: Store, vol_id: str) -> bool:
@@ -27,26 +26,63 @@ def _pending(store: Store, vol_id: str) -> bool:
     )
 
 
+def readable_size(size: int) -> str:
+    """``NumbersUtil.toReadableSize``: bytes as CloudStack prints them in error texts."""
+    units = ((1024**4, "%.4f TB"), (1024**3, "%.2f GB"), (1024**2, "%.2f MB"), (1024, "%.2f KB"))
+    for unit, fmt in units:
+        if size >= unit:
+            return fmt % (size / unit)
+    return f"{size} bytes"
+
+
+def _check_size(store: Store, size_gb: int, customized: bool) -> None:
+    if customized:
+        # VolumeApiServiceImpl.validateCustomDiskOfferingSizeRange
+        low = store.setting("custom.diskoffering.size.min")
+        high = store.setting("custom.diskoffering.size.max")
+        if size_gb < low or size_gb > high:
+            raise bad_value(
+                f"Volume size: {size_gb} GB is out of allowed range. Min: {low}. Max: {high}"
+            )
+    # VolumeApiServiceImpl.validateVolumeSizeInBytes (storage.max.volume.size, GB)
+    limit = store.setting("storage.max.volume.size")
+    if size_gb > limit:
+        raise bad_value(
+            f"Requested volume size is {readable_size(size_gb * GIB)}, but the maximum size "
+            f"allowed is {limit} GB."
+        )
+
+
 def create_volume(call: Call, p: Params) -> dict[str, Any]:
-    """createVolume (async create): name, zoneid, diskofferingid, size (GB, custom only)."""
-    d = call.store.data
-    name = p.req("name")
+    """createVolume (async create): name (optional), zoneid, diskofferingid, size (GB)."""
+    store = call.store
+    d = store.data
     p.entity(d["zones"], "zoneid")
-    offering = p.entity(d["disk_offerings"], "diskofferingid")
+    if p.get("diskofferingid") is None:
+        # VolumeApiServiceImpl.allocVolume (the simulator has no volume from snapshot)
+        raise bad_value(
+            "At least one of disk Offering ID or snapshot ID must be passed whilst creating volume"
+        )
     size_gb = p.integer("size")
+    # VolumeApiServiceImpl.allocVolume: a given size must be positive
+    if size_gb is not None and size_gb <= 0:
+        raise bad_value("Disk size must be larger than 0")
+    offering = p.entity(d["disk_offerings"], "diskofferingid")
     if offering["iscustomized"]:
+        # VolumeApiServiceImpl.allocVolume
         if size_gb is None:
             raise bad_value("This disk offering requires a custom size specified")
-        if size_gb <= 0:
-            raise bad_value(f"Invalid size {size_gb} GB: the size must be a positive number")
+    elif size_gb is not None:
+        # VolumeApiServiceImpl.allocVolume: even when the size equals the offering's
+        raise bad_value("This disk offering does not allow custom size")
     else:
-        if size_gb is not None and size_gb != offering["disksize"]:
-            raise bad_value("This disk offering does not allow custom size")
         size_gb = offering["disksize"]
+    _check_size(store, size_gb, offering["iscustomized"])
     vol_id = new_id()
     d["volumes"][vol_id] = {
         "id": vol_id,
-        "name": name,
+        # VolumeApiServiceImpl.getVolumeNameFromCommand: a blank name becomes a random uuid
+        "name": p.get("name") or new_id(),
         "type": "DATADISK",
         "size": size_gb * GIB,
         "zoneid": d["zones"][0]["id"],
@@ -72,15 +108,65 @@ def _undo_create(store: Store, args: dict[str, Any]) -> None:
 
 
 def attach_volume(call: Call, p: Params) -> dict[str, Any]:
-    """attachVolume (async): id, virtualmachineid, deviceid (optional)."""
+    """attachVolume (async): id, virtualmachineid, deviceid (optional).
+
+    The job stays pending ``sim.attach.delay`` seconds (plus any injected delay): a real attach
+    may first move the volume to the VM's cluster (``orchestrateAttachVolumeToVM`` →
+    ``moveVolume``), which takes minutes for big volumes.
+    """
     d = call.store.data
     vol = p.entity(d["volumes"], "id")
     vm = p.entity(d["vms"], "virtualmachineid")
     device = p.integer("deviceid")
     jobid = call.job(
-        "attachVolume", "Volume", vol["id"], {"id": vol["id"], "vm": vm["id"], "deviceid": device}
+        "attachVolume",
+        "Volume",
+        vol["id"],
+        {"id": vol["id"], "vm": vm["id"], "deviceid": device},
+        extra_delay=call.store.setting("sim.attach.delay"),
     )
     return {"jobid": jobid}
+
+
+def vm_number(vm: dict[str, Any]) -> int:
+    """The VM's internal database id (CloudStack prints it in some error texts)."""
+    return int(vm.get("num") or vm["instancename"].split("-")[2])
+
+
+def _check_root_detach_attach(vm: dict[str, Any]) -> None:
+    # VolumeApiServiceImpl.validateRootVolumeDetachAttach: KVM (the fixture's hypervisor) is
+    # supported; the VM must be Stopped (the text also names Destroyed, the check does not allow it)
+    if vm["state"] != "Stopped":
+        raise bad_value(
+            "Root volume detach can happen only when vm is in states: Stopped or Destroyed"
+        )
+
+
+def _has_vm_snapshots(store: Store, vm: dict[str, Any]) -> bool:
+    return any(
+        s["virtualmachineid"] == vm["id"]
+        for s in store.data.setdefault("vm_snapshots", {}).values()
+    )
+
+
+def _device_id(store: Store, vm: dict[str, Any], device: int | None) -> int:
+    """VolumeApiServiceImpl.getDeviceId: max data volumes + ROOT + CD-ROM (3, never a disk)."""
+    max_id = store.setting("sim.kvm.max.data.volumes") + 1
+    used = {
+        v["deviceid"]
+        for v in store.data["volumes"].values()
+        if v.get("virtualmachineid") == vm["id"]
+    }
+    if device is not None:
+        if device < 0 or device > max_id or device == CDROM_DEVICE_ID:
+            raise internal(f"deviceId should be 0,1,2,4-{max_id}")
+        if device in used:
+            raise internal(f"deviceId {device} is used by vm {vm_number(vm)}")
+        return device
+    free = [i for i in range(1, max_id + 1) if i != CDROM_DEVICE_ID and i not in used]
+    if not free:
+        raise internal(f"All device Ids are used by vm {vm_number(vm)}")
+    return free[0]
 
 
 def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
@@ -89,32 +175,55 @@ def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
     vm = d["vms"].get(args["vm"])
     if vol is None:
         raise bad_value(f"Unable to find volume with id {args['id']}")
+    # VolumeApiServiceImpl.getAndCheckUserVmVO
     if vm is None:
-        raise bad_value(f"Unable to find VM with id {args['vm']}")
+        raise bad_value("Please specify a valid User VM.")
+    # VolumeApiServiceImpl.getAndCheckVolumeInfo
     if vol.get("virtualmachineid"):
         raise bad_value("Please specify a volume that is not attached to any VM.")
+    if vol["state"] not in ("Allocated", "Ready", "Uploaded"):
+        raise bad_value("Volume state must be in Allocated, Ready or in Uploaded state")
+    # VolumeApiServiceImpl.getAndCheckUserVmVO
     if vm["state"] not in ("Running", "Stopped"):
         raise bad_value("Please specify a VM that is either running or stopped.")
-    used = {v["deviceid"] for v in d["volumes"].values() if v.get("virtualmachineid") == vm["id"]}
+    on_vm = [v for v in d["volumes"].values() if v.get("virtualmachineid") == vm["id"]]
     device = args["deviceid"]
-    if device is None:
-        device = next(i for i in range(1, MAX_DEVICE_ID + 2) if i not in used)
-        if device > MAX_DEVICE_ID:
-            raise bad_value(f"The VM {vm['name']} has the maximum number of data disks attached")
-    elif not 0 <= device <= MAX_DEVICE_ID:
-        raise bad_value(f"deviceId should be between 0 and {MAX_DEVICE_ID}")
-    elif device == 0:
-        # attaching as root (e.g. a migrated boot disk): VM stopped and without a ROOT volume
-        if 0 in used:
-            raise bad_value(f"VM {vm['name']} already has a root volume attached to it")
-        if vm["state"] != "Stopped":
-            raise bad_value("Root volume attach is only allowed while the VM is stopped")
-    elif device in used:
-        raise bad_value(f"deviceId {device} is used by VM {vm['name']}")
-    # Like CloudStack: root-disk rules apply only to deviceid 0; a former ROOT volume attached
-    # elsewhere (e.g. back to the OMA on rollback) becomes a data disk again.
-    vol["type"] = "ROOT" if device == 0 else "DATADISK"
-    vol.update(virtualmachineid=vm["id"], deviceid=device, state="Ready", attached=now_text())
+    if device == 0:
+        # VolumeApiServiceImpl.checkDeviceId
+        _check_root_detach_attach(vm)
+        if any(v["deviceid"] == 0 for v in on_vm):
+            raise bad_value("Vm already has root volume attached to it")
+    else:
+        # VolumeApiServiceImpl.checkNumberOfAttachedVolumes (getMaxDataVolumesSupported: the
+        # hypervisor_capabilities limit, KVM 32)
+        limit = store.setting("sim.kvm.max.data.volumes")
+        if sum(v["type"] == "DATADISK" for v in on_vm) >= limit:
+            raise bad_value(
+                f"The specified VM already has the maximum number of data disks ({limit}) "
+                "attached. Please specify another VM."
+            )
+    # VolumeApiServiceImpl.checkForDevicesInCopies
+    if _has_vm_snapshots(store, vm):
+        raise bad_value(
+            f"Unable to attach volume to VM {vm['instancename']}/{vm['id']}, please specify a VM "
+            "that does not have VM snapshots"
+        )
+    if vm.get("backupofferingid"):
+        raise bad_value(
+            f"Unable to attach volume to VM {vm['instancename']}/{vm['id']}, please specify a VM "
+            "that does not have any backups"
+        )
+    # VolumeApiServiceImpl.orchestrateAttachVolumeToVM: an Allocated volume is created on primary
+    # storage only when the VM's ROOT (or another data) volume already is; else it stays Allocated
+    root = next((v for v in on_vm if v["type"] == "ROOT"), None)
+    existing = root or next((v for v in on_vm if v["state"] != "Allocated"), None)
+    if vol["state"] == "Allocated" and existing is not None and existing["state"] != "Allocated":
+        vol["state"] = "Ready"
+    device = _device_id(store, vm, device)
+    # VolumeDaoImpl.attachVolume: a volume attached as device 0 becomes the ROOT volume
+    if device == 0:
+        vol["type"] = "ROOT"
+    vol.update(virtualmachineid=vm["id"], deviceid=device, attached=now_text())
     store.create_backing(vol["id"], vol["size"])
     if vm["id"] == d["oma_vm_id"]:
         store.link(vol["id"])
@@ -124,7 +233,12 @@ def _finish_attach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
 def detach_volume(call: Call, p: Params) -> dict[str, Any]:
     """detachVolume (async): id, or virtualmachineid + deviceid."""
     d = call.store.data
-    if p.get("id") is None and p.get("virtualmachineid") is not None:
+    has_id = p.get("id") is not None
+    has_vm, has_dev = p.get("virtualmachineid") is not None, p.get("deviceid") is not None
+    # VolumeApiServiceImpl.detachVolumeFromVM
+    if (has_id and (has_vm or has_dev)) or (not has_id and not (has_vm and has_dev)):
+        raise bad_value("Please provide either a volume id, or a tuple(device id, instance id)")
+    if not has_id:
         vm = p.entity(d["vms"], "virtualmachineid")
         device = p.integer("deviceid", required=True)
         vol = next(
@@ -136,7 +250,7 @@ def detach_volume(call: Call, p: Params) -> dict[str, Any]:
             None,
         )
         if vol is None:
-            raise bad_value(f"Unable to find volume with deviceid {device} on VM {vm['name']}")
+            raise bad_value("Unable to find volume with ID: null")
     else:
         vol = p.entity(d["volumes"], "id")
     jobid = call.job("detachVolume", "Volume", vol["id"], {"id": vol["id"]})
@@ -147,14 +261,30 @@ def _finish_detach(store: Store, args: dict[str, Any]) -> dict[str, Any]:
     d = store.data
     vol = d["volumes"].get(args["id"])
     if vol is None:
-        raise bad_value(f"Unable to find volume with id {args['id']}")
+        raise bad_value(f"Unable to find volume with ID: {args['id']}")
+    # VolumeApiServiceImpl.detachVolumeFromVM
     vm = d["vms"].get(vol.get("virtualmachineid") or "")
     if vm is None:
-        raise bad_value("Please specify a volume that is attached to a VM.")
-    if vm["state"] not in ("Running", "Stopped"):
+        raise bad_value("The specified volume is not attached to a VM.")
+    if vm["state"] not in ("Running", "Stopped", "Destroyed"):
         raise bad_value("Please specify a VM that is either running or stopped.")
-    if vol["type"] == "ROOT" and vm["state"] != "Stopped":
-        raise bad_value("Root volume detach is only allowed while the VM is stopped")
+    if vol["type"] == "ROOT":
+        _check_root_detach_attach(vm)
+    if _has_vm_snapshots(store, vm):
+        raise bad_value(
+            "Unable to detach volume, please specify a VM that does not have VM snapshots"
+        )
+    # VolumeApiServiceImpl.validateIfVmHasBackups (assigning an offering records the backup
+    # volumes, so an assigned VM has them)
+    if vm.get("backupofferingid") and not store.setting("backup.enable.attach.detach.of.volumes"):
+        raise bad_value(
+            "Unable to detach volume, cannot detach volume from a VM that has backups. First "
+            "remove the VM from the backup offering or set the global configuration "
+            "'backup.enable.attach.detach.of.volumes' to true."
+        )
+    # VolumeDaoImpl.detachVolume: a detached ROOT volume becomes a DATADISK
+    if vol["type"] == "ROOT":
+        vol["type"] = "DATADISK"
     vol.update(virtualmachineid=None, deviceid=None)
     vol.pop("attached", None)
     store.unlink(vol["id"])
@@ -187,7 +317,7 @@ def list_volumes(store: Store, p: Params) -> dict[str, Any]:
             raise invalid(p.command, "virtualmachineid", vm_id)
         items = [v for v in items if v.get("virtualmachineid") == vm_id]
     items = filter_items(p, items, "name", "type")
-    return page(p, "volume", [views.volume(store, v) for v in items])
+    return page(store, p, "volume", [views.volume(store, v) for v in items])
 
 
 def register(store: Store, jobs: JobRunner) -> None:

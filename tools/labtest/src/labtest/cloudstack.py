@@ -4,6 +4,9 @@
 ``tmpdir/state`` and by-id links in ``tmpdir/by-id``; starting it again on the same ``tmpdir``
 continues with the persisted state (restart tests). Credentials are read from the state dir's
 ``credentials.json`` (the simulator writes it 0600); they never appear on a command line.
+``settings={"allow.user.expunge.recover.vm": True, "sim.account.type": "user"}`` starts it with
+CloudStack global settings (``--setting``); ``get_settings``/``set_settings`` read and change
+them while it runs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class SimInfo:
     custom_service_offering_id: str
     network_id: str
     template_id: str
+    template_ids: dict[str, str]
+    network_ids: dict[str, str]
+    service_offering_ids: dict[str, str]
+    disk_offering_ids: dict[str, str]
     process: ManagedProcess
     fixture: dict[str, Any]
 
@@ -48,9 +55,16 @@ class SimInfo:
 
 @contextlib.contextmanager
 def cloudstack_sim(
-    tmpdir: str | os.PathLike[str], *, faults: str | None = None, port: int | None = None
+    tmpdir: str | os.PathLike[str],
+    *,
+    faults: str | None = None,
+    port: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Iterator[SimInfo]:
-    """Run the simulator for the duration of the block; stop it by PID afterwards."""
+    """Run the simulator for the duration of the block; stop it by PID afterwards.
+
+    ``settings`` are global settings (name → value) passed as ``--setting name=value``.
+    """
     base = Path(tmpdir)
     state_dir, by_id_dir = base / "state", base / "by-id"
     port = port or free_port()
@@ -71,6 +85,9 @@ def cloudstack_sim(
         "--by-id-dir",
         str(by_id_dir),
     ]
+    for name, value in (settings or {}).items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        argv += ["--setting", f"{name}={text}"]
     proc = ManagedProcess(
         argv, name="cloudstack-sim", env=env, log_path=base / f"cloudstack-sim-{port}.log"
     ).start()
@@ -92,6 +109,10 @@ def cloudstack_sim(
             custom_service_offering_id=fixture["custom_service_offering_id"],
             network_id=fixture["network_id"],
             template_id=fixture["template_id"],
+            template_ids=fixture["template_ids"],
+            network_ids=fixture["network_ids"],
+            service_offering_ids=fixture["service_offering_ids"],
+            disk_offering_ids=fixture["disk_offering_ids"],
             process=proc,
             fixture=fixture,
         )
@@ -99,10 +120,12 @@ def cloudstack_sim(
         proc.stop()
 
 
-def _admin(sim: SimInfo, method: str, body: dict[str, Any] | None = None) -> Any:
+def _admin(
+    sim: SimInfo, method: str, body: dict[str, Any] | None = None, path: str = "faults"
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"{sim.admin_url}/faults",
+        f"{sim.admin_url}/{path}",
         data=data,
         method=method,
         headers={"Content-Type": "application/json"},
@@ -140,3 +163,13 @@ def clear_faults(sim: SimInfo) -> None:
 def list_faults(sim: SimInfo) -> list[dict[str, Any]]:
     """The simulator's active fault rules."""
     return list(_admin(sim, "GET")["faults"])
+
+
+def get_settings(sim: SimInfo) -> dict[str, Any]:
+    """The simulator's global settings (name → current value)."""
+    return dict(_admin(sim, "GET", path="settings")["settings"])
+
+
+def set_settings(sim: SimInfo, **values: Any) -> dict[str, Any]:
+    """Change global settings at run time; pass dotted names as a dict: ``**{"a.b": 1}``."""
+    return dict(_admin(sim, "PUT", values, path="settings")["settings"])
