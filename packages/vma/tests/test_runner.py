@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from datetime import timedelta
 
@@ -175,6 +176,7 @@ class _SlowVcenter:
 
     def __init__(self, gate, removed):
         self.gate, self.removed = gate, removed
+        self.snapshotting = threading.Event()  # set once create_snapshot is waiting
 
     def __enter__(self):
         return self
@@ -189,6 +191,7 @@ class _SlowVcenter:
         return []
 
     def create_snapshot(self, vm_id, name, description=""):
+        self.snapshotting.set()
         assert self.gate.wait(30)
         return "snapshot-1"
 
@@ -196,16 +199,16 @@ class _SlowVcenter:
         self.removed.append(snapshot_id)
 
 
-def test_stop_while_starting_cancels_and_cleans_up(tmp_path):
-    import threading
-
+def test_stop_while_starting_cancels_and_cleans_up(tmp_path, caplog):
     from vma.services.runner import DiskSpec, ReplicateSpec
 
+    caplog.set_level(logging.INFO, logger="vma.services.runner")
     gate, removed = threading.Event(), []
+    vcenter = _SlowVcenter(gate, removed)
 
     class Provider(VcenterProvider):
         def client(self, creds=None):
-            return _SlowVcenter(gate, removed)
+            return vcenter
 
     init_db(tmp_path / "vma.db")
     (tmp_path / "lab" / "vm-1").mkdir(parents=True)  # a lab VM (no vSphere source needed)
@@ -219,19 +222,25 @@ def test_stop_while_starting_cancels_and_cleans_up(tmp_path):
     spec = ReplicateSpec("j-slow", "vm-1", (DiskSpec("2000", "nbd://127.0.0.1:1/x"),))
     with database.connection_context():
         runner.submit(spec)
-        runner.tick()  # claims the job and starts it in a thread (blocked in the snapshot)
+        runner.tick()  # claims the job and starts it in a thread
+        wait_until(vcenter.snapshotting.is_set, what="the start thread in the snapshot")
         assert Job.get_by_id("j-slow").status == "running"
         runner.tick()  # a tick while it starts must not fail it
         assert Job.get_by_id("j-slow").status == "running"
         result = {}
         stopper = threading.Thread(target=lambda: result.setdefault("job", runner.stop("j-slow")))
         stopper.start()
-        time.sleep(0.2)
-        assert stopper.is_alive()  # waits for the start thread
+        wait_until(
+            lambda: _records(caplog, "stop waits for the job to finish starting"),
+            what="the stop request to wait for the start thread",
+        )
+        assert stopper.is_alive()  # the snapshot still holds the start thread
         gate.set()
         stopper.join(30)
+        assert not stopper.is_alive()
         job = Job.get_by_id("j-slow")
         assert (job.status, job.error) == ("stopped", None)
+        assert result["job"].status == "stopped"
         assert removed == ["snapshot-1"]
         (disk,) = job_progress(job).disks
         assert disk.status is Status.STOPPED

@@ -211,12 +211,16 @@ class JobRunner:
         A job that is still starting (snapshot, disk servers) is told to give up, and the stop
         completes once its start thread has returned.
         """
+        waiting = False
         while True:
             with self._lock:
                 starter = self._starting.get(job_id)
                 if starter is None:
                     return self._stop_now(job_id)
                 self._cancelled.add(job_id)
+            if not waiting:
+                log.info("stop waits for the job to finish starting", job_id=job_id)
+                waiting = True
             starter.join(0.5)
 
     def _stop_now(self, job_id: str) -> Job:
