@@ -20,12 +20,13 @@ BODY = {
 }
 
 
-def _context(app: Any, *, ready: bool = True) -> str:
+def _context(app: Any, *, ready: bool = True, spec: dict | None = None) -> str:
     with app.app_context(), database.connection_context():
         ctx = contexts.create_context(
             vcenter="vc.lab",
             vm_id="vm-1",
             name="web-1",
+            spec=spec,
             disks=[{"disk_key": "2000", "capacity_bytes": 1 << 20}],
         )
         if ready:
@@ -85,6 +86,8 @@ def test_start_failover_is_202_with_its_steps(app: Any, client: Any, auth: Any) 
         ({"keep_macs": "yes"}, "keep_macs"),
         ({"force": 1}, "force"),
         ({"vm_name": "web 1"}, "vm_name"),
+        ({"vm_name": "1web"}, "vm_name"),  # CloudStack: a host name starts with a letter
+        ({"vm_name": "web-"}, "vm_name"),
         ({"flavour": "x"}, "flavour"),
     ],
 )
@@ -97,6 +100,41 @@ def test_bad_requests_name_the_field(
     res = _post(client, auth, f"vm-contexts/{ctx}/failover", body)
     assert res.status_code == 400, res.json
     assert res.json["error"]["field"] == field
+
+
+def test_two_nics_on_one_network_and_an_unknown_boot_disk_are_refused_at_request_time(
+    app: Any, client: Any, auth: Any
+) -> None:
+    nics = [
+        {"label": "Network adapter 1", "network": "VM Network", "mac": "00:50:56:aa:00:01"},
+        {"label": "Network adapter 2", "network": "Backend", "mac": "00:50:56:aa:00:02"},
+    ]
+    ctx = _context(app, spec={"nics": nics})
+    body = {**BODY, "network_mappings": {"VM Network": "net-1", "Backend": "net-1"}}
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", body)
+    assert res.status_code == 400, res.json
+    error = res.json["error"]
+    assert error["field"] == "network_mappings"
+    assert "NIC 1 'Network adapter 1' MAC 00:50:56:aa:00:01" in error["message"]
+    assert "NIC 2 'Network adapter 2' MAC 00:50:56:aa:00:02" in error["message"]
+    assert "both mapped to network net-1" in error["message"]
+
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)  # "Backend" unmapped
+    assert res.status_code == 400 and res.json["error"]["field"] == "network_mappings"
+    assert "source network 'Backend' of NIC 2" in res.json["error"]["message"]
+    mapped = {"VM Network": "net-1", "Backend": "net-2"}
+    res = _post(
+        client,
+        auth,
+        f"vm-contexts/{ctx}/failover",
+        {**BODY, "network_mappings": mapped, "boot_disk_key": "2001"},
+    )
+    assert res.status_code == 400 and res.json["error"]["field"] == "boot_disk_key"
+    assert "boot_disk_key 2001 is not a disk of this VM (2000)" in res.json["error"]["message"]
+    with app.app_context(), database.connection_context():
+        assert Workflow.select().count() == 0  # nothing was started
+    ok = _post(client, auth, f"vm-contexts/{ctx}/failover", {**BODY, "network_mappings": mapped})
+    assert ok.status_code == 202, ok.json
 
 
 def test_state_rules(app: Any, client: Any, auth: Any) -> None:

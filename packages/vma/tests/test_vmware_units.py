@@ -116,3 +116,36 @@ def test_inventory_paths_walk_parents_and_stop_at_the_root() -> None:
     folder = SimpleNamespace(_moId="f1")
     assert names.path_of(folder, "web01") == "/DC0/vm/prod/web01"
     assert names.path_of(None, "orphan") == "/orphan"
+
+
+def test_boot_order_and_controllers_from_pyvmomi_objects() -> None:
+    from vma.vmware.inventory import boot_order, controllers_of
+
+    bo = vim.vm.BootOptions
+    entries = [
+        bo.BootableCdromDevice(),
+        bo.BootableDiskDevice(deviceKey=16000),
+        bo.BootableEthernetDevice(deviceKey=4000),
+        bo.BootableFloppyDevice(),
+    ]
+    assert boot_order(entries) == [
+        {"type": "cdrom"},
+        {"type": "disk", "key": "16000"},
+        {"type": "network", "key": "4000"},
+        {"type": "floppy"},
+    ]
+    assert boot_order(None) == []
+    dev = vim.vm.device
+    devices = [
+        dev.VirtualIDEController(key=200, busNumber=0),
+        dev.VirtualAHCIController(key=15000, busNumber=0),
+        dev.VirtualNVMEController(key=31000, busNumber=1),
+        dev.VirtualLsiLogicSASController(key=1001, busNumber=1),
+        dev.VirtualUSBController(key=7000, busNumber=0),
+    ]
+    assert controllers_of(devices) == {
+        200: ("ide", 0),
+        15000: ("sata", 0),
+        31000: ("nvme", 1),
+        1001: ("scsi", 1),
+    }

@@ -118,3 +118,52 @@ def test_patched_simulator_behaves_like_vcenter_for_pyvmomi(tmp_path: Path) -> N
                 vm.ShutdownGuest()
         finally:
             Disconnect(si)
+
+
+def test_discovery_reports_firmware_boot_order_controllers_and_nics(tmp_path: Path) -> None:
+    """What the OMA builds the failed-over VM from: firmware + secure boot, the boot order,
+    each disk's controller type/bus/unit, the guest OS and each NIC's key, network and MAC."""
+    from labtest.labvm import create_lab_vm
+    from vma.vmware import VSphereClient
+
+    mib = 1 << 20
+    with vcsim_mod.vcsim(tmp_path / "vc") as info:
+        made = create_lab_vm(
+            info,
+            tmp_path / "images",
+            "uefi-sata",
+            [mib, mib, mib],
+            fill="zero",
+            guest_id="rhel8_64Guest",
+            firmware="efi",
+            secure_boot=True,
+            controllers=["scsi", "sata", "ide"],
+            boot_disk=1,
+            networks=["VM Network", "DC0_DVPG0"],
+        )
+        plain = create_lab_vm(info, tmp_path / "images", "bios-nvme", [mib], controllers=["nvme"])
+        with VSphereClient(
+            info.host, info.username, info.password, port=info.port, ca_file=info.ca_file
+        ) as vc:
+            found = {v["name"]: v for v in vc.discover()}
+    vm = found["uefi-sata"]
+    assert (vm["firmware"], vm["secure_boot"], vm["guest_os"]) == ("efi", True, "rhel8_64Guest")
+    assert vm["guest_full_name"]
+    disks = vm["disks"]
+    assert [(d["controller_type"], d["controller_bus"], d["unit_number"]) for d in disks] == [
+        ("scsi", 0, 0),
+        ("sata", 0, 0),
+        ("ide", 0, 0),
+    ]
+    assert sorted(disks, key=lambda d: int(d["key"]))[0]["controller_type"] == "scsi"
+    assert vm["boot_order"] == [{"type": "disk", "key": disks[1]["key"]}]
+    nics = vm["nics"]
+    assert [n["network"] for n in nics] == ["VM Network", "DC0_DVPG0"]
+    assert all(n["key"] and n["mac"] for n in nics) and nics[0]["mac"] != nics[1]["mac"]
+    # the dict create_lab_vm returns is the discovered one
+    assert {k: v for k, v in made.items() if k != "images"} == vm
+
+    bios = found["bios-nvme"]
+    assert (bios["firmware"], bios["secure_boot"], bios["boot_order"]) == ("bios", False, [])
+    assert bios["disks"][0]["controller_type"] == "nvme"
+    assert plain["disks"][0]["key"] == bios["disks"][0]["key"]
