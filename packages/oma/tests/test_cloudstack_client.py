@@ -9,8 +9,8 @@ import pytest
 
 from labtest.cloudstack import SimInfo, cloudstack_sim, inject_fault
 from labtest.procs import free_port
-from oma.cloudstack import CloudStackClient, size_in_gib, wait_for_device
-from oma.errors import CloudStackError, CloudStackUnreachable
+from oma.cloudstack import CloudStackClient, is_removed, size_in_gib, wait_for_device
+from oma.errors import CloudStackError, CloudStackUnreachable, OfferingMismatch
 
 GIB = 1024**3
 
@@ -42,8 +42,8 @@ def test_catalog_and_test(sim, csc) -> None:
     assert [z["id"] for z in csc.list_zones()] == [sim.zone_id]
     assert sim.custom_service_offering_id in {o["id"] for o in csc.list_service_offerings()}
     assert sim.custom_disk_offering_id in {o["id"] for o in csc.list_disk_offerings()}
-    assert [n["id"] for n in csc.list_networks(sim.zone_id)] == [sim.network_id]
-    assert [t["id"] for t in csc.list_templates(sim.zone_id)] == [sim.template_id]
+    assert sim.network_id in [n["id"] for n in csc.list_networks(sim.zone_id)]
+    assert sim.template_id in [t["id"] for t in csc.list_templates(sim.zone_id)]
 
 
 def test_volume_lifecycle_with_device(sim, csc) -> None:
@@ -92,7 +92,7 @@ def test_state_rule_errors_carry_errortext(sim, csc) -> None:
     vol = csc.create_volume(
         "v", zone_id=sim.zone_id, disk_offering_id=sim.custom_disk_offering_id, size_bytes=GIB
     )
-    csc.attach_volume(vol["id"], sim.oma_vm_id, device_id=3)
+    csc.attach_volume(vol["id"], sim.oma_vm_id, device_id=4)
     with pytest.raises(CloudStackError) as exc:
         csc.delete_volume(vol["id"])
     assert exc.value.errorcode == 431
@@ -117,7 +117,8 @@ def test_vm_lifecycle(sim, csc) -> None:
     assert [v["id"] for v in csc.list_vms(name="mig-vm-01")] == [vm["id"]]
     assert csc.start_vm(vm["id"])["state"] == "Running"
     assert csc.stop_vm(vm["id"], forced=True)["state"] == "Stopped"
-    assert csc.destroy_vm(vm["id"])["state"] == "Expunging"
+    gone = csc.destroy_vm(vm["id"])
+    assert (gone["state"], gone["expunged"]) == ("Expunging", True)
     assert csc.get_vm(vm["id"]) is None
     plain = csc.deploy_vm(
         name="plain",
@@ -202,3 +203,108 @@ def test_snapshot_lifecycle(sim, csc) -> None:
         assert fh.read(12) == b"generation-1"
     csc.delete_snapshot(snap["id"])
     assert csc.get_snapshot(snap["id"]) is None
+
+
+def _client(sim: SimInfo) -> CloudStackClient:
+    return CloudStackClient(
+        sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=30
+    )
+
+
+def _deploy(sim: SimInfo, csc: CloudStackClient, name: str, offering: str, **kw) -> dict:
+    return csc.deploy_vm(
+        name=name,
+        zone_id=sim.zone_id,
+        service_offering_id=sim.fixture["service_offering_ids"][offering],
+        template_id=sim.template_id,
+        network_ids=[sim.network_id],
+        **kw,
+    )
+
+
+def test_fixed_disk_offering_gets_no_size_and_must_hold_the_disk(sim, csc) -> None:
+    small = sim.fixture["disk_offering_ids"]["Small"]
+    vol = csc.create_volume("fixed", zone_id=sim.zone_id, disk_offering_id=small, size_bytes=GIB)
+    assert vol["size"] == 5 * GIB  # the offering's size: CloudStack refuses a size for it
+    with pytest.raises(OfferingMismatch) as exc:
+        csc.create_volume(
+            "too-big", zone_id=sim.zone_id, disk_offering_id=small, size_bytes=5 * GIB + 1
+        )
+    assert str(exc.value) == (
+        f"CloudStack error (createVolume): disk too-big has {5 * GIB + 1} bytes (6 GB) but disk "
+        "offering Small is not customized and gives every volume 5 GB"
+    )
+    assert csc.list_volumes(name="too-big") == []
+    with pytest.raises(OfferingMismatch, match="disk offering nope does not exist"):
+        csc.create_volume("x", zone_id=sim.zone_id, disk_offering_id="nope", size_bytes=GIB)
+
+
+def test_custom_size_over_cloudstacks_limit_is_refused_before_asking(tmp_path) -> None:
+    with (
+        cloudstack_sim(tmp_path, settings={"custom.diskoffering.size.max": 2}) as sim,
+        _client(sim) as csc,
+    ):
+        assert csc.custom_disk_max_gib() == 2
+        ok = csc.create_volume(
+            "two",
+            zone_id=sim.zone_id,
+            disk_offering_id=sim.custom_disk_offering_id,
+            size_bytes=2 * GIB,
+        )
+        assert ok["size"] == 2 * GIB
+        with pytest.raises(OfferingMismatch) as exc:
+            csc.create_volume(
+                "three",
+                zone_id=sim.zone_id,
+                disk_offering_id=sim.custom_disk_offering_id,
+                size_bytes=2 * GIB + 1,
+            )
+        assert "takes at most 2 GB (CloudStack's custom.diskoffering.size.max" in str(exc.value)
+        assert csc.list_volumes(name="three") == []
+
+
+def test_deploy_sends_only_the_values_the_offering_leaves_open(sim, csc) -> None:
+    fixed = _deploy(sim, csc, "fixed-vm", "Small", cpus=4, memory_mb=4096)
+    assert (fixed["cpunumber"], fixed["cpuspeed"], fixed["memory"]) == (1, 1000, 1024)
+    speed = _deploy(
+        sim, csc, "speed-vm", "Custom fixed speed", cpus=2, memory_mb=2048, cpu_speed_mhz=1000
+    )
+    assert (speed["cpunumber"], speed["cpuspeed"], speed["memory"]) == (2, 2000, 2048)
+    custom = _deploy(sim, csc, "custom-vm", "Custom", cpus=3, memory_mb=3072, cpu_speed_mhz=1500)
+    assert (custom["cpunumber"], custom["cpuspeed"], custom["memory"]) == (3, 1500, 3072)
+    with pytest.raises(OfferingMismatch, match="leaves cpuNumber open but no cpus"):
+        _deploy(sim, csc, "no-cpus", "Custom", memory_mb=1024)
+    assert csc.list_vms(name="no-cpus") == []
+
+
+def test_deploy_with_boot_type_and_mode(sim, csc) -> None:
+    vm = _deploy(sim, csc, "uefi-vm", "Small", boot_type="UEFI", boot_mode="SECURE")
+    assert vm["details"]["UEFI"] == "SECURE"
+    with pytest.raises(CloudStackError) as exc:
+        _deploy(sim, csc, "bad-boot", "Small", boot_type="UEFI")
+    assert exc.value.errorcode == 431 and "bootmode must be specified" in exc.value.errortext
+
+
+def test_destroyed_vms_are_gone_for_list_vms(sim, csc) -> None:
+    vm = _deploy(sim, csc, "to-destroy", "Small")
+    out = csc.destroy_vm(vm["id"], expunge=False)
+    assert (out["state"], out["expunged"]) == ("Destroyed", False)
+    assert csc.list_vms(name="to-destroy") == []
+    assert vm["id"] not in {v["id"] for v in csc.list_vms()}
+    found = csc.get_vm(vm["id"])  # admins still see it by id
+    assert found["state"] == "Destroyed" and is_removed(found)
+    assert not is_removed(csc.get_vm(sim.oma_vm_id))
+
+
+def test_expunge_refused_for_a_user_key_destroys_without_it(tmp_path, caplog) -> None:
+    with (
+        cloudstack_sim(tmp_path, settings={"sim.account.type": "user"}) as sim,
+        _client(sim) as csc,
+        caplog.at_level(logging.INFO),
+    ):
+        vm = _deploy(sim, csc, "user-vm", "Small")
+        out = csc.destroy_vm(vm["id"])
+        assert (out["state"], out["expunged"]) == ("Destroyed", False)
+        assert "expunge refused" in caplog.text
+        assert csc.list_vms(name="user-vm") == []
+        assert csc.custom_disk_max_gib() is None  # listConfigurations is for admins only

@@ -117,7 +117,7 @@ def size_limit(row: CloudStackTarget, cloudstack_max_gib: int | None) -> tuple[i
 
 
 def known_disks(row: CloudStackTarget) -> dict[str, int]:
-    """Every disk of the VMs that replicate to this target ("VM disk-label" → bytes); a VM
+    """Every disk of the VMs that replicate to this target ("label (key k) of VM v" → bytes); a VM
     without a target of its own uses the default (or oldest) target."""
     default = (
         CloudStackTarget.select(CloudStackTarget.id)
@@ -133,7 +133,7 @@ def known_disks(row: CloudStackTarget) -> dict[str, int]:
         .where(mine)
     )
     return {
-        f"{d.context.name} {d.label or d.disk_key} (key {d.disk_key})": d.capacity_bytes
+        f"{d.label or 'disk'} (key {d.disk_key}) of VM {d.context.name}": d.capacity_bytes
         for d in query
     }
 
