@@ -4,9 +4,11 @@ Steps (``workflow_steps`` rows of a ``failover_live`` workflow; each idempotent,
 re-checking the real state before acting, so a killed worker resumes at the recorded step):
 
 1. ``validate``          — context ready_for_failover with a change ID per disk and a replica
-   volume per disk, no foreign active job; the service offering, every mapped network and the
-   template exist in the target's zone; every source NIC's network is mapped; no VM of the
-   target name exists (unless it is this failover's own).
+   volume per disk, no foreign active job; the service offering and every mapped network
+   exist in the target's zone; the target VM is planned from the source's spec
+   (:mod:`oma.workflows.target_vm`): one NIC per source NIC, no two on one network; the
+   template requested or the one matching the guest OS; the boot disk; BIOS/UEFI; no VM of
+   the target name exists (unless it is this failover's own).
 2. ``power_off_source``  — through the VMA: graceful shutdown up to ``graceful_timeout_s``,
    then forced when ``force``; confirms ``poweredOff``. Downtime starts here.
 3. ``final_sync``        — creates a normal incremental replication job through the same
@@ -17,7 +19,8 @@ re-checking the real state before acting, so a killed worker resumes at the reco
 5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM.
 6. ``deploy_target``     — ``deployVirtualMachine`` stopped (template, offering — CPU/memory
    from the source spec when the offering is custom — one NIC per source NIC on its mapped
-   network, MACs kept when ``keep_macs``); the template's root volume is detached and
+   network, MACs kept when ``keep_macs``, ``boottype``/``bootmode`` from the source's
+   firmware); the template's root volume is detached and
    deleted, the boot disk's replica attached as device 0, the others in disk-key order.
 7. ``start_target``      — starts the VM and confirms ``Running``. Downtime ends here.
 8. ``finalize``          — context → ``failed_over_live``; the failover's ``result`` holds the
@@ -30,7 +33,6 @@ included); nothing is undone automatically. Retry resumes; rollback is
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -58,6 +60,14 @@ from .engine import StepContext
 from .failover_engine import StepWaiting, ordered_definition
 from .failover_store import FAILOVER_STEPS, KIND, seconds_between, step_data
 from .replication import ReplicationServices, context_target
+from .target_vm import (
+    TargetInvalid,
+    boot_disk,
+    boot_firmware,
+    choose_template,
+    nic_plan,
+    vm_name_for,
+)
 
 log = get_logger(__name__)
 
@@ -123,29 +133,16 @@ def stop_exports(exports: Any, rv: ReplicaVolume) -> int:
     return stopped
 
 
-def vm_name_for(name: str) -> str:
-    """A CloudStack host name from a VMware VM name (letters, digits, hyphens; ≤ 63)."""
-    clean = re.sub(r"[^A-Za-z0-9-]+", "-", name).strip("-")[:63].rstrip("-")
-    if not clean or not clean[0].isalpha():
-        clean = f"vm-{clean}"[:63].rstrip("-")
-    return clean
-
-
-def boot_disk_key(context_id: str, requested: str | None = None) -> str:
-    """The boot disk: the requested key, else the first disk in disk-key order."""
+def boot_disk_key(context: VmContext, requested: str | None = None) -> tuple[str, str]:
+    """``(boot disk key, why)``: requested, else from the source's boot order, else from its
+    disk controllers (:func:`oma.workflows.target_vm.boot_disk`)."""
     keys = sorted(
-        (d.disk_key for d in VmDisk.select().where(VmDisk.context == context_id)), key=disk_order
+        (d.disk_key for d in VmDisk.select().where(VmDisk.context == context.id)), key=disk_order
     )
-    if not keys:
-        raise FailoverInvalid("the VM context has no disks", step="validate")
-    if requested is not None:
-        if requested not in keys:
-            raise FailoverInvalid(
-                f"boot_disk_key {requested} is not a disk of this VM ({', '.join(keys)})",
-                step="validate",
-            )
-        return requested
-    return keys[0]
+    try:
+        return boot_disk(keys, context.spec or {}, requested)
+    except TargetInvalid as exc:
+        raise FailoverInvalid(exc.message, step="validate") from exc
 
 
 def _now_text() -> str:
@@ -245,7 +242,7 @@ class FailoverWorkflow:
                 f"disk(s) {', '.join(lost)} have no replica volume", step="validate"
             )
         vma_of(context)
-        boot = boot_disk_key(context.id, p.get("boot_disk_key"))
+        boot, boot_why = boot_disk_key(context, p.get("boot_disk_key"))
         target = target_of(context)
         cs = self.s.cloudstack_for(target)
 
@@ -277,35 +274,16 @@ class FailoverWorkflow:
                     f"{target.zone_id}",
                     step="validate",
                 )
-        nics = [n for n in spec.get("nics") or spec.get("networks") or [] if isinstance(n, dict)]
-        network_ids: list[str] = []
-        macs: dict[str, str] = {}
-        if nics:
-            for nic in nics:
-                source = nic.get("network") or nic.get("network_name") or nic.get("label")
-                if source not in mappings:
-                    raise FailoverInvalid(
-                        f"source network {source!r} of {nic.get('label') or 'a NIC'} is not in "
-                        "network_mappings",
-                        step="validate",
-                    )
-                network_ids.append(mappings[source])
-                mac = nic.get("mac") or nic.get("mac_address")
-                if p.get("keep_macs", True) and mac and mappings[source] not in macs:
-                    macs[mappings[source]] = str(mac).lower()
-        else:
-            network_ids = list(dict.fromkeys(mappings.values()))
-        if not network_ids:
-            raise FailoverInvalid("network_mappings maps no network", step="validate")
-
-        templates = cs.list_templates(zone_id=target.zone_id)
-        template_id = p.get("template_id") or (templates[0].get("id") if templates else None)
-        if template_id is None or template_id not in {t.get("id") for t in templates}:
-            raise FailoverInvalid(
-                f"template {template_id or '(none available)'} does not exist in zone "
-                f"{target.zone_id}",
-                step="validate",
+        try:
+            nics = nic_plan(spec, mappings, bool(p.get("keep_macs", True)))
+            template, template_why = choose_template(
+                cs.list_templates(zone_id=target.zone_id), spec, p.get("template_id")
             )
+        except TargetInvalid as exc:
+            raise FailoverInvalid(exc.message, step="validate") from exc
+        if not nics:
+            raise FailoverInvalid("network_mappings maps no network", step="validate")
+        boot_type, boot_mode = boot_firmware(spec)
 
         name = p.get("vm_name") or vm_name_for(context.name)
         own_vm = self._later(ctx, "deploy_target").get("vm_id")
@@ -321,11 +299,16 @@ class FailoverWorkflow:
             "custom_offering": custom,
             "cpus": int(cpus) if custom else None,
             "memory_mb": int(memory_mb) if custom else None,
-            "network_ids": network_ids,
-            "macs": macs,
-            "template_id": template_id,
+            "network_ids": [n.network_id for n in nics],
+            "macs": {n.network_id: n.mac for n in nics if n.mac},
+            "nics": [{"label": n.label, "network_id": n.network_id, "mac": n.mac} for n in nics],
+            "template_id": template["id"],
+            "template_reason": template_why,
             "vm_name": name,
             "boot_disk_key": boot,
+            "boot_disk_reason": boot_why,
+            "boot_type": boot_type,
+            "boot_mode": boot_mode,
         }
 
     # -- 2 power off ----------------------------------------------------------------------------
@@ -504,6 +487,8 @@ class FailoverWorkflow:
                     macs=v["macs"] or None,
                     cpus=v["cpus"],
                     memory_mb=v["memory_mb"],
+                    boot_type=v.get("boot_type"),
+                    boot_mode=v.get("boot_mode"),
                 )
                 vm_id = vm["id"]
             ctx.record(vm_id=vm_id, deployed_at=_now_text())
