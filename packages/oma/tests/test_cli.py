@@ -57,7 +57,8 @@ def test_db_upgrade_and_token_create(tmp_path: Path) -> None:
     first = oma(env, "db", "upgrade")
     assert first.returncode == 0 and "applied 0001_initial" in first.stdout
     assert "up to date" in oma(env, "db", "upgrade").stdout
-    assert oma(env, "db", "status").stdout.strip() == "[x] 0001_initial"
+    status = oma(env, "db", "status").stdout.strip().splitlines()
+    assert status[0] == "[x] 0001_initial" and all(line.startswith("[x] ") for line in status)
     made = oma(env, "token", "create", "--name", "ci", "--role", "viewer")
     assert made.returncode == 0
     token = made.stdout.strip().splitlines()[-1]
@@ -270,6 +271,23 @@ def _queue_job(served: dict[str, Any]) -> str:
     return oma(served["env"], "replicate", "cli-vm").stdout.strip().splitlines()[-1]
 
 
+def test_job_shows_why_a_pending_job_waits(served: dict[str, Any], tmp_path: Path) -> None:
+    import sqlite3
+
+    job_id = _queue_job(served)
+    reason = "waiting for room on the OMA VM vm-1: 8 of 8 attachable volumes are held"
+    with sqlite3.connect(tmp_path / "data" / "oma.db") as db:  # as the worker's admission does
+        db.execute("UPDATE replication_jobs SET wait_reason = ? WHERE id = ?", (reason, job_id))
+    shown = oma(served["env"], "job", job_id)
+    assert shown.returncode == 0, shown.stderr
+    assert f"waiting: {reason}" in shown.stdout
+    api = requests.get(
+        f"{served['url']}/api/v1/replications/{job_id}",
+        headers={"Authorization": f"Bearer {served['token']}"},
+    ).json()
+    assert api["status"] == "pending" and api["wait_reason"] == reason
+
+
 def _disk(phase: str, done: int, seq: int, **extra: Any) -> dict[str, Any]:
     """One disk of a stub VMA progress answer for ``cli-vm``'s first disk."""
     return {
@@ -457,7 +475,8 @@ def test_db_commands_on_server_databases(
     env = _env(tmp_path, OMA_DATABASE_URL=url)
     res = oma(env, "db", "upgrade")
     assert res.returncode == 0, res.stderr
-    assert oma(env, "db", "status").stdout.strip() == "[x] 0001_initial"
+    status = oma(env, "db", "status").stdout.strip().splitlines()
+    assert status[0] == "[x] 0001_initial" and all(line.startswith("[x] ") for line in status)
     made = oma(env, "token", "create", "--name", f"cli-{server}", "--role", "viewer")
     assert made.returncode == 0 and made.stdout.split()[-1].startswith("oma_")
 

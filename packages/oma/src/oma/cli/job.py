@@ -34,6 +34,8 @@ def command(job_id: str, watch: bool, interval: float, as_json: bool) -> None:
             click.echo(json.dumps(job, indent=2))
             return
         click.echo(progress_line({**job, "job_id": job["id"], "job_status": job["status"]}))
+        if job.get("wait_reason"):
+            click.echo(f"  waiting: {job['wait_reason']}")
         for d in job["disks"]:
             click.echo(
                 f"  disk {d['disk_key']}: {d['status']} phase={d['phase'] or '-'} "
