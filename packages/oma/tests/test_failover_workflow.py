@@ -403,6 +403,17 @@ def test_validation_names_what_is_wrong(lab):
     assert resumed and wf2.id == wf_id
     wf = _drive(lab, wf_id)
     assert "service offering no-such-offering does not exist" in wf.error
+    # no template named and the spec names no guest OS: never "the zone's first template"
+    with database.connection_context():
+        store.start_failover(lab.context_id, _params(lab, template_id=None))
+    wf = _drive(lab, wf_id)
+    assert "maps to no CloudStack OS type; name a template_id" in wf.error
+    assert f"rhel8-migrated ({lab.sim.template_id}, Red Hat Enterprise Linux 8)" in wf.error
+    with database.connection_context():
+        store.start_failover(lab.context_id, _params(lab, boot_disk_key="9999"))
+    wf = _drive(lab, wf_id)
+    assert "boot_disk_key 9999 is not a disk of this VM (2000, 2001)" in wf.error
+    assert lab.vma.power_calls == []
 
 
 def test_rollback_of_a_completed_failover(lab, tmp_path):
