@@ -38,7 +38,7 @@ def _mappings(values: tuple[str, ...]) -> dict[str, str]:
     help="Map a source network (name) to a CloudStack network id; repeat per network.",
 )
 @click.option("--offering", required=True, help="CloudStack service offering id.")
-@click.option("--template", help="CloudStack template id (default: the zone's first).")
+@click.option("--template", help="CloudStack template id (default: the one matching the guest OS).")
 @click.option("--vm-name", help="Name of the CloudStack VM (default: the VMware name).")
 @click.option(
     "--new-macs", is_flag=True, help="Let CloudStack choose MAC addresses (default: keep)."
