@@ -49,7 +49,10 @@ def test_snapshot_and_revert(sim, client) -> None:
     # the OMA VM runs: revert refused while attached to it
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.revertSnapshot(id=snap["id"])
-    assert exc.value.error["errorcode"] == 431
+    assert exc.value.error == {
+        "errorcode": 431,
+        "errortext": "The VM the specified disk is attached to is not in the shutdown state.",
+    }
     client.detachVolume(id=vol["id"])
     client.revertSnapshot(id=snap["id"])
     assert _sha(backing, 1 << 20) == before and backing.stat().st_ino == inode
@@ -66,3 +69,25 @@ def test_snapshot_of_allocated_volume_is_refused(sim, client) -> None:
         client.createSnapshot(volumeid=vol["id"])
     assert exc.value.response.status_code == 431
     assert "is not in Ready state but Allocated" in exc.value.error["errortext"]
+
+
+def test_revert_refused_while_the_vm_has_vm_snapshots(sim, client) -> None:
+    vm = client.deployVirtualMachine(
+        name="vm1",
+        zoneid=sim.zone_id,
+        serviceofferingid=sim.service_offering_id,
+        templateid=sim.template_id,
+        networkids=[sim.network_id],
+    )["virtualmachine"]
+    root = client.listVolumes(virtualmachineid=vm["id"])["volume"][0]
+    snap = client.createSnapshot(volumeid=root["id"])["snapshot"]
+    client.stopVirtualMachine(id=vm["id"])
+    vm_snap = client.createVMSnapshot(virtualmachineid=vm["id"])["vmsnapshot"]
+    with pytest.raises(cs.CloudStackApiException) as exc:
+        client.revertSnapshot(id=snap["id"])
+    assert exc.value.error["errortext"] == (
+        "Unable to revert snapshot for VM, please remove VM snapshots before reverting VM from "
+        "snapshot"
+    )
+    client.deleteVMSnapshot(vmsnapshotid=vm_snap["id"])
+    assert client.revertSnapshot(id=snap["id"])["snapshot"]["id"] == snap["id"]

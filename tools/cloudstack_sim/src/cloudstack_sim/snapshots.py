@@ -1,8 +1,9 @@
 """Volume snapshots: createSnapshot, listSnapshots, deleteSnapshot, revertSnapshot.
 
 A snapshot is a sparse copy of the volume's backing file (``<state-dir>/snapshots/<id>.img``).
-Rules: only a ``Ready`` volume (attached at least once) can be snapshotted; a revert needs the
-volume detached or its VM stopped, and rewrites the backing file in place (same inode, so
+Rules: only a ``Ready`` volume can be snapshotted (``VolumeApiServiceImpl.allocSnapshot``); a
+revert needs a Ready volume that is detached or whose VM is stopped and has no VM snapshots
+(``SnapshotManagerImpl.revertSnapshot``), and rewrites the backing file in place (same inode, so
 by-id links and exports stay valid).
 """
 
@@ -135,12 +136,23 @@ def _finish_revert(store: Store, args: dict[str, Any]) -> dict[str, Any]:
         raise bad_value(
             f"The volume {snap['volumename']} of snapshot {snap['name']} no longer exists"
         )
+    # SnapshotManagerImpl.revertSnapshot
+    if vol["state"] != "Ready":
+        raise bad_value("The volume is not in Ready state.")
     vm = store.data["vms"].get(vol.get("virtualmachineid") or "")
-    if vm is not None and vm["state"] != "Stopped":
-        raise bad_value(
-            f"Unable to revert snapshot: volume {vol['name']} is attached to VM "
-            f"{vm['name']} in state {vm['state']}; stop the VM or detach the volume"
-        )
+    if vm is not None:
+        if vm["state"] != "Stopped":
+            raise bad_value(
+                "The VM the specified disk is attached to is not in the shutdown state."
+            )
+        if any(
+            s["virtualmachineid"] == vm["id"]
+            for s in store.data.setdefault("vm_snapshots", {}).values()
+        ):
+            raise bad_value(
+                "Unable to revert snapshot for VM, please remove VM snapshots before reverting "
+                "VM from snapshot"
+            )
     sparse_copy(store.snapshot_path(snap["id"]), store.backing_path(vol["id"]))
     return {"snapshot": view(store, snap)}
 
