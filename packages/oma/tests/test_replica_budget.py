@@ -35,7 +35,7 @@ from oma.nbd import ExportManager
 from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
 from oma.workflows.cleanup import CleanupWorkflow
-from oma.workflows.engine import WorkflowEngine
+from oma.workflows.engine import Definition, Step, WorkflowEngine
 from oma.workflows.replicas import reconcile_attachments
 from oma.workflows.replication import ReplicationWorkflow
 
@@ -228,3 +228,24 @@ def test_reconcile_settles_rows_with_what_cloudstack_shows(budget_lab, tmp_path)
     assert stale.state == "detached" and stale.attached_vm_id is None
     assert adopted.state == "attached" and adopted.attached_vm_id == sim.oma_vm_id
     assert Path(adopted.device_path).exists()
+
+
+def test_a_failovers_final_sync_is_not_blocked_by_its_own_replicas(budget_lab):
+    """A failover holds its VM's attached replicas; its final sync needs exactly those."""
+    sim, cs, runner, poller = budget_lab.sim, budget_lab.cs, budget_lab.runner, budget_lab.poller
+    runner.admission.budget = runner.replication.s.attach_budget = 1
+    ctx_id = next(iter(budget_lab.contexts.values()))
+    with database.connection_context():
+        first = jobs_repo.create_job(ctx_id).id
+    jobs = _drive(runner, poller, cs, sim, [first], [])
+    assert jobs[first].status == "completed"
+    assert len(_attached(cs, sim.oma_vm_id)) == 1  # its replica stays attached, idle
+    with database.connection_context():
+        steps = Definition("failover_live", [Step("final_sync", lambda _c: None)])
+        WorkflowEngine("api").create(steps, context_id=ctx_id, params={})  # a failover runs
+        final = jobs_repo.create_job(ctx_id, requested_type="incremental").id
+    runner.tick()
+    job = _jobs([final])[final]
+    assert job.status != "pending" and job.wait_reason is None, job.wait_reason
+    jobs = _drive(runner, poller, cs, sim, [final], [])
+    assert jobs[final].status == "completed" and jobs[final].effective_type == "incremental"

@@ -87,7 +87,7 @@ class Admission:
                 ).order_by(CloudStackTarget.id).for_update().execute()
             pending = _pending(limit)  # again, under the lock
             contexts = _contexts_of(pending)
-            held = _held(targets, default)
+            held, own = _held(targets, default)
             blocked: dict[str, str] = {}  # oma vm → id of the oldest job waiting for it
             for job in pending:
                 ctx = contexts.get(job.context_id)
@@ -108,11 +108,14 @@ class Admission:
                         job, f"queued behind job {blocked[vm]}, which waits for room on the OMA VM"
                     )
                     continue
-                if held[vm] + need > room:
+                # what this VM's own active workflow (a failover waiting for its final sync)
+                # holds is part of what the job needs, not more
+                in_use = held[vm] - own.get(job.context_id, 0)
+                if in_use + need > room:
                     blocked[vm] = job.id
                     _wait(
                         job,
-                        f"waiting for room on the OMA VM {vm}: {held[vm]} of {room} attachable "
+                        f"waiting for room on the OMA VM {vm}: {in_use} of {room} attachable "
                         f"volumes are held by running syncs and failovers, this VM needs {need} "
                         f"(OMA_ATTACH_BUDGET={self.budget}"
                         + (
@@ -123,7 +126,8 @@ class Admission:
                         + ")",
                     )
                     continue
-                held[vm] += need
+                held[vm] = in_use + need
+                own[job.context_id] = need
                 create(job)
                 admitted += 1
         return admitted
@@ -157,9 +161,11 @@ def _disk_count(context_id: str) -> int:
     return VmDisk.select().where(VmDisk.context == context_id).count()
 
 
-def _held(targets: dict[str, CloudStackTarget], default: str | None) -> Counter[str]:
-    """Per OMA VM: volumes held by admitted jobs (all their disks) and active workflows
-    (the replicas they have on the OMA now)."""
+def _held(
+    targets: dict[str, CloudStackTarget], default: str | None
+) -> tuple[Counter[str], dict[str, int]]:
+    """Per OMA VM: volumes held by admitted jobs (all their disks) and active workflows (the
+    replicas they have on the OMA now); and what each busy context holds."""
     admitted = ReplicationJob.select(ReplicationJob.context).where(
         (ReplicationJob.status.in_(ADMITTED))
         | (
@@ -173,8 +179,9 @@ def _held(targets: dict[str, CloudStackTarget], default: str | None) -> Counter[
     )
     busy = by_jobs | {r.context_id for r in active}
     held: Counter[str] = Counter()
+    own: dict[str, int] = {}
     if not busy:
-        return held
+        return held, own
     contexts = VmContext.select(VmContext.id, VmContext.target).where(VmContext.id.in_(list(busy)))
     disks = Counter(
         d.context_id for d in VmDisk.select(VmDisk.context).where(VmDisk.context.in_(list(busy)))
@@ -191,8 +198,9 @@ def _held(targets: dict[str, CloudStackTarget], default: str | None) -> Counter[
             continue
         vm = targets[tid].oma_vm_id
         attached = on_oma[(ctx.id, vm)]
-        held[vm] += max(disks[ctx.id], attached) if ctx.id in by_jobs else attached
-    return held
+        own[ctx.id] = max(disks[ctx.id], attached) if ctx.id in by_jobs else attached
+        held[vm] += own[ctx.id]
+    return held, own
 
 
 def _wait(job: ReplicationJob, reason: str) -> None:
