@@ -2,9 +2,11 @@
 
 A deployed VM gets a ROOT volume (device 0) sized like its template and one NIC per network,
 with an address from the network's CIDR and a MAC (given through ``iptonetworklist[i].mac``
-or ``macaddress``, else generated). Custom service offerings need ``details[0].cpuNumber``,
-``details[0].cpuSpeed`` and ``details[0].memory``. States: Stopped ⇄ Running through
-start/stop (Starting/Stopping while the job runs), Destroyed, or gone after expunge.
+or ``macaddress``, else generated). States: Stopped ⇄ Running through start/stop
+(Starting/Stopping while the job runs), Destroyed, or gone after expunge. Every rule names its
+place in apache/cloudstack (``server/src/main/java/com/cloud/vm/UserVmManagerImpl.java``,
+``api/src/main/java/org/apache/cloudstack/api/command/user/vm/DeployVMCmd.java``,
+``server/src/main/java/com/cloud/api/query/QueryManagerImpl.java``).
 """
 
 from __future__ import annotations
