@@ -1,6 +1,7 @@
 """The demo command itself (tools/demo/run.py, what ``nox -s demo`` runs), with small disks:
-it succeeds with a byte check and a summary, ``--keep`` leaves the services reachable until
-``demo stop``, and Ctrl-C stops everything it started. After each run no process that
+it succeeds with a byte check and a summary (with a customized disk offering and with a fixed
+5 GB one), ``--keep`` leaves the services reachable until ``demo stop``, and Ctrl-C stops
+everything it started. After each run no process that
 belongs to the run (by its working directory, in argv or environment) is left."""
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def test_demo_migrates_and_stops_everything(tmp_path: Path) -> None:
     for row in ("full", "incremental", "final (failover)"):
         assert f"│ {row}" in out or f"\n{row} " in out, out[-2000:]
     assert "job=" in out and "status=replicating" in out  # plain progress lines
+    assert _processes_of(workdir) == []
+
+
+def test_demo_with_a_fixed_disk_offering(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    res = _demo(
+        "--small",
+        "--no-failover",
+        "--disk-offering",
+        "fixed",
+        "--progress",
+        "plain",
+        "--workdir",
+        str(workdir),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    assert "disk offering Small is not customized: every replica volume gets its fixed 5 GB" in out
+    # 64 MiB and 32 MiB disks on 5 GiB volumes: the source's bytes, then zeroes
+    assert "sha256 of the source's 64.0 MiB" in out and "after them: all zero" in out
+    assert (  # the summary may wrap long lines
+        "byte check: disk 203 equal, disk 204 equal (sha256 over each source disk's size; "
+        "the rest of each larger volume is zero)"
+    ) in " ".join(out.split())
     assert _processes_of(workdir) == []
 
 

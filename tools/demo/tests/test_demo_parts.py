@@ -22,7 +22,7 @@ from demo.flow import (
     final_sync_job_id,
     seconds_between,
 )
-from demo.verify import file_sha256
+from demo.verify import file_sha256, zero_tail
 
 MiB = 1 << 20
 
@@ -36,6 +36,19 @@ def test_file_sha256_compares_over_the_source_size(tmp_path: Path) -> None:
     expected = hashlib.sha256(data).hexdigest()
     assert file_sha256(longer, len(data)) == expected
     assert file_sha256(shorter, len(data)) == expected
+
+
+def test_zero_tail_reads_only_stored_bytes_after_the_source(tmp_path: Path) -> None:
+    volume = tmp_path / "volume.img"  # a 64 MiB sparse volume holding a 1 MiB disk
+    with open(volume, "wb") as fh:
+        fh.write(b"\x01" * MiB)
+        fh.truncate(64 * MiB)
+    assert zero_tail(volume, MiB) == (63 * MiB, True)
+    with open(volume, "r+b") as fh:
+        fh.seek(40 * MiB)
+        fh.write(b"\x00" * 4096 + b"\x07")  # stored zeroes, then one stray byte
+    assert zero_tail(volume, MiB) == (63 * MiB, False)
+    assert zero_tail(volume, 64 * MiB) == (0, True)
 
 
 def test_plain_line_and_rate_sum_the_disks_when_the_job_has_none() -> None:

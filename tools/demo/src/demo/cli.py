@@ -1,4 +1,5 @@
-"""``python -m demo [--keep] [--workdir DIR] [--small]`` and ``python -m demo stop --workdir DIR``.
+"""``python -m demo [--keep] [--workdir DIR] [--small] [--disk-offering custom|fixed]`` and
+``python -m demo stop --workdir DIR``.
 
 Exit codes: 0 success, 1 a step failed (one line ``demo failed: <reason>``), 2 missing
 prerequisites, 130 cancelled (Ctrl-C). Everything started is stopped by PID on every path,
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--small", action="store_true", help="64 MiB + 32 MiB disks instead of 1 GiB + 512 MiB"
+    )
+    p.add_argument(
+        "--disk-offering",
+        choices=["custom", "fixed"],
+        default="custom",
+        help="the target's disk offering: custom (replicas sized like their disks) or fixed "
+        '("Small", 5 GB: every replica 5 GB, zeroes after the source\'s bytes)',
     )
     p.add_argument("--no-failover", action="store_true", help="stop after the incremental sync")
     p.add_argument(
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         lab = start(workdir, sizes, _say)
-        run = Migration(lab, _say, tty=tty)
+        run = Migration(lab, _say, tty=tty, disk_offering=args.disk_offering)
         run.register()
         run.replicate("full", "full")
         run.guest_writes("guest", 24 * MiB if not args.small else 4 * MiB, seed=1)

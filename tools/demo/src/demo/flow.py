@@ -65,9 +65,15 @@ class Migration:
     """Runs the steps; ``say(tag, text)`` prints progress lines."""
 
     def __init__(
-        self, lab: Lab, say: Callable[[str, str], None], *, tty: bool | None = None
+        self,
+        lab: Lab,
+        say: Callable[[str, str], None],
+        *,
+        tty: bool | None = None,
+        disk_offering: str = "custom",
     ) -> None:
         self.lab = lab
+        self.disk_offering = disk_offering
         self.say = say
         self.tty = tty
         self.api = OmaApi(lab.oma.url, lab.oma.admin_token)
@@ -92,11 +98,10 @@ class Migration:
                 "secret_key": lab.sim.secret_key,
                 "zone_id": lab.sim.zone_id,
                 "oma_vm_id": lab.sim.oma_vm_id,
-                "disk_offering_id": lab.sim.custom_disk_offering_id,
+                "disk_offering_id": self.disk_offering_id(),
                 "is_default": True,
             },
         )
-        api.post(f"cloudstack-targets/{target['id']}/test")
         self.say("register", f"CloudStack target {target['name']} ({lab.sim.endpoint}) registered")
         cred = api.post(
             "vmware-credentials",
@@ -122,7 +127,24 @@ class Migration:
         if not added.get("added"):
             raise DemoError(f"discovery/add added nothing: {added}")
         self.out.context_id = added["added"][0]["id"]
+        self.test_target(target["id"])
         return self.out.context_id
+
+    def disk_offering_id(self) -> str:
+        """The simulator's disk offering for ``--disk-offering``: Custom, or Small (5 GB fixed)."""
+        if self.disk_offering == "fixed":
+            return str(self.lab.sim.fixture["disk_offering_ids"]["Small"])
+        return str(self.lab.sim.custom_disk_offering_id)
+
+    def test_target(self, target_id: str) -> None:
+        """``POST /cloudstack-targets/{id}/test`` once the VM is known: the disk offering's
+        notes are shown; a problem (it cannot carry the VM's disks) ends the demo."""
+        result = self.api.post(f"cloudstack-targets/{target_id}/test")
+        offering = result.get("disk_offering") or {}
+        for note in offering.get("notes") or []:
+            self.say("register", note)
+        if not result.get("ok"):
+            raise DemoError(f"CloudStack target test: {result.get('error')}")
 
     # -- replication ------------------------------------------------------------------------
 
@@ -247,11 +269,15 @@ class Migration:
         checks = check_context(ctx, self.lab.vm["images"], self.lab.sim)
         self.out.checks = checks
         for c in checks:
-            mark = "equal" if c.equal else "DIFFERENT"
+            mark = "equal" if c.source_sha256 == c.replica_sha256 else "DIFFERENT"
+            tail = ""
+            if c.tail_bytes:
+                zero = "all zero" if c.tail_zero else "NOT ZERO"
+                tail = f"; the volume's {_size(c.tail_bytes)} after them: {zero}"
             self.say(
                 "verify",
                 f"disk {c.disk_key} ({_size(c.size)}) → volume {c.volume_id}: "
-                f"sha256 {c.source_sha256[:16]}… {mark}",
+                f"sha256 of the source's {_size(c.size)} {c.source_sha256[:16]}… {mark}{tail}",
             )
         bad = [c.disk_key for c in checks if not c.equal]
         if bad:

@@ -38,6 +38,11 @@ def render(out: Outcome, wall_seconds: float) -> None:
                 f"disk {c.disk_key} {'equal' if c.equal else 'DIFFERENT'}" for c in out.checks
             )
             or "not run"
+        )
+        + (
+            " (sha256 over each source disk's size; the rest of each larger volume is zero)"
+            if any(c.tail_bytes for c in out.checks)
+            else ""
         ),
         f"total demo time: {wall_seconds:.0f} s",
     ]

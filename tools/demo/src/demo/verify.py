@@ -1,13 +1,15 @@
 """Byte equality: each source disk (qcow2, read with qemu-img) vs its replica volume's file.
 
 The replica's bytes are the CloudStack simulator's backing file of the volume
-(``<state dir>/volumes/<volume id>.img``), compared over the source disk's size (a CloudStack
-volume is sized in whole GB, so it may be larger than the disk).
+(``<state dir>/volumes/<volume id>.img``), compared over the source disk's size. A volume may be
+larger than its disk (CloudStack sizes volumes in whole GB, and a disk offering that is not
+customized gives every volume its fixed size): the rest of the volume must hold zeroes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,13 @@ class DiskCheck:
     size: int
     source_sha256: str
     replica_sha256: str
+    tail_bytes: int = 0
+    tail_zero: bool = True
 
     @property
     def equal(self) -> bool:
-        """True when the replica holds exactly the source's bytes."""
-        return self.source_sha256 == self.replica_sha256
+        """True when the replica holds exactly the source's bytes, then only zeroes."""
+        return self.source_sha256 == self.replica_sha256 and self.tail_zero
 
 
 def file_sha256(path: Path, size: int) -> str:
@@ -47,6 +51,29 @@ def file_sha256(path: Path, size: int) -> str:
         digest.update(bytes(n))
         left -= n
     return digest.hexdigest()
+
+
+def zero_tail(path: Path, start: int) -> tuple[int, bool]:
+    """(bytes after ``start``, whether they are all zero) of a file; holes are skipped
+    (``SEEK_DATA``), so a large sparse volume is checked by reading only what it stores."""
+    with open(path, "rb") as fh:
+        end = os.fstat(fh.fileno()).st_size
+        pos = start
+        while pos < end:
+            try:
+                pos = os.lseek(fh.fileno(), pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after pos
+                break
+            hole = os.lseek(fh.fileno(), pos, os.SEEK_HOLE)
+            fh.seek(pos)
+            while pos < hole:
+                block = fh.read(min(CHUNK, hole - pos))
+                if not block:
+                    break
+                if block.count(0) != len(block):
+                    return max(0, end - start), False
+                pos += len(block)
+    return max(0, end - start), True
 
 
 def replica_volumes(context_id: str, keys: list[str], sim: Any) -> dict[str, dict[str, Any]]:
@@ -91,6 +118,7 @@ def check_context(context: dict[str, Any], images: dict[str, str], sim: Any) -> 
         volume_id = volumes[key]["id"]
         backing = Path(sim.state_dir) / "volumes" / f"{volume_id}.img"
         replica = file_sha256(backing, size) if backing.exists() else "missing"
+        tail, zero = zero_tail(backing, size) if backing.exists() else (0, True)
         checks.append(
             DiskCheck(
                 disk_key=key,
@@ -98,6 +126,8 @@ def check_context(context: dict[str, Any], images: dict[str, str], sim: Any) -> 
                 size=size,
                 source_sha256=lab_disk_sha256(images[key], size=size),
                 replica_sha256=replica,
+                tail_bytes=tail,
+                tail_zero=zero,
             )
         )
     return checks
