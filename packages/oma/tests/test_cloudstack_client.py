@@ -239,25 +239,32 @@ def test_fixed_disk_offering_gets_no_size_and_must_hold_the_disk(sim, csc) -> No
         csc.create_volume("x", zone_id=sim.zone_id, disk_offering_id="nope", size_bytes=GIB)
 
 
-def test_custom_size_over_cloudstacks_limit_is_refused_before_asking(tmp_path) -> None:
+def test_custom_size_limit_read_from_cloudstack_is_checked_before_asking(
+    tmp_path, monkeypatch
+) -> None:
     with (
         cloudstack_sim(tmp_path, settings={"custom.diskoffering.size.max": 2}) as sim,
         _client(sim) as csc,
     ):
+        custom = sim.custom_disk_offering_id
+        # the key cannot read the setting (listConfigurations is refused): CloudStack decides
+        assert csc.custom_disk_max_gib() is None
+        with pytest.raises(CloudStackError) as exc:
+            csc.create_volume(
+                "big", zone_id=sim.zone_id, disk_offering_id=custom, size_bytes=3 * GIB
+            )
+        assert exc.value.errorcode == 431 and "out of allowed range" in exc.value.errortext
+        # a key that reads it (an admin's on real CloudStack): the client refuses first
+        values = {"custom.diskoffering.size.max": "2", "storage.max.volume.size": "2000"}
+        monkeypatch.setattr(csc, "setting", values.get)
         assert csc.custom_disk_max_gib() == 2
         ok = csc.create_volume(
-            "two",
-            zone_id=sim.zone_id,
-            disk_offering_id=sim.custom_disk_offering_id,
-            size_bytes=2 * GIB,
+            "two", zone_id=sim.zone_id, disk_offering_id=custom, size_bytes=2 * GIB
         )
         assert ok["size"] == 2 * GIB
         with pytest.raises(OfferingMismatch) as exc:
             csc.create_volume(
-                "three",
-                zone_id=sim.zone_id,
-                disk_offering_id=sim.custom_disk_offering_id,
-                size_bytes=2 * GIB + 1,
+                "three", zone_id=sim.zone_id, disk_offering_id=custom, size_bytes=2 * GIB + 1
             )
         assert "takes at most 2 GB (CloudStack's custom.diskoffering.size.max" in str(exc.value)
         assert csc.list_volumes(name="three") == []

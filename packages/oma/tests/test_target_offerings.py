@@ -188,22 +188,39 @@ def test_fixed_offering_large_enough_passes_with_a_note(
 
 
 @pytest.mark.slow
-def test_custom_size_limit_of_the_target(client: Any, auth: Any, sim: SimInfo) -> None:
-    target = _target(client, auth, sim, sim.custom_disk_offering_id, disk_size_max_gib=2)
-    assert target["disk_size_max_gib"] == 2
-    ctx = _context(client, auth, _vm(3 * GIB))
-    r = client.post(f"/api/v1/cloudstack-targets/{target['id']}/test", headers=auth.operator)
-    limit = r.json["disk_offering"]
-    if limit["max_source"] == "cloudstack":  # the key reads CloudStack's own limit (1024 GB)
-        assert r.json["ok"] is True and limit["max_gib"] == 1024
-        return
-    assert (limit["max_gib"], limit["max_source"]) == (2, "target")
-    assert r.json["ok"] is False and "takes at most 2 GB" in r.json["error"]
-    r = client.post(
-        "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
-    )
-    assert r.status_code == 409 and r.json["error"]["code"] == "disk_too_large"
-    assert f"disk Hard disk 2 (key 2001) has {3 * GIB} bytes" in r.json["error"]["message"]
+def test_custom_size_limit_of_the_target(client: Any, auth: Any, tmp_path: Path) -> None:
+    # a user key cannot read custom.diskoffering.size.max: the target's own limit applies
+    with cloudstack_sim(tmp_path / "cs", settings={"sim.account.type": "user"}) as sim:
+        target = _target(client, auth, sim, sim.custom_disk_offering_id)
+        ctx = _context(client, auth, _vm(3 * GIB))
+        r = client.post(f"/api/v1/cloudstack-targets/{target['id']}/test", headers=auth.operator)
+        assert r.json["ok"] is True, r.json
+        offering = r.json["disk_offering"]
+        assert (offering["max_gib"], offering["max_source"]) == (1024, "default")
+        assert offering["notes"] == [
+            "custom sizes up to 1024 GB (CloudStack's default custom.diskoffering.size.max, "
+            "assumed because the API key cannot read the setting)"
+        ]
+        r = client.patch(
+            f"/api/v1/cloudstack-targets/{target['id']}",
+            headers=auth.admin,
+            json={"disk_size_max_gib": 2},
+        )
+        assert r.status_code == 200 and r.json["disk_size_max_gib"] == 2
+        r = client.post(f"/api/v1/cloudstack-targets/{target['id']}/test", headers=auth.operator)
+        offering = r.json["disk_offering"]
+        assert (offering["max_gib"], offering["max_source"]) == (2, "target")
+        assert r.json["ok"] is False and "takes at most 2 GB" in r.json["error"]
+        r = client.post(
+            "/api/v1/replications", headers=auth.operator, json={"vm_context_id": ctx["id"]}
+        )
+        assert r.status_code == 409 and r.json["error"]["code"] == "disk_too_large"
+        assert r.json["error"]["message"] == (
+            f"VM big-01 cannot be replicated to CloudStack target lab-cs: disk Hard disk 2 "
+            f"(key 2001) has {3 * GIB} bytes (3 GB) but disk offering Custom takes at most 2 GB "
+            "(the target's disk_size_max_gib). Choose a customized disk offering for the target "
+            "(its disk_offering_id)."
+        )
 
 
 def test_bad_size_limit_names_the_field(client: Any, auth: Any) -> None:
