@@ -121,12 +121,66 @@ def test_a_restarted_worker_with_the_same_id_reclaims_at_once(db):
 
 
 def test_claim_uses_row_locks_on_every_database(any_db):
-    """FOR UPDATE SKIP LOCKED on PostgreSQL/MariaDB, plain transactions on SQLite."""
+    """A worker's claim skips a workflow whose row another worker's open claim transaction
+    holds (``FOR UPDATE SKIP LOCKED`` on PostgreSQL/MariaDB: it neither waits nor takes it).
+    SQLite has no row locks: the claim waits for the other transaction's database write lock
+    (``BEGIN IMMEDIATE``) and then sees its lease."""
+    import threading
+
+    from oma.database.db import is_sqlite, write_transaction
+
     d = Definition("test", [Step("a", lambda c: {"ok": True})])
-    engine = WorkflowEngine("w-any")
-    wf = engine.create(d)
-    claimed = engine.claim(["test"])
-    assert claimed is not None and claimed.id == wf.id
-    assert WorkflowEngine("other").claim(["test"]) is None
-    assert engine.run(claimed, d) == "done"
-    assert _steps(wf.id) == [("a", "done", 1)]
+    first = WorkflowEngine("w-any").create(d)
+    second = WorkflowEngine("w-any").create(d)
+    # the first is the oldest: a claim that ignored the lock would pick it
+    Workflow.update(created_at=utcnow() - timedelta(minutes=5)).where(
+        Workflow.id == first.id
+    ).execute()
+    holding, release, wants_lock = threading.Event(), threading.Event(), threading.Event()
+    got = {}
+
+    def hold() -> None:  # worker w-any: claims inside a transaction that stays open
+        with database.connection_context(), write_transaction():
+            got["holder"] = WorkflowEngine("w-any").claim(["test"])
+            holding.set()
+            release.wait(60)
+
+    def claim() -> None:  # worker "other", on its own connection
+        with database.connection_context():
+            if is_sqlite():  # tell when it first needs the write lock (and may wait for it)
+                database.connection().set_trace_callback(
+                    lambda sql: sql.startswith(("BEGIN IMMEDIATE", "UPDATE")) and wants_lock.set()
+                )
+            got["other"] = WorkflowEngine("other").claim(["test"])
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(30)
+    claimer = threading.Thread(target=claim)
+    claimer.start()
+    if is_sqlite():
+        assert wants_lock.wait(30)
+        release.set()  # the claim waits for this commit
+        claimer.join(30)
+        blocked = claimer.is_alive()
+    else:
+        claimer.join(30)  # generous: SKIP LOCKED answers at once
+        blocked = claimer.is_alive()
+        release.set()
+        claimer.join(60)
+    holder.join(30)
+    assert not blocked, "the claim waited for the row another worker holds"
+    assert got["holder"].id == first.id and got["holder"].claimed_by == "w-any"
+    if any_db.startswith("mysql"):
+        # InnoDB's locking read (repeatable read) also locks the rows the claim scanned and
+        # did not take, so a concurrent claim may skip every row: it never waits and never
+        # takes the held one, and the worker claims again on its next tick
+        assert got["other"] is None or got["other"].id == second.id
+        got["other"] = got["other"] or WorkflowEngine("other").claim(["test"])
+    assert got["other"] is not None and got["other"].id == second.id
+    assert {w.id: w.claimed_by for w in Workflow.select()} == {
+        first.id: "w-any",
+        second.id: "other",
+    }
+    assert WorkflowEngine("w-any").run(got["holder"], d) == "done"
+    assert _steps(first.id) == [("a", "done", 1)]
