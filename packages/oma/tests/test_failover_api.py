@@ -345,3 +345,24 @@ def test_locked_checks_on_every_database(any_app: Any) -> None:
     assert second.status_code == 409 and second.json["error"]["code"] == "conflict"
     assert post(f"vm-contexts/{ctx}/cleanup").status_code == 409  # the job is active
     assert post(f"vm-contexts/{ctx}/failover", BODY).status_code == 409
+
+
+def test_template_check_is_left_to_validate_when_cloudstack_does_not_answer(
+    app: Any, client: Any, auth: Any
+) -> None:
+    from labtest.procs import free_port
+
+    target = {
+        "name": "down",
+        "endpoint": f"http://127.0.0.1:{free_port()}/client/api",  # nothing listens
+        "api_key": "k",
+        "secret_key": "s",
+        "zone_id": "zone-1",
+        "oma_vm_id": "oma-vm",
+        "is_default": True,
+    }
+    res = client.post("/api/v1/cloudstack-targets", json=target, headers=auth.admin)
+    assert res.status_code == 201, res.json
+    ctx = _context(app, spec={"guest_os": "solaris11_64Guest"})
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert res.status_code == 202, res.json
