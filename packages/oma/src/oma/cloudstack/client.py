@@ -36,6 +36,9 @@ REMOVED_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
 """VM states of a VM that is gone for the OMA; admins still see the first two in
 listVirtualMachines (``QueryManagerImpl.searchForUserVMsInternal`` lists every state but
 Expunged for them)."""
+ADMIN_READS = frozenset({"listConfigurations"})
+"""Commands only admins may run, tried for optional facts: a refusal is expected (logged at
+info, not as a warning)."""
 PERMISSION_DENIED = 531
 """CloudStack's errorcode for a PermissionDeniedException (``ApiErrorCode.ACCOUNT_ERROR``)."""
 
@@ -105,7 +108,8 @@ class CloudStackClient:
             status = getattr(exc.response, "status_code", None)
             code = err.get("errorcode") or status
             text = err.get("errortext") or str(exc.args[0] if exc.args else exc)
-            log.warning("cloudstack error", command=command, errorcode=code, errortext=text)
+            level = log.info if command in ADMIN_READS else log.warning
+            level("cloudstack error", command=command, errorcode=code, errortext=text)
             raise CloudStackError(text, errorcode=code, command=command) from exc
         except cs.CloudStackException as exc:  # job timeout, non-JSON answer (wrong URL)
             status = getattr(exc.response, "status_code", None)
@@ -174,8 +178,7 @@ class CloudStackClient:
                 items = self._list("listConfigurations", name=name)
             except CloudStackUnreachable:
                 raise
-            except CloudStackError as exc:
-                log.info("setting unreadable", name=name, errorcode=exc.errorcode)
+            except CloudStackError:
                 items = []
             value = next((i.get("value") for i in items if i.get("name") == name), None)
             self._settings[name] = None if value is None else str(value)
