@@ -474,21 +474,66 @@ def test_a_vm_deployed_before_a_crash_is_adopted_not_duplicated(lab, monkeypatch
     assert vms[0]["state"] == "Running"
 
 
-def test_guest_conversion_runs_when_configured(lab, monkeypatch):
+@pytest.mark.parametrize("tool", ["succeeds", "fails", "missing"])
+def test_guest_conversion_runs_when_configured(lab, monkeypatch, tmp_path, tool):
+    import os
+
     assert _replicate(lab).status == "completed"
-    # as on a host without the virt-v2v package
-    monkeypatch.setattr("oma.workflows.failover.shutil.which", lambda _name: None)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "v2v-calls"
+    bin_dir.mkdir()
+    if tool != "missing":
+        # a stand-in that records its arguments and whether the disk is there
+        script = bin_dir / "virt-v2v-in-place"
+        script.write_text(
+            "#!/bin/sh\n"
+            'for arg in "$@"; do echo "$arg"; done > "$V2V_CALLS"\n'
+            '[ -e "$3" ] && echo present >> "$V2V_CALLS"\n'
+            '[ -z "$V2V_FAIL" ] && exit 0\n'
+            'echo "virt-v2v-in-place: warning: opening the disk" >&2\n'
+            'echo "virt-v2v-in-place: error: $V2V_FAIL" >&2\n'
+            "exit 1\n"
+        )
+        script.chmod(0o755)
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if d]
+    if tool == "missing":  # as on a host without the virt-v2v package
+        path = [d for d in path if not (Path(d) / "virt-v2v-in-place").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), *path]))
+    monkeypatch.setenv("V2V_CALLS", str(calls))
+    if tool == "fails":
+        monkeypatch.setenv("V2V_FAIL", "inspection could not detect the source guest")
     config = type(
         "Cfg",
         (),
         {"worker_id": "test-worker", "lease_timeout": 30.0, "guest_conversion": "virt-v2v"},
     )()
     lab.failover = build_failover_runner(config, lab.failover_services)
+    with database.connection_context():  # the replicas' devices on the OMA after the sync
+        devices = {v.disk_key: v.device_path for v in ReplicaVolume.select()}
     wf_id = _start(lab)
     wf = _drive(lab, wf_id)
+    steps = _steps(wf_id)
+    boot = devices[steps["validate"].data["boot_disk_key"]]
+    assert boot is not None
+    if tool == "succeeds":
+        assert wf.status == "done", wf.error
+        # run on the boot replica while it was still attached to the OMA
+        assert steps["guest_conversion"].data == {"skipped": False, "device": boot}
+        assert calls.read_text().splitlines() == ["-i", "disk", boot, "present"]
+        assert steps["detach_replicas"].status == "done"
+        return
     assert wf.status == "failed"
-    assert wf.error.startswith("guest_conversion: virt-v2v-in-place is not installed")
-    assert _steps(wf_id)["detach_replicas"].status == "pending"  # the replicas stay on the OMA
+    assert steps["guest_conversion"].status == "failed"
+    assert steps["detach_replicas"].status == "pending"  # the replicas stay on the OMA
+    if tool == "fails":
+        assert wf.error == (
+            "guest_conversion: virt-v2v-in-place failed with exit code 1: "
+            "virt-v2v-in-place: warning: opening the disk | "
+            "virt-v2v-in-place: error: inspection could not detect the source guest"
+        )
+        assert calls.read_text().splitlines() == ["-i", "disk", boot, "present"]
+    else:
+        assert wf.error.startswith("guest_conversion: virt-v2v-in-place is not installed")
+        assert not calls.exists()
 
 
 def test_guest_conversion_setting_is_validated():
