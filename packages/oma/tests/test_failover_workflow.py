@@ -361,7 +361,9 @@ def test_failed_final_sync_fails_the_failover_and_rollback_restores_the_source(l
     assert all(d.change_id for d in disks)  # the replicas were never used: keep syncing
 
 
-def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path, sha256_head):
+def test_rollback_after_a_failed_deploy_keeps_replicas_for_the_next_sync(
+    lab, tmp_path, sha256_head
+):
     assert _replicate(lab).status == "completed"
     inject_fault(lab.sim, "attachVolume", 530, errortext="Failed to attach volume: host down")
     wf_id = _start(lab)
@@ -377,16 +379,25 @@ def test_rollback_after_a_failed_deploy_reattaches_replicas(lab, tmp_path, sha25
     assert lab.cs.get_vm(vm_id) is None
     with database.connection_context():
         volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+        running = NbdExport.select().where(NbdExport.state == "running").count()
+    # the replicas wait detached (no export): the next sync attaches them on demand
+    for key in DISKS:
+        assert lab.cs.get_volume(volumes[key].cloudstack_volume_id).get("virtualmachineid") is None
+        assert volumes[key].state == "detached" and volumes[key].device_path is None
+    assert running == 0 and lab.exports.list_running() == []
+    # the VM syncs again from where it was, and the replicas equal the sources
+    job = _replicate(lab)
+    assert job.status == "completed" and job.effective_type == "incremental"
+    with database.connection_context():
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
     for key, size in DISKS.items():
-        cs_vol = lab.cs.get_volume(volumes[key].cloudstack_volume_id)
-        assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
+        assert lab.cs.get_volume(volumes[key].cloudstack_volume_id)["virtualmachineid"] == (
+            lab.sim.oma_vm_id
+        )
         assert volumes[key].state == "attached"
         assert sha256_head(Path(volumes[key].device_path), size) == sha256_head(
             _raw(lab.sources[key], tmp_path), size
         )
-    # the VM syncs again from where it was
-    job = _replicate(lab)
-    assert job.status == "completed" and job.effective_type == "incremental"
 
 
 def test_validation_names_what_is_wrong(lab):

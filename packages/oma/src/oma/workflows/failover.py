@@ -1,4 +1,4 @@
-"""The live failover workflow (issue #6): the source VM stops, its replicas boot in CloudStack.
+"""The live failover workflow: the source VM stops, its replicas boot in CloudStack.
 
 Steps (``workflow_steps`` rows of a ``failover_live`` workflow; each idempotent, each
 re-checking the real state before acting, so a killed worker resumes at the recorded step):
@@ -16,7 +16,8 @@ re-checking the real state before acting, so a killed worker resumes at the reco
    ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked.
 4. ``guest_conversion``  — ``virt-v2v-in-place`` on the boot replica while it is still on the
    OMA, or skipped (``OMA_GUEST_CONVERSION=skip``, the lab's default).
-5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM.
+5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM
+   (:func:`oma.workflows.replicas.detach_from_oma`).
 6. ``deploy_target``     — ``deployVirtualMachine`` stopped (template, offering — CPU/memory
    from the source spec when the offering is custom — one NIC per source NIC on its mapped
    network, MACs kept when ``keep_macs``, ``boottype``/``bootmode`` from the source's
@@ -45,9 +46,7 @@ from ..database.models import (
     CloudStackTarget,
     ContextState,
     JobStatus,
-    NbdExport,
     ReplicationJob,
-    ReplicaVolume,
     VmaAppliance,
     VmContext,
     VmDisk,
@@ -59,6 +58,8 @@ from ..services import _queries as q
 from .engine import StepContext
 from .failover_engine import StepWaiting, ordered_definition
 from .failover_store import FAILOVER_STEPS, KIND, seconds_between, step_data
+from .replicas import detach_from_oma, disk_order
+from .replicas import live_replicas as replicas
 from .replication import ReplicationServices, context_target
 from .target_vm import (
     TargetInvalid,
@@ -92,19 +93,6 @@ class FailoverServices(ReplicationServices):
 # -- helpers shared with the rollback ----------------------------------------------------------
 
 
-def disk_order(key: str) -> tuple[int, str]:
-    """Sort key of a disk key: numeric order where possible (``2000`` < ``2001`` < ``16000``)."""
-    return (len(key), key)
-
-
-def replicas(context_id: str) -> list[ReplicaVolume]:
-    """The context's live replica volumes in disk-key order."""
-    rows = ReplicaVolume.select().where(
-        ReplicaVolume.context == context_id, ReplicaVolume.state != "deleted"
-    )
-    return sorted(rows, key=lambda r: disk_order(r.disk_key))
-
-
 def target_of(context: VmContext) -> CloudStackTarget:
     """The context's CloudStack target, else the default (or oldest) one."""
     row = context_target(context)
@@ -119,18 +107,6 @@ def vma_of(context: VmContext) -> VmaAppliance:
     if row is None:
         raise FailoverInvalid(f"VM context {context.name} has no VMA", step="validate")
     return row
-
-
-def stop_exports(exports: Any, rv: ReplicaVolume) -> int:
-    """Stop every running export of a replica volume (rows → ``stopped``); how many."""
-    stopped = 0
-    for row in NbdExport.select().where(NbdExport.volume == rv.id, NbdExport.state == "running"):
-        if row.pid:
-            exports.stop(row.pid, rv.cloudstack_volume_id)
-        row.state, row.updated_at = "stopped", utcnow()
-        row.save()
-        stopped += 1
-    return stopped
 
 
 def boot_disk_key(context: VmContext, requested: str | None = None) -> tuple[str, str]:
@@ -436,7 +412,6 @@ class FailoverWorkflow:
         detached: list[str] = []
         for rv in replicas(ctx.workflow.context_id):
             ctx.renew_lease()
-            stop_exports(self.s.exports, rv)
             vol = cs.get_volume(rv.cloudstack_volume_id)
             if vol is None:
                 raise WorkflowError(
@@ -444,19 +419,17 @@ class FailoverWorkflow:
                     step=ctx.step,
                 )
             vm = vol.get("virtualmachineid")
-            if vm == target.oma_vm_id:
-                cs.detach_volume(rv.cloudstack_volume_id)
-                detached.append(rv.disk_key)
-            elif vm and vm != own_vm:
+            if vm and vm not in (target.oma_vm_id, own_vm):
                 raise WorkflowError(
                     f"replica volume {rv.cloudstack_volume_id} of disk {rv.disk_key} is attached "
                     f"to VM {vm}, neither the OMA nor this failover's VM",
                     step=ctx.step,
                 )
-            if vm != own_vm or not vm:
-                rv.attached_vm_id, rv.device_id, rv.device_path = None, None, None
-                rv.state, rv.updated_at = "detached", utcnow()
-                rv.save()
+            on_target = bool(vm) and vm == own_vm  # a resumed failover moved it already
+            if not on_target and detach_from_oma(
+                self.s.exports, cs, target, rv, reason="for the failover"
+            ):
+                detached.append(rv.disk_key)
         if detached:
             self._event(
                 ctx, "replicas_detached", f"detached disk(s) {', '.join(detached)} from the OMA"
