@@ -127,6 +127,9 @@ def test_fixed_offering_too_small_is_reported_and_refused(
     error = r.json["error"]
     assert (error["code"], error["field"]) == ("disk_too_large", "vm_context_id")
     assert disk in error["message"] and "Small is not customized" in error["message"]
+    assert error["message"].endswith(
+        "Choose a customized disk offering for the target (its disk_offering_id)."
+    )
     assert "Hard disk 1" not in error["message"]
     stored = client.get(f"/api/v1/cloudstack-targets/{target['id']}", headers=auth.viewer).json
     assert stored["disk_offering_facts"]["id"] == small
@@ -218,8 +221,8 @@ def test_custom_size_limit_of_the_target(client: Any, auth: Any, tmp_path: Path)
         assert r.json["error"]["message"] == (
             f"VM big-01 cannot be replicated to CloudStack target lab-cs: disk Hard disk 2 "
             f"(key 2001) has {3 * GIB} bytes (3 GB) but disk offering Custom takes at most 2 GB "
-            "(the target's disk_size_max_gib). Choose a customized disk offering for the target "
-            "(its disk_offering_id)."
+            "(the target's disk_size_max_gib). Raise CloudStack's custom.diskoffering.size.max "
+            "(or, when the API key cannot read it, the target's disk_size_max_gib)."
         )
 
 

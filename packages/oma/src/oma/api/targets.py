@@ -177,11 +177,17 @@ def refuse_disks_too_large(ctx: VmContext, field: str) -> None:
             )
     problems = disk_offering_problems(facts, disks)
     if problems:
+        remedy = (
+            "Raise CloudStack's custom.diskoffering.size.max (or, when the API key cannot read "
+            "it, the target's disk_size_max_gib)"
+            if facts["customized"]
+            else "Choose a customized disk offering for the target (its disk_offering_id)"
+        )
         raise ApiError(
             "disk_too_large",
             f"VM {ctx.name} cannot be replicated to CloudStack target {row.name}: "
             + "; ".join(problems)
-            + ". Choose a customized disk offering for the target (its disk_offering_id).",
+            + f". {remedy}.",
             409,
             field,
         )
@@ -189,7 +195,7 @@ def refuse_disks_too_large(ctx: VmContext, field: str) -> None:
 
 def _offering_report(client: Any, row: CloudStackTarget) -> dict[str, Any]:
     """The test answer's ``disk_offering``: facts, problems (replicas it cannot carry), notes
-    and a customized offering that would carry them."""
+    and, unless the offering is customized, a customized one (``suggested``)."""
     stored = read_offering_facts(client, row)
     problems: list[str] = []
     notes: list[str] = []
@@ -209,7 +215,7 @@ def _offering_report(client: Any, row: CloudStackTarget) -> dict[str, Any]:
         else:
             notes.append(f"custom sizes up to {facts['max_gib']} GB ({describe_limit(facts)})")
     suggested = None
-    if problems or (facts is not None and not facts["customized"]):
+    if facts is None or not facts["customized"]:  # another customized one has the same limit
         suggested = next(
             (
                 {"id": o.get("id"), "name": o.get("name")}
