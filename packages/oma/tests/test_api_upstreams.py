@@ -216,6 +216,13 @@ def test_cloudstack_target_against_simulator(client: Any, auth: Any, tmp_path: P
         r = client.post(f"/api/v1/cloudstack-targets/{target['id']}/test", headers=auth.operator)
         assert r.json["ok"] is True, r.json
         assert r.json["oma_vm"]["id"] == sim.oma_vm_id
+        offering = r.json["disk_offering"]
+        assert (offering["id"], offering["customized"], offering["problems"]) == (
+            sim.custom_disk_offering_id,
+            True,
+            [],
+        )
+        assert offering["suggested"] is None
         offerings = client.get(
             f"/api/v1/cloudstack-targets/{target['id']}/offerings", headers=auth.viewer
         ).json
