@@ -446,9 +446,9 @@ def test_rollback_of_a_completed_failover(lab, tmp_path):
     # the target VM ran on the replicas: they are no copy of the source any more
     assert ctx.state == "discovered" and not ctx.ready_for_failover
     assert all(d.change_id is None for d in disks)
-    for key in DISKS:
-        cs_vol = lab.cs.get_volume(volumes[key].cloudstack_volume_id)
-        assert cs_vol["virtualmachineid"] == lab.sim.oma_vm_id
+    for key in DISKS:  # kept, detached: the next sync attaches them on demand
+        assert volumes[key].state == "detached"
+        assert lab.cs.get_volume(volumes[key].cloudstack_volume_id).get("virtualmachineid") is None
     job = _replicate(lab)
     assert job.status == "completed" and job.effective_type == "full"
 
