@@ -1,6 +1,6 @@
 """The progress and job contract shared by migratekit, the VMA and the OMA.
 
-One definition of every status and phase word (architecture.md §3). The models validate
+One definition of every status and phase word (docs/architecture.md §3). The models validate
 on construction; :func:`parse_disk_update` and :func:`parse_job_progress` turn pydantic's
 errors into :class:`ContractError` naming the offending field.
 """

@@ -16,7 +16,7 @@ bp = Blueprint("progress", __name__, url_prefix="/api/v1/progress")
 
 @bp.get("/<job_id>")
 def job_progress(job_id: str) -> Any:
-    """One job's progress in the contract's shape (architecture.md §3)."""
+    """One job's progress in the contract's shape (docs/architecture.md §3)."""
     row = jobs.get_job(job_id)
     return jsonify(progress(row, jobs.list_job_disks(job_id)))
 

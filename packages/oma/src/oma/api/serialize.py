@@ -222,7 +222,7 @@ PROGRESS_STATUS = {
 
 
 def progress(row: ReplicationJob, disks: list[JobDisk]) -> dict[str, Any]:
-    """A job's progress in the contract's shape (architecture.md §3) plus the OMA status."""
+    """A job's progress in the contract's shape (docs/architecture.md §3) plus the OMA status."""
     return {
         "job_id": row.id,
         "status": PROGRESS_STATUS[row.status],

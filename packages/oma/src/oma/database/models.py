@@ -29,7 +29,7 @@ from .fields import JSONField, UtcDateTimeField, UUIDStrField, new_id, now
 
 
 class JobStatus(StrEnum):
-    """Replication job states (architecture.md §4)."""
+    """Replication job states (docs/architecture.md §4)."""
 
     PENDING = "pending"
     PROVISIONING = "provisioning"
@@ -63,7 +63,7 @@ class RequestedType(StrEnum):
 
 
 class ContextState(StrEnum):
-    """VM context states (architecture.md §4)."""
+    """VM context states (docs/architecture.md §4)."""
 
     DISCOVERED = "discovered"
     REPLICATING = "replicating"
