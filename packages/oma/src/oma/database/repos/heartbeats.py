@@ -32,8 +32,3 @@ def beat(worker_id: str, *, version: str | None = None, started_at: datetime | N
 def latest() -> WorkerHeartbeat | None:
     """The most recent heartbeat of any worker, or None when no worker ever ran."""
     return WorkerHeartbeat.select().order_by(WorkerHeartbeat.seen_at.desc()).first()
-
-
-def list_heartbeats() -> list[WorkerHeartbeat]:
-    """All known workers, most recently seen first."""
-    return list(WorkerHeartbeat.select().order_by(WorkerHeartbeat.seen_at.desc()))
