@@ -589,3 +589,30 @@ def test_retry_after_a_failed_final_sync_runs_a_new_one(lab):
     assert steps["final_sync"].attempts == 2
     with database.connection_context():
         assert VmContext.get_by_id(lab.context_id).state == "failed_over_live"
+
+
+def test_a_destroyed_vm_holding_the_name_is_never_adopted_or_clashed_with(lab):
+    """A Destroyed (not expunged) VM keeps its host name in CloudStack: the failover neither
+    adopts it nor deploys into the clash; a derived name moves on, a requested one is refused."""
+    assert _replicate(lab).status == "completed"
+    name = vm_name_for("web_1.lab")
+    old = lab.cs.deploy_vm(
+        name=name,
+        zone_id=lab.sim.zone_id,
+        service_offering_id=lab.sim.service_offering_id,
+        template_id=lab.sim.template_id,
+        network_ids=[lab.sim.network_id],
+    )
+    lab.cs.destroy_vm(old["id"], expunge=False)
+    assert lab.cs.get_vm(old["id"])["state"] == "Destroyed"
+
+    refused = _drive(lab, _start(lab, vm_name=name))
+    assert refused.status == "failed" and f"the name {name} is still held" in refused.error
+    with database.connection_context():
+        wf, resumed = store.start_failover(lab.context_id, _params(lab))
+    assert resumed
+    wf = _drive(lab, wf.id)
+    assert wf.status == "done", wf.error
+    assert wf.result["target_vm_name"] == f"{name}-2"
+    assert wf.result["target_vm_id"] != old["id"]
+    assert lab.cs.get_vm(old["id"])["state"] == "Destroyed"  # untouched

@@ -355,13 +355,20 @@ class CloudStackClient:
         A Destroyed or Expunging VM is returned as it is (see :func:`is_removed`)."""
         return self._one("listVirtualMachines", id=vm_id, listall=True)
 
-    def list_vms(self, name: str | None = None) -> list[dict[str, Any]]:
+    def list_vms(
+        self, name: str | None = None, *, include_removed: bool = False
+    ) -> list[dict[str, Any]]:
         """Live VMs, optionally only those named exactly ``name``.
 
-        Destroyed, Expunging and Expunged VMs are left out: a name found here belongs to a VM
-        that workflows may adopt or must not clash with."""
+        Destroyed, Expunging and Expunged VMs are left out unless ``include_removed``: a name
+        found here belongs to a VM that workflows may adopt or must not clash with. (A Destroyed
+        VM still holds its host name in its networks until it is expunged.)"""
         items = self._list("listVirtualMachines", name=name, listall=True)
-        return [v for v in items if (name is None or v.get("name") == name) and not is_removed(v)]
+        return [
+            v
+            for v in items
+            if (name is None or v.get("name") == name) and (include_removed or not is_removed(v))
+        ]
 
     # ----- volume snapshots -------------------------------------------------------------
     def create_snapshot(self, volume_id: str, name: str | None = None) -> dict[str, Any]:

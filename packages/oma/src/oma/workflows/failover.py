@@ -42,6 +42,7 @@ from typing import Any
 
 from migration_common import get_logger, rfc3339, utcnow
 
+from ..cloudstack.client import is_removed
 from ..database.models import (
     CloudStackTarget,
     ContextState,
@@ -261,14 +262,8 @@ class FailoverWorkflow:
             raise FailoverInvalid("network_mappings maps no network", step="validate")
         boot_type, boot_mode = boot_firmware(spec)
 
-        name = p.get("vm_name") or vm_name_for(context.name)
         own_vm = self._later(ctx, "deploy_target").get("vm_id")
-        clash = [v for v in cs.list_vms(name=name) if v.get("id") != own_vm]
-        if clash:
-            raise FailoverInvalid(
-                f"a CloudStack VM named {name} already exists ({clash[0].get('id')})",
-                step="validate",
-            )
+        name = self._vm_name(cs, p.get("vm_name"), vm_name_for(context.name), own_vm)
         return {
             "target_id": target.id,
             "service_offering_id": offering["id"],
@@ -286,6 +281,34 @@ class FailoverWorkflow:
             "boot_type": boot_type,
             "boot_mode": boot_mode,
         }
+
+    def _vm_name(self, cs: Any, requested: str | None, derived: str, own_vm: str | None) -> str:
+        """The target VM's name: the requested one, else the one derived from the source.
+
+        A live VM of that name (other than this failover's own) refuses the failover. A
+        Destroyed VM that still holds the name (not expunged yet) refuses a requested name and
+        moves a derived one to the next free ``<name>-2``, ``<name>-3`` …: CloudStack would
+        refuse the deploy, and the OMA never acts on a Destroyed VM."""
+        name = requested or derived
+        for attempt in range(2, 100):
+            found = [v for v in cs.list_vms(name=name, include_removed=True) if v["id"] != own_vm]
+            live = [v for v in found if not is_removed(v)]
+            if live:
+                raise FailoverInvalid(
+                    f"a CloudStack VM named {name} already exists ({live[0].get('id')})",
+                    step="validate",
+                )
+            if not found:
+                return name
+            if requested:
+                raise FailoverInvalid(
+                    f"the name {name} is still held by CloudStack VM {found[0].get('id')} in "
+                    f"state {found[0].get('state')} until it is expunged; choose another vm_name",
+                    step="validate",
+                )
+            suffix = f"-{attempt}"
+            name = derived[: 63 - len(suffix)].rstrip("-") + suffix
+        raise FailoverInvalid(f"no free CloudStack VM name for {derived}", step="validate")
 
     # -- 2 power off ----------------------------------------------------------------------------
 
@@ -467,7 +490,7 @@ class FailoverWorkflow:
             ctx.record(vm_id=vm_id, deployed_at=_now_text())
             self._event(ctx, "target_deployed", f"deployed VM {v['vm_name']} ({vm_id}) stopped")
         vm = cs.get_vm(vm_id)
-        if vm is None:
+        if vm is None or is_removed(vm):
             ctx.record(vm_id=None)
             raise WorkflowError(f"target VM {vm_id} vanished", step=ctx.step)
         if vm.get("state") == "Running":
@@ -525,7 +548,7 @@ class FailoverWorkflow:
         cs, _ = self._cloudstack(ctx)
         vm_id = ctx.data["deploy_target"]["vm_id"]
         vm = cs.get_vm(vm_id)
-        if vm is None:
+        if vm is None or is_removed(vm):
             raise WorkflowError(f"target VM {vm_id} vanished", step=ctx.step)
         if vm.get("state") != "Running":
             ctx.renew_lease()
