@@ -17,7 +17,7 @@ import pytest
 
 from labtest.cloudstack import cloudstack_sim
 from labtest.labvm import lab_disk_sha256
-from labtest.oma import oma_services
+from labtest.oma import add_lab_vms, oma_services, register_lab
 from labtest.procs import wait_until
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
@@ -79,53 +79,8 @@ def test_twenty_vms_through_an_oma_vm_with_budget_eight(tmp_path: Path) -> None:
                 extra_env={"OMA_ATTACH_BUDGET": str(BUDGET)},
             )
         )
-        appliance = _ok(
-            oma, "POST", "vma-appliances", {"name": "vma", "url": vma.url, "token": vma.token}, 201
-        )
-        _ok(
-            oma,
-            "POST",
-            "cloudstack-targets",
-            {
-                "name": "cs",
-                "endpoint": sim.endpoint,
-                "api_key": sim.api_key,
-                "secret_key": sim.secret_key,
-                "zone_id": sim.zone_id,
-                "oma_vm_id": sim.oma_vm_id,
-                "disk_offering_id": sim.custom_disk_offering_id,
-                "is_default": True,
-            },
-            201,
-        )
-        cred = _ok(
-            oma,
-            "POST",
-            "vmware-credentials",
-            {
-                "name": "vcsim",
-                "vcenter": f"{vc.host}:{vc.port}",
-                "username": vc.username,
-                "password": vc.password,
-                "insecure": True,
-            },
-            201,
-        )
-        ids = {vm["id"] for vm in vms}
-        found = _ok(
-            oma, "POST", "discovery", {"vma_id": appliance["id"], "credential_id": cred["id"]}
-        )
-        mine = [v for v in found["vms"] if v["id"] in ids]
-        assert len(mine) == VMS
-        added = _ok(
-            oma,
-            "POST",
-            "discovery/add",
-            {"vma_id": appliance["id"], "credential_id": cred["id"], "vms": mine},
-            201,
-        )
-        context_of = {a["vm_id"]: a["id"] for a in added["added"]}
-        contexts = [context_of[vm["id"]] for vm in vms]
+        vma_id = register_lab(oma, vma=vma, sim=sim)
+        contexts = add_lab_vms(oma, vma_id=vma_id, vc=vc, vm_ids=[vm["id"] for vm in vms])
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
         stack.callback(cs.close)
 

@@ -234,50 +234,11 @@ def auth(app: Any) -> AuthHeaders:
     return AuthHeaders(app)
 
 
-def _api_ok(status_body: tuple[int, Any], expected: int) -> Any:
-    status, body = status_body
-    assert status == expected, body
-    return body
-
-
 def _register_lab_vm(vc: Any, sim: Any, vm: Any, vma: Any, oma: Any) -> str:
-    appliance = _api_ok(
-        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
-        201,
-    )
-    _api_ok(
-        oma.api(
-            "POST",
-            "cloudstack-targets",
-            {
-                "name": "lab",
-                "endpoint": sim.endpoint,
-                "api_key": sim.api_key,
-                "secret_key": sim.secret_key,
-                "zone_id": sim.zone_id,
-                "oma_vm_id": sim.oma_vm_id,
-                "disk_offering_id": sim.custom_disk_offering_id,
-                "is_default": True,
-            },
-        ),
-        201,
-    )
-    added = _api_ok(
-        oma.api(
-            "POST",
-            "discovery/add",
-            {
-                "vma_id": appliance["id"],
-                "vcenter": f"{vc.host}:{vc.port}",
-                "username": vc.username,
-                "password": vc.password,
-                "insecure": True,
-                "vm_ids": [vm["id"]],
-            },
-        ),
-        201,
-    )
-    return added["added"][0]["id"]
+    from labtest.oma import add_lab_vms, register_lab
+
+    vma_id = register_lab(oma, vma=vma, sim=sim)
+    return add_lab_vms(oma, vma_id=vma_id, vc=vc, vm_ids=[vm["id"]])[0]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from labtest.cloudstack import cloudstack_sim
 from labtest.labvm import create_lab_vm, lab_disk_sha256
-from labtest.oma import oma_services
+from labtest.oma import oma_services, register_lab
 from labtest.procs import wait_until
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
@@ -104,25 +104,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             oma_services(tmp / "oma", cloudstack=sim) as oma,
         ):
             running = Lab(vc, sim, vma, oma, vms)
-            appliance = running.api(
-                "POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}, 201
-            )
-            running.vma_id = appliance["id"]
-            running.api(
-                "POST",
-                "cloudstack-targets",
-                {
-                    "name": "lab",
-                    "endpoint": sim.endpoint,
-                    "api_key": sim.api_key,
-                    "secret_key": sim.secret_key,
-                    "zone_id": sim.zone_id,
-                    "oma_vm_id": sim.oma_vm_id,
-                    "disk_offering_id": sim.custom_disk_offering_id,
-                    "is_default": True,
-                },
-                201,
-            )
+            running.vma_id = register_lab(oma, vma=vma, sim=sim)
             yield running
 
 

@@ -456,6 +456,61 @@ class OmaInfo:
     kill_worker: Callable[[], None] = field(repr=False, default=lambda: None)
 
 
+def _ok(answer: tuple[int, Any], expected: int) -> Any:
+    status, body = answer
+    if status != expected:
+        raise AssertionError(f"OMA API answered {status}, expected {expected}: {body}")
+    return body
+
+
+def register_lab(oma: OmaInfo, *, vma: Any, sim: Any) -> str:
+    """Register the lab's VMA (``vma-1``) and the simulator as the default CloudStack target
+    ``lab`` (customized disk offering) through the OMA's API; returns the VMA's id."""
+    appliance = _ok(
+        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
+        201,
+    )
+    _ok(
+        oma.api(
+            "POST",
+            "cloudstack-targets",
+            {
+                "name": "lab",
+                "endpoint": sim.endpoint,
+                "api_key": sim.api_key,
+                "secret_key": sim.secret_key,
+                "zone_id": sim.zone_id,
+                "oma_vm_id": sim.oma_vm_id,
+                "disk_offering_id": sim.custom_disk_offering_id,
+                "is_default": True,
+            },
+        ),
+        201,
+    )
+    return str(appliance["id"])
+
+
+def add_lab_vms(oma: OmaInfo, *, vma_id: str, vc: Any, vm_ids: list[str]) -> list[str]:
+    """Add vcsim VMs through ``POST /discovery/add``; their context ids, in ``vm_ids`` order."""
+    added = _ok(
+        oma.api(
+            "POST",
+            "discovery/add",
+            {
+                "vma_id": vma_id,
+                "vcenter": f"{vc.host}:{vc.port}",
+                "username": vc.username,
+                "password": vc.password,
+                "insecure": True,
+                "vm_ids": list(vm_ids),
+            },
+        ),
+        201,
+    )
+    by_vm = {a["vm_id"]: a["id"] for a in added["added"]}
+    return [by_vm[v] for v in vm_ids]
+
+
 def _oma_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "oma", *args]
 
