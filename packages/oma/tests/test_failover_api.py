@@ -366,3 +366,36 @@ def test_template_check_is_left_to_validate_when_cloudstack_does_not_answer(
     ctx = _context(app, spec={"guest_os": "solaris11_64Guest"})
     res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
     assert res.status_code == 202, res.json
+
+
+def test_per_vm_failover_defaults_fill_the_request(app: Any, client: Any, auth: Any) -> None:
+    ctx = _context(app)
+    with app.app_context(), database.connection_context():
+        contexts.upsert_disks(ctx, [{"disk_key": "2001", "capacity_bytes": 1 << 20}])
+
+    def patch(body: Any, role: str = "operator") -> Any:
+        return client.patch(f"/api/v1/vm-contexts/{ctx}", json=body, headers=auth.headers(role))
+
+    assert patch({"failover_defaults": {"boot_disk_key": "2001"}}, "viewer").status_code == 403
+    for body, field in [
+        ({"failover_defaults": {"boot_disk_key": "9999"}}, "failover_defaults.boot_disk_key"),
+        ({"failover_defaults": {"bootdisk": "2001"}}, "failover_defaults.bootdisk"),
+        ({"failover_defaults": {"template_id": ""}}, "failover_defaults.template_id"),
+        ({"failover_defaults": "2001"}, "failover_defaults"),
+        ({"defaults": {}}, "defaults"),
+    ]:
+        res = patch(body)
+        assert res.status_code == 400 and res.json["error"]["field"] == field, (body, res.json)
+    res = patch({"failover_defaults": {"boot_disk_key": "2001", "template_id": "tpl-9"}})
+    assert res.status_code == 200, res.json
+    assert res.json["failover_defaults"] == {"boot_disk_key": "2001", "template_id": "tpl-9"}
+    got = client.get(f"/api/v1/vm-contexts/{ctx}", headers=auth.viewer).json
+    assert got["failover_defaults"] == {"boot_disk_key": "2001", "template_id": "tpl-9"}
+
+    started = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)
+    assert started.status_code == 202, started.json
+    assert started.json["params"]["boot_disk_key"] == "2001"
+    assert started.json["params"]["template_id"] == "tpl-9"
+    # a null removes one default; the request's own value always wins
+    res = patch({"failover_defaults": {"template_id": None}})
+    assert res.json["failover_defaults"] == {"boot_disk_key": "2001"}

@@ -9,8 +9,9 @@ from flask import Blueprint, jsonify, request
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from .errors import invalid
+from .schemas import CONTEXT_PATCH, body
 from .serialize import context, disk, event, job, volume
-from .validation import page, query_int
+from .validation import json_body, no_unknown, page, query_int
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
 
@@ -57,6 +58,43 @@ def get_context(context_id: str) -> Any:
         else []
     )
     return jsonify(data)
+
+
+FAILOVER_DEFAULTS = ("boot_disk_key", "template_id")
+"""What ``failover_defaults`` may hold: the failover request fields an operator fixes per VM."""
+
+
+@bp.patch("/<context_id>")
+@body(CONTEXT_PATCH)
+def update_context(context_id: str) -> Any:
+    """Set the VM's failover defaults: ``{"failover_defaults": {"boot_disk_key"?,
+    "template_id"?}}`` (a null value removes one) → the context; 400 naming the field for an
+    unknown field or a boot disk that is not a disk of this VM."""
+    row = contexts.get_context(context_id)
+    data = json_body()
+    no_unknown(data, ("failover_defaults",))
+    given = data.get("failover_defaults")
+    if not isinstance(given, dict):
+        raise invalid("failover_defaults", "must be an object")
+    merged = dict(row.failover_defaults or {})
+    for name, value in given.items():
+        field = f"failover_defaults.{name}"
+        if name not in FAILOVER_DEFAULTS:
+            raise invalid(field, "unknown field; expected " + " or ".join(FAILOVER_DEFAULTS))
+        if value is None:
+            merged.pop(name, None)
+            continue
+        if not isinstance(value, str) or not value.strip() or len(value) > 64:
+            raise invalid(field, "must be a non-empty string of at most 64 characters")
+        merged[name] = value.strip()
+    keys = [d.disk_key for d in contexts.list_disks(context_id)]
+    if "boot_disk_key" in merged and merged["boot_disk_key"] not in keys:
+        raise invalid(
+            "failover_defaults.boot_disk_key",
+            f"{merged['boot_disk_key']} is not a disk of this VM ({', '.join(keys) or 'none'})",
+        )
+    contexts.set_failover_defaults(context_id, merged or None)
+    return jsonify(context(contexts.get_context(context_id)))
 
 
 def _volumes(context_id: str) -> list[dict[str, Any]]:

@@ -167,11 +167,15 @@ def start_failover(context_id: str) -> Any:
     """Start a live failover (or resume the VM's failed one): ``{"type": "live",
     "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
     "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "vm_name"?,
-    "boot_disk_key"?}`` → 202 with the failover; 400 naming the field when two NICs map to
+    "boot_disk_key"?}`` → 202 with the failover (``boot_disk_key`` and ``template_id`` default
+    to the VM's ``failover_defaults``); 400 naming the field when two NICs map to
     one network, the boot disk is unknown or no template fits the guest OS; 409 when one is
     active or the VM is not ready_for_failover."""
     ctx = contexts.get_context(context_id)
     params = _params(json_body())
+    for name, value in (ctx.failover_defaults or {}).items():  # the operator's per-VM choices
+        if params.get(name) is None:
+            params[name] = value
     _check_target(ctx, params)
     wf, resumed = store.start_failover(context_id, params)
     return _accepted(wf, resumed)

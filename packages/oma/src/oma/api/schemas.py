@@ -110,3 +110,8 @@ REPLICATION = obj(
     vma_id=STR,
     type={"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"},
 )
+NULLABLE_STR = {"type": "string", "nullable": True}
+CONTEXT_PATCH = obj(
+    ("failover_defaults",),
+    failover_defaults=obj(boot_disk_key=NULLABLE_STR, template_id=NULLABLE_STR),
+)

@@ -107,6 +107,7 @@ def context(row: VmContext) -> dict[str, Any]:
         "last_job_id": row.last_job_id,
         "last_success_at": ts(row.last_success_at),
         "spec": row.spec,
+        "failover_defaults": row.failover_defaults or {},
         "created_at": ts(row.created_at),
         "updated_at": ts(row.updated_at),
     }

@@ -163,6 +163,7 @@ class VmContext(BaseModel):
     path = CharField(max_length=1000, null=True)
     state = CharField(max_length=32, default=ContextState.DISCOVERED.value, index=True)
     spec = JSONField(null=True)
+    failover_defaults = JSONField(null=True)
     ready_for_failover = BooleanField(default=False)
     active_job_id = UUIDStrField(null=True, unique=True)
     last_job_id = UUIDStrField(null=True)

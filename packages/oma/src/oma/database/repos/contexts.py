@@ -165,6 +165,13 @@ def set_state(context_id: str, state: ContextState | str, **fields: Any) -> None
     ).execute()
 
 
+def set_failover_defaults(context_id: str, defaults: Mapping[str, str] | None) -> None:
+    """Store the operator's per-VM failover choices (``boot_disk_key``, ``template_id``)."""
+    VmContext.update(
+        failover_defaults=dict(defaults) if defaults else None, updated_at=now()
+    ).where(VmContext.id == context_id).execute()
+
+
 def store_change_ids(context_id: str, change_ids: Mapping[str, str]) -> None:
     """Store the new change ID of each disk key (call only once the targets are flushed)."""
     stamp = now()
