@@ -304,12 +304,12 @@ def lab_context() -> Callable[..., str]:
 def _create_lab_services(sim: Any, vma: Any, cs: Any, exports: Any) -> Any:
     from oma.cloudstack import wait_for_device
     from oma.vma_client import VmaClient
-    from oma.workflows.replication import ReplicationServices
+    from oma.workflows.failover.live import FailoverServices
 
     def vma_for(_row: Any) -> Any:
         return VmaClient(vma.url, vma.token, retries=0)
 
-    return ReplicationServices(
+    return FailoverServices(
         cloudstack_for=lambda _row: cs,
         vma_for=vma_for,
         exports=exports,
@@ -321,6 +321,6 @@ def _create_lab_services(sim: Any, vma: Any, cs: Any, exports: Any) -> Any:
 
 @pytest.fixture
 def lab_services() -> Callable[..., Any]:
-    """``lab_services(sim, vma, cs, exports)``: ReplicationServices on the simulator's client
+    """``lab_services(sim, vma, cs, exports)``: the worker's services on the simulator's client
     ``cs`` and ``by_id_dir``, the export manager and a VmaClient per call (no retries)."""
     return _create_lab_services

@@ -7,8 +7,9 @@ import pytest
 from oma.database.models import Workflow, WorkflowStep
 from oma.database.repos import contexts, jobs
 from oma.errors import ConflictError, InvalidStateError, NotFoundError
-from oma.workflows import failover_store as store
+from oma.workflows import records
 from oma.workflows.cleanup import request_cleanup
+from oma.workflows.failover import store
 
 PARAMS = {"type": "live", "network_mappings": {"VM Network": "n1"}, "service_offering_id": "s"}
 
@@ -37,7 +38,7 @@ def test_one_failover_per_vm_then_resume_and_rollback(any_db: str) -> None:
     other = _ready_context("vm-2")
     wf, resumed = store.start_failover(ctx, PARAMS)
     assert not resumed and wf.kind == store.KIND and wf.params == PARAMS
-    assert [s.name for s in store.steps_of(wf.id)] == store.FAILOVER_STEPS
+    assert [s.name for s in records.steps_of(wf.id)] == store.FAILOVER_STEPS
     with pytest.raises(ConflictError):
         store.start_failover(ctx, PARAMS)
     store.start_failover(other, PARAMS)  # another VM is independent
@@ -50,7 +51,7 @@ def test_one_failover_per_vm_then_resume_and_rollback(any_db: str) -> None:
     assert again.status == "pending" and again.params["vm_name"] == "x"
     with pytest.raises(InvalidStateError):
         store.retry_failover(wf.id)  # it is pending again, nothing to retry
-    status = {s.name: s.status for s in store.steps_of(wf.id)}
+    status = {s.name: s.status for s in records.steps_of(wf.id)}
     assert status["validate"] == "pending" and status["final_sync"] == "done"
     assert status["deploy_target"] == "pending"
 
@@ -89,7 +90,7 @@ def test_state_rules(any_db: str) -> None:
     cleanup = request_cleanup(ctx.id)  # deletes replicas: never beside a failover
     with pytest.raises(ConflictError, match="active cleanup"):
         store.start_failover(ctx.id, PARAMS)
-    assert store.active_workflow(ctx.id).id == cleanup.id
+    assert records.active_workflow(ctx.id).id == cleanup.id
     Workflow.update(status="done").where(Workflow.id == cleanup.id).execute()
     contexts.set_state(ctx.id, "failed_over_live")
     with pytest.raises(InvalidStateError, match="already failed over"):

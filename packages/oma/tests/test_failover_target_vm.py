@@ -1,11 +1,11 @@
-"""What the failed-over VM looks like (oma.workflows.target_vm): host name, firmware, boot
+"""What the failed-over VM looks like (oma.workflows.failover.target_vm): host name, firmware, boot
 disk, NICs and template, from a source VM's discovery spec."""
 
 from __future__ import annotations
 
 import pytest
 
-from oma.workflows.target_vm import (
+from oma.workflows.failover.target_vm import (
     TargetInvalid,
     boot_disk,
     boot_firmware,

@@ -3,6 +3,7 @@ stub VMA (a real HTTP server) that copies real bytes with qemu-img and answers p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from dataclasses import dataclass, field
@@ -35,10 +36,11 @@ from oma.errors import ConflictError, InvalidStateError
 from oma.nbd import ExportManager
 from oma.services.poller import ProgressPoller
 from oma.services.runner import WorkflowRunner
-from oma.workflows import failover_store as store
+from oma.workflows import kinds, records
 from oma.workflows.engine import StepContext, WorkflowEngine
-from oma.workflows.failover import vm_name_for
-from oma.workflows.failover_runner import build_failover_runner, guest_conversion_mode
+from oma.workflows.failover import store
+from oma.workflows.failover.live import guest_conversion_mode
+from oma.workflows.failover.target_vm import vm_name_for
 from oma.workflows.replication import ReplicationWorkflow
 
 pytestmark = pytest.mark.slow
@@ -113,10 +115,9 @@ class Lab:
     exports: ExportManager
     runner: WorkflowRunner
     poller: ProgressPoller
-    failover: Any
     context_id: str
     sources: dict[str, Path]
-    failover_services: Any = None
+    services: Any = None
 
 
 def _raw(src: Path, tmp: Path) -> Path:
@@ -148,24 +149,23 @@ def lab(tmp_path, lab_context, lab_services):
         }
         context_id = lab_context(sim, vma, VM_ID, "web_1.lab", DISKS, spec=spec)
         services = lab_services(sim, vma, cs, exports)
-        engine = WorkflowEngine("test-worker", lease_seconds=30)
-        runner = WorkflowRunner(engine, ReplicationWorkflow(services), services.vma_for)
         poller = ProgressPoller(token_for=lambda _row: vma.token)
-        config = type(
-            "Cfg",
-            (),
-            {"worker_id": "test-worker", "lease_timeout": 30.0, "guest_conversion": "skip"},
-        )()
-        failover = build_failover_runner(config, services)
         try:
             yield Lab(
-                sim, vma, cs, exports, runner, poller, failover, context_id, sources, services
+                sim, vma, cs, exports, _runner(services), poller, context_id, sources, services
             )
         finally:
             poller.close()
             for info in exports.list_running():
                 exports.stop(info.pid, info.volume_id)
             cs.close()
+
+
+def _runner(services: Any) -> WorkflowRunner:
+    """One runner for every workflow kind, as ``oma worker`` builds it."""
+    engine = WorkflowEngine("test-worker", lease_seconds=30)
+    others = tuple(d for d in kinds.definitions(services) if d.kind != kinds.REPLICATION)
+    return WorkflowRunner(engine, ReplicationWorkflow(services), services.vma_for, others=others)
 
 
 def _replicate(lab: Lab) -> ReplicationJob:
@@ -212,16 +212,15 @@ def _wf(wf_id: str) -> Workflow:
 
 def _steps(wf_id: str) -> dict[str, WorkflowStep]:
     with database.connection_context():
-        return {s.name: s for s in store.steps_of(wf_id)}
+        return {s.name: s for s in records.steps_of(wf_id)}
 
 
 def _drive(lab: Lab, wf_id: str, until: tuple[str, ...] = ("done", "failed")) -> Workflow:
-    """Tick replication runner, poller and failover runner until the workflow settles."""
+    """Tick the workflow runner and the poller until the workflow settles."""
 
     def settled() -> bool:
         lab.runner.tick()
         lab.poller.tick()
-        lab.failover.tick()
         return _wf(wf_id).status in until
 
     wait_until(settled, timeout=90, interval=0.05, what=f"workflow {wf_id}")
@@ -320,12 +319,11 @@ def test_final_sync_waits_through_the_database_without_blocking(lab):
     def final_sync_running() -> bool:
         lab.runner.tick()
         lab.poller.tick()
-        lab.failover.tick()
         step = _steps(wf_id)["final_sync"]
         return step.status == "running" and bool((step.data or {}).get("job_id"))
 
     wait_until(final_sync_running, timeout=30, interval=0.05, what="final sync to wait")
-    counts = lab.failover.tick()  # returns at once: the step only re-checks the job row
+    counts = lab.runner.tick()  # returns at once: the step only re-checks the job row
     assert counts["waiting"] == 1
     step = _steps(wf_id)["final_sync"]
     assert step.attempts == 1 and "final sync job" in step.data["_waiting"]
@@ -512,12 +510,7 @@ def test_guest_conversion_runs_when_configured(lab, monkeypatch, tmp_path, tool)
     monkeypatch.setenv("V2V_CALLS", str(calls))
     if tool == "fails":
         monkeypatch.setenv("V2V_FAIL", "inspection could not detect the source guest")
-    config = type(
-        "Cfg",
-        (),
-        {"worker_id": "test-worker", "lease_timeout": 30.0, "guest_conversion": "virt-v2v"},
-    )()
-    lab.failover = build_failover_runner(config, lab.failover_services)
+    lab.runner = _runner(dataclasses.replace(lab.services, guest_conversion="virt-v2v"))
     with database.connection_context():  # the replicas' devices on the OMA after the sync
         devices = {v.disk_key: v.device_path for v in ReplicaVolume.select()}
     wf_id = _start(lab)

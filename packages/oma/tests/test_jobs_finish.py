@@ -19,7 +19,7 @@ from oma.database.db import write_transaction
 from oma.database.models import JobEvent, ReplicationJob, VmContext, VmDisk
 from oma.database.repos import contexts, jobs
 from oma.errors import InvalidStateError
-from oma.workflows import failover_store
+from oma.workflows.failover import store as failover_store
 
 PARAMS = {"type": "live", "network_mappings": {"VM Network": "n1"}, "service_offering_id": "s"}
 

@@ -11,15 +11,16 @@ from migration_common import get_logger
 from ..database.models import VmContext, Workflow, WorkflowStep
 from ..database.repos import contexts
 from ..errors import CloudStackError
-from ..workflows import failover_store as store
-from ..workflows.replication import context_target
-from ..workflows.target_vm import (
+from ..workflows import records
+from ..workflows.failover import store
+from ..workflows.failover.target_vm import (
     TargetInvalid,
     boot_disk,
     choose_template,
     is_host_name,
     nic_plan,
 )
+from ..workflows.replication import context_target
 from .errors import invalid
 from .serialize import ts
 from .targets import client_for
@@ -136,7 +137,7 @@ def _workflow(wf: Workflow) -> dict[str, Any]:
         "created_at": ts(wf.created_at),
         "updated_at": ts(wf.updated_at),
         "finished_at": ts(wf.finished_at),
-        "steps": [_step(s) for s in store.steps_of(wf.id)],
+        "steps": [_step(s) for s in records.steps_of(wf.id)],
     }
 
 
@@ -144,9 +145,9 @@ def failover_record(wf: Workflow) -> dict[str, Any]:
     """A failover as the API shows it: params, steps with timing, result, its rollback."""
     rollback = store.rollback_of(wf.id)
     body = {"vm_context_id": wf.context_id, "type": "live", **_workflow(wf)}
-    if rollback is not None and rollback.status in store.ACTIVE:
+    if rollback is not None and rollback.status in records.ACTIVE:
         body["status"] = "rolling_back"
-    sync = store.step_data(wf.id, "final_sync")
+    sync = records.step_data(wf.id, "final_sync")
     body["params"] = wf.params or {}
     body["final_sync_job_id"] = sync.get("job_id")
     body["result"] = wf.result

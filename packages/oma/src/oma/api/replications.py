@@ -10,7 +10,7 @@ from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
 from ..errors import ConflictError
 from ..services._queries import write_transaction
-from ..workflows import failover_store as store
+from ..workflows import records
 from .errors import ApiError, invalid
 from .schemas import REPLICATION, body
 from .serialize import job
@@ -66,11 +66,11 @@ def create_replication() -> Any:
             )
     with write_transaction():
         # the context lock orders this with a failover's start (which refuses an active job)
-        store.lock_context(ctx.id)
-        active = store.active_workflow(ctx.id)  # failover, rollback or cleanup
+        records.lock_context(ctx.id)
+        active = records.active_workflow(ctx.id)  # failover, rollback or cleanup
         if active is not None:
             raise ConflictError(
-                f"VM {ctx.name} has an active {store.describe(active)} ({active.id}); "
+                f"VM {ctx.name} has an active {records.describe(active)} ({active.id}); "
                 "replicate it once that has finished",
                 field="vm_context_id",
             )

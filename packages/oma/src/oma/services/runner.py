@@ -8,9 +8,10 @@ One tick (an APScheduler job in ``oma worker``):
 2. new jobs — every ``pending`` job without a workflow gets one when its replicas fit on the
    OMA VM within the attach budget (:mod:`oma.services.admission`, under a lock of the target
    rows, so two workers never both create it); the others wait with a reason;
-3. workflows — claims runnable workflows (replication, cleanup) one at a time (lease; an
-   expired lease of a dead worker is taken over) and runs them to their end or to the
-   replicating hand-off.
+3. workflows — claims runnable workflows of every kind (replication, cleanup, failover,
+   rollback: :mod:`oma.workflows.kinds`) one at a time, oldest first (lease; an expired lease
+   of a dead worker is taken over) and runs each to its end, to the replicating hand-off, or
+   until a step waits; a workflow runs at most once per tick.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class WorkflowRunner:
         Maintenance (export reconciliation) runs in this same thread, so it never sees an
         export a workflow step started a moment ago but has not recorded yet.
         """
-        counts = {"stopped": 0, "created": 0, "swept": 0, "ran": 0}
+        counts = {"stopped": 0, "created": 0, "swept": 0, "ran": 0, "waiting": 0}
         if self.maintenance and time.monotonic() - self._last_maintenance >= self.maintenance_every:
             self._last_maintenance = time.monotonic()
             self.maintenance()
@@ -77,16 +78,22 @@ class WorkflowRunner:
             counts["stopped"] = self.handle_stop_requests()
             counts["created"] = self.create_workflows()
             counts["swept"] = self.sweep_orphaned_jobs()
+            ran: list[str] = []
             for _ in range(self.max_per_tick):
-                wf = self.engine.claim(list(self.definitions))
+                wf = self.engine.claim(list(self.definitions), exclude=ran)
                 if wf is None:
                     break
+                ran.append(wf.id)
                 counts["ran"] += 1
-                log.info("running workflow", workflow_id=wf.id, kind=wf.kind, job_id=wf.job_id)
                 try:
-                    self.engine.run(wf, self.definitions[wf.kind])
+                    outcome = self.engine.run(wf, self.definitions[wf.kind])
                 except Exception:  # the engine records step failures; this is a bug guard
                     log.exception("workflow crashed", workflow_id=wf.id, job_id=wf.job_id)
+                    continue
+                if outcome == "waiting":
+                    counts["waiting"] += 1
+                else:
+                    log.info("workflow ended", workflow_id=wf.id, kind=wf.kind, outcome=outcome)
         return counts
 
     def create_workflows(self) -> int:

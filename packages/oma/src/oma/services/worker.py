@@ -34,9 +34,9 @@ from migration_common import get_logger, setup_logging, utcnow
 from ..database.db import database, init_db
 from ..database.models import CloudStackTarget, VmaAppliance
 from ..vma_client import VmaClient
-from ..workflows.cleanup import CleanupWorkflow
+from ..workflows import kinds
 from ..workflows.engine import WorkflowEngine
-from ..workflows.failover_runner import build_failover_runner
+from ..workflows.failover.live import FailoverServices, guest_conversion_mode
 from ..workflows.replicas import reconcile_attachments
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from ._queries import release_dead_local_leases
@@ -86,7 +86,6 @@ class Worker:
     exports: Any
     started_at: datetime = field(default_factory=utcnow)
     _caches: list[_ClientCache] = field(default_factory=list)
-    failover: Any = None  # oma.workflows.failover_engine.FailoverRunner
 
     def heartbeat(self) -> None:
         """Refresh this worker's heartbeat row."""
@@ -114,10 +113,8 @@ class Worker:
             )
 
     def run_workflows(self) -> None:
-        """One workflow-runner tick (replication and cleanup, then failover and rollback)."""
+        """One workflow-runner tick (every kind of workflow)."""
         self.runner.tick()
-        if self.failover is not None:
-            self.failover.tick()
 
     def reconcile(self) -> None:
         """Reconcile attachments and exports with CloudStack and the processes (at start)."""
@@ -187,7 +184,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
             cache=getattr(config, "nbd_cache", "writeback"),
             aio=getattr(config, "nbd_aio", None),
         )
-    services = ReplicationServices(
+    services = FailoverServices(
         cloudstack_for=cloudstack_for,
         vma_for=vma_for,
         exports=exports,
@@ -195,13 +192,14 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         device_timeout=config.device_timeout,
         wait_for_device=wait_for_device,
         attach_budget=config.attach_budget,
+        guest_conversion=guest_conversion_mode(config),
     )
     engine = WorkflowEngine(config.worker_id, lease_seconds=config.lease_timeout)
     runner = WorkflowRunner(
         engine,
         ReplicationWorkflow(services),
         vma_for,
-        others=(CleanupWorkflow(services).definition,),
+        others=tuple(d for d in kinds.definitions(services) if d.kind != kinds.REPLICATION),
         maintenance=lambda: reconcile(services, config),
     )
     poller = ProgressPoller(
@@ -222,7 +220,6 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         engine=engine,
         exports=exports,
         _caches=[vma_cache, cs_cache],
-        failover=build_failover_runner(config, services),
     )
 
 

@@ -32,12 +32,14 @@ from ..database.models import (
 from ..errors import ConflictError, InvalidStateError, OmaError
 from ..services import _queries as q
 from .engine import Definition, Step, StepContext, WorkflowEngine
+from .kinds import CLEANUP
+from .records import active_failover, describe, lock_context
 from .replicas import delete_replica, live_replicas, stop_exports
 from .replication import InvalidRequest, ReplicationServices, _target_for
 
 log = get_logger(__name__)
 
-KIND = "cleanup"
+KIND = CLEANUP
 STEPS = ("check", "exports", "volumes", "forget")
 
 
@@ -47,8 +49,6 @@ def cleanup_refusal(context: VmContext) -> OmaError | None:
     An active job, an active failover or rollback (:class:`ConflictError`), or a failed-over
     context (:class:`InvalidStateError`: roll the failover back first).
     """
-    from .failover_store import active_failover, describe
-
     if context.active_job_id:
         return InvalidStateError(
             f"VM context {context.id} has an active job {context.active_job_id}; stop it first"
@@ -74,8 +74,6 @@ def ensure_cleanup_allowed(context_id: str) -> VmContext:
     Call inside a write transaction: the lock orders this check with a failover's start,
     which takes the same lock and refuses while a cleanup is active.
     """
-    from .failover_store import lock_context
-
     context = lock_context(context_id)
     refusal = cleanup_refusal(context)
     if refusal is not None:

@@ -1,4 +1,4 @@
-"""A small step engine: named steps stored in the database, resumable after a crash.
+"""The step engine of every workflow kind: named steps stored in the database, resumable.
 
 A workflow (a ``workflows`` row) is an ordered list of named steps (``workflow_steps`` rows).
 A :class:`Step` pairs an idempotent ``run`` with an optional ``compensate``. The engine:
@@ -8,13 +8,17 @@ A :class:`Step` pairs an idempotent ``run`` with an optional ``compensate``. The
   workflow is picked up again once its lease has expired;
 - runs the steps in order, skipping those already ``done`` (their stored ``data`` is handed
   to later steps), recording status, attempts, timing and errors per step;
-- on a step's failure, calls ``compensate`` of that step and of every earlier done step in
-  reverse order (each marked ``compensated``), then marks the workflow ``failed`` and hands
-  the error to the definition's ``on_failure``.
+- lets a step *wait*: it raises :class:`StepWaiting` (e.g. a failover waiting for its final
+  sync through the database); the step stays ``running`` with its data, the lease is given
+  back and a later runner tick (of any worker) runs the step again — no worker is blocked;
+- on a step's failure, when the definition unwinds (``unwind=True``, e.g. replication),
+  calls ``compensate`` of that step and of every earlier done step in reverse order (each
+  marked ``compensated``); a definition with ``unwind=False`` (failover, rollback) stops where
+  it failed, for a retry or a rollback. Either way the definition's ``on_failure`` runs, then
+  the workflow reads ``failed``.
 
 A step that was ``running`` when its worker died is simply run again: steps are idempotent
-(find-or-create, attach-if-not-attached, start-if-not-running). The same engine runs the
-replication workflow now and the failover/rollback workflows later.
+(find-or-create, attach-if-not-attached, start-if-not-running).
 """
 
 from __future__ import annotations
@@ -32,6 +36,16 @@ from ..services import _queries as q
 log = get_logger(__name__)
 
 ACTIVE = ("pending", "running")
+WAITING_KEY = "_waiting"
+"""Key of a waiting step's data that holds why it waits."""
+
+
+class StepWaiting(Exception):
+    """Raised by a step that is not finished yet; it runs again on a later tick."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class StepContext:
@@ -74,12 +88,13 @@ class Step:
 
 @dataclass
 class Definition:
-    """A workflow kind: its steps and what to do when it ends."""
+    """A workflow kind: its steps, whether a failure unwinds them, what to do when it ends."""
 
     kind: str
     steps: list[Step]
     on_success: Callable[[StepContext], None] | None = None
     on_failure: Callable[[StepContext, BaseException], None] | None = None
+    unwind: bool = True
     names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,9 +138,16 @@ class WorkflowEngine:
             ).execute()
         return wf
 
-    def claim(self, kinds: Iterable[str], *, workflow_id: str | None = None) -> Workflow | None:
+    def claim(
+        self,
+        kinds: Iterable[str],
+        *,
+        workflow_id: str | None = None,
+        exclude: Iterable[str] = (),
+    ) -> Workflow | None:
         """Lease one runnable workflow of ``kinds`` (pending, or running with an expired lease
-        or a lease held by this very worker id after a restart)."""
+        or a lease held by this very worker id after a restart), oldest first, none of
+        ``exclude`` (those a tick already ran)."""
         now = self.clock()
         with q.write_transaction():
             query = (
@@ -142,6 +164,9 @@ class WorkflowEngine:
             )
             if workflow_id is not None:
                 query = query.where(Workflow.id == workflow_id)
+            skip = list(exclude)
+            if skip:
+                query = query.where(Workflow.id.not_in(skip))
             wf = q.lock_rows(query).first()
             if wf is None:
                 return None
@@ -208,7 +233,7 @@ class WorkflowEngine:
     # -- running --------------------------------------------------------------------------
 
     def run(self, wf: Workflow, definition: Definition, ctx: StepContext | None = None) -> str:
-        """Run (or resume) ``wf``; return its final status (``done`` or ``failed``)."""
+        """Run (or resume) ``wf``; return ``done``, ``failed`` or ``waiting``."""
         ctx = ctx or StepContext(self, wf)
         rows = {r.name: r for r in WorkflowStep.select().where(WorkflowStep.workflow == wf.id)}
         done: list[Step] = []
@@ -220,36 +245,54 @@ class WorkflowEngine:
                 continue
             ctx.step = step.name
             ctx._row = row
-            ctx.data[step.name] = dict(row.data or {})  # partial data of an interrupted run
+            data = dict(row.data or {})  # partial data of an interrupted or waiting run
+            ctx.data[step.name] = data
             self.renew(wf)
-            self._set_step(
-                row,
-                status=StepStatus.RUNNING.value,
-                attempts=row.attempts + 1,
-                started_at=self.clock(),
-                error=None,
-                claimed_by=self.worker_id,
-            )
+            if not (row.status == StepStatus.RUNNING.value and data.get(WAITING_KEY)):
+                self._set_step(  # a fresh start, a retry, or a re-run after a crash
+                    row,
+                    status=StepStatus.RUNNING.value,
+                    attempts=row.attempts + 1,
+                    started_at=self.clock(),
+                    finished_at=None,
+                    error=None,
+                    claimed_by=self.worker_id,
+                )
             try:
-                data = {**(row.data or {}), **(step.run(ctx) or {})}
+                result = step.run(ctx) or {}
+            except StepWaiting as wait:
+                ctx.record(**{WAITING_KEY: wait.reason})
+                self._release(wf)
+                return "waiting"
             except Exception as exc:
                 self._fail_step(wf, row, exc)
-                self._compensate(ctx, [*done, step], rows)
+                if definition.unwind:
+                    self._compensate(ctx, [*done, step], rows)
                 ctx.step = step.name
-                try:  # the job is finished before the workflow reads as failed
+                try:  # e.g. the job is finished before the workflow reads as failed
                     if definition.on_failure is not None:
                         definition.on_failure(ctx, exc)
                 finally:
                     self._finish(wf, "failed", error=f"{step.name}: {exc}")
                 return "failed"
-            ctx.data[step.name] = data
-            self._set_step(row, status=StepStatus.DONE.value, data=data, finished_at=self.clock())
+            final = {**(row.data or {}), **result}
+            final.pop(WAITING_KEY, None)
+            ctx.data[step.name] = final
+            self._set_step(row, status=StepStatus.DONE.value, data=final, finished_at=self.clock())
             done.append(step)
         ctx.step, ctx._row = None, None
         if definition.on_success is not None:
             definition.on_success(ctx)
         self._finish(wf, "done")
         return "done"
+
+    def _release(self, wf: Workflow) -> None:
+        """Give the lease back so a later tick (of any worker) re-checks the waiting step."""
+        (
+            Workflow.update(lease_until=None, updated_at=self.clock())
+            .where(Workflow.id == wf.id, Workflow.claimed_by == self.worker_id)
+            .execute()
+        )
 
     def _compensate(
         self, ctx: StepContext, steps: list[Step], rows: dict[str, WorkflowStep]

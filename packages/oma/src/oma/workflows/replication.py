@@ -57,10 +57,11 @@ from ..errors import (
 from ..services import _queries as q
 from . import replicas
 from .engine import Definition, Step, StepContext
+from .kinds import REPLICATION
 
 log = get_logger(__name__)
 
-KIND = "replication"
+KIND = REPLICATION
 
 
 class JobStopped(WorkflowError):

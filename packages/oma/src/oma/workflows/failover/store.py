@@ -19,14 +19,19 @@ from typing import Any
 
 from migration_common import utcnow
 
-from ..database.db import is_sqlite
-from ..database.models import ContextState, StepStatus, VmContext, Workflow, WorkflowStep
-from ..errors import ConflictError, InvalidStateError, NotFoundError
-from ..services import _queries as q
-from .cleanup import KIND as CLEANUP_KIND
+from ...database.models import ContextState, StepStatus, Workflow, WorkflowStep
+from ...errors import ConflictError, InvalidStateError, NotFoundError
+from ...services import _queries as q
+from ..kinds import FAILOVER_LIVE, FAILOVER_ROLLBACK
+from ..records import (
+    ACTIVE,
+    active_workflow,
+    describe,
+    lock_context,
+)
 
-KIND = "failover_live"
-ROLLBACK_KIND = "failover_rollback"
+KIND = FAILOVER_LIVE
+ROLLBACK_KIND = FAILOVER_ROLLBACK
 FAILOVER_STEPS = [
     "validate",
     "power_off_source",
@@ -40,54 +45,7 @@ FAILOVER_STEPS = [
 """The live failover's steps, in order."""
 ROLLBACK_STEPS = ["remove_target", "power_on_source", "finish"]
 """The rollback's steps, in order."""
-ACTIVE = ("pending", "running")
 ROLLED_BACK = "rolled_back"
-
-
-def lock_context(context_id: str) -> VmContext:
-    """The context row, locked until the transaction ends (NotFoundError when missing)."""
-    query = VmContext.select().where(VmContext.id == context_id)
-    if not is_sqlite():
-        query = query.for_update()
-    ctx = query.first()
-    if ctx is None:
-        raise NotFoundError(f"vm context {context_id} not found", kind="vm context", id=context_id)
-    return ctx
-
-
-def active_workflow(context_id: str) -> Workflow | None:
-    """The context's pending or running failover, rollback or cleanup workflow, if any.
-
-    A cleanup (which deletes replica volumes) must not run beside a failover or rollback,
-    and no failover starts while one runs.
-    """
-    return (
-        Workflow.select()
-        .where(
-            Workflow.context == context_id,
-            Workflow.kind.in_([KIND, ROLLBACK_KIND, CLEANUP_KIND]),
-            Workflow.status.in_(ACTIVE),
-        )
-        .first()
-    )
-
-
-def active_failover(context_id: str) -> Workflow | None:
-    """The context's pending or running failover or rollback, if any (cleanups aside)."""
-    return (
-        Workflow.select()
-        .where(
-            Workflow.context == context_id,
-            Workflow.kind.in_([KIND, ROLLBACK_KIND]),
-            Workflow.status.in_(ACTIVE),
-        )
-        .first()
-    )
-
-
-def describe(wf: Workflow) -> str:
-    """``failover``, ``rollback`` or the workflow's kind, for messages."""
-    return {KIND: "failover", ROLLBACK_KIND: "rollback"}.get(wf.kind, wf.kind)
 
 
 def _insert(kind: str, context_id: str, params: dict[str, Any], names: list[str]) -> Workflow:
@@ -245,27 +203,6 @@ def rollback_of(failover_id: str) -> Workflow | None:
         if (row.params or {}).get("failover_id") == failover_id:
             return row
     return None
-
-
-def steps_of(workflow_id: str) -> list[WorkflowStep]:
-    """A workflow's steps in order."""
-    return list(
-        WorkflowStep.select()
-        .where(WorkflowStep.workflow == workflow_id)
-        .order_by(WorkflowStep.position)
-    )
-
-
-def step_data(workflow_id: str, name: str) -> dict[str, Any]:
-    """The recorded data of one step (empty when it never ran)."""
-    row = WorkflowStep.get_or_none(WorkflowStep.workflow == workflow_id, WorkflowStep.name == name)
-    return dict(row.data or {}) if row is not None else {}
-
-
-def step_status(workflow_id: str, name: str) -> str | None:
-    """The status of one step, or None when the workflow has no such step."""
-    row = WorkflowStep.get_or_none(WorkflowStep.workflow == workflow_id, WorkflowStep.name == name)
-    return row.status if row is not None else None
 
 
 def status_of(wf: Workflow) -> str:

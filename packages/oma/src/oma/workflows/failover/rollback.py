@@ -23,20 +23,20 @@ from typing import Any
 
 from migration_common import get_logger, utcnow
 
-from ..cloudstack.client import is_removed
-from ..database.models import (
+from ...cloudstack.client import is_removed
+from ...database.models import (
     CloudStackTarget,
     ContextState,
     VmContext,
     VmDisk,
     Workflow,
 )
-from ..errors import WorkflowError
-from ..services import _queries as q
-from .engine import StepContext
-from .failover import FailoverServices, replicas, target_of, vma_of
-from .failover_engine import ordered_definition
-from .failover_store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK, step_data, step_status
+from ...errors import WorkflowError
+from ...services import _queries as q
+from ..engine import Definition, Step, StepContext
+from ..records import step_data, step_status
+from .live import FailoverServices, replicas, target_of, vma_of
+from .store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK
 
 log = get_logger(__name__)
 
@@ -51,7 +51,12 @@ class RollbackWorkflow:
             "power_on_source": self.power_on_source,
             "finish": self.finish,
         }
-        self.definition = ordered_definition(ROLLBACK_KIND, ROLLBACK_STEPS, steps, self.on_failure)
+        self.definition = Definition(
+            ROLLBACK_KIND,
+            [Step(name, steps[name]) for name in ROLLBACK_STEPS],
+            on_failure=self.on_failure,
+            unwind=False,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ re-checking the real state before acting, so a killed worker resumes at the reco
 1. ``validate``          — context ready_for_failover with a change ID per disk and a replica
    volume per disk, no foreign active job; the service offering and every mapped network
    exist in the target's zone; the target VM is planned from the source's spec
-   (:mod:`oma.workflows.target_vm`): one NIC per source NIC, no two on one network; the
+   (:mod:`oma.workflows.failover.target_vm`): one NIC per source NIC, no two on one network; the
    template requested or the one matching the guest OS; the boot disk; BIOS/UEFI; no VM of
    the target name exists (unless it is this failover's own).
 2. ``power_off_source``  — through the VMA: graceful shutdown up to ``graceful_timeout_s``,
@@ -29,7 +29,7 @@ re-checking the real state before acting, so a killed worker resumes at the reco
 
 A failed step leaves the failover ``failed`` with that step's error (CloudStack's errortext
 included); nothing is undone automatically. Retry resumes; rollback is
-:mod:`oma.workflows.failover_rollback`.
+:mod:`oma.workflows.failover.rollback`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from migration_common import get_logger, rfc3339, utcnow
+from migration_common import ConfigError, get_logger, rfc3339, utcnow
 
-from ..cloudstack.client import is_removed
-from ..database.models import (
+from ...cloudstack.client import is_removed
+from ...database.models import (
     CloudStackTarget,
     ContextState,
     JobStatus,
@@ -53,15 +53,15 @@ from ..database.models import (
     VmDisk,
     Workflow,
 )
-from ..database.repos import jobs as jobs_repo
-from ..errors import ConflictError, WorkflowError
-from ..services import _queries as q
-from .engine import StepContext
-from .failover_engine import StepWaiting, ordered_definition
-from .failover_store import FAILOVER_STEPS, KIND, seconds_between, step_data
-from .replicas import detach_from_oma, disk_order
-from .replicas import live_replicas as replicas
-from .replication import ReplicationServices, context_target
+from ...database.repos import jobs as jobs_repo
+from ...errors import ConflictError, WorkflowError
+from ...services import _queries as q
+from ..engine import Definition, Step, StepContext, StepWaiting
+from ..records import step_data
+from ..replicas import detach_from_oma, disk_order
+from ..replicas import live_replicas as replicas
+from ..replication import ReplicationServices, context_target
+from .store import FAILOVER_STEPS, KIND, seconds_between
 from .target_vm import (
     TargetInvalid,
     boot_disk,
@@ -74,6 +74,23 @@ from .target_vm import (
 log = get_logger(__name__)
 
 GUEST_CONVERSION_MODES = ("skip", "virt-v2v")
+GUEST_CONVERSION_VARIABLE = "OMA_GUEST_CONVERSION"
+
+
+def guest_conversion_mode(config: Any) -> str:
+    """``skip`` (default) or ``virt-v2v``: the loaded configuration's ``guest_conversion``
+    (``OMA_GUEST_CONVERSION``, validated by :mod:`oma.config`; never read from the environment
+    here). Anything else stops the worker with an error naming the variable."""
+    value = getattr(config, "guest_conversion", None) or "skip"
+    mode = str(value).strip().lower()
+    if mode not in GUEST_CONVERSION_MODES:
+        raise ConfigError(
+            GUEST_CONVERSION_VARIABLE,
+            f"expected {' or '.join(GUEST_CONVERSION_MODES)}, got {value!r}",
+        )
+    return mode
+
+
 TARGET_STATE = "attached_target"
 """``replica_volumes.state`` of a replica attached to the failed-over VM."""
 
@@ -112,7 +129,7 @@ def vma_of(context: VmContext) -> VmaAppliance:
 
 def boot_disk_key(context: VmContext, requested: str | None = None) -> tuple[str, str]:
     """``(boot disk key, why)``: requested, else from the source's boot order, else from its
-    disk controllers (:func:`oma.workflows.target_vm.boot_disk`)."""
+    disk controllers (:func:`oma.workflows.failover.target_vm.boot_disk`)."""
     keys = sorted(
         (d.disk_key for d in VmDisk.select().where(VmDisk.context == context.id)), key=disk_order
     )
@@ -141,7 +158,12 @@ class FailoverWorkflow:
             "start_target": self.start_target,
             "finalize": self.finalize,
         }
-        self.definition = ordered_definition(KIND, FAILOVER_STEPS, steps, self.on_failure)
+        self.definition = Definition(
+            KIND,
+            [Step(name, steps[name]) for name in FAILOVER_STEPS],
+            on_failure=self.on_failure,
+            unwind=False,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
