@@ -234,8 +234,17 @@ def test_live_failover_boots_the_replicas_in_cloudstack(lab, tmp_path, sha256_he
     wf = _drive(lab, wf_id)
     assert wf.status == "done", wf.error
     steps = _steps(wf_id)
-    assert [s.status for s in steps.values()] == ["done"] * 8
+    assert [s.status for s in steps.values()] == ["done"] * len(store.FAILOVER_STEPS)
     assert steps["guest_conversion"].data["skipped"] is True
+    # a snapshot of each replica right after the final sync, for a rollback
+    snaps = steps["snapshot_replicas"].data["snapshots"]
+    assert sorted(snaps) == sorted(DISKS)
+    with database.connection_context():
+        change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    for key, entry in snaps.items():
+        snap = lab.cs.get_snapshot(entry["snapshot_id"])
+        assert snap["state"] == "BackedUp" and snap["volumeid"] == entry["volume_id"]
+        assert entry["change_id"] == change_ids[key]
     result = wf.result
     assert result["downtime_seconds"] is not None and result["downtime_seconds"] >= 0
     assert result["final_sync_bytes"] > 0

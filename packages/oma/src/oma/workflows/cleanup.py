@@ -9,7 +9,9 @@ operator after giving up on a VM); run by ``oma worker`` like any workflow. Step
    delete them);
 2. ``exports`` — stop every qemu-nbd export of the context's volumes (no export outlives
    its volume);
-3. ``volumes`` — per replica volume: detach it from the OMA VM, delete it in CloudStack, mark
+3. ``volumes`` — first the CloudStack snapshots the VM's failovers took of its replicas
+   (:mod:`oma.workflows.replica_snapshots`; a rollback deletes its own); then per replica
+   volume: detach it from the OMA VM, delete it in CloudStack, mark
    the row ``deleted`` and clear the disk's replica and change ID (the next sync is full).
    A volume attached to any other VM (a failed-over VM uses it) is left alone and reported;
 4. ``forget``  — with ``params.delete_context`` the context row (and its history) goes too.
@@ -34,6 +36,7 @@ from ..services import _queries as q
 from .engine import Definition, Step, StepContext, WorkflowEngine
 from .kinds import CLEANUP
 from .records import active_failover, describe, lock_context
+from .replica_snapshots import delete_failover_snapshots, failovers_with_snapshots
 from .replicas import delete_replica, live_replicas, stop_exports
 from .replication import InvalidRequest, ReplicationServices, _target_for
 
@@ -134,11 +137,21 @@ class CleanupWorkflow:
         return {"stopped": stopped}
 
     def volumes(self, ctx: StepContext) -> dict[str, Any]:
-        """Detach from the OMA and delete each replica volume; keep ones used elsewhere."""
+        """Delete the failovers' replica snapshots, then detach from the OMA and delete each
+        replica volume; keep ones used elsewhere."""
         if not ctx.data["check"].get("target_id"):
             return {"deleted": [], "kept": []}
         target = CloudStackTarget.get_by_id(ctx.data["check"]["target_id"])
         cs = self.s.cloudstack_for(target)
+        snapshots = [
+            *(ctx.data["volumes"].get("snapshots_deleted") or []),
+            *(
+                snap
+                for fo in failovers_with_snapshots(ctx.workflow.context_id)
+                for snap in delete_failover_snapshots(cs, fo, renew=ctx.renew_lease)
+            ),
+        ]
+        ctx.record(snapshots_deleted=snapshots)
         deleted, kept = [], []
         for rv in live_replicas(ctx.workflow.context_id):
             ctx.renew_lease()
@@ -152,7 +165,7 @@ class CleanupWorkflow:
                 "volume_kept",
                 f"replica volume {rv.cloudstack_volume_id} is attached to another VM; not deleted",
             )
-        return {"deleted": deleted, "kept": kept}
+        return {"deleted": deleted, "kept": kept, "snapshots_deleted": snapshots}
 
     def forget(self, ctx: StepContext) -> dict[str, Any]:
         """Delete the context row when asked to (and nothing was kept)."""

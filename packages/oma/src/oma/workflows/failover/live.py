@@ -14,6 +14,9 @@ re-checking the real state before acting, so a killed worker resumes at the reco
 3. ``final_sync``        — creates a normal incremental replication job through the same
    repository function the API uses and waits for it *through the database*: the step stays
    ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked.
+   ``snapshot_replicas`` — a CloudStack snapshot of each replica, recorded with its disk key
+   and the change ID it matches: what a rollback reverts to, so the next sync stays
+   incremental (:mod:`oma.workflows.replica_snapshots`).
 4. ``guest_conversion``  — ``virt-v2v-in-place`` on the boot replica while it is still on the
    OMA, or skipped (``OMA_GUEST_CONVERSION=skip``, the lab's default).
 5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM
@@ -57,7 +60,8 @@ from ...database.repos import jobs as jobs_repo
 from ...errors import ConflictError, WorkflowError
 from ...services import _queries as q
 from ..engine import Definition, Step, StepContext, StepWaiting
-from ..records import step_data
+from ..records import step_data, step_status
+from ..replica_snapshots import SnapshotNotReady, take_snapshot
 from ..replicas import detach_from_oma, disk_order
 from ..replicas import live_replicas as replicas
 from ..replication import ReplicationServices, context_target
@@ -152,6 +156,7 @@ class FailoverWorkflow:
             "validate": self.validate,
             "power_off_source": self.power_off_source,
             "final_sync": self.final_sync,
+            "snapshot_replicas": self.snapshot_replicas,
             "guest_conversion": self.guest_conversion,
             "detach_replicas": self.detach_replicas,
             "deploy_target": self.deploy_target,
@@ -407,6 +412,49 @@ class FailoverWorkflow:
                 step=ctx.step,
             )
         raise StepWaiting(f"final sync job {job.id} {job.status} {job.percent:.0f}%")
+
+    # -- 3b snapshot replicas ------------------------------------------------------------------
+
+    def snapshot_replicas(self, ctx: StepContext) -> dict[str, Any]:
+        """Snapshot each replica in CloudStack (once; adopted after a crash) right after the
+        final sync, before guest conversion or the target VM change them: what a rollback
+        reverts to, keeping the incremental chain. Each snapshot is recorded with its disk key
+        and the change ID its content matches (:mod:`oma.workflows.replica_snapshots`)."""
+        cs, _ = self._cloudstack(ctx)
+        fo = ctx.workflow.id
+        # a failover created before this step existed may resume here after later steps ran
+        converted = step_status(fo, "guest_conversion") not in (None, "pending") and not (
+            step_data(fo, "guest_conversion").get("skipped")
+        )
+        started = step_status(fo, "start_target") not in (None, "pending")
+        ctx.record(after_guest_conversion=converted, after_target_start=started)
+        change_ids = {
+            d.disk_key: d.change_id
+            for d in VmDisk.select().where(VmDisk.context == ctx.workflow.context_id)
+        }
+        taken = dict(ctx.data["snapshot_replicas"].get("snapshots") or {})
+        for rv in replicas(ctx.workflow.context_id):
+            if rv.disk_key in taken:
+                continue
+            ctx.renew_lease()
+            try:
+                snap = take_snapshot(cs, fo, rv)
+            except SnapshotNotReady as exc:
+                raise StepWaiting(str(exc)) from exc
+            taken[rv.disk_key] = {
+                "snapshot_id": snap["id"],
+                "volume_id": rv.cloudstack_volume_id,
+                "change_id": change_ids.get(rv.disk_key),
+                "taken_at": _now_text(),
+            }
+            ctx.record(snapshots=taken)
+        self._event(
+            ctx,
+            "replicas_snapshotted",
+            "snapshots of the replicas taken for a rollback: "
+            + ", ".join(f"disk {k} → {v['snapshot_id']}" for k, v in taken.items()),
+        )
+        return {"snapshots": taken}
 
     # -- 4 guest conversion ---------------------------------------------------------------------
 

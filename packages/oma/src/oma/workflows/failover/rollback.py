@@ -7,12 +7,22 @@ undoes whatever part of the failover happened — a completed one, or one that f
    destroy it (expunged when the API key may expunge). Replica volumes are never deleted (a
    template root volume still on the VM goes with it), and they are not attached to the OMA
    again here: the next sync attaches them on demand, within the OMA VM's attach budget.
-2. ``power_on_source``   — power the source VM back on through the VMA when the failover
+2. ``revert_replicas``   — every replica the failover may have changed since its final sync
+   (all of them once the target VM started; the boot replica once guest conversion ran) is
+   reverted to the CloudStack snapshot the failover took right after the final sync
+   (``revertSnapshot``: the volume must be detached, so a replica still on the OMA is
+   detached first). A reverted replica is again the copy its disk's change ID describes, so
+   the next sync stays incremental. When that cannot be proven — no snapshot recorded, the
+   snapshot gone, the revert refused, the snapshot taken after guest conversion or the target
+   VM changed the replica, the disk's change ID moved — the disk falls back to a full sync.
+3. ``power_on_source``   — power the source VM back on through the VMA when the failover
    found it powered on (or was told nothing); confirm ``poweredOn``.
-3. ``finish``            — the failover → ``rolled_back``; the context → ``ready_for_failover``
-   when the target VM never started, else → ``discovered`` with its disks' change IDs
-   cleared: a VM that ran on the replicas changed them, so only a full sync makes them a
-   copy of the source again.
+4. ``delete_snapshots``  — delete the failover's snapshots in CloudStack.
+5. ``finish``            — the failover → ``rolled_back``; the change IDs of the disks that
+   fell back are cleared (the next sync of those disks is full); the context →
+   ``ready_for_failover`` when every disk kept its change ID, else ``discovered``. The
+   rollback's ``result`` and the ``failover_rolled_back`` event say which disks were
+   reverted and which fall back to a full sync, and why.
 
 A failed step leaves the rollback ``failed``; ``POST /failovers/{id}/rollback`` again resumes it.
 """
@@ -27,14 +37,18 @@ from ...cloudstack.client import is_removed
 from ...database.models import (
     CloudStackTarget,
     ContextState,
+    ReplicaVolume,
     VmContext,
     VmDisk,
     Workflow,
 )
-from ...errors import WorkflowError
+from ...errors import CloudStackError, CloudStackUnreachable, WorkflowError
 from ...services import _queries as q
 from ..engine import Definition, Step, StepContext
 from ..records import step_data, step_status
+from ..replica_snapshots import STEP as SNAPSHOT_STEP
+from ..replica_snapshots import delete_failover_snapshots, recorded
+from ..replicas import detach_from_oma
 from .live import FailoverServices, replicas, target_of, vma_of
 from .store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK
 
@@ -48,7 +62,9 @@ class RollbackWorkflow:
         self.s = services
         steps = {
             "remove_target": self.remove_target,
+            "revert_replicas": self.revert_replicas,
             "power_on_source": self.power_on_source,
+            "delete_snapshots": self.delete_snapshots,
             "finish": self.finish,
         }
         self.definition = Definition(
@@ -72,14 +88,29 @@ class RollbackWorkflow:
             target = target_of(VmContext.get_by_id(ctx.workflow.context_id))
         return self.s.cloudstack_for(target), target
 
-    def _event(self, ctx: StepContext, kind: str, message: str) -> None:
+    def _event(self, ctx: StepContext, kind: str, message: str, **data: Any) -> None:
         q.append_event(
             None,
             ctx.workflow.context_id,
             kind,
             message,
-            data={"rollback_id": ctx.workflow.id, "failover_id": self._failover_id(ctx)},
+            data={"rollback_id": ctx.workflow.id, "failover_id": self._failover_id(ctx), **data},
         )
+
+    def _changed(self, ctx: StepContext) -> dict[str, str]:
+        """The disks whose replica the failover may have changed since its final sync, with
+        why: every disk once the target VM started, the boot disk once guest conversion ran."""
+        fo = self._failover_id(ctx)
+        keys = [rv.disk_key for rv in replicas(ctx.workflow.context_id)]
+        if step_status(fo, "start_target") not in (None, "pending"):
+            return dict.fromkeys(keys, "the target VM ran on the replica")
+        converted = step_status(fo, "guest_conversion") not in (None, "pending") and not (
+            step_data(fo, "guest_conversion").get("skipped")
+        )
+        boot = step_data(fo, "validate").get("boot_disk_key")
+        if converted and boot in keys:
+            return {boot: "guest conversion ran on the boot replica"}
+        return {}
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -124,6 +155,91 @@ class RollbackWorkflow:
         )
         return {"vm_id": vm_id, "destroyed": True, "expunged": expunged, "detached": detached}
 
+    def revert_replicas(self, ctx: StepContext) -> dict[str, Any]:
+        """Revert each replica the failover changed to its post-final-sync snapshot; a disk
+        whose replica cannot be proven unchanged since its last sync falls back to full."""
+        fo = self._failover_id(ctx)
+        changed = self._changed(ctx)
+        data = ctx.data["revert_replicas"]
+        reverted: dict[str, str] = dict(data.get("reverted") or {})
+        full: dict[str, str] = dict(data.get("full") or {})
+        if changed:
+            cs, target = self._cloudstack(ctx)
+            change_ids = {
+                d.disk_key: d.change_id
+                for d in VmDisk.select().where(VmDisk.context == ctx.workflow.context_id)
+            }
+            for rv in replicas(ctx.workflow.context_id):
+                key = rv.disk_key
+                if key not in changed or key in reverted or key in full:
+                    continue
+                ctx.renew_lease()
+                problem = self._revert_one(cs, target, fo, rv, change_ids.get(key))
+                if problem is None:
+                    reverted[key] = recorded(fo)[key]["snapshot_id"]
+                    ctx.record(reverted=reverted)
+                    continue
+                full[key] = problem
+                ctx.record(full=full)
+                self._event(
+                    ctx,
+                    "rollback_full_sync",
+                    f"disk {key}: {changed[key]} and cannot be reverted ({problem}); "
+                    "its next sync is full",
+                    disk_key=key,
+                    reason=problem,
+                )
+        if reverted:
+            self._event(
+                ctx,
+                "replicas_reverted",
+                "replicas reverted to the snapshots of the final sync: "
+                + ", ".join(f"disk {k} → {v}" for k, v in reverted.items())
+                + "; their next sync is incremental",
+            )
+        return {"changed": changed, "reverted": reverted, "full": full}
+
+    def _revert_one(
+        self,
+        cs: Any,
+        target: CloudStackTarget,
+        failover_id: str,
+        rv: ReplicaVolume,
+        change_id: str | None,
+    ) -> str | None:
+        """Revert one replica to its snapshot; None when done, else why it cannot be."""
+        taken = step_data(failover_id, SNAPSHOT_STEP)
+        entry = (taken.get("snapshots") or {}).get(rv.disk_key)
+        boot = step_data(failover_id, "validate").get("boot_disk_key")
+        if entry is None or not entry.get("snapshot_id"):
+            return "no snapshot of the replica was recorded"
+        snap_id = entry["snapshot_id"]
+        if taken.get("after_target_start"):
+            return f"snapshot {snap_id} was taken after the target VM ran"
+        if rv.disk_key == boot and taken.get("after_guest_conversion"):
+            return f"snapshot {snap_id} was taken after guest conversion changed the boot replica"
+        if entry.get("volume_id") != rv.cloudstack_volume_id:
+            return f"snapshot {snap_id} is of volume {entry.get('volume_id')}, not of the replica"
+        if not change_id or change_id != entry.get("change_id"):
+            return f"the disk's change ID is no longer the one snapshot {snap_id} matches"
+        if entry.get("deleted") or cs.get_snapshot(snap_id) is None:
+            return f"snapshot {snap_id} no longer exists in CloudStack"
+        vol = cs.get_volume(rv.cloudstack_volume_id)
+        if vol is None:
+            return f"replica volume {rv.cloudstack_volume_id} no longer exists"
+        on_vm = vol.get("virtualmachineid")
+        if on_vm == target.oma_vm_id:  # e.g. guest conversion failed on the OMA
+            detach_from_oma(self.s.exports, cs, target, rv, reason="to revert it to its snapshot")
+        elif on_vm:
+            return f"replica volume {rv.cloudstack_volume_id} is attached to VM {on_vm}"
+        try:
+            cs.revert_snapshot(snap_id)
+        except CloudStackUnreachable:
+            raise  # the rollback fails and resumes later
+        except CloudStackError as exc:
+            return f"reverting to snapshot {snap_id} failed: {exc.errortext}"
+        return None
+
     def power_on_source(self, ctx: StepContext) -> dict[str, Any]:
         """Power the source back on (when the failover found it on); confirm poweredOn."""
         fo = self._failover_id(ctx)
@@ -145,35 +261,65 @@ class RollbackWorkflow:
         self._event(ctx, "source_powered_on", f"source VM {context.name} powered on")
         return {"skipped": False, "state": state}
 
-    def finish(self, ctx: StepContext) -> dict[str, Any]:
-        """Context → ready_for_failover (or discovered when the target VM ran on the replicas:
-        their change IDs are cleared so the next sync is full); the failover → rolled_back."""
+    def delete_snapshots(self, ctx: StepContext) -> dict[str, Any]:
+        """Delete the failover's replica snapshots in CloudStack (gone ones count as deleted)."""
         fo = self._failover_id(ctx)
+        if not recorded(fo):
+            return {"deleted": []}
+        cs, _ = self._cloudstack(ctx)
+        deleted = [
+            *(ctx.data["delete_snapshots"].get("deleted") or []),
+            *delete_failover_snapshots(cs, fo, renew=ctx.renew_lease),
+        ]
+        return {"deleted": deleted}
+
+    def finish(self, ctx: StepContext) -> dict[str, Any]:
+        """The failover → rolled_back; the disks that fell back lose their change IDs (their
+        next sync is full); the context → ready_for_failover when every disk kept its change
+        ID, else → discovered. The rollback's result says which way each disk went."""
+        fo = self._failover_id(ctx)
+        revert = ctx.data.get("revert_replicas") or {}
+        full: dict[str, str] = dict(revert.get("full") or {})
+        reverted: dict[str, str] = dict(revert.get("reverted") or {})
         now = utcnow()
-        diverged = step_status(fo, "start_target") not in (None, "pending")
         with q.write_transaction():
-            if diverged:
+            if full:
                 VmDisk.update(change_id=None, change_id_at=None, updated_at=now).where(
-                    VmDisk.context == ctx.workflow.context_id
+                    VmDisk.context == ctx.workflow.context_id, VmDisk.disk_key.in_(list(full))
                 ).execute()
-                state, ready = ContextState.DISCOVERED, False
-            else:
-                state, ready = ContextState.READY_FOR_FAILOVER, True
+            ready = not full and all(
+                d.change_id
+                for d in VmDisk.select().where(VmDisk.context == ctx.workflow.context_id)
+            )
+            state = ContextState.READY_FOR_FAILOVER if ready else ContextState.DISCOVERED
             VmContext.update(state=state.value, ready_for_failover=ready, updated_at=now).where(
                 VmContext.id == ctx.workflow.context_id
             ).execute()
             Workflow.update(status=ROLLED_BACK, updated_at=now).where(Workflow.id == fo).execute()
+            result = {
+                "context_state": state.value,
+                "chain_kept": not full,
+                "reverted": reverted,
+                "full_sync": full,
+                "snapshots_deleted": (ctx.data.get("delete_snapshots") or {}).get("deleted", []),
+            }
+            Workflow.update(result=result).where(Workflow.id == ctx.workflow.id).execute()
+            if full:
+                note = "; next sync full for " + "; ".join(
+                    f"disk {k} ({why})" for k, why in full.items()
+                )
+            elif reverted:
+                note = "; replicas reverted to their snapshots: the next sync is incremental"
+            else:
+                note = "; the replicas were not changed: the next sync is incremental"
             self._event(
                 ctx,
                 "failover_rolled_back",
-                f"failover {fo} rolled back"
-                + (
-                    "; the target VM ran on the replicas, so the next replication is full"
-                    if diverged
-                    else ""
-                ),
+                f"failover {fo} rolled back{note}",
+                chain_kept=not full,
+                full_sync=full,
             )
-        return {"context_state": state.value, "replicas_diverged": diverged}
+        return result
 
     def on_failure(self, ctx: StepContext, exc: BaseException) -> None:
         """Record the failure on the context's timeline."""

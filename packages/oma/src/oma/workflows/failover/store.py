@@ -36,6 +36,7 @@ FAILOVER_STEPS = [
     "validate",
     "power_off_source",
     "final_sync",
+    "snapshot_replicas",
     "guest_conversion",
     "detach_replicas",
     "deploy_target",
@@ -43,7 +44,13 @@ FAILOVER_STEPS = [
     "finalize",
 ]
 """The live failover's steps, in order."""
-ROLLBACK_STEPS = ["remove_target", "power_on_source", "finish"]
+ROLLBACK_STEPS = [
+    "remove_target",
+    "revert_replicas",
+    "power_on_source",
+    "delete_snapshots",
+    "finish",
+]
 """The rollback's steps, in order."""
 ROLLED_BACK = "rolled_back"
 
