@@ -67,6 +67,8 @@ def create_snapshot(call: Call, p: Params) -> dict[str, Any]:
         "volumeid": vol["id"],
         "volumename": vol["name"],
         "volumetype": vol["type"],
+        # SnapshotVO.diskOfferingId: a volume made from the snapshot gets the same offering
+        "diskofferingid": vol.get("diskofferingid"),
         "size": vol["size"],
         "name": p.get("name") or f"{vol['name']}_{stamp}",
         "state": "Creating",

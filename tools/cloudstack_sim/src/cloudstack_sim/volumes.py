@@ -15,7 +15,7 @@ from .catalog import filter_items, page
 from .errors import bad_value, internal, invalid
 from .jobs import Call, JobRunner
 from .params import Params
-from .store import GIB, Store, new_id, now_text
+from .store import GIB, Store, new_id, now_text, sparse_copy
 
 CDROM_DEVICE_ID = 3
 
@@ -54,15 +54,18 @@ def _check_size(store: Store, size_gb: int, customized: bool) -> None:
 
 
 def create_volume(call: Call, p: Params) -> dict[str, Any]:
-    """createVolume (async create): name (optional), zoneid, diskofferingid, size (GB)."""
+    """createVolume (async create): name (optional), zoneid, diskofferingid, size (GB); or
+    snapshotid (a volume from a snapshot, :func:`_from_snapshot`)."""
     store = call.store
     d = store.data
-    p.entity(d["zones"], "zoneid")
-    if p.get("diskofferingid") is None:
-        # VolumeApiServiceImpl.allocVolume (the simulator has no volume from snapshot)
+    # VolumeApiServiceImpl.allocVolume
+    if p.get("diskofferingid") is None and p.get("snapshotid") is None:
         raise bad_value(
             "At least one of disk Offering ID or snapshot ID must be passed whilst creating volume"
         )
+    if p.get("snapshotid") is not None:
+        return _from_snapshot(call, p)
+    p.entity(d["zones"], "zoneid")
     size_gb = p.integer("size")
     # VolumeApiServiceImpl.allocVolume: a given size must be positive
     if size_gb is not None and size_gb <= 0:
@@ -96,9 +99,80 @@ def create_volume(call: Call, p: Params) -> dict[str, Any]:
     return {"id": vol_id, "jobid": jobid}
 
 
+def _from_snapshot(call: Call, p: Params) -> dict[str, Any]:
+    """createVolume with ``snapshotid`` (``VolumeApiServiceImpl.allocVolume``, then
+    ``createVolume`` → ``createVolumeFromSnapshot``): a DATADISK of the snapshot's size and disk
+    offering, created on primary storage by the job (``Ready``, the snapshot's bytes)."""
+    d = call.store.data
+    snap = p.entity(d.setdefault("snapshots", {}), "snapshotid")
+    parent = d["volumes"].get(snap["volumeid"])
+    parent_type = parent["type"] if parent else snap["volumetype"]
+    # allocVolume: "disallow passing disk offering ID with DATA disk volume snapshots"
+    if p.get("diskofferingid") is not None and parent_type != "ROOT":
+        raise bad_value(
+            "Disk Offering ID cannot be passed whilst creating volume from snapshot other than "
+            "ROOT disk snapshots"
+        )
+    # allocVolume: only a BackedUp snapshot makes a volume
+    if snap["state"] != "BackedUp":
+        raise bad_value(
+            f"Snapshot id={snap['id']} is not in BackedUp state yet and can't be used for volume "
+            "creation"
+        )
+    # allocVolume: without zoneid the volume goes to the snapshot's zone
+    zone = p.entity(d["zones"], "zoneid", required=False) or d["zones"][0]
+    offering_id = snap.get("diskofferingid") or (parent or {}).get("diskofferingid")
+    size = snap["size"]
+    if p.get("diskofferingid") is not None:  # a ROOT snapshot with an offering
+        offering = p.entity(d["disk_offerings"], "diskofferingid")
+        size_gb = p.integer("size")
+        if offering["iscustomized"] and size_gb is None:
+            raise bad_value("This disk offering requires a custom size specified")
+        wanted = (size_gb if offering["iscustomized"] else offering["disksize"]) * GIB
+        # allocVolume: the offering's (or the custom) size must hold the snapshot
+        if wanted < size:
+            raise bad_value(
+                f"Invalid size for volume creation: {wanted // GIB}GB, snapshot size is: "
+                f"{size // GIB}GB"
+            )
+        offering_id, size = offering["id"], wanted
+    vol_id = new_id()
+    d["volumes"][vol_id] = {
+        "id": vol_id,
+        # VolumeApiServiceImpl.getVolumeNameFromCommand: a blank name becomes a random uuid
+        "name": p.get("name") or new_id(),
+        # commitVolume: every volume createVolume makes is a DATADISK
+        "type": "DATADISK",
+        "size": size,
+        "zoneid": zone["id"],
+        "state": "Allocated",
+        "diskofferingid": offering_id,
+        "snapshotid": snap["id"],
+        "virtualmachineid": None,
+        "deviceid": None,
+        "created": now_text(),
+    }
+    jobid = call.job("createVolume", "Volume", vol_id, {"id": vol_id, "snapshot": snap["id"]})
+    return {"id": vol_id, "jobid": jobid}
+
+
 def _finish_create(store: Store, args: dict[str, Any]) -> dict[str, Any]:
     vol = store.data["volumes"][args["id"]]
-    store.create_backing(vol["id"], vol["size"])
+    snap_id = args.get("snapshot")
+    if snap_id is None:
+        store.create_backing(vol["id"], vol["size"])
+        return {"volume": views.volume(store, vol)}
+    # createVolumeFromSnapshot: the volume is created on primary storage from the snapshot's
+    # bytes at once (Ready), not left Allocated until a VM starts
+    if snap_id not in store.data.setdefault("snapshots", {}):
+        raise bad_value(f"unable to find a snapshot with id {snap_id}")
+    path = store.backing_path(vol["id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sparse_copy(store.snapshot_path(snap_id), path)
+    if path.stat().st_size < vol["size"]:
+        with open(path, "r+b") as fh:
+            fh.truncate(vol["size"])
+    vol["state"] = "Ready"
     return {"volume": views.volume(store, vol)}
 
 
