@@ -213,6 +213,30 @@ SETTINGS: tuple[Setting, ...] = (
         parse_int(1, 31),
     ),
     Setting(
+        "MAX_JOBS",
+        "replication jobs admitted at once in all (0: no limit); the others wait in pending",
+        0,
+        parse_int(0, 100000),
+    ),
+    Setting(
+        "MAX_JOBS_PER_VMA",
+        "replication jobs admitted at once per VMA (0: no limit)",
+        0,
+        parse_int(0, 100000),
+    ),
+    Setting(
+        "MAX_JOBS_PER_HOST",
+        "replication jobs admitted at once per ESXi host of the source VMs (0: no limit)",
+        0,
+        parse_int(0, 100000),
+    ),
+    Setting(
+        "MAX_JOBS_PER_DATASTORE",
+        "replication jobs admitted at once per datastore of the source disks (0: no limit)",
+        0,
+        parse_int(0, 100000),
+    ),
+    Setting(
         "GUEST_CONVERSION",
         "guest conversion step of a live failover: skip (the lab) or virt-v2v",
         "skip",
@@ -270,6 +294,10 @@ class OmaConfig:
     vma_timeout: float
     guest_conversion: str = "skip"
     attach_budget: int = 24
+    max_jobs: int = 0
+    max_jobs_per_vma: int = 0
+    max_jobs_per_host: int = 0
+    max_jobs_per_datastore: int = 0
     nbd_cache: str = "writeback"
     nbd_aio: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -353,6 +381,10 @@ def load_config(
         vma_timeout=values["VMA_TIMEOUT"],
         guest_conversion=values["GUEST_CONVERSION"],
         attach_budget=values["ATTACH_BUDGET"],
+        max_jobs=values["MAX_JOBS"],
+        max_jobs_per_vma=values["MAX_JOBS_PER_VMA"],
+        max_jobs_per_host=values["MAX_JOBS_PER_HOST"],
+        max_jobs_per_datastore=values["MAX_JOBS_PER_DATASTORE"],
         nbd_cache=values["NBD_CACHE"],
         nbd_aio=values["NBD_AIO"],
     )

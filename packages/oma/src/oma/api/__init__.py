@@ -46,10 +46,12 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         credentials,
         discovery,
         failover,
+        groups,
         health,
         openapi,
         progress,
         replications,
+        schedules,
         targets,
         workflows,
     )
@@ -106,6 +108,8 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         replications,
         failover,
         workflows,
+        groups,
+        schedules,
         progress,
         openapi,
     ):

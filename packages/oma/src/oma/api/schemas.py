@@ -115,3 +115,24 @@ CONTEXT_PATCH = obj(
     ("failover_defaults",),
     failover_defaults=obj(boot_disk_key=NULLABLE_STR, template_id=NULLABLE_STR),
 )
+INT = {"type": "integer"}
+ID_LIST = {"type": "array", "items": STR, "minItems": 1}
+GROUP_FIELDS = {
+    "name": STR,
+    "description": NULLABLE_STR,
+    "priority": {"type": "integer", "default": 0, "description": "higher is admitted first"},
+    "max_concurrent": {"type": "integer", "minimum": 0, "default": 0, "description": "0: no limit"},
+}
+GROUP_CREATE = obj(("name",), **GROUP_FIELDS, vm_context_ids={**ID_LIST, "minItems": 0})
+GROUP_PATCH = obj(**GROUP_FIELDS)
+GROUP_MEMBERS = obj(("vm_context_ids",), vm_context_ids=ID_LIST)
+SCHEDULE_FIELDS = {
+    "name": STR,
+    "cron": {"type": "string", "description": "5 fields: minute hour day-of-month month weekday"},
+    "timezone": {"type": "string", "default": "UTC", "description": "an IANA timezone"},
+    "enabled": BOOL,
+    "skip_if_running": BOOL,
+    "type": {"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"},
+}
+SCHEDULE_CREATE = obj(("name", "cron"), **SCHEDULE_FIELDS, vm_context_id=STR, group_id=STR)
+SCHEDULE_PATCH = obj(**SCHEDULE_FIELDS)

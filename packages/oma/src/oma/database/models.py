@@ -404,3 +404,97 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     WorkerHeartbeat,
 )
 """Every model, in dependency order."""
+
+
+class MachineGroup(BaseModel):
+    """A wave of VMs: its jobs are admitted before those of lower ``priority`` groups (higher
+    first; VMs in no group count as priority 0), at most ``max_concurrent`` at once (0: no
+    limit)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    description = TextField(null=True)
+    priority = IntegerField(default=0)
+    max_concurrent = IntegerField(default=0)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "machine_groups"
+
+
+class GroupMember(BaseModel):
+    """A VM of a group; a VM belongs to at most one group (``context`` is unique)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    group = ForeignKeyField(MachineGroup, backref="members", on_delete="CASCADE")
+    context = ForeignKeyField(VmContext, unique=True, backref="membership", on_delete="CASCADE")
+    added_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "machine_group_members"
+
+
+class Schedule(BaseModel):
+    """Replications on a 5-field cron in a timezone, for one VM or every VM of a group.
+
+    Occurrences before ``active_since`` (set when the schedule is created, re-enabled or its
+    timing changes) never fire.
+    """
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    name = CharField(max_length=100, unique=True)
+    cron = CharField(max_length=100)
+    timezone = CharField(max_length=64, default="UTC")
+    enabled = BooleanField(default=True)
+    skip_if_running = BooleanField(default=True)
+    context = ForeignKeyField(VmContext, null=True, backref="schedules", on_delete="CASCADE")
+    group = ForeignKeyField(MachineGroup, null=True, backref="schedules", on_delete="CASCADE")
+    replication_type = CharField(max_length=16, default=RequestedType.AUTO.value)
+    active_since = UtcDateTimeField(default=now)
+    created_at = UtcDateTimeField(default=now)
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "schedules"
+
+
+class ScheduleRun(BaseModel):
+    """One firing of a schedule: a cron ``occurrence`` (unique per schedule, so no occurrence
+    fires twice, whatever the number of workers) or a manual run (``trigger`` manual)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    schedule = ForeignKeyField(Schedule, backref="runs", on_delete="CASCADE")
+    occurrence = UtcDateTimeField()
+    trigger = CharField(max_length=16, default="schedule")
+    started_at = UtcDateTimeField(default=now)
+    finished_at = UtcDateTimeField(null=True)
+    eligible = IntegerField(default=0)
+    created = IntegerField(default=0)
+    skipped = IntegerField(default=0)
+
+    class Meta:
+        table_name = "schedule_runs"
+        indexes = ((("schedule", "occurrence"), True),)
+
+
+class ScheduleRunVm(BaseModel):
+    """What a run did for one VM: ``result`` created (``job_id``), skipped (``reason``) or
+    deferred (waits for the VM's active job to end), then the job's ``outcome``."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    run = ForeignKeyField(ScheduleRun, backref="vms", on_delete="CASCADE")
+    context = ForeignKeyField(VmContext, null=True, on_delete="SET NULL")
+    vm_name = CharField(max_length=255)
+    result = CharField(max_length=16)
+    reason = TextField(null=True)
+    job_id = UUIDStrField(null=True, index=True)
+    outcome = CharField(max_length=16, null=True)
+    outcome_message = TextField(null=True)
+    finished_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "schedule_run_vms"
+
+
+ALL_MODELS += (MachineGroup, GroupMember, Schedule, ScheduleRun, ScheduleRunVm)

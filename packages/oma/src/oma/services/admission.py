@@ -11,6 +11,16 @@ ones wait behind it (a big VM is never starved by a stream of small ones) and ev
 shows why in ``wait_reason``. A job whose VM has more disks than the budget can ever hold fails
 at once with a clear error. The whole decision runs in one write transaction that first locks
 the target rows, so two workers never give away the same room.
+
+Concurrency caps (:class:`Caps`, 0 = no limit) are decided here too, before the room: at most
+``OMA_MAX_JOBS`` admitted jobs in all, ``OMA_MAX_JOBS_PER_VMA`` per VMA,
+``OMA_MAX_JOBS_PER_HOST`` per ESXi host and ``OMA_MAX_JOBS_PER_DATASTORE`` per datastore of
+the VM's source disks (both from discovery: the context's ``spec``), and a group's
+``max_concurrent`` per machine group. An admitted job is one past ``pending`` or holding a
+workflow; a job over a cap waits with the cap named (``waiting: group wave-1 allows 3
+concurrent jobs, 3 running``) and does not hold up other jobs on the OMA VM. Jobs of higher
+priority groups are considered first (VMs in no group: priority 0), oldest first within a
+priority.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from peewee import fn
@@ -28,12 +39,15 @@ from ..database.db import is_sqlite
 from ..database.models import (
     CloudStackTarget,
     JobStatus,
+    MachineGroup,
     ReplicationJob,
     ReplicaVolume,
+    VmaAppliance,
     VmContext,
     VmDisk,
     Workflow,
 )
+from ..database.repos.groups import groups_of
 from ..database.repos.jobs import finish_job
 from ..workflows.replicas import ADMITTED, ON_OMA
 from . import _queries as q
@@ -44,6 +58,95 @@ FOREIGN_TTL = 30.0
 """Seconds a count of the OMA VM's other data volumes is reused before CloudStack is asked again."""
 
 
+@dataclass(frozen=True)
+class Caps:
+    """Most admitted jobs at once: in all, per VMA, per ESXi host, per datastore (0: no limit)."""
+
+    total: int = 0
+    per_vma: int = 0
+    per_host: int = 0
+    per_datastore: int = 0
+
+    @classmethod
+    def from_config(cls, config: Any) -> Caps:
+        """The caps of an :class:`oma.config.OmaConfig`."""
+        return cls(
+            total=config.max_jobs,
+            per_vma=config.max_jobs_per_vma,
+            per_host=config.max_jobs_per_host,
+            per_datastore=config.max_jobs_per_datastore,
+        )
+
+
+class _Load:
+    """Admitted jobs per cap scope, and the scopes of each VM (one admission pass)."""
+
+    def __init__(self, caps: Caps, context_ids: set[str]) -> None:
+        self.caps = caps
+        rows = VmContext.select(VmContext.id, VmContext.spec).where(
+            VmContext.id.in_(list(context_ids))
+        )
+        self.spec = {c.id: c.spec or {} for c in rows} if context_ids else {}
+        self.groups: dict[str, MachineGroup] = groups_of(context_ids)
+        self.group_rows = {g.id: g for g in self.groups.values()}
+        self.vma_names = {v.id: v.name for v in VmaAppliance.select()}
+        self.running: Counter[tuple[str, str]] = Counter()
+
+    def scopes(self, job: ReplicationJob) -> list[tuple[str, str]]:
+        """The cap scopes a job of this VM counts in."""
+        spec = self.spec.get(job.context_id, {})
+        found = [("total", "")]
+        if job.vma_id:
+            found.append(("vma", job.vma_id))
+        group = self.groups.get(job.context_id)
+        if group is not None:
+            found.append(("group", group.id))
+        if spec.get("host"):
+            found.append(("host", str(spec["host"])))
+        stores = {d.get("datastore") for d in spec.get("disks") or [] if isinstance(d, dict)}
+        found.extend(("datastore", str(ds)) for ds in sorted(s for s in stores if s))
+        return found
+
+    def limit(self, scope: tuple[str, str]) -> int:
+        kind, key = scope
+        if kind == "group":
+            return self.group_rows[key].max_concurrent
+        return {
+            "total": self.caps.total,
+            "vma": self.caps.per_vma,
+            "host": self.caps.per_host,
+            "datastore": self.caps.per_datastore,
+        }[kind]
+
+    def priority(self, job: ReplicationJob) -> int:
+        group = self.groups.get(job.context_id)
+        return group.priority if group is not None else 0
+
+    def full(self, job: ReplicationJob) -> str | None:
+        """Why the job must wait for a cap (None when every cap has room)."""
+        for scope in self.scopes(job):
+            cap = self.limit(scope)
+            n = self.running[scope]
+            if cap and n >= cap:
+                return f"waiting: {self.describe(scope)} allows {cap} concurrent jobs, {n} running"
+        return None
+
+    def describe(self, scope: tuple[str, str]) -> str:
+        kind, key = scope
+        if kind == "group":
+            return f"group {self.group_rows[key].name}"
+        return {
+            "total": "OMA_MAX_JOBS",
+            "vma": f"VMA {self.vma_names.get(key, key)} (OMA_MAX_JOBS_PER_VMA)",
+            "host": f"ESXi host {key} (OMA_MAX_JOBS_PER_HOST)",
+            "datastore": f"datastore {key} (OMA_MAX_JOBS_PER_DATASTORE)",
+        }[kind]
+
+    def add(self, job: ReplicationJob) -> None:
+        for scope in self.scopes(job):
+            self.running[scope] += 1
+
+
 class Admission:
     """Decides which pending jobs start (one instance per worker; keeps the foreign cache)."""
 
@@ -52,10 +155,12 @@ class Admission:
         budget: int,
         foreign_for: Callable[[CloudStackTarget], int],
         clock: Callable[[], float] = time.monotonic,
+        caps: Caps | None = None,
     ) -> None:
         self.budget = budget
         self.foreign_for = foreign_for
         self.clock = clock
+        self.caps = caps or Caps()
         self._foreign: dict[str, tuple[float, int]] = {}
 
     def foreign(self, target: CloudStackTarget) -> int:
@@ -87,7 +192,14 @@ class Admission:
                 ).order_by(CloudStackTarget.id).for_update().execute()
             pending = _pending(limit)  # again, under the lock
             contexts = _contexts_of(pending)
-            held, own = _held(targets, default)
+            admitted_jobs = _admitted()
+            held, own = _held(targets, default, admitted_jobs)
+            load = _Load(
+                self.caps, {j.context_id for j in pending} | {j.context_id for j in admitted_jobs}
+            )
+            for running in admitted_jobs:
+                load.add(running)
+            pending.sort(key=lambda j: -load.priority(j))  # stable: oldest first per priority
             blocked: dict[str, str] = {}  # oma vm → id of the oldest job waiting for it
             for job in pending:
                 ctx = contexts.get(job.context_id)
@@ -102,6 +214,10 @@ class Admission:
                 room = self.budget - foreign[target.id]
                 if need > room:
                     _too_big(job, ctx, need, self.budget, foreign[target.id])
+                    continue
+                capped = load.full(job)
+                if capped:
+                    _wait(job, capped)
                     continue
                 if vm in blocked:
                     _wait(
@@ -128,6 +244,7 @@ class Admission:
                     continue
                 held[vm] = in_use + need
                 own[job.context_id] = need
+                load.add(job)
                 create(job)
                 admitted += 1
         return admitted
@@ -147,6 +264,19 @@ def _pending(limit: int) -> list[ReplicationJob]:
     )
 
 
+def _admitted() -> list[ReplicationJob]:
+    """Jobs that hold their admission: past pending, or pending with a workflow."""
+    return list(
+        ReplicationJob.select(ReplicationJob.id, ReplicationJob.context, ReplicationJob.vma).where(
+            (ReplicationJob.status.in_(ADMITTED))
+            | (
+                (ReplicationJob.status == JobStatus.PENDING.value)
+                & fn.EXISTS(Workflow.select(Workflow.id).where(Workflow.job == ReplicationJob.id))
+            )
+        )
+    )
+
+
 def _contexts_of(jobs: list[ReplicationJob]) -> dict[str, VmContext]:
     ids = list({j.context_id for j in jobs})
     return {c.id: c for c in VmContext.select().where(VmContext.id.in_(ids))}
@@ -162,17 +292,10 @@ def _disk_count(context_id: str) -> int:
 
 
 def _held(
-    targets: dict[str, CloudStackTarget], default: str | None
+    targets: dict[str, CloudStackTarget], default: str | None, admitted: list[ReplicationJob]
 ) -> tuple[Counter[str], dict[str, int]]:
     """Per OMA VM: volumes held by admitted jobs (all their disks) and active workflows (the
     replicas they have on the OMA now); and what each busy context holds."""
-    admitted = ReplicationJob.select(ReplicationJob.context).where(
-        (ReplicationJob.status.in_(ADMITTED))
-        | (
-            (ReplicationJob.status == JobStatus.PENDING.value)
-            & fn.EXISTS(Workflow.select(Workflow.id).where(Workflow.job == ReplicationJob.id))
-        )
-    )
     by_jobs = {r.context_id for r in admitted}
     active = Workflow.select(Workflow.context).where(
         Workflow.status.in_(["pending", "running"]), Workflow.context.is_null(False)

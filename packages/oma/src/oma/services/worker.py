@@ -1,13 +1,15 @@
 """``oma worker``: one process running the OMA's background jobs under APScheduler 3.x.
 
 :func:`run_worker` builds the worker's parts (:func:`build_worker`), reconciles NBD exports
-with the database, then runs a ``BlockingScheduler`` with three jobs, each with an explicit
+with the database, then runs a ``BlockingScheduler`` with four jobs, each with an explicit
 id, ``max_instances=1`` and ``coalesce=True``:
 
 - ``heartbeat``       — refreshes this worker's ``worker_heartbeats`` row (health reads it);
 - ``progress-poller`` — :class:`oma.services.poller.ProgressPoller` every ``OMA_POLL_INTERVAL``;
 - ``workflow-runner`` — :class:`oma.services.runner.WorkflowRunner` every second (replication
-  and cleanup workflows, stop requests, and export reconciliation once a minute).
+  and cleanup workflows, stop requests, and export reconciliation once a minute);
+- ``schedules``       — :class:`oma.services.schedules.ScheduleFirer` every
+  :data:`SCHEDULE_TICK` seconds (fires due schedules once, whatever the number of workers).
 
 All state lives in the database, so the process may be killed at any moment: a new worker
 resumes polling on its first tick, takes over expired workflow leases (at once for its own
@@ -40,15 +42,20 @@ from ..workflows.failover.live import FailoverServices, guest_conversion_mode
 from ..workflows.replicas import reconcile_attachments
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from ._queries import release_dead_local_leases
+from .admission import Caps
 from .classify import Timeouts
 from .exports import reconcile_exports
 from .poller import ProgressPoller
 from .runner import WorkflowRunner
+from .schedules import ScheduleFirer
 
 log = get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """Signals that stop ``oma worker`` cleanly."""
+
+SCHEDULE_TICK = 5.0
+"""Seconds between two looks at the schedules (a cron occurrence fires at most this late)."""
 
 
 class _ClientCache:
@@ -85,6 +92,7 @@ class Worker:
     engine: WorkflowEngine
     exports: Any
     started_at: datetime = field(default_factory=utcnow)
+    schedules: ScheduleFirer = field(default_factory=ScheduleFirer)
     _caches: list[_ClientCache] = field(default_factory=list)
 
     def heartbeat(self) -> None:
@@ -115,6 +123,10 @@ class Worker:
     def run_workflows(self) -> None:
         """One workflow-runner tick (every kind of workflow)."""
         self.runner.tick()
+
+    def fire_schedules(self) -> None:
+        """One schedule tick (due occurrences fire; earlier runs settle)."""
+        self.schedules.tick()
 
     def reconcile(self) -> None:
         """Reconcile attachments and exports with CloudStack and the processes (at start)."""
@@ -202,6 +214,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         others=tuple(d for d in kinds.definitions(services) if d.kind != kinds.REPLICATION),
         maintenance=lambda: reconcile(services, config),
     )
+    runner.admission.caps = Caps.from_config(config)
     poller = ProgressPoller(
         timeouts=Timeouts(
             vma_unreachable=config.vma_unreachable_timeout,
@@ -287,6 +300,7 @@ def _start(worker: Worker, scheduler: Any) -> None:
         (worker.heartbeat, "heartbeat", config.poll_interval),
         (worker.poll, "progress-poller", config.poll_interval),
         (worker.run_workflows, "workflow-runner", min(1.0, config.poll_interval)),
+        (worker.fire_schedules, "schedules", SCHEDULE_TICK),
     ):
         scheduler.add_job(
             func, "interval", seconds=seconds, id=job_id, replace_existing=True, next_run_time=now
