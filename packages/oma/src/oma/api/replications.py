@@ -41,13 +41,16 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
     "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job or an
-    active failover, rollback (whose own final sync creates its job directly) or cleanup, and
-    409 ``disk_too_large`` when the target's disk offering cannot carry one of its disks."""
+    active failover, rollback (whose own final sync creates its job directly), cleanup or test
+    failover start or end, 409 when it is failed over live, and 409 ``disk_too_large`` when the
+    target's disk offering cannot carry one of its disks. A VM whose test failover runs
+    (``failed_over_test``) replicates as usual: the test VM runs on copies of the replicas."""
     data = json_body()
     no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
     ctx = _resolve_context(data)
-    if ctx.state in (ContextState.FAILED_OVER_LIVE.value, ContextState.FAILED_OVER_TEST.value):
+    # a test failover runs on copies of the replicas: syncs go on beside it
+    if ctx.state == ContextState.FAILED_OVER_LIVE.value:
         raise ApiError(
             "invalid_state",
             f"VM {ctx.name} is {ctx.state}; roll the failover back before replicating it again",

@@ -235,6 +235,16 @@ class CloudStackClient:
         )
         return dict(result["volume"])
 
+    def create_volume_from_snapshot(
+        self, name: str, *, snapshot_id: str, zone_id: str | None = None
+    ) -> dict[str, Any]:
+        """Create a volume from a (BackedUp) snapshot and wait; it gets the snapshot's size and
+        disk offering (CloudStack refuses an offering for a data volume's snapshot,
+        ``VolumeApiServiceImpl.allocVolume``) and is ``Ready`` with the snapshot's content."""
+        log.info("creating volume from snapshot", name=name, snapshot_id=snapshot_id)
+        result = self._call("createVolume", name=name, snapshotid=snapshot_id, zoneid=zone_id)
+        return dict(result["volume"])
+
     def get_volume(self, volume_id: str) -> dict[str, Any] | None:
         """The volume, or None when it does not exist."""
         return self._one("listVolumes", id=volume_id, listall=True)

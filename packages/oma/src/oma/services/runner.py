@@ -7,7 +7,9 @@ One tick (an APScheduler job in ``oma worker``):
    their workflow's next step;
 2. new jobs — every ``pending`` job without a workflow gets one when its replicas fit on the
    OMA VM within the attach budget (:mod:`oma.services.admission`, under a lock of the target
-   rows, so two workers never both create it); the others wait with a reason;
+   rows, so two workers never both create it); the others wait with a reason; a test
+   failover past its ``auto_end_after`` gets its end workflow
+   (:func:`oma.workflows.failover.test.end_due_tests`);
 3. workflows — claims runnable workflows of every kind (replication, cleanup, failover,
    rollback: :mod:`oma.workflows.kinds`) one at a time, oldest first (lease; an expired lease
    of a dead worker is taken over) and runs each to its end, to the replicating hand-off, or
@@ -28,6 +30,7 @@ from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError
 from ..vma_client import error_status
 from ..workflows.engine import Definition, WorkflowEngine
+from ..workflows.failover.test import end_due_tests
 from ..workflows.replicas import foreign_volumes
 from ..workflows.replication import ReplicationWorkflow
 from . import _queries as q
@@ -70,7 +73,7 @@ class WorkflowRunner:
         Maintenance (export reconciliation) runs in this same thread, so it never sees an
         export a workflow step started a moment ago but has not recorded yet.
         """
-        counts = {"stopped": 0, "created": 0, "swept": 0, "ran": 0, "waiting": 0}
+        counts = {"stopped": 0, "created": 0, "swept": 0, "test_ends": 0, "ran": 0, "waiting": 0}
         if self.maintenance and time.monotonic() - self._last_maintenance >= self.maintenance_every:
             self._last_maintenance = time.monotonic()
             self.maintenance()
@@ -78,6 +81,7 @@ class WorkflowRunner:
             counts["stopped"] = self.handle_stop_requests()
             counts["created"] = self.create_workflows()
             counts["swept"] = self.sweep_orphaned_jobs()
+            counts["test_ends"] = end_due_tests(utcnow())  # test failovers past auto_end_after
             ran: list[str] = []
             for _ in range(self.max_per_tick):
                 wf = self.engine.claim(list(self.definitions), exclude=ran)

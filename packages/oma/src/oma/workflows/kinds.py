@@ -17,8 +17,13 @@ FAILOVER_LIVE = "failover_live"
 """The source stops, its replicas boot in CloudStack (waits for its final sync; no unwinding)."""
 FAILOVER_ROLLBACK = "failover_rollback"
 """Undo a live failover: remove the target VM, power the source on."""
-ALL = (REPLICATION, CLEANUP, FAILOVER_LIVE, FAILOVER_ROLLBACK)
-FAILOVER_KINDS = (FAILOVER_LIVE, FAILOVER_ROLLBACK)
+FAILOVER_TEST = "failover_test"
+"""Boot copies of the replicas (volumes from snapshots) as ``<vm>-test`` while the source runs
+and syncs go on (no unwinding: a failed test is ended)."""
+FAILOVER_TEST_END = "failover_test_end"
+"""End a test failover: destroy the test VM, its volumes and snapshots."""
+ALL = (REPLICATION, CLEANUP, FAILOVER_LIVE, FAILOVER_ROLLBACK, FAILOVER_TEST, FAILOVER_TEST_END)
+FAILOVER_KINDS = (FAILOVER_LIVE, FAILOVER_ROLLBACK, FAILOVER_TEST, FAILOVER_TEST_END)
 """Kinds that act on a VM's replicas and source as a failover; one at a time per VM."""
 
 
@@ -28,6 +33,7 @@ def definitions(services: Any) -> list[Any]:
     from .cleanup import CleanupWorkflow
     from .failover.live import FailoverWorkflow
     from .failover.rollback import RollbackWorkflow
+    from .failover.test import TestEndWorkflow, TestFailoverWorkflow
     from .replication import ReplicationWorkflow
 
     built = [
@@ -35,6 +41,8 @@ def definitions(services: Any) -> list[Any]:
         CleanupWorkflow(services).definition,
         FailoverWorkflow(services).definition,
         RollbackWorkflow(services).definition,
+        TestFailoverWorkflow(services).definition,
+        TestEndWorkflow(services).definition,
     ]
     assert tuple(d.kind for d in built) == ALL
     return built

@@ -48,7 +48,8 @@ def create_job(
 ) -> ReplicationJob:
     """Insert a pending job for a context; ConflictError when it already has an active job.
 
-    ``vma_id`` defaults to the context's VMA. The context moves to ``replicating``.
+    ``vma_id`` defaults to the context's VMA. The context moves to ``replicating`` (one with a
+    test failover in place stays ``failed_over_test``).
     """
     requested = RequestedType(requested_type)
     try:
@@ -71,10 +72,14 @@ def create_job(
                 status=JobStatus.PENDING.value,
                 active_context_id=ctx.id,
             )
+            # a sync beside a test failover keeps the context failed_over_test (the test VM
+            # runs on copies of the replicas; ending the test returns it to replicating or
+            # ready_for_failover)
+            testing = ctx.state == ContextState.FAILED_OVER_TEST.value
             VmContext.update(
                 active_job_id=job.id,
                 last_job_id=job.id,
-                state=ContextState.REPLICATING.value,
+                state=ctx.state if testing else ContextState.REPLICATING.value,
                 ready_for_failover=False,
                 updated_at=now(),
             ).where(VmContext.id == ctx.id).execute()
@@ -230,8 +235,15 @@ def _context_after(ctx: VmContext, status: JobStatus, stamp: datetime) -> dict[A
     when an earlier sync succeeded: its change IDs are still stored, so the next sync — and a
     failover's final sync — start from them and repair what the broken sync half-wrote.
     Without an earlier success: ``failed``, or ``discovered`` when an operator stopped it.
-    Any other state (the job was not the reason for it) is left alone.
+    Any other state (the job was not the reason for it) is left alone. A sync that ends while
+    a test failover runs (``failed_over_test``) leaves that state: completed sets the flag and
+    stamps ``last_success_at``; failed or stopped changes nothing (the earlier sync's change
+    IDs are kept, as above).
     """
+    if ctx.state == ContextState.FAILED_OVER_TEST.value:
+        if status is JobStatus.COMPLETED:
+            return {VmContext.ready_for_failover: True, VmContext.last_success_at: stamp}
+        return {}
     if status is JobStatus.COMPLETED:
         return {
             VmContext.state: ContextState.READY_FOR_FAILOVER.value,

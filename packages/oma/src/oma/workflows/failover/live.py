@@ -65,7 +65,7 @@ from ..replica_snapshots import SnapshotNotReady, take_snapshot
 from ..replicas import detach_from_oma, disk_order
 from ..replicas import live_replicas as replicas
 from ..replication import ReplicationServices, context_target
-from .store import FAILOVER_STEPS, KIND, seconds_between
+from .store import FAILOVER_STEPS, KIND, seconds_between, test_end_pending
 from .target_vm import (
     TargetInvalid,
     boot_disk,
@@ -143,6 +143,148 @@ def boot_disk_key(context: VmContext, requested: str | None = None) -> tuple[str
         raise FailoverInvalid(exc.message, step="validate") from exc
 
 
+def check_replicas(context: VmContext) -> None:
+    """Refuse a failover (live or test) of a VM whose disks lack a completed sync or a
+    replica volume."""
+    disks = sorted(
+        VmDisk.select().where(VmDisk.context == context.id),
+        key=lambda d: disk_order(d.disk_key),
+    )
+    missing = [d.disk_key for d in disks if not d.change_id]
+    if not disks or missing:
+        raise FailoverInvalid(
+            f"disk(s) {', '.join(missing) or '(none)'} have no completed sync; "
+            "run a replication first",
+            step="validate",
+        )
+    have = {rv.disk_key for rv in replicas(context.id) if rv.cloudstack_volume_id}
+    lost = [d.disk_key for d in disks if d.disk_key not in have]
+    if lost:
+        raise FailoverInvalid(f"disk(s) {', '.join(lost)} have no replica volume", step="validate")
+
+
+def plan_target(
+    services: FailoverServices,
+    context: VmContext,
+    p: dict[str, Any],
+    *,
+    derived_name: str,
+    own_vm: str | None,
+) -> dict[str, Any]:
+    """The target VM of a failover (live or test) from the request ``p`` and the source's
+    spec, checked against CloudStack: target, offering (CPU/memory of a custom one),
+    networks and NICs, template, boot disk, firmware and a free name (``vm_name``, else
+    ``derived_name``; ``own_vm`` is the workflow's own VM). :class:`FailoverInvalid`
+    names what is wrong."""
+    boot, boot_why = boot_disk_key(context, p.get("boot_disk_key"))
+    target = target_of(context)
+    cs = services.cloudstack_for(target)
+
+    offering = next(
+        (o for o in cs.list_service_offerings() if o.get("id") == p["service_offering_id"]),
+        None,
+    )
+    if offering is None:
+        raise FailoverInvalid(
+            f"service offering {p['service_offering_id']} does not exist", step="validate"
+        )
+    custom = bool(offering.get("iscustomized"))
+    spec = context.spec or {}
+    cpus = spec.get("cpus") or spec.get("num_cpu")
+    memory_mb = spec.get("memory_mb")
+    if custom and not (cpus and memory_mb):
+        raise FailoverInvalid(
+            f"service offering {offering.get('name')} is custom but the source VM's spec has "
+            "no cpus/memory_mb; choose a fixed offering",
+            step="validate",
+        )
+
+    mappings: dict[str, str] = dict(p.get("network_mappings") or {})
+    zone_networks = {n.get("id") for n in cs.list_networks(zone_id=target.zone_id)}
+    for source, network_id in mappings.items():
+        if network_id not in zone_networks:
+            raise FailoverInvalid(
+                f"network {network_id} (mapped from {source!r}) does not exist in zone "
+                f"{target.zone_id}",
+                step="validate",
+            )
+    try:
+        nics = nic_plan(spec, mappings, bool(p.get("keep_macs", True)))
+        template, template_why = choose_template(
+            cs.list_templates(zone_id=target.zone_id), spec, p.get("template_id")
+        )
+    except TargetInvalid as exc:
+        raise FailoverInvalid(exc.message, step="validate") from exc
+    if not nics:
+        raise FailoverInvalid("network_mappings maps no network", step="validate")
+    boot_type, boot_mode = boot_firmware(spec)
+
+    name = target_vm_name(cs, p.get("vm_name"), derived_name, own_vm)
+    return {
+        "target_id": target.id,
+        "service_offering_id": offering["id"],
+        "custom_offering": custom,
+        "cpus": int(cpus) if custom else None,
+        "memory_mb": int(memory_mb) if custom else None,
+        "network_ids": [n.network_id for n in nics],
+        "macs": {n.network_id: n.mac for n in nics if n.mac},
+        "nics": [{"label": n.label, "network_id": n.network_id, "mac": n.mac} for n in nics],
+        "template_id": template["id"],
+        "template_reason": template_why,
+        "vm_name": name,
+        "boot_disk_key": boot,
+        "boot_disk_reason": boot_why,
+        "boot_type": boot_type,
+        "boot_mode": boot_mode,
+    }
+
+
+def target_vm_name(cs: Any, requested: str | None, derived: str, own_vm: str | None) -> str:
+    """The target VM's name: the requested one, else the one derived from the source.
+
+    A live VM of that name (other than this failover's own) refuses the failover. A
+    Destroyed VM that still holds the name (not expunged yet) refuses a requested name and
+    moves a derived one to the next free ``<name>-2``, ``<name>-3`` …: CloudStack would
+    refuse the deploy, and the OMA never acts on a Destroyed VM."""
+    name = requested or derived
+    for attempt in range(2, 100):
+        found = [v for v in cs.list_vms(name=name, include_removed=True) if v["id"] != own_vm]
+        live = [v for v in found if not is_removed(v)]
+        if live:
+            raise FailoverInvalid(
+                f"a CloudStack VM named {name} already exists ({live[0].get('id')})",
+                step="validate",
+            )
+        if not found:
+            return name
+        if requested:
+            raise FailoverInvalid(
+                f"the name {name} is still held by CloudStack VM {found[0].get('id')} in "
+                f"state {found[0].get('state')} until it is expunged; choose another vm_name",
+                step="validate",
+            )
+        suffix = f"-{attempt}"
+        name = derived[: 63 - len(suffix)].rstrip("-") + suffix
+    raise FailoverInvalid(f"no free CloudStack VM name for {derived}", step="validate")
+
+
+def deploy_stopped(cs: Any, target: CloudStackTarget, plan: dict[str, Any]) -> dict[str, Any]:
+    """Deploy the planned VM (:func:`plan_target`) stopped, from its template; returns it."""
+    return cs.deploy_vm(
+        name=plan["vm_name"],
+        zone_id=target.zone_id,
+        service_offering_id=plan["service_offering_id"],
+        template_id=plan["template_id"],
+        network_ids=plan["network_ids"],
+        start=False,
+        macs=plan["macs"] or None,
+        cpus=plan["cpus"],
+        memory_mb=plan["memory_mb"],
+        boot_type=plan.get("boot_type"),
+        boot_mode=plan.get("boot_mode"),
+    )
+
+
 def _now_text() -> str:
     return rfc3339(utcnow())
 
@@ -218,6 +360,8 @@ class FailoverWorkflow:
             ContextState.REPLICATING.value,
             ContextState.FAILED.value,
         )
+        if context.state == ContextState.FAILED_OVER_TEST.value and test_end_pending(context.id):
+            raise StepWaiting("waiting for the test failover to end")  # asked with end_test
         if not (ready or resumable):
             raise FailoverInvalid(
                 f"VM context {context.name} is {context.state}, not ready_for_failover",
@@ -228,114 +372,12 @@ class FailoverWorkflow:
                 f"VM context {context.name} has an active replication job {context.active_job_id}",
                 step="validate",
             )
-        disks = sorted(
-            VmDisk.select().where(VmDisk.context == context.id),
-            key=lambda d: disk_order(d.disk_key),
-        )
-        missing = [d.disk_key for d in disks if not d.change_id]
-        if not disks or missing:
-            raise FailoverInvalid(
-                f"disk(s) {', '.join(missing) or '(none)'} have no completed sync; "
-                "run a replication first",
-                step="validate",
-            )
-        have = {rv.disk_key for rv in replicas(context.id) if rv.cloudstack_volume_id}
-        lost = [d.disk_key for d in disks if d.disk_key not in have]
-        if lost:
-            raise FailoverInvalid(
-                f"disk(s) {', '.join(lost)} have no replica volume", step="validate"
-            )
+        check_replicas(context)
         vma_of(context)
-        boot, boot_why = boot_disk_key(context, p.get("boot_disk_key"))
-        target = target_of(context)
-        cs = self.s.cloudstack_for(target)
-
-        offering = next(
-            (o for o in cs.list_service_offerings() if o.get("id") == p["service_offering_id"]),
-            None,
-        )
-        if offering is None:
-            raise FailoverInvalid(
-                f"service offering {p['service_offering_id']} does not exist", step="validate"
-            )
-        custom = bool(offering.get("iscustomized"))
-        spec = context.spec or {}
-        cpus = spec.get("cpus") or spec.get("num_cpu")
-        memory_mb = spec.get("memory_mb")
-        if custom and not (cpus and memory_mb):
-            raise FailoverInvalid(
-                f"service offering {offering.get('name')} is custom but the source VM's spec has "
-                "no cpus/memory_mb; choose a fixed offering",
-                step="validate",
-            )
-
-        mappings: dict[str, str] = dict(p.get("network_mappings") or {})
-        zone_networks = {n.get("id") for n in cs.list_networks(zone_id=target.zone_id)}
-        for source, network_id in mappings.items():
-            if network_id not in zone_networks:
-                raise FailoverInvalid(
-                    f"network {network_id} (mapped from {source!r}) does not exist in zone "
-                    f"{target.zone_id}",
-                    step="validate",
-                )
-        try:
-            nics = nic_plan(spec, mappings, bool(p.get("keep_macs", True)))
-            template, template_why = choose_template(
-                cs.list_templates(zone_id=target.zone_id), spec, p.get("template_id")
-            )
-        except TargetInvalid as exc:
-            raise FailoverInvalid(exc.message, step="validate") from exc
-        if not nics:
-            raise FailoverInvalid("network_mappings maps no network", step="validate")
-        boot_type, boot_mode = boot_firmware(spec)
-
         own_vm = self._later(ctx, "deploy_target").get("vm_id")
-        name = self._vm_name(cs, p.get("vm_name"), vm_name_for(context.name), own_vm)
-        return {
-            "target_id": target.id,
-            "service_offering_id": offering["id"],
-            "custom_offering": custom,
-            "cpus": int(cpus) if custom else None,
-            "memory_mb": int(memory_mb) if custom else None,
-            "network_ids": [n.network_id for n in nics],
-            "macs": {n.network_id: n.mac for n in nics if n.mac},
-            "nics": [{"label": n.label, "network_id": n.network_id, "mac": n.mac} for n in nics],
-            "template_id": template["id"],
-            "template_reason": template_why,
-            "vm_name": name,
-            "boot_disk_key": boot,
-            "boot_disk_reason": boot_why,
-            "boot_type": boot_type,
-            "boot_mode": boot_mode,
-        }
-
-    def _vm_name(self, cs: Any, requested: str | None, derived: str, own_vm: str | None) -> str:
-        """The target VM's name: the requested one, else the one derived from the source.
-
-        A live VM of that name (other than this failover's own) refuses the failover. A
-        Destroyed VM that still holds the name (not expunged yet) refuses a requested name and
-        moves a derived one to the next free ``<name>-2``, ``<name>-3`` …: CloudStack would
-        refuse the deploy, and the OMA never acts on a Destroyed VM."""
-        name = requested or derived
-        for attempt in range(2, 100):
-            found = [v for v in cs.list_vms(name=name, include_removed=True) if v["id"] != own_vm]
-            live = [v for v in found if not is_removed(v)]
-            if live:
-                raise FailoverInvalid(
-                    f"a CloudStack VM named {name} already exists ({live[0].get('id')})",
-                    step="validate",
-                )
-            if not found:
-                return name
-            if requested:
-                raise FailoverInvalid(
-                    f"the name {name} is still held by CloudStack VM {found[0].get('id')} in "
-                    f"state {found[0].get('state')} until it is expunged; choose another vm_name",
-                    step="validate",
-                )
-            suffix = f"-{attempt}"
-            name = derived[: 63 - len(suffix)].rstrip("-") + suffix
-        raise FailoverInvalid(f"no free CloudStack VM name for {derived}", step="validate")
+        return plan_target(
+            self.s, context, p, derived_name=vm_name_for(context.name), own_vm=own_vm
+        )
 
     # -- 2 power off ----------------------------------------------------------------------------
 
@@ -543,20 +585,7 @@ class FailoverWorkflow:
                 vm_id = found[0]["id"]
             else:
                 ctx.renew_lease()
-                vm = cs.deploy_vm(
-                    name=v["vm_name"],
-                    zone_id=target.zone_id,
-                    service_offering_id=v["service_offering_id"],
-                    template_id=v["template_id"],
-                    network_ids=v["network_ids"],
-                    start=False,
-                    macs=v["macs"] or None,
-                    cpus=v["cpus"],
-                    memory_mb=v["memory_mb"],
-                    boot_type=v.get("boot_type"),
-                    boot_mode=v.get("boot_mode"),
-                )
-                vm_id = vm["id"]
+                vm_id = deploy_stopped(cs, target, v)["id"]
             ctx.record(vm_id=vm_id, deployed_at=_now_text())
             self._event(ctx, "target_deployed", f"deployed VM {v['vm_name']} ({vm_id}) stopped")
         vm = cs.get_vm(vm_id)

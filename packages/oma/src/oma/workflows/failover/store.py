@@ -22,7 +22,7 @@ from migration_common import utcnow
 from ...database.models import ContextState, StepStatus, Workflow, WorkflowStep
 from ...errors import ConflictError, InvalidStateError, NotFoundError
 from ...services import _queries as q
-from ..kinds import FAILOVER_LIVE, FAILOVER_ROLLBACK
+from ..kinds import FAILOVER_LIVE, FAILOVER_ROLLBACK, FAILOVER_TEST, FAILOVER_TEST_END
 from ..records import (
     ACTIVE,
     active_workflow,
@@ -53,6 +53,35 @@ ROLLBACK_STEPS = [
 ]
 """The rollback's steps, in order."""
 ROLLED_BACK = "rolled_back"
+TEST_KIND = FAILOVER_TEST
+TEST_END_KIND = FAILOVER_TEST_END
+TEST_STEPS = [
+    "validate",
+    "snapshot_replicas",
+    "create_volumes",
+    "deploy_test_vm",
+    "start_test_vm",
+    "finalize",
+]
+"""The test failover's steps, in order (:mod:`oma.workflows.failover.test`)."""
+TEST_END_STEPS = ["remove_test_vm", "delete_volumes", "delete_snapshots", "finish"]
+"""The steps that end a test failover, in order."""
+ENDED = "ended"
+"""A test failover's status once its end workflow has finished."""
+
+
+def test_end_pending(context_id: str) -> bool:
+    """Whether an end of the context's test failover is pending or running (a live failover
+    asked with ``end_test`` waits for it)."""
+    return (
+        Workflow.select()
+        .where(
+            Workflow.context == context_id,
+            Workflow.kind == TEST_END_KIND,
+            Workflow.status.in_(ACTIVE),
+        )
+        .exists()
+    )
 
 
 def _insert(kind: str, context_id: str, params: dict[str, Any], names: list[str]) -> Workflow:
