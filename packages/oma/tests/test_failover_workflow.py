@@ -450,14 +450,14 @@ def test_rollback_of_a_completed_failover(lab, tmp_path):
         ctx = VmContext.get_by_id(lab.context_id)
         volumes = {v.disk_key: v for v in ReplicaVolume.select()}
         disks = list(VmDisk.select())
-    # the target VM ran on the replicas: they are no copy of the source any more
-    assert ctx.state == "discovered" and not ctx.ready_for_failover
-    assert all(d.change_id is None for d in disks)
+    # the target VM ran on the replicas: reverted to their snapshots, the chain is kept
+    assert ctx.state == "ready_for_failover" and ctx.ready_for_failover
+    assert all(d.change_id for d in disks) and rb.result["chain_kept"] is True
     for key in DISKS:  # kept, detached: the next sync attaches them on demand
         assert volumes[key].state == "detached"
         assert lab.cs.get_volume(volumes[key].cloudstack_volume_id).get("virtualmachineid") is None
     job = _replicate(lab)
-    assert job.status == "completed" and job.effective_type == "full"
+    assert job.status == "completed" and job.effective_type == "incremental"
 
 
 def test_a_vm_deployed_before_a_crash_is_adopted_not_duplicated(lab, monkeypatch):
@@ -618,3 +618,228 @@ def test_a_destroyed_vm_holding_the_name_is_never_adopted_or_clashed_with(lab):
     assert wf.result["target_vm_name"] == f"{name}-2"
     assert wf.result["target_vm_id"] != old["id"]
     assert lab.cs.get_vm(old["id"])["state"] == "Destroyed"  # untouched
+
+
+# -- rollback that keeps the incremental chain ---------------------------------------------------
+
+
+def _backing(lab: Lab, volume_id: str) -> Path:
+    return lab.sim.state_dir / "volumes" / f"{volume_id}.img"
+
+
+def _target_runs_and_writes(lab: Lab, vm_id: str) -> None:
+    """What a guest booted in CloudStack does to its disks: write into every replica volume
+    attached to the target VM (the simulator's backing files)."""
+    attached = lab.cs.list_volumes(vm_id=vm_id)
+    with database.connection_context():
+        ours = {rv.cloudstack_volume_id for rv in ReplicaVolume.select()}
+    assert ours <= {v["id"] for v in attached}
+    for vol_id in ours:
+        with open(_backing(lab, vol_id), "r+b") as f:
+            for offset in (0, 2 * MiB + 4096):
+                f.seek(offset)
+                f.write(b"\xee" * 65536)
+
+
+def _rollback(lab: Lab, wf_id: str) -> Workflow:
+    with database.connection_context():
+        rb, _ = store.start_rollback(wf_id)
+    rb = _drive(lab, rb.id)
+    assert rb.status == "done", rb.error
+    return rb
+
+
+def _events(lab: Lab, kind: str) -> list[JobEvent]:
+    with database.connection_context():
+        return list(
+            JobEvent.select().where(JobEvent.context == lab.context_id, JobEvent.kind == kind)
+        )
+
+
+def _assert_replicas_equal_sources(lab: Lab, tmp_path: Path, sha256_head: Any) -> None:
+    with database.connection_context():
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+    for key, size in DISKS.items():
+        backing = _backing(lab, volumes[key].cloudstack_volume_id)
+        assert sha256_head(backing, size) == sha256_head(_raw(lab.sources[key], tmp_path), size)
+
+
+def test_rollback_reverts_the_target_writes_and_keeps_the_incremental_chain(
+    lab, tmp_path, sha256_head
+):
+    assert _replicate(lab).status == "completed"
+    wf = _drive(lab, _start(lab))
+    assert wf.status == "done", wf.error
+    snaps = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
+    with database.connection_context():
+        change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    _target_runs_and_writes(lab, wf.result["target_vm_id"])
+
+    rb = _rollback(lab, wf.id)
+    assert rb.result["chain_kept"] is True and rb.result["full_sync"] == {}
+    assert rb.result["reverted"] == {k: v["snapshot_id"] for k, v in snaps.items()}
+    assert sorted(rb.result["snapshots_deleted"]) == sorted(
+        v["snapshot_id"] for v in snaps.values()
+    )
+    # the replicas are the final sync's copy again, the change IDs describe them
+    _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
+    with database.connection_context():
+        ctx = VmContext.get_by_id(lab.context_id)
+        assert {d.disk_key: d.change_id for d in VmDisk.select()} == change_ids
+        volumes = list(ReplicaVolume.select())
+    assert ctx.state == "ready_for_failover" and ctx.ready_for_failover
+    assert {v.state for v in volumes} == {"detached"}  # the next sync attaches them
+    assert lab.cs.list_snapshots() == []  # nothing left behind in CloudStack
+    assert "reverted to their snapshots" in _events(lab, "failover_rolled_back")[0].message
+    assert len(_events(lab, "replicas_reverted")) == 1 and not _events(lab, "rollback_full_sync")
+
+    qemu_io(lab.sources["2001"], "write -P 0x33 1M 64k")  # the guest runs again
+    job = _replicate(lab)
+    assert job.status == "completed" and job.effective_type == "incremental"
+    sent = lab.vma.replicate_calls[-1]["disks"]
+    assert {d["disk_key"]: d["previous_change_id"] for d in sent} == change_ids
+    _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
+
+
+@pytest.mark.parametrize("how", ["snapshot_deleted", "revert_refused"])
+def test_a_rollback_that_cannot_revert_a_replica_falls_back_to_full_for_it(
+    lab, tmp_path, sha256_head, how
+):
+    assert _replicate(lab).status == "completed"
+    wf = _drive(lab, _start(lab))
+    assert wf.status == "done", wf.error
+    snaps = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
+    with database.connection_context():
+        change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    _target_runs_and_writes(lab, wf.result["target_vm_id"])
+    lost = snaps["2001"]["snapshot_id"]
+    if how == "snapshot_deleted":  # behind the OMA's back
+        lab.cs.delete_snapshot(lost)
+        why = f"snapshot {lost} no longer exists in CloudStack"
+    else:
+        # once: the first revert (disk 2000, in disk-key order) is refused
+        inject_fault(lab.sim, "revertSnapshot", 530, errortext="Revert is not supported here")
+        why = f"reverting to snapshot {snaps['2000']['snapshot_id']} failed: "
+        why += "Revert is not supported here"
+
+    rb = _rollback(lab, wf.id)
+    lost_key = "2001" if how == "snapshot_deleted" else "2000"
+    kept_key = "2000" if lost_key == "2001" else "2001"
+    assert rb.result["chain_kept"] is False
+    assert rb.result["full_sync"] == {lost_key: why}
+    assert rb.result["reverted"] == {kept_key: snaps[kept_key]["snapshot_id"]}
+    with database.connection_context():
+        after = {d.disk_key: d.change_id for d in VmDisk.select()}
+        ctx = VmContext.get_by_id(lab.context_id)
+    assert after == {kept_key: change_ids[kept_key], lost_key: None}  # never a stale one
+    assert ctx.state == "discovered" and not ctx.ready_for_failover
+    [event] = _events(lab, "rollback_full_sync")
+    assert event.message == (
+        f"disk {lost_key}: the target VM ran on the replica and cannot be reverted ({why}); "
+        "its next sync is full"
+    )
+    [done] = _events(lab, "failover_rolled_back")
+    assert f"next sync full for disk {lost_key} ({why})" in done.message
+    assert _wf(wf.id).status == "rolled_back"
+    assert lab.cs.list_snapshots() == []
+
+    job = _replicate(lab)
+    assert job.status == "completed"
+    sent = {
+        d["disk_key"]: d.get("previous_change_id") for d in lab.vma.replicate_calls[-1]["disks"]
+    }
+    assert sent == {kept_key: change_ids[kept_key], lost_key: None}
+    _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
+
+
+def _converting_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in virt-v2v-in-place on PATH that changes the disk it converts (its first
+    64 KiB), then fails when ``V2V_FAIL`` is set."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "virt-v2v-in-place"
+    script.write_text(
+        "#!/bin/sh\n"
+        'head -c 65536 /dev/zero | tr "\\000" "\\252" | dd of="$3" conv=notrunc 2>/dev/null\n'
+        '[ -z "$V2V_FAIL" ] && exit 0\n'
+        'echo "virt-v2v-in-place: error: $V2V_FAIL" >&2\n'
+        "exit 1\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), os.environ["PATH"]]))
+
+
+def test_guest_conversion_is_undone_by_the_rollback(lab, monkeypatch, tmp_path, sha256_head):
+    """The snapshot is taken before guest conversion changes the boot replica: a rollback of
+    a failover that failed in (or after) the conversion reverts the boot replica."""
+    _converting_tool(tmp_path, monkeypatch)
+    monkeypatch.setenv("V2V_FAIL", "inspection could not detect the source guest")
+    lab.runner = _runner(dataclasses.replace(lab.services, guest_conversion="virt-v2v"))
+    assert _replicate(lab).status == "completed"
+    with database.connection_context():
+        boot_volume = ReplicaVolume.get(ReplicaVolume.disk_key == "2000").cloudstack_volume_id
+    wf = _drive(lab, _start(lab))
+    assert wf.status == "failed" and wf.error.startswith("guest_conversion: ")
+    assert _steps(wf.id)["snapshot_replicas"].status == "done"
+    with database.connection_context():  # the final sync's
+        change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    changed = _backing(lab, boot_volume).read_bytes()[:65536]
+    assert changed == b"\xaa" * 65536  # the conversion wrote to the boot replica
+
+    rb = _rollback(lab, wf.id)
+    assert rb.result["chain_kept"] is True and list(rb.result["reverted"]) == ["2000"]
+    _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
+    with database.connection_context():
+        assert {d.disk_key: d.change_id for d in VmDisk.select()} == change_ids
+        volumes = {v.disk_key: v for v in ReplicaVolume.select()}
+    # the boot replica was detached from the OMA to be reverted; the other one stays there
+    assert volumes["2000"].state == "detached" and volumes["2001"].state == "attached"
+    assert lab.cs.list_snapshots() == []
+
+
+def test_a_snapshot_taken_after_guest_conversion_never_keeps_the_boot_change_id(
+    lab, monkeypatch, tmp_path, sha256_head
+):
+    """A failover created before the snapshot step existed takes its snapshots when it
+    resumes — after the conversion changed the boot replica: that disk falls back to full."""
+    from oma.workflows.failover import live
+
+    _converting_tool(tmp_path, monkeypatch)
+    monkeypatch.setenv("V2V_FAIL", "no root device found")
+    services = dataclasses.replace(lab.services, guest_conversion="virt-v2v")
+    assert _replicate(lab).status == "completed"
+    with monkeypatch.context() as old_oma:  # an OMA whose failover had no snapshot step
+        old_steps = [n for n in store.FAILOVER_STEPS if n != "snapshot_replicas"]
+        old_oma.setattr(store, "FAILOVER_STEPS", old_steps)
+        old_oma.setattr(live, "FAILOVER_STEPS", old_steps)
+        lab.runner = _runner(services)
+        wf_id = _start(lab)
+        wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and wf.error.startswith("guest_conversion: ")
+    assert "snapshot_replicas" not in _steps(wf_id)
+    with database.connection_context():  # the final sync's
+        change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
+    # upgraded: the failover resumes with the step added (run before the conversion's retry)
+    lab.runner = _runner(services)
+    monkeypatch.delenv("V2V_FAIL")
+    with database.connection_context():
+        store.retry_failover(wf_id)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    taken = _steps(wf_id)["snapshot_replicas"].data
+    assert taken["after_guest_conversion"] is True and taken["after_target_start"] is False
+
+    rb = _rollback(lab, wf_id)
+    snap = taken["snapshots"]["2000"]["snapshot_id"]
+    assert rb.result["full_sync"] == {
+        "2000": f"snapshot {snap} was taken after guest conversion changed the boot replica"
+    }
+    assert list(rb.result["reverted"]) == ["2001"]
+    with database.connection_context():
+        after = {d.disk_key: d.change_id for d in VmDisk.select()}
+    assert after == {"2000": None, "2001": change_ids["2001"]}
+    job = _replicate(lab)  # the boot disk is copied in full again
+    assert job.status == "completed"
+    _assert_replicas_equal_sources(lab, tmp_path, sha256_head)

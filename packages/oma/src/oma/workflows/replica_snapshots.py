@@ -34,6 +34,32 @@ class SnapshotNotReady(Exception):
     """A snapshot of this name is still being taken (a step resumed after a crash waits)."""
 
 
+def replicas_changed_by(failover_id: str, boot_disk_key: str | None) -> dict[str, str]:
+    """What a failover's later steps may have written to its replicas since the final sync:
+    ``{"*": why}`` once the target VM was started, ``{boot disk key: why}`` once guest
+    conversion ran, else empty. A step counts once it was attempted, whatever its status now
+    (a retry sets a failed step back to pending; what it wrote stays)."""
+    rows = {
+        r.name: r
+        for r in WorkflowStep.select().where(
+            WorkflowStep.workflow == failover_id,
+            WorkflowStep.name.in_(["guest_conversion", "start_target"]),
+        )
+    }
+    start = rows.get("start_target")
+    if start is not None and start.attempts > 0:
+        return {"*": "the target VM ran on the replica"}
+    conversion = rows.get("guest_conversion")
+    if (
+        conversion is not None
+        and conversion.attempts > 0
+        and not (conversion.data or {}).get("skipped")
+        and boot_disk_key
+    ):
+        return {boot_disk_key: "guest conversion ran on the boot replica"}
+    return {}
+
+
 def snapshot_name(failover_id: str, disk_key: str) -> str:
     """The CloudStack name of a failover's snapshot of one disk (found again after a crash)."""
     return f"oma-failover-{failover_id}-{disk_key}"

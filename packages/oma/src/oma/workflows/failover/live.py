@@ -60,8 +60,8 @@ from ...database.repos import jobs as jobs_repo
 from ...errors import ConflictError, WorkflowError
 from ...services import _queries as q
 from ..engine import Definition, Step, StepContext, StepWaiting
-from ..records import step_data, step_status
-from ..replica_snapshots import SnapshotNotReady, take_snapshot
+from ..records import step_data
+from ..replica_snapshots import SnapshotNotReady, replicas_changed_by, take_snapshot
 from ..replicas import detach_from_oma, disk_order
 from ..replicas import live_replicas as replicas
 from ..replication import ReplicationServices, context_target
@@ -465,11 +465,11 @@ class FailoverWorkflow:
         cs, _ = self._cloudstack(ctx)
         fo = ctx.workflow.id
         # a failover created before this step existed may resume here after later steps ran
-        converted = step_status(fo, "guest_conversion") not in (None, "pending") and not (
-            step_data(fo, "guest_conversion").get("skipped")
+        changed = replicas_changed_by(fo, ctx.data["validate"].get("boot_disk_key"))
+        ctx.record(
+            after_guest_conversion=bool(changed) and "*" not in changed,
+            after_target_start="*" in changed,
         )
-        started = step_status(fo, "start_target") not in (None, "pending")
-        ctx.record(after_guest_conversion=converted, after_target_start=started)
         change_ids = {
             d.disk_key: d.change_id
             for d in VmDisk.select().where(VmDisk.context == ctx.workflow.context_id)

@@ -47,7 +47,7 @@ from ...services import _queries as q
 from ..engine import Definition, Step, StepContext
 from ..records import step_data, step_status
 from ..replica_snapshots import STEP as SNAPSHOT_STEP
-from ..replica_snapshots import delete_failover_snapshots, recorded
+from ..replica_snapshots import delete_failover_snapshots, recorded, replicas_changed_by
 from ..replicas import detach_from_oma
 from .live import FailoverServices, replicas, target_of, vma_of
 from .store import ROLLBACK_KIND, ROLLBACK_STEPS, ROLLED_BACK
@@ -102,15 +102,10 @@ class RollbackWorkflow:
         why: every disk once the target VM started, the boot disk once guest conversion ran."""
         fo = self._failover_id(ctx)
         keys = [rv.disk_key for rv in replicas(ctx.workflow.context_id)]
-        if step_status(fo, "start_target") not in (None, "pending"):
-            return dict.fromkeys(keys, "the target VM ran on the replica")
-        converted = step_status(fo, "guest_conversion") not in (None, "pending") and not (
-            step_data(fo, "guest_conversion").get("skipped")
-        )
-        boot = step_data(fo, "validate").get("boot_disk_key")
-        if converted and boot in keys:
-            return {boot: "guest conversion ran on the boot replica"}
-        return {}
+        changed = replicas_changed_by(fo, step_data(fo, "validate").get("boot_disk_key"))
+        if "*" in changed:
+            return dict.fromkeys(keys, changed["*"])
+        return {k: why for k, why in changed.items() if k in keys}
 
     # -- steps ----------------------------------------------------------------------------
 
