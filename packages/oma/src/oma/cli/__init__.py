@@ -1,10 +1,10 @@
 """The ``oma`` command line: one module per command, heavy imports inside the commands.
 
 Server commands (``serve``, ``worker``, ``db``, ``token``) use the OMA configuration
-(``OMA_*``); operator commands (``vms``, ``replicate``, ``jobs``, ``job``, ``failover``) call
-the API over HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every failure prints ``error: …`` and
-``hint: …`` and exits with a code from :class:`oma.cli._errors.ExitCode`; Ctrl-C prints
-``cancelled`` and exits 130.
+(``OMA_*``); operator commands (``vms``, ``replicate``, ``jobs``, ``job``, ``failover``,
+``groups``, ``schedules``) call the API over HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every
+failure prints ``error: …`` and ``hint: …`` and exits with a code from
+:class:`oma.cli._errors.ExitCode`; Ctrl-C prints ``cancelled`` and exits 130.
 """
 
 from __future__ import annotations
@@ -101,9 +101,39 @@ def main(debug: bool) -> None:
 
 
 def _register() -> None:
-    from . import db, failover, job, jobs, replicate, serve, token, vms, worker
+    from . import (
+        db,
+        failover,
+        groups,
+        job,
+        jobs,
+        replicate,
+        retry,
+        rollback,
+        schedules,
+        serve,
+        stop,
+        token,
+        vms,
+        worker,
+    )
 
-    for module in (serve, worker, db, token, vms, replicate, jobs, job, failover):
+    for module in (
+        serve,
+        worker,
+        db,
+        token,
+        vms,
+        replicate,
+        jobs,
+        job,
+        failover,
+        rollback,
+        retry,
+        stop,
+        groups,
+        schedules,
+    ):
         main.add_command(module.command)
 
 

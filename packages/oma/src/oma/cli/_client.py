@@ -47,6 +47,14 @@ class ApiClient:
         """POST JSON (never retried: the API may have acted)."""
         return self._call("POST", path, json=body or {}, retries=0)
 
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        """PATCH JSON (never retried)."""
+        return self._call("PATCH", path, json=body, retries=0)
+
+    def delete(self, path: str) -> Any:
+        """DELETE (never retried)."""
+        return self._call("DELETE", path, retries=0)
+
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         from migration_common import HttpConnectionError, HttpError
 
