@@ -1,4 +1,5 @@
-"""Live failover: start (202, the worker does the work), show, list, retry, roll back."""
+"""Failover: start a live or test failover (202, the worker does the work), show, list, retry,
+roll back; end a test failover."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from ..database.repos import contexts
 from ..errors import CloudStackError
 from ..workflows import records
 from ..workflows.failover import store
+from ..workflows.failover import test as tests
 from ..workflows.failover.target_vm import (
     TargetInvalid,
     boot_disk,
     choose_template,
     is_host_name,
     nic_plan,
+    source_nics,
 )
 from ..workflows.replication import context_target
-from .errors import invalid
+from .errors import ApiError, invalid
+from .schemas import FAILOVER, NO_FIELDS, body
 from .serialize import ts
 from .targets import client_for
 from .validation import boolean, json_body, no_unknown, string
@@ -39,15 +43,16 @@ FIELDS = (
     "force",
     "vm_name",
     "boot_disk_key",
+    "end_test",
+    "test_network_id",
+    "auto_end_after",
 )
+LIVE_ONLY = ("graceful_timeout_s", "force", "end_test")
+"""Fields a test failover (the source keeps running) does not take."""
+TEST_ONLY = ("test_network_id", "auto_end_after")
 
 
-def _params(data: dict[str, Any]) -> dict[str, Any]:
-    """The validated failover request (400 naming the field otherwise)."""
-    no_unknown(data, FIELDS)
-    kind = data.get("type", "live")
-    if kind != "live":
-        raise invalid("type", "must be live (test failover is not available yet)")
+def _mappings(data: dict[str, Any]) -> dict[str, str]:
     mappings = data.get("network_mappings")
     if not isinstance(mappings, dict) or not mappings:
         raise invalid(
@@ -56,9 +61,43 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
     for source, network_id in mappings.items():
         if not isinstance(network_id, str) or not network_id.strip() or not source.strip():
             raise invalid(f"network_mappings.{source}", "must be a non-empty network id")
-    timeout = data.get("graceful_timeout_s", 300)
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
-        raise invalid("graceful_timeout_s", "must be an integer between 0 and 86400")
+    return {k.strip(): v.strip() for k, v in mappings.items()}
+
+
+def _test_params(data: dict[str, Any]) -> dict[str, Any]:
+    """The validated test failover request: ``network_mappings`` or ``test_network_id`` (an
+    isolated network for every NIC; never the production mapping by default), MACs not kept
+    by default (the source keeps running with its own), ``auto_end_after``."""
+    for name in LIVE_ONLY:
+        if name in data:
+            raise invalid(name, "is not used by a test failover (the source keeps running)")
+    network = string(data, "test_network_id", required=False, max_length=64)
+    if ("network_mappings" in data) == (network is not None):
+        raise invalid(
+            "network_mappings",
+            "a test failover needs network_mappings or test_network_id (an isolated network "
+            "for every NIC), one of them",
+        )
+    after = data.get("auto_end_after")
+    if after is not None:
+        try:
+            after = tests.parse_duration(after)
+        except ValueError as exc:
+            raise invalid("auto_end_after", str(exc)) from exc
+    return {
+        "type": "test",
+        "network_mappings": _mappings(data) if network is None else {},
+        "test_network_id": network,
+        "service_offering_id": string(data, "service_offering_id", max_length=64),
+        "template_id": string(data, "template_id", required=False, max_length=64),
+        "keep_macs": boolean(data, "keep_macs", default=False),
+        "vm_name": _vm_name(data),
+        "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
+        "auto_end_after": after,
+    }
+
+
+def _vm_name(data: dict[str, Any]) -> str | None:
     name = string(data, "vm_name", required=False, max_length=63)
     if name is not None and not is_host_name(name):
         raise invalid(
@@ -66,9 +105,28 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
             "must be a host name: ASCII letters, digits and hyphens, starting with a letter, "
             "not ending with a hyphen",
         )
+    return name
+
+
+def _params(data: dict[str, Any]) -> dict[str, Any]:
+    """The validated failover request (400 naming the field otherwise)."""
+    no_unknown(data, FIELDS)
+    kind = data.get("type", "live")
+    if kind not in ("live", "test"):
+        raise invalid("type", "must be live or test")
+    if kind == "test":
+        return _test_params(data)
+    for name in TEST_ONLY:
+        if name in data:
+            raise invalid(name, "is only for a test failover (type test)")
+    mappings = _mappings(data)
+    timeout = data.get("graceful_timeout_s", 300)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
+        raise invalid("graceful_timeout_s", "must be an integer between 0 and 86400")
+    name = _vm_name(data)
     return {
         "type": "live",
-        "network_mappings": {k.strip(): v.strip() for k, v in mappings.items()},
+        "network_mappings": mappings,
         "service_offering_id": string(data, "service_offering_id", max_length=64),
         "template_id": string(data, "template_id", required=False, max_length=64),
         "keep_macs": boolean(data, "keep_macs", default=True),
@@ -76,7 +134,16 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
         "force": boolean(data, "force", default=True),
         "vm_name": name,
         "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
+        "end_test": boolean(data, "end_test", default=False),
     }
+
+
+def _isolated(ctx: VmContext, params: dict[str, Any]) -> None:
+    """A test's ``test_network_id`` as its mapping: every source network → that network."""
+    network = params.get("test_network_id")
+    if network:
+        sources = [n.get("network") or n.get("network_name") for n in source_nics(ctx.spec or {})]
+        params["network_mappings"] = {str(s): network for s in sources} or {"(none)": network}
 
 
 def _check_target(ctx: VmContext, params: dict[str, Any]) -> None:
@@ -141,6 +208,20 @@ def _workflow(wf: Workflow) -> dict[str, Any]:
     }
 
 
+def test_record(wf: Workflow) -> dict[str, Any]:
+    """A test failover as the API shows it: params, steps with timing, result, its end."""
+    end = tests.end_of(wf.id)
+    body = {"vm_context_id": wf.context_id, "type": "test", **_workflow(wf)}
+    if end is not None and end.status in records.ACTIVE:
+        body["status"] = "ending"
+    at = tests.auto_end_at(wf)
+    body["params"] = wf.params or {}
+    body["result"] = wf.result
+    body["auto_end_at"] = ts(at) if at is not None else None
+    body["end"] = _workflow(end) if end is not None else None
+    return body
+
+
 def failover_record(wf: Workflow) -> dict[str, Any]:
     """A failover as the API shows it: params, steps with timing, result, its rollback."""
     rollback = store.rollback_of(wf.id)
@@ -164,22 +245,84 @@ def _accepted(wf: Workflow, resumed: bool) -> Any:
 
 
 @bp.post("/vm-contexts/<context_id>/failover")
+@body(FAILOVER)
 def start_failover(context_id: str) -> Any:
     """Start a live failover (or resume the VM's failed one): ``{"type": "live",
     "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
     "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "vm_name"?,
-    "boot_disk_key"?}`` → 202 with the failover (``boot_disk_key`` and ``template_id`` default
-    to the VM's ``failover_defaults``); 400 naming the field when two NICs map to
-    one network, the boot disk is unknown or no template fits the guest OS; 409 when one is
-    active or the VM is not ready_for_failover."""
+    "boot_disk_key"?, "end_test"?}`` → 202 with the failover (``boot_disk_key`` and
+    ``template_id`` default to the VM's ``failover_defaults``); 400 naming the field when two
+    NICs map to one network, the boot disk is unknown or no template fits the guest OS; 409
+    when one is active or the VM is not ready_for_failover, and 409 naming ``end_test`` while a
+    test failover is in place (``"end_test": true`` ends it first, the failover waits for that).
+
+    ``{"type": "test", "network_mappings" | "test_network_id", "service_offering_id",
+    "template_id"?, "keep_macs"? (default false), "vm_name"? (default ``<vm>-test``),
+    "boot_disk_key"?, "auto_end_after"? (seconds or ``30m``, ``2h``, ``1h30m``)}`` starts a test
+    failover → 202 with the test (``Location: /api/v1/test-failovers/{id}``); 409 while a
+    test is in place or any failover of the VM is at work."""
     ctx = contexts.get_context(context_id)
     params = _params(json_body())
     for name, value in (ctx.failover_defaults or {}).items():  # the operator's per-VM choices
         if params.get(name) is None:
             params[name] = value
+    if params["type"] == "test":
+        _isolated(ctx, params)
+        _check_target(ctx, params)
+        wf = tests.start_test(context_id, params)
+        response = jsonify(test_record(wf))
+        response.headers["Location"] = url_for(".get_test_failover", test_id=wf.id)
+        return response, 202
+    end_test = params.pop("end_test")
+    if ctx.state == "failed_over_test":
+        current = tests.latest_test(context_id)
+        if not end_test:
+            raise ApiError(
+                "conflict",
+                f"VM {ctx.name} has a test failover in place"
+                + (f" ({current.id})" if current else "")
+                + "; end it first (POST /api/v1/vm-contexts/{id}/test-failover/end) or send "
+                '"end_test": true',
+                409,
+                "end_test",
+            )
+        _check_target(ctx, params)
+        end, wf = tests.failover_after_test_end(context_id, params)
+        response = jsonify(failover_record(wf) | {"resumed": False, "test_end_id": end.id})
+        response.headers["Location"] = url_for(".get_failover", failover_id=wf.id)
+        return response, 202
     _check_target(ctx, params)
     wf, resumed = store.start_failover(context_id, params)
     return _accepted(wf, resumed)
+
+
+@bp.get("/test-failovers/<test_id>")
+def get_test_failover(test_id: str) -> Any:
+    """One test failover: status (``ending``, ``ended`` once its end finished), steps with
+    timing, result (test VM, volumes, snapshots), ``auto_end_at`` and its end's steps."""
+    return jsonify(test_record(tests.get_test(test_id)))
+
+
+@bp.get("/vm-contexts/<context_id>/test-failovers")
+def list_test_failovers(context_id: str) -> Any:
+    """A VM's test failovers, newest first."""
+    contexts.get_context(context_id)
+    return jsonify({"items": [test_record(w) for w in tests.list_tests(context_id)]})
+
+
+@bp.post("/vm-contexts/<context_id>/test-failover/end")
+@body(NO_FIELDS)
+def end_test_failover(context_id: str) -> Any:
+    """End the VM's test failover (202; a failed end is resumed): the test VM is destroyed, its
+    volumes and snapshots deleted, the VM returns to ready_for_failover; 409 when no test is in
+    place or it is still starting."""
+    contexts.get_context(context_id)
+    json_body_optional()
+    end = tests.end_test(context_id)
+    record = test_record(tests.get_test(str((end.params or {})["test_id"])))
+    response = jsonify(record)
+    response.headers["Location"] = url_for(".get_test_failover", test_id=record["id"])
+    return response, 202
 
 
 @bp.get("/vm-contexts/<context_id>/failovers")

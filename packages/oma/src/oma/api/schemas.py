@@ -136,3 +136,34 @@ SCHEDULE_FIELDS = {
 }
 SCHEDULE_CREATE = obj(("name", "cron"), **SCHEDULE_FIELDS, vm_context_id=STR, group_id=STR)
 SCHEDULE_PATCH = obj(**SCHEDULE_FIELDS)
+NETWORK_MAPPINGS = {
+    "type": "object",
+    "additionalProperties": STR,
+    "description": "source network name → CloudStack network id",
+}
+FAILOVER = obj(
+    ("service_offering_id",),
+    type={"type": "string", "enum": ["live", "test"], "default": "live"},
+    network_mappings=NETWORK_MAPPINGS,
+    service_offering_id=STR,
+    template_id=STR,
+    keep_macs={"type": "boolean", "description": "default true (live), false (test)"},
+    vm_name=STR,
+    boot_disk_key=STR,
+    graceful_timeout_s={"type": "integer", "minimum": 0, "maximum": 86400, "default": 300},
+    force={"type": "boolean", "default": True},
+    end_test={
+        "type": "boolean",
+        "default": False,
+        "description": "live only: end the VM's test failover first",
+    },
+    test_network_id={
+        "type": "string",
+        "description": "test only: an isolated network for every NIC (instead of network_mappings)",
+    },
+    auto_end_after={
+        "oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "2h"}],
+        "description": "test only: end the test by itself this long after its VM started",
+    },
+)
+NO_FIELDS = obj()
