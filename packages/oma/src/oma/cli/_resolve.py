@@ -34,3 +34,19 @@ def find_context(api: ApiClient, ref: str) -> dict[str, Any]:
         hint="see `oma vms`; add VMs through discovery first",
         code=ExitCode.NOT_FOUND,
     )
+
+
+def latest_failover(api: ApiClient, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The VM context's newest live failover (any status); NOT_FOUND when it has none."""
+    items = [
+        fo
+        for fo in api.get(f"vm-contexts/{ctx['id']}/failovers")["items"]
+        if fo.get("type", "live") == "live"
+    ]
+    if not items:
+        raise CliError(
+            f"{ctx['name']} has no live failover",
+            hint="start one with `oma failover VM --network SRC=ID --offering ID`",
+            code=ExitCode.NOT_FOUND,
+        )
+    return items[0]
