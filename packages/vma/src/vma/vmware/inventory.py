@@ -3,6 +3,7 @@
 A VM dict (discovery and ``get_vm``; disk keys are strings)::
 
     {"id": "<config.uuid>", "name": "...", "path": "/DC0/vm/...", "power_state": "poweredOn",
+     "host": "esxi-01.lab",
      "guest_os": "rhel8_64Guest", "guest_full_name": "Red Hat Enterprise Linux 8 (64-bit)",
      "cpus": 2, "memory_mb": 2048, "firmware": "bios", "secure_boot": false,
      "cbt_enabled": false, "boot_order": [{"type": "disk", "key": "2000"}],
@@ -13,10 +14,11 @@ A VM dict (discovery and ``get_vm``; disk keys are strings)::
      "nics": [{"key": "4000", "label": "Network adapter 1", "network": "VM Network",
                "mac": "00:50:56:..", "adapter_type": "vmxnet3"}]}
 
-``boot_order`` is vSphere's ``config.bootOptions.bootOrder`` (empty: the firmware's default
-order), each entry ``{"type": "disk"|"network"|"cdrom"|"floppy"}`` plus the device ``key`` of
-a disk or NIC. ``controller_type`` is ``ide``/``sata``/``nvme``/``scsi`` (None for another
-controller), ``controller_bus`` its bus number.
+``host`` is the name of the ESXi host the VM runs on (``runtime.host``; None when vCenter
+does not say). ``boot_order`` is vSphere's ``config.bootOptions.bootOrder`` (empty: the
+firmware's default order), each entry ``{"type": "disk"|"network"|"cdrom"|"floppy"}`` plus
+the device ``key`` of a disk or NIC. ``controller_type`` is ``ide``/``sata``/``nvme``/``scsi``
+(None for another controller), ``controller_bus`` its bus number.
 """
 
 from __future__ import annotations
@@ -46,10 +48,18 @@ VM_PATHS = (
     "config.bootOptions.bootOrder",
     "config.changeTrackingEnabled",
     "runtime.powerState",
+    "runtime.host",
 )
 
 #: Inventory objects whose names make up paths and device descriptions.
-NAMED_TYPES = (vim.Folder, vim.Datacenter, vim.VirtualApp, vim.Datastore, vim.Network)
+NAMED_TYPES = (
+    vim.Folder,
+    vim.Datacenter,
+    vim.VirtualApp,
+    vim.Datastore,
+    vim.Network,
+    vim.HostSystem,
+)
 
 #: VirtualEthernetCard subclasses → adapter type words.
 ADAPTER_TYPES: tuple[tuple[type, str], ...] = (
@@ -83,7 +93,8 @@ BOOT_DEVICE_TYPES: tuple[tuple[type, str], ...] = (
 
 @dataclass
 class Names:
-    """Names and parents of folders, datacenters, vApps, datastores and networks, by moref id."""
+    """Names and parents of folders, datacenters, vApps, datastores, networks and ESXi hosts,
+    by moref id."""
 
     name: dict[str, str] = field(default_factory=dict)
     parent: dict[str, str] = field(default_factory=dict)
@@ -225,6 +236,7 @@ def vm_dict(obj: vim.VirtualMachine, props: dict[str, Any], names: Names) -> dic
         "name": name,
         "path": names.path_of(parent, name),
         "power_state": str(props.get("runtime.powerState", "unknown")),
+        "host": names.name.get(_moid(props.get("runtime.host")) or ""),
         "guest_os": props.get("config.guestId"),
         "guest_full_name": props.get("config.guestFullName"),
         "cpus": props.get("config.hardware.numCPU"),
