@@ -76,7 +76,7 @@ def test_start_failover_is_202_with_its_steps(app: Any, client: Any, auth: Any) 
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"type": "test"}, "type"),
+        ({"type": "rehearsal"}, "type"),
         ({"network_mappings": {}}, "network_mappings"),
         ({"network_mappings": ["net-1"]}, "network_mappings"),
         ({"network_mappings": {"VM Network": ""}}, "network_mappings.VM Network"),
