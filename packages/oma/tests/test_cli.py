@@ -621,4 +621,139 @@ def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> 
     assert code == ExitCode.JOB_FAILED
     assert err.splitlines()[0] == f"error: failover {wf_id} failed: deploy_target: boom"
     assert err.splitlines()[1].startswith("hint: fix the cause and run the same command again")
-    assert "step 6 deploy_target: failed - boom" in watcher.lines
+    assert "step 7 deploy_target: failed - boom" in watcher.lines
+
+
+def _rollback_id(db_url: str, failover_id: str) -> str:
+    from oma.database import database, init_db
+    from oma.workflows.failover import store
+
+    init_db(db_url)
+    with database.connection_context():
+        return store.rollback_of(failover_id).id
+
+
+def _watch(env: dict[str, str], *args: str) -> _Watcher:
+    return _Watcher(env, "", *args, "--watch", "--interval", "0.1")
+
+
+def _finish(watcher: _Watcher) -> tuple[int, str]:
+    try:
+        return watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+
+
+@pytest.mark.slow
+def test_rollback_and_retry_commands(served: dict[str, Any]) -> None:
+    from oma.database import database, init_db
+    from oma.database.repos import contexts
+
+    env, db = served["env"], served["db"]
+    added = _add_vm(served)
+    none = oma(env, "rollback", "cli-vm")
+    assert none.returncode == ExitCode.NOT_FOUND
+    assert none.stderr.splitlines() == [
+        "error: cli-vm has no live failover",
+        "hint: start one with `oma failover VM --network SRC=ID --offering ID`",
+    ]
+    init_db(db)
+    with database.connection_context():
+        contexts.set_state(added["id"], "ready_for_failover", ready_for_failover=True)
+    wf_id = oma(env, "failover", "cli-vm", *FAILOVER_ARGS).stdout.strip().splitlines()[-1]
+
+    busy = oma(env, "rollback", "cli-vm")
+    assert busy.returncode == ExitCode.CONFLICT
+    assert busy.stderr.splitlines()[0] == (
+        f"error: failover {wf_id} is still running; wait for it to finish or fail"
+    )
+    # retry: only a failed failover; it resumes with its stored parameters
+    _failover_end(db, wf_id, "done")
+    refused = oma(env, "retry", "cli-vm")
+    assert refused.returncode == ExitCode.CONFLICT
+    assert refused.stderr.splitlines() == [
+        f"error: failover {wf_id} is completed; only a failed one",
+        "hint: only a failed failover is retried; roll back with `oma rollback cli-vm`",
+    ]
+    _failover_end(db, wf_id, "failed", error="deploy_target: boom")
+    retried = oma(env, "retry", "cli-vm")
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.splitlines() == [f"failover {wf_id} resumed for cli-vm (pending)", wf_id]
+
+    # a rollback that fails: one error line, exit code 9, a hint to run it again
+    _failover_end(db, wf_id, "failed", error="deploy_target: boom")
+    watcher = _watch(env, "rollback", "cli-vm")
+    watcher.wait_for(f"rollback of failover {wf_id} requested for cli-vm (pending)")
+    rb_id = _rollback_id(db, wf_id)
+    _failover_steps(db, rb_id, remove_target="done", revert_replicas="failed")
+    watcher.wait_for("step 2 revert_replicas: failed - boom")
+    _failover_end(db, rb_id, "failed", error="revert_replicas: boom")
+    code, err = _finish(watcher)
+    assert code == ExitCode.JOB_FAILED
+    assert err.splitlines() == [
+        f"error: rollback of failover {wf_id} failed: revert_replicas: boom",
+        "hint: fix the cause and run `oma rollback cli-vm` again (it resumes)",
+    ]
+    assert "step 1 remove_target: done" in watcher.lines
+
+    # run again: resumed; it completes and says which disk syncs in full next
+    watcher = _watch(env, "rollback", "cli-vm")
+    watcher.wait_for(f"rollback of failover {wf_id} resumed for cli-vm")
+    _failover_steps(db, rb_id, revert_replicas="done", power_on_source="done")
+    watcher.wait_for("step 3 power_on_source: done")
+    why = "snapshot s-1 no longer exists in CloudStack"
+    _failover_end(
+        db, wf_id, "rolled_back", rollback={"chain_kept": False, "full_sync": {"2001": why}}
+    )
+    _failover_end(db, rb_id, "done")
+    code, err = _finish(watcher)
+    assert code == 0, err
+    assert watcher.lines[-1] == (
+        f"failover {wf_id} rolled back; the next sync is full for disk 2001 ({why})"
+    )
+    again = oma(env, "rollback", "cli-vm")
+    assert again.returncode == ExitCode.CONFLICT
+    assert again.stderr.splitlines() == [
+        f"error: failover {wf_id} is already rolled back",
+        "hint: a failover is rolled back once it has completed or failed, and once",
+    ]
+
+
+@pytest.mark.slow
+def test_stop_command(served: dict[str, Any], tmp_path: Path) -> None:
+    import sqlite3
+
+    env = served["env"]
+    pending = _queue_job(served)
+    stopped = oma(env, "stop", pending)
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.splitlines() == [f"job {pending} stopped"]
+    assert oma(env, "job", pending).stdout.startswith(f"job={pending} status=stopped")
+    finished = oma(env, "stop", pending)
+    assert finished.returncode == ExitCode.CONFLICT
+    assert finished.stderr.splitlines() == [
+        f"error: job {pending} is already stopped",
+        f"hint: the job has finished; see `oma job {pending}`",
+    ]
+    missing = oma(env, "stop", "no-such-job")
+    assert missing.returncode == ExitCode.NOT_FOUND
+    assert missing.stderr.splitlines()[0].startswith("error: ")
+
+    # a running job: the worker stops it on the VMA
+    running = oma(env, "replicate", "cli-vm").stdout.strip().splitlines()[-1]
+    with sqlite3.connect(tmp_path / "data" / "oma.db") as db:  # as a worker's claim does
+        db.execute(
+            "UPDATE replication_jobs SET status = 'replicating', claimed_by = 'w1' WHERE id = ?",
+            (running,),
+        )
+    flagged = oma(env, "stop", running)
+    assert flagged.returncode == 0, flagged.stderr
+    assert flagged.stdout.splitlines() == [
+        f"job {running} stop requested (replicating); follow it with `oma job {running} --watch`"
+    ]
+    with sqlite3.connect(tmp_path / "data" / "oma.db") as db:
+        assert db.execute(
+            "SELECT stop_requested FROM replication_jobs WHERE id = ?", (running,)
+        ).fetchone() == (1,)

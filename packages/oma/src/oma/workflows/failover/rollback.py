@@ -290,7 +290,6 @@ class RollbackWorkflow:
             VmContext.update(state=state.value, ready_for_failover=ready, updated_at=now).where(
                 VmContext.id == ctx.workflow.context_id
             ).execute()
-            Workflow.update(status=ROLLED_BACK, updated_at=now).where(Workflow.id == fo).execute()
             result = {
                 "context_state": state.value,
                 "chain_kept": not full,
@@ -299,6 +298,13 @@ class RollbackWorkflow:
                 "snapshots_deleted": (ctx.data.get("delete_snapshots") or {}).get("deleted", []),
             }
             Workflow.update(result=result).where(Workflow.id == ctx.workflow.id).execute()
+            # the failover's record shows how it was rolled back (GET /failovers/{id})
+            failover = Workflow.get_by_id(fo)
+            Workflow.update(
+                status=ROLLED_BACK,
+                result={**(failover.result or {}), "rollback": result},
+                updated_at=now,
+            ).where(Workflow.id == fo).execute()
             if full:
                 note = "; next sync full for " + "; ".join(
                     f"disk {k} ({why})" for k, why in full.items()
