@@ -111,6 +111,21 @@ def test_rollback_after_live_failover_then_replicate_again(lab) -> None:
     done = lab.wait_failover(rec["id"])
     assert done["status"] == "completed", done
     target_vm_id = done["result"]["target_vm_id"]
+    ctx = lab.context()
+    change_ids = {d["disk_key"]: d["change_id"] for d in ctx["disks"]}
+    assert lab.db(
+        "SELECT status FROM workflow_steps WHERE workflow_id = ? AND name = 'snapshot_replicas'",
+        rec["id"],
+    ) == [("done",)]
+
+    # the target VM "runs": its guest writes into every replica while attached to it
+    volumes = lab.volumes()
+    assert {v.get("virtualmachineid") for v in volumes.values()} == {target_vm_id}
+    for vol in volumes.values():
+        with open(lab.sim.state_dir / "volumes" / f"{vol['id']}.img", "r+b") as f:
+            for offset in (0, 5 * MiB):
+                f.seek(offset)
+                f.write(b"\xee" * (256 * 1024))
 
     lab.ok("POST", f"failovers/{rec['id']}/rollback", {}, 202)
     wait_until(
@@ -122,9 +137,13 @@ def test_rollback_after_live_failover_then_replicate_again(lab) -> None:
     rolled = lab.ok("GET", f"failovers/{rec['id']}")
     assert rolled["status"] == "rolled_back", rolled
     assert {s["status"] for s in rolled["rollback"]["steps"]} <= {"completed", "done", "skipped"}
-    # the target VM ran on the replicas, so they diverged: the VM starts over with a full sync
+    # the replicas were reverted to their snapshots of the final sync: the chain is kept
     ctx = lab.context()
-    assert ctx["state"] == "discovered" and all(d["change_id"] is None for d in ctx["disks"])
+    assert ctx["state"] == "ready_for_failover"
+    assert {d["disk_key"]: d["change_id"] for d in ctx["disks"]} == change_ids
+    outcome = rolled["result"]["rollback"]
+    assert outcome["chain_kept"] is True and outcome["full_sync"] == {}, outcome
+    assert sorted(outcome["reverted"]) == sorted(change_ids)
     assert lab.power_state() == "poweredOn"  # the source runs again
     volumes = lab.volumes()
     # the replicas wait detached: the next sync attaches them to the OMA on demand
@@ -134,12 +153,17 @@ def test_rollback_after_live_failover_then_replicate_again(lab) -> None:
     cs = CloudStackClient(lab.sim.endpoint, lab.sim.api_key, lab.sim.secret_key, poll_interval=0.05)
     try:
         assert target_vm_id not in {v["id"] for v in cs.list_vms()}  # destroyed
+        assert cs.list_snapshots() == []  # the rollback deleted its snapshots
     finally:
         cs.close()
     assert lab.oma_export_pids() == set()  # exports follow the attachment
 
+    # the guest writes again; the next sync moves exactly those bytes, not the target's
+    lab.write(0, 9 * MiB, 512 * 1024, seed=4)
+    lab.write(1, MiB, 256 * 1024, seed=5)
     again = lab.wait_job(lab.replicate("auto"))
-    assert again["status"] == "completed" and again["sync_type"] == "full", again
+    assert again["status"] == "completed" and again["sync_type"] == "incremental", again
+    assert again["bytes_done"] == 512 * 1024 + 256 * 1024, again
     lab.assert_replicas_equal()
     lab.settled(lab.oma_export_pids())
     assert lab.context()["state"] == "ready_for_failover"
