@@ -139,3 +139,42 @@ def test_groups_and_schedules_commands(served: dict[str, str]) -> None:
     assert oma(env, "groups", "remove", "wave-1").returncode == 0
     missing = oma(env, "groups", "show", "wave-1")
     assert missing.returncode == ExitCode.NOT_FOUND
+
+
+def test_oma_worker_fires_a_due_schedule(served: dict[str, str], tmp_path: Path) -> None:
+    """The real ``oma worker`` process fires what is due: here the latest occurrence of a
+    schedule made active long ago (a worker that was down), once."""
+    import signal
+    import sqlite3
+
+    env = served
+    added = oma(env, "schedules", "add", "minutely", "--cron", "* * * * *", "--vm", "app-2")
+    assert added.returncode == 0, added.stderr
+    with sqlite3.connect(tmp_path / "data" / "oma.db") as db:
+        db.execute("UPDATE schedules SET active_since = '2026-01-01 00:00:00'")
+    worker = ManagedProcess(
+        [sys.executable, "-m", "oma", "worker"],
+        env={
+            **env,
+            "OMA_WORKER_ID": "waves-worker",
+            "OMA_BY_ID_DIR": str(tmp_path / "by-id"),
+            "OMA_LOG_LEVEL": "INFO",
+        },
+        name="oma-worker",
+        log_path=tmp_path / "worker.log",
+    ).start()
+    try:
+        wait_until(
+            lambda: "schedule" in oma(env, "schedules", "runs", "minutely").stdout,
+            what="the worker to fire the schedule",
+            proc=worker.proc,
+        )
+        runs = oma(env, "schedules", "runs", "minutely").stdout.splitlines()
+        assert len(runs) == 2, runs  # a header and one run: the latest missed occurrence
+        run = runs[1].split()
+        assert (run[1], run[3:6]) == ("schedule", ["1", "1", "0"]), runs  # 1 eligible, 1 job
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(60) == 0, worker.log_text()
+        assert "schedule fired" in worker.log_text()
+    finally:
+        worker.stop()
