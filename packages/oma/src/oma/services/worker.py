@@ -257,6 +257,9 @@ def run_worker(config: Any) -> None:
 
     setup_logging(config.log_level, json_lines=config.log_format == "json")
     logging.getLogger("apscheduler.scheduler").addFilter(_RunnerBusyFilter())
+    # "Running job …" / "executed successfully" at every tick of every job: an idle worker
+    # stays quiet at INFO (failures are still logged, by the executor and on_error)
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler = BlockingScheduler(
         executors={"default": ThreadPoolExecutor(4)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
