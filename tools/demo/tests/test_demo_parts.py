@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from demo import preflight, progress, summary
+from demo import preflight, progress, rehearsal, summary
 from demo.api import DemoError, OmaApi, error_text
 from demo.flow import (
     Outcome,
@@ -22,6 +22,7 @@ from demo.flow import (
     final_sync_job_id,
     seconds_between,
 )
+from demo.rehearsal import TestRun
 from demo.verify import file_sha256, zero_tail
 
 MiB = 1 << 20
@@ -88,6 +89,22 @@ def test_failover_record_fields_and_summary_rows() -> None:
     }
     out = Outcome(syncs=[SyncResult("full", job)])
     assert summary.rows(out) == [("full", "full", "64.0 MiB", "2.0 s", "32.0 MiB/s")]
+
+
+def test_the_test_failover_has_a_summary_row_only_when_checked_clean() -> None:
+    test = TestRun("t-1", vm_name="web-test", start_seconds=3.25, end_seconds=1.0, during_job="j")
+    out = Outcome(test=test)
+    assert summary.rows(out) == []  # not checked clean: no row, the line says so
+    assert "CloudStack afterwards NOT as before" in summary._test_lines(out)[0]
+    test.clean = True
+    assert summary.rows(out) == [("test failover", "VM web-test", "-", "4.2 s", "-")]
+    assert summary._test_lines(out) == [
+        "test failover during job j: VM web-test running after 3.2 s, ended in 1.0 s; "
+        "CloudStack afterwards as before the test (VMs, volumes, snapshots)"
+    ]
+    assert rehearsal.ended({"status": "ending", "end": {"status": "failed"}})
+    assert not rehearsal.ended({"status": "ending", "end": {"status": "running"}})
+    assert rehearsal.started({"status": "failed"}) and not rehearsal.started({"status": "running"})
 
 
 def test_preflight_names_the_apt_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="demo",
         description="Migrate a lab VM from simulated vSphere to simulated CloudStack through the "
-        "real OMA and VMA: full sync, incremental sync, live failover, byte check.",
+        "real OMA and VMA: full sync, incremental sync with a test failover, live failover, "
+        "byte check.",
     )
     p.add_argument("command", nargs="?", default="run", choices=["run", "stop"])
     p.add_argument("--keep", action="store_true", help="leave the services running at the end")
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         '("Small", 5 GB: every replica 5 GB, zeroes after the source\'s bytes)',
     )
     p.add_argument("--no-failover", action="store_true", help="stop after the incremental sync")
+    p.add_argument(
+        "--no-test", action="store_true", help="no test failover during the incremental sync"
+    )
     p.add_argument(
         "--progress", choices=["auto", "bar", "plain"], default="auto", help="progress display"
     )
@@ -92,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         run.register()
         run.replicate("full", "full")
         run.guest_writes("guest", 24 * MiB if not args.small else 4 * MiB, seed=1)
-        run.replicate("incremental", "incremental")
+        if args.no_test:
+            run.replicate("incremental", "incremental")
+        else:
+            run.replicate_with_test("incremental", "incremental")
         if not args.no_failover:
             run.guest_writes("guest", 8 * MiB if not args.small else 2 * MiB, seed=2)
             run.failover()

@@ -2,8 +2,9 @@
 VM's disks, which stand in for the running guest, and the final byte check).
 
 Order: register the VMA and the CloudStack target, save the vCenter login, discover, add the
-VM, full replication, new guest writes, incremental replication, more guest writes, live
-failover (whose final sync moves the last writes), byte verification.
+VM, full replication, new guest writes, incremental replication with a test failover started
+while it runs (ended, CloudStack checked clean), more guest writes, live failover (whose final
+sync moves the last writes), byte verification.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import progress
+from . import progress, rehearsal
 from .api import DemoError, OmaApi
+from .rehearsal import TestRun
 from .stack import Lab
 from .verify import DiskCheck, check_context
 
 MiB = 1 << 20
 FAILOVER_TERMINAL = {"completed", "done", "failed", "rolled_back", "cancelled"}
+_JOB_DONE = {"completed", "failed", "stopped"}
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Outcome:
     context_id: str = ""
     syncs: list[SyncResult] = field(default_factory=list)
     failover: dict[str, Any] | None = None
+    test: TestRun | None = None
     checks: list[DiskCheck] = field(default_factory=list)
     written: int = 0
 
@@ -152,6 +156,63 @@ class Migration:
         """Request a replication of ``kind`` and follow it with a progress bar."""
         job = self.api.post("replications", {"vm_context_id": self.out.context_id, "type": kind})
         self.say(label, f"job {job['id']} requested ({kind})")
+        return self._follow_sync(job, label, kind)
+
+    def replicate_with_test(self, kind: str, label: str) -> SyncResult:
+        """Request a ``kind`` sync, start a test failover while it runs, follow both; end the
+        test and check CloudStack holds exactly what it held before the test."""
+        before = rehearsal.inventory(self.lab.sim)
+        job = self.api.post("replications", {"vm_context_id": self.out.context_id, "type": kind})
+        self.say(label, f"job {job['id']} requested ({kind})")
+        rec = rehearsal.start(
+            self.api,
+            self.out.context_id,
+            self.lab.sim.network_ids["guest-net-2"],  # the isolated test network
+            {
+                "service_offering_id": self.lab.sim.custom_service_offering_id,
+                "template_id": self.lab.sim.template_id,
+            },
+        )
+        state = self.api.get(f"replications/{job['id']}")["status"]
+        test = TestRun(rec["id"], during_job=job["id"] if state not in _JOB_DONE else None)
+        self.out.test = test
+        self.say("test", f"test failover {rec['id']} accepted while job {job['id']} is {state}")
+        result = self._follow_sync(job, label, kind)
+        rec = rehearsal.follow(
+            self.api, test.id, self.say, settled=rehearsal.started, steps=lambda r: r["steps"]
+        )
+        if rec["status"] != "completed":
+            raise DemoError(f"test failover {rec['status']}: {rec.get('error')}")
+        test.vm_name = (rec.get("result") or {}).get("test_vm_name") or ""
+        test.start_seconds = seconds_between(rec.get("created_at"), rec.get("finished_at"))
+        self.say("test", f"test VM {test.vm_name} running on copies of the replicas")
+        status, ended = self.api.request(
+            "POST", f"vm-contexts/{self.out.context_id}/test-failover/end", {}
+        )
+        if status != 202:
+            raise DemoError(f"POST /vm-contexts/{{id}}/test-failover/end → {status}: {ended}")
+        rec = rehearsal.follow(
+            self.api, test.id, self.say, settled=rehearsal.ended, steps=rehearsal.end_steps
+        )
+        if rec["status"] != "ended":
+            raise DemoError(
+                f"ending the test failover failed: {(rec.get('end') or {}).get('error')}"
+            )
+        end = rec.get("end") or {}
+        test.end_seconds = seconds_between(end.get("created_at"), end.get("finished_at"))
+        after = rehearsal.inventory(self.lab.sim)
+        test.clean = after == before
+        if not test.clean:
+            raise DemoError(f"CloudStack is not as before the test: {before} → {after}")
+        self.say(
+            "test",
+            f"ended in {test.end_seconds:.1f} s; CloudStack holds what it held before the test "
+            f"({len(after['vms'])} VMs, {len(after['volumes'])} volumes, "
+            f"{len(after['snapshots'])} snapshots)",
+        )
+        return result
+
+    def _follow_sync(self, job: dict[str, Any], label: str, kind: str) -> SyncResult:
         done = progress.follow(self.api, job["id"], f"{label} sync", tty=self.tty)
         if done["status"] != "completed":
             raise DemoError(

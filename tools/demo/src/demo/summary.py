@@ -1,4 +1,5 @@
-"""The closing table: bytes moved per sync, duration, throughput, downtime, byte checks."""
+"""The closing table: bytes moved per sync, duration, throughput, the test failover (its VM,
+duration), downtime, byte checks."""
 
 from __future__ import annotations
 
@@ -20,7 +21,30 @@ def rows(out: Outcome) -> list[tuple[str, str, str, str, str]]:
                 rate,
             )
         )
+    test = out.test
+    if test is not None and test.clean:
+        table.append(
+            (
+                "test failover",
+                f"VM {test.vm_name}",
+                "-",
+                f"{test.start_seconds + test.end_seconds:.1f} s",
+                "-",
+            )
+        )
     return table
+
+
+def _test_lines(out: Outcome) -> list[str]:
+    test = out.test
+    if test is None:
+        return []
+    during = f" during job {test.during_job}" if test.during_job else ""
+    return [
+        f"test failover{during}: VM {test.vm_name} running after {test.start_seconds:.1f} s, "
+        f"ended in {test.end_seconds:.1f} s; CloudStack afterwards "
+        + ("as before the test (VMs, volumes, snapshots)" if test.clean else "NOT as before")
+    ]
 
 
 def render(out: Outcome, wall_seconds: float) -> None:
@@ -30,6 +54,7 @@ def render(out: Outcome, wall_seconds: float) -> None:
     downtime = downtime_seconds(out.failover) if out.failover else None
     lines = [
         f"guest writes between syncs: {_size(out.written)}",
+        *_test_lines(out),
         "live failover downtime (source off → target running): "
         + (f"{downtime:.1f} s" if downtime is not None else "n/a"),
         "byte check: "
