@@ -90,6 +90,58 @@ def test_two_workers_fire_each_occurrence_once(any_db: str) -> None:
     assert ScheduleRunVm.select().where(ScheduleRunVm.result == "created").count() == 15
 
 
+CHILD = """
+import json, sys
+from datetime import datetime
+from oma.database.db import database, init_db
+from oma.services.schedules import ScheduleFirer
+
+init_db(sys.argv[1])
+when = datetime.fromisoformat(sys.argv[2])
+with database.connection_context():
+    database.execute_sql("SELECT 1")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    print(json.dumps(ScheduleFirer(lambda: when).tick()), flush=True)
+"""
+
+
+def test_two_worker_processes_fire_each_occurrence_once(any_db: str) -> None:
+    """The same race between two processes, each with its own connection, released at once."""
+    import json
+    import subprocess
+    import sys
+
+    (ctx,) = _vms(1)
+    Schedule.create(name="every minute", cron="* * * * *", context=ctx, active_since=T0)
+    for minute in range(1, 4):
+        when = (T0 + timedelta(minutes=minute, seconds=1)).isoformat()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, any_db, when],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        try:
+            assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            results = [json.loads(p.stdout.readline()) for p in procs]
+        finally:
+            for p in procs:
+                p.stdin.close()
+                p.wait(60)
+        assert sorted(r["fired"] for r in results) == [0, 1], results
+        _finish_all()
+    runs = list(ScheduleRun.select().order_by(ScheduleRun.occurrence))
+    assert [r.occurrence for r in runs] == [T0 + timedelta(minutes=m) for m in (1, 2, 3)]
+    assert ReplicationJob.select().count() == 3
+
+
 def test_a_missed_occurrence_fires_once(any_db: str) -> None:
     (ctx,) = _vms(1)
     # the worker was down for three hours of a five-minute schedule
@@ -196,3 +248,21 @@ def test_cron_in_a_timezone_across_dst() -> None:
         datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
         datetime(2026, 3, 30, 0, 30, tzinfo=UTC),
     ]
+
+
+def test_removing_a_vm_takes_its_membership_and_schedule_keeps_run_history(any_db: str) -> None:
+    from oma.database.models import GroupMember
+    from oma.database.repos import contexts
+
+    a, b = _vms(2)
+    group = MachineGroup.create(name="wave-1")
+    groups.add_members(group.id, [a, b])
+    Schedule.create(name="vm-0 only", cron="0 * * * *", context=a, active_since=T0)
+    by_group = Schedule.create(name="wave", cron="0 * * * *", group=group.id, active_since=T0)
+    run_now(by_group.id)
+    _finish_all()
+    contexts.delete_context(a)
+    assert [m.context_id for m in GroupMember.select()] == [b]
+    assert [s.name for s in Schedule.select()] == ["wave"]
+    rows = {r.vm_name: r.context_id for r in ScheduleRunVm.select()}
+    assert rows == {"vm-0": None, "vm-1": b}
