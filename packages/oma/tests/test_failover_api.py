@@ -50,6 +50,7 @@ def test_start_failover_is_202_with_its_steps(app: Any, client: Any, auth: Any) 
         "validate",
         "power_off_source",
         "final_sync",
+        "snapshot_replicas",
         "guest_conversion",
         "detach_replicas",
         "deploy_target",
@@ -196,7 +197,9 @@ def test_failed_failover_is_resumed_and_rolled_back(app: Any, client: Any, auth:
     assert rb.json["status"] == "rolling_back"
     assert [s["name"] for s in rb.json["rollback"]["steps"]] == [
         "remove_target",
+        "revert_replicas",
         "power_on_source",
+        "delete_snapshots",
         "finish",
     ]
     # while the rollback runs, no new failover

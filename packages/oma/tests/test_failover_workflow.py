@@ -843,3 +843,24 @@ def test_a_snapshot_taken_after_guest_conversion_never_keeps_the_boot_change_id(
     job = _replicate(lab)  # the boot disk is copied in full again
     assert job.status == "completed"
     _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
+
+
+def test_a_cleanup_deletes_the_snapshots_a_failover_left(lab):
+    from oma.workflows.cleanup import request_cleanup
+
+    assert _replicate(lab).status == "completed"
+    inject_fault(lab.sim, "deployVirtualMachine", 530, errortext="Insufficient capacity")
+    wf = _drive(lab, _start(lab))
+    assert wf.status == "failed" and "Insufficient capacity" in wf.error
+    snaps = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
+    assert len(lab.cs.list_snapshots()) == len(DISKS)
+    with database.connection_context():  # given up on: the replicas go, their snapshots too
+        cleanup = request_cleanup(lab.context_id)
+    cleanup = _drive(lab, cleanup.id)
+    assert cleanup.status == "done", cleanup.error
+    assert lab.cs.list_snapshots() == []
+    assert all(lab.cs.get_volume(v["volume_id"]) is None for v in snaps.values())
+    deleted = _steps(cleanup.id)["volumes"].data["snapshots_deleted"]
+    assert sorted(deleted) == sorted(v["snapshot_id"] for v in snaps.values())
+    marked = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
+    assert all(entry["deleted"] for entry in marked.values())
