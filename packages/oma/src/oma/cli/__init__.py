@@ -2,7 +2,7 @@
 
 Server commands (``serve``, ``worker``, ``db``, ``token``) use the OMA configuration
 (``OMA_*``); operator commands (``vms``, ``replicate``, ``jobs``, ``job``, ``failover``,
-``groups``, ``schedules``) call the API over HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every
+``test-end``, ``groups``, ``schedules``) call the API over HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every
 failure prints ``error: …`` and ``hint: …`` and exits with a code from
 :class:`oma.cli._errors.ExitCode`; Ctrl-C prints ``cancelled`` and exits 130.
 """
@@ -113,6 +113,7 @@ def _register() -> None:
         schedules,
         serve,
         stop,
+        test_end,
         token,
         vms,
         worker,
@@ -128,6 +129,7 @@ def _register() -> None:
         jobs,
         job,
         failover,
+        test_end,
         rollback,
         retry,
         stop,

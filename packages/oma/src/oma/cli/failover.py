@@ -1,8 +1,11 @@
-"""``oma failover VM --network SRC=ID --offering ID [--watch]``: start a live failover.
+"""``oma failover VM --network SRC=ID --offering ID [--test] [--watch]``: start a failover.
 
 Calls ``POST /api/v1/vm-contexts/{id}/failover`` (the worker does the work) and prints the
 failover id as the last line; ``--watch`` follows its steps until it completes or fails.
 A failed failover is resumed by running the same command again (done steps are kept).
+``--test`` starts a test failover instead (the source keeps running; ``--test-network ID``
+puts every NIC on one isolated network, ``--auto-end 2h`` ends it by itself; ``oma test-end
+VM`` ends it); ``--end-test`` lets a live failover end the VM's test first.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 import click
 
-TERMINAL = {"completed", "failed", "rolled_back"}
+TERMINAL = {"completed", "failed", "rolled_back", "ended"}
 
 
 def _mappings(values: tuple[str, ...]) -> dict[str, str]:
@@ -33,15 +36,26 @@ def _mappings(values: tuple[str, ...]) -> dict[str, str]:
     "--network",
     "networks",
     multiple=True,
-    required=True,
     metavar="SRC=ID",
     help="Map a source network (name) to a CloudStack network id; repeat per network.",
 )
+@click.option("--test", "test", is_flag=True, help="A test failover: the source keeps running.")
+@click.option(
+    "--test-network",
+    metavar="ID",
+    help="Test only: one isolated CloudStack network for every NIC (instead of --network).",
+)
+@click.option(
+    "--auto-end", metavar="DURATION", help="Test only: end the test after e.g. 3600, 30m, 2h."
+)
+@click.option("--end-test", is_flag=True, help="Live only: end the VM's test failover first.")
 @click.option("--offering", required=True, help="CloudStack service offering id.")
 @click.option("--template", help="CloudStack template id (default: the one matching the guest OS).")
 @click.option("--vm-name", help="Name of the CloudStack VM (default: the VMware name).")
 @click.option(
-    "--new-macs", is_flag=True, help="Let CloudStack choose MAC addresses (default: keep)."
+    "--new-macs",
+    is_flag=True,
+    help="Let CloudStack choose MAC addresses (default: keep; a test never keeps them).",
 )
 @click.option(
     "--graceful-timeout",
@@ -56,6 +70,10 @@ def _mappings(values: tuple[str, ...]) -> dict[str, str]:
 def command(
     vm: str,
     networks: tuple[str, ...],
+    test: bool,
+    test_network: str | None,
+    auto_end: str | None,
+    end_test: bool,
     offering: str,
     template: str | None,
     vm_name: str | None,
@@ -65,19 +83,30 @@ def command(
     watch: bool,
     interval: float,
 ) -> None:
-    """Fail VM over to CloudStack (live: the source is powered off); prints the failover id."""
+    """Fail VM over to CloudStack (live: the source is powered off; --test: a copy boots
+    beside the running source); prints the failover id."""
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
     from ._resolve import find_context
 
-    body: dict[str, Any] = {
-        "type": "live",
-        "network_mappings": _mappings(networks),
-        "service_offering_id": offering,
-        "keep_macs": not new_macs,
-        "graceful_timeout_s": graceful_timeout,
-        "force": not no_force,
-    }
+    if test:
+        body = _test_body(networks, test_network, auto_end, end_test, offering)
+    else:
+        for flag, value in (("--test-network", test_network), ("--auto-end", auto_end)):
+            if value:
+                raise click.UsageError(f"{flag} is only for a test failover (--test)")
+        if not networks:
+            raise click.UsageError("a live failover needs --network SRC=ID (repeat per network)")
+        body = {
+            "type": "live",
+            "network_mappings": _mappings(networks),
+            "service_offering_id": offering,
+            "keep_macs": not new_macs,
+            "graceful_timeout_s": graceful_timeout,
+            "force": not no_force,
+        }
+        if end_test:
+            body["end_test"] = True
     if template:
         body["template_id"] = template
     if vm_name:
@@ -88,14 +117,47 @@ def command(
             fo = api.post(f"vm-contexts/{ctx['id']}/failover", body)
         except CliError as exc:
             if exc.code == ExitCode.CONFLICT:
-                exc.hint = "see `oma vms` (state) and `oma jobs --active --vm VM`"
+                exc.hint = (
+                    "end the test first: `oma test-end VM`, or add --end-test"
+                    if "test failover in place" in exc.message and not test
+                    else "see `oma vms` (state) and `oma jobs --active --vm VM`"
+                )
             raise
         verb = "resumed" if fo.get("resumed") else "requested"
-        click.echo(f"failover {fo['id']} {verb} for {ctx['name']} ({fo['status']})")
+        kind = "test failover" if test else "failover"
+        click.echo(f"{kind} {fo['id']} {verb} for {ctx['name']} ({fo['status']})")
+        if fo.get("test_end_id"):
+            click.echo(f"the test failover ends first ({fo['test_end_id']})")
         if not watch:
             click.echo(fo["id"])
             return
-        finish(follow(api, fo["id"], interval=interval))
+        path = "test-failovers" if test else "failovers"
+        finish(follow(api, fo["id"], interval=interval, path=path))
+
+
+def _test_body(
+    networks: tuple[str, ...],
+    test_network: str | None,
+    auto_end: str | None,
+    end_test: bool,
+    offering: str,
+) -> dict[str, Any]:
+    """The request of a test failover (usage errors for what a test does not take)."""
+    if end_test:
+        raise click.UsageError("--end-test is only for a live failover")
+    if bool(networks) == bool(test_network):
+        raise click.UsageError(
+            "a test failover needs --network SRC=ID or --test-network ID (an isolated network), "
+            "one of them"
+        )
+    body: dict[str, Any] = {"type": "test", "service_offering_id": offering}
+    if networks:
+        body["network_mappings"] = _mappings(networks)
+    else:
+        body["test_network_id"] = test_network
+    if auto_end:
+        body["auto_end_after"] = int(auto_end) if auto_end.isdigit() else auto_end
+    return body
 
 
 def _step_line(step: dict[str, Any]) -> str:
@@ -110,23 +172,35 @@ def _step_line(step: dict[str, Any]) -> str:
     return line
 
 
-def follow(api: Any, failover_id: str, *, interval: float = 1.0) -> dict[str, Any]:
+def follow(
+    api: Any,
+    failover_id: str,
+    *,
+    interval: float = 1.0,
+    path: str = "failovers",
+    steps_of: Any = None,
+    done: Any = None,
+) -> dict[str, Any]:
     """Print a line whenever a step changes (status, or what it waits for) until the
     failover is terminal; return the final record. Ctrl-C raises KeyboardInterrupt whatever
-    SIGINT disposition the process inherited (see :class:`oma.cli._watch.CtrlC`)."""
+    SIGINT disposition the process inherited (see :class:`oma.cli._watch.CtrlC`).
+
+    ``path`` is ``failovers`` or ``test-failovers``; ``steps_of(record)`` picks the steps to
+    show and ``done(record)`` says when to stop (default: the record's steps, a terminal
+    status)."""
     from ._watch import CtrlC
 
     seen: dict[str, tuple[Any, ...]] = {}
     with CtrlC() as ctrl_c:
         while True:
-            fo = api.get(f"failovers/{failover_id}")
+            fo = api.get(f"{path}/{failover_id}")
             ctrl_c.check()
-            for step in fo["steps"]:
+            for step in steps_of(fo) if steps_of else fo["steps"]:
                 key = (step["status"], step.get("waiting_for"), step.get("error"))
                 if seen.get(step["name"], ("pending", None, None)) != key:
                     seen[step["name"]] = key
                     click.echo(_step_line(step))
-            if fo["status"] in TERMINAL:
+            if done(fo) if done else fo["status"] in TERMINAL:
                 return fo
             ctrl_c.sleep(interval)
 
@@ -136,6 +210,15 @@ def finish(fo: dict[str, Any]) -> None:
     from ._errors import CliError, ExitCode
     from ._format import size
 
+    if fo["status"] == "completed" and fo.get("type") == "test":
+        result = fo.get("result") or {}
+        click.echo(
+            f"test failover {fo['id']} running: VM {result.get('test_vm_name')} "
+            f"({result.get('test_vm_id')})"
+            + (f", ends by itself at {fo['auto_end_at']}" if fo.get("auto_end_at") else "")
+            + "; end it with `oma test-end VM`"
+        )
+        return
     if fo["status"] == "completed":
         result = fo.get("result") or {}
         downtime = result.get("downtime_seconds")
@@ -145,6 +228,12 @@ def finish(fo: dict[str, Any]) -> None:
             f"final sync {size(result.get('final_sync_bytes'))}"
         )
         return
+    if fo.get("type") == "test":
+        raise CliError(
+            f"test failover {fo['id']} {fo['status']}: {fo.get('error') or 'no error recorded'}",
+            hint="end it to remove what it created: `oma test-end VM`",
+            code=ExitCode.JOB_FAILED,
+        )
     raise CliError(
         f"failover {fo['id']} {fo['status']}: {fo.get('error') or 'no error recorded'}",
         hint="fix the cause and run the same command again (it resumes), "
