@@ -701,21 +701,31 @@ def test_rollback_reverts_the_target_writes_and_keeps_the_incremental_chain(
     _assert_replicas_equal_sources(lab, tmp_path, sha256_head)
 
 
-@pytest.mark.parametrize("how", ["snapshot_deleted", "revert_refused"])
+@pytest.mark.parametrize("how", ["snapshot_deleted", "revert_refused", "snapshot_refused"])
 def test_a_rollback_that_cannot_revert_a_replica_falls_back_to_full_for_it(
     lab, tmp_path, sha256_head, how
 ):
     assert _replicate(lab).status == "completed"
+    if how == "snapshot_refused":  # once: the first snapshot (disk 2000) is refused
+        inject_fault(lab.sim, "createSnapshot", 530, errortext="Snapshots are disabled here")
     wf = _drive(lab, _start(lab))
-    assert wf.status == "done", wf.error
+    assert wf.status == "done", wf.error  # a refused snapshot does not stop the failover
     snaps = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
     with database.connection_context():
         change_ids = {d.disk_key: d.change_id for d in VmDisk.select()}
     _target_runs_and_writes(lab, wf.result["target_vm_id"])
-    lost = snaps["2001"]["snapshot_id"]
     if how == "snapshot_deleted":  # behind the OMA's back
+        lost = snaps["2001"]["snapshot_id"]
         lab.cs.delete_snapshot(lost)
         why = f"snapshot {lost} no longer exists in CloudStack"
+    elif how == "snapshot_refused":
+        assert _steps(wf.id)["snapshot_replicas"].data["refused"] == {
+            "2000": "Snapshots are disabled here"
+        }
+        [event] = _events(lab, "snapshot_refused")
+        assert "a rollback would sync that disk in full" in event.message
+        why = "CloudStack refused the failover's snapshot of the replica: "
+        why += "Snapshots are disabled here"
     else:
         # once: the first revert (disk 2000, in disk-key order) is refused
         inject_fault(lab.sim, "revertSnapshot", 530, errortext="Revert is not supported here")

@@ -4,6 +4,7 @@ The live failover's ``snapshot_replicas`` step snapshots every replica right aft
 sync, before guest conversion or the target VM can change them, and records in its step data::
 
     {"snapshots": {"<disk key>": {"snapshot_id", "volume_id", "change_id", "taken_at"}},
+     "refused": {"<disk key>": "<CloudStack's errortext>"},
      "after_guest_conversion": false, "after_target_start": false}
 
 ``change_id`` is the disk's change ID the snapshot's content matches. A rollback reverts the

@@ -57,7 +57,7 @@ from ...database.models import (
     Workflow,
 )
 from ...database.repos import jobs as jobs_repo
-from ...errors import ConflictError, WorkflowError
+from ...errors import CloudStackError, CloudStackUnreachable, ConflictError, WorkflowError
 from ...services import _queries as q
 from ..engine import Definition, Step, StepContext, StepWaiting
 from ..records import step_data
@@ -461,7 +461,10 @@ class FailoverWorkflow:
         """Snapshot each replica in CloudStack (once; adopted after a crash) right after the
         final sync, before guest conversion or the target VM change them: what a rollback
         reverts to, keeping the incremental chain. Each snapshot is recorded with its disk key
-        and the change ID its content matches (:mod:`oma.workflows.replica_snapshots`)."""
+        and the change ID its content matches (:mod:`oma.workflows.replica_snapshots`).
+
+        A snapshot CloudStack refuses does not stop the failover (the source is already off):
+        the refusal is recorded and shown, and a rollback syncs that disk in full."""
         cs, _ = self._cloudstack(ctx)
         fo = ctx.workflow.id
         # a failover created before this step existed may resume here after later steps ran
@@ -475,14 +478,27 @@ class FailoverWorkflow:
             for d in VmDisk.select().where(VmDisk.context == ctx.workflow.context_id)
         }
         taken = dict(ctx.data["snapshot_replicas"].get("snapshots") or {})
+        refused = dict(ctx.data["snapshot_replicas"].get("refused") or {})
         for rv in replicas(ctx.workflow.context_id):
-            if rv.disk_key in taken:
+            if rv.disk_key in taken or rv.disk_key in refused:
                 continue
             ctx.renew_lease()
             try:
                 snap = take_snapshot(cs, fo, rv)
             except SnapshotNotReady as exc:
                 raise StepWaiting(str(exc)) from exc
+            except CloudStackUnreachable:
+                raise
+            except CloudStackError as exc:
+                refused[rv.disk_key] = exc.errortext
+                ctx.record(refused=refused)
+                self._event(
+                    ctx,
+                    "snapshot_refused",
+                    f"CloudStack refused the snapshot of disk {rv.disk_key}'s replica "
+                    f"({exc.errortext}); a rollback would sync that disk in full",
+                )
+                continue
             taken[rv.disk_key] = {
                 "snapshot_id": snap["id"],
                 "volume_id": rv.cloudstack_volume_id,
@@ -490,13 +506,14 @@ class FailoverWorkflow:
                 "taken_at": _now_text(),
             }
             ctx.record(snapshots=taken)
-        self._event(
-            ctx,
-            "replicas_snapshotted",
-            "snapshots of the replicas taken for a rollback: "
-            + ", ".join(f"disk {k} → {v['snapshot_id']}" for k, v in taken.items()),
-        )
-        return {"snapshots": taken}
+        if taken:
+            self._event(
+                ctx,
+                "replicas_snapshotted",
+                "snapshots of the replicas taken for a rollback: "
+                + ", ".join(f"disk {k} → {v['snapshot_id']}" for k, v in taken.items()),
+            )
+        return {"snapshots": taken, "refused": refused}
 
     # -- 4 guest conversion ---------------------------------------------------------------------
 

@@ -206,6 +206,9 @@ class RollbackWorkflow:
         taken = step_data(failover_id, SNAPSHOT_STEP)
         entry = (taken.get("snapshots") or {}).get(rv.disk_key)
         boot = step_data(failover_id, "validate").get("boot_disk_key")
+        refused = (taken.get("refused") or {}).get(rv.disk_key)
+        if refused:
+            return f"CloudStack refused the failover's snapshot of the replica: {refused}"
         if entry is None or not entry.get("snapshot_id"):
             return "no snapshot of the replica was recorded"
         snap_id = entry["snapshot_id"]
