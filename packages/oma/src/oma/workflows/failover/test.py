@@ -706,24 +706,27 @@ class TestEndWorkflow(_Base):
         return {"deleted": deleted}
 
     def delete_snapshots(self, ctx: StepContext) -> dict[str, Any]:
-        """Delete the snapshots the test took of the replicas."""
+        """Delete the snapshots the test took of the replicas: those recorded, and those found
+        by name on the replicas (taken just before a crash)."""
         cs = self._cs(ctx)
         test_id = self._test_id(ctx)
-        snaps = dict(step_data(test_id, "snapshot_replicas").get("snapshots") or {})
+        found = {
+            snap_id: cs.get_snapshot(snap_id)
+            for snap_id in (step_data(test_id, "snapshot_replicas").get("snapshots") or {}).values()
+        }
         names = self._names(test_id)
-        deleted = []
         for rv in replicas(ctx.workflow.context_id):
-            if rv.disk_key not in names or not rv.cloudstack_volume_id:
+            if rv.disk_key in names and rv.cloudstack_volume_id:
+                for snap in cs.list_snapshots(rv.cloudstack_volume_id):
+                    if snap.get("name") == names[rv.disk_key]:
+                        found[snap["id"]] = snap
+        deleted = []
+        for snap_id, snap in sorted(found.items()):
+            if snap is None:  # deleted already
                 continue
             ctx.renew_lease()
-            hits = [
-                s
-                for s in cs.list_snapshots(rv.cloudstack_volume_id)
-                if s.get("name") == names[rv.disk_key] or s.get("id") == snaps.get(rv.disk_key)
-            ]
-            for snap in hits:
-                cs.delete_snapshot(snap["id"])
-                deleted.append(snap["id"])
+            cs.delete_snapshot(snap_id)
+            deleted.append(snap_id)
         return {"deleted": deleted}
 
     def finish(self, ctx: StepContext) -> dict[str, Any]:
