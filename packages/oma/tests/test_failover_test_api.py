@@ -226,3 +226,22 @@ def test_openapi_documents_the_test_failover(client: Any, auth: Any) -> None:
     assert "post" in paths["/api/v1/vm-contexts/{context_id}/test-failover/end"]
     assert "get" in paths["/api/v1/test-failovers/{test_id}"]
     assert "get" in paths["/api/v1/vm-contexts/{context_id}/test-failovers"]
+
+
+@pytest.mark.parametrize("ending", ["failed", "stopped"])
+def test_a_sync_that_fails_beside_a_test_leaves_the_test_state(
+    app: Any, client: Any, auth: Any, ending: str
+) -> None:
+    from oma.database.repos import jobs
+
+    ctx = _context(app, state="failed_over_test")
+    with app.app_context(), database.connection_context():
+        VmContext.update(last_success_at=VmContext.created_at).where(VmContext.id == ctx).execute()
+        job = jobs.create_job(ctx, requested_type="incremental")
+        assert VmContext.get_by_id(ctx).state == "failed_over_test"
+        if ending == "failed":
+            jobs.fail_job(job.id, "vma_unreachable", "gone")
+        else:
+            jobs.stop_job(job.id)
+        row = VmContext.get_by_id(ctx)
+        assert (row.state, row.active_job_id) == ("failed_over_test", None)
