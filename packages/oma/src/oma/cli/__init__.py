@@ -2,8 +2,8 @@
 
 Server commands (``serve``, ``worker``, ``db``, ``token``) use the OMA configuration
 (``OMA_*``); operator commands (``vms``, ``replicate``, ``jobs``, ``job``, ``failover``,
-``test-end``, ``groups``, ``schedules``) call the API over HTTP with ``OMA_URL`` and ``OMA_TOKEN``. Every
-failure prints ``error: …`` and ``hint: …`` and exits with a code from
+``test-end``, ``groups``, ``schedules``) call the API over HTTP with ``OMA_URL`` and
+``OMA_TOKEN``. Every failure prints ``error: …`` and ``hint: …`` and exits with a code from
 :class:`oma.cli._errors.ExitCode`; Ctrl-C prints ``cancelled`` and exits 130.
 """
 
