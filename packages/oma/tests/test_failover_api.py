@@ -402,3 +402,17 @@ def test_per_vm_failover_defaults_fill_the_request(app: Any, client: Any, auth: 
     # a null removes one default; the request's own value always wins
     res = patch({"failover_defaults": {"template_id": None}})
     assert res.json["failover_defaults"] == {"boot_disk_key": "2001"}
+
+
+def test_no_cleanup_while_a_test_failover_is_in_place(app: Any, client: Any, auth: Any) -> None:
+    ctx = _context(app)
+    _with_vma_and_replica(app, ctx)
+    with app.app_context(), database.connection_context():
+        contexts.set_state(ctx, "failed_over_test")
+    for res in (
+        _post(client, auth, f"vm-contexts/{ctx}/cleanup"),
+        client.delete(f"/api/v1/vm-contexts/{ctx}", headers=auth.operator),
+    ):
+        assert res.status_code == 409, res.json
+        assert res.json["error"]["code"] == "invalid_state"
+        assert "end the test failover first" in res.json["error"]["message"]

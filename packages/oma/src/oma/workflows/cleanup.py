@@ -50,7 +50,7 @@ def cleanup_refusal(context: VmContext) -> OmaError | None:
     """Why the replicas of ``context`` may not be removed now (None when they may).
 
     An active job, an active failover or rollback (:class:`ConflictError`), or a failed-over
-    context (:class:`InvalidStateError`: roll the failover back first).
+    context (:class:`InvalidStateError`: roll the failover back, or end the test, first).
     """
     if context.active_job_id:
         return InvalidStateError(
@@ -67,6 +67,11 @@ def cleanup_refusal(context: VmContext) -> OmaError | None:
         return InvalidStateError(
             f"VM context {context.id} is failed_over_live: its replicas are the failed-over "
             "VM's disks; roll the failover back first"
+        )
+    if context.state == ContextState.FAILED_OVER_TEST.value:
+        return InvalidStateError(
+            f"VM context {context.id} is failed_over_test: end the test failover first "
+            "(its snapshots and volumes are made from these replicas)"
         )
     return None
 

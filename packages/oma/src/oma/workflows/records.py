@@ -11,7 +11,14 @@ from typing import Any
 from ..database.db import is_sqlite
 from ..database.models import VmContext, Workflow, WorkflowStep
 from ..errors import NotFoundError
-from .kinds import CLEANUP, FAILOVER_KINDS, FAILOVER_LIVE, FAILOVER_ROLLBACK
+from .kinds import (
+    CLEANUP,
+    FAILOVER_KINDS,
+    FAILOVER_LIVE,
+    FAILOVER_ROLLBACK,
+    FAILOVER_TEST,
+    FAILOVER_TEST_END,
+)
 
 ACTIVE = ("pending", "running")
 """Workflow statuses that still run (or wait)."""
@@ -59,8 +66,13 @@ def active_failover(context_id: str) -> Workflow | None:
 
 
 def describe(wf: Workflow) -> str:
-    """``failover``, ``rollback`` or the workflow's kind, for messages."""
-    return {FAILOVER_LIVE: "failover", FAILOVER_ROLLBACK: "rollback"}.get(wf.kind, wf.kind)
+    """The operator's words for a workflow's kind, for messages."""
+    return {
+        FAILOVER_LIVE: "failover",
+        FAILOVER_ROLLBACK: "rollback",
+        FAILOVER_TEST: "test failover",
+        FAILOVER_TEST_END: "test failover end",
+    }.get(wf.kind, wf.kind)
 
 
 def steps_of(workflow_id: str) -> list[WorkflowStep]:
