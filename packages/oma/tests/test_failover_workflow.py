@@ -874,3 +874,29 @@ def test_a_cleanup_deletes_the_snapshots_a_failover_left(lab):
     assert sorted(deleted) == sorted(v["snapshot_id"] for v in snaps.values())
     marked = _steps(wf.id)["snapshot_replicas"].data["snapshots"]
     assert all(entry["deleted"] for entry in marked.values())
+
+
+def test_a_snapshot_taken_before_a_crash_is_adopted_not_taken_twice(lab, monkeypatch):
+    assert _replicate(lab).status == "completed"
+    real_record = StepContext.record
+
+    def dies_before_recording_the_snapshot(self, **values):
+        if "snapshots" in values:
+            raise RuntimeError("worker killed")
+        return real_record(self, **values)
+
+    monkeypatch.setattr(StepContext, "record", dies_before_recording_the_snapshot)
+    wf_id = _start(lab)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "failed" and "worker killed" in wf.error
+    [taken] = lab.cs.list_snapshots()  # CloudStack holds it, the OMA has not recorded it
+    monkeypatch.setattr(StepContext, "record", real_record)
+    with database.connection_context():
+        store.retry_failover(wf_id)
+    wf = _drive(lab, wf_id)
+    assert wf.status == "done", wf.error
+    snaps = _steps(wf_id)["snapshot_replicas"].data["snapshots"]
+    assert snaps["2000"]["snapshot_id"] == taken["id"]
+    assert sorted(s["id"] for s in lab.cs.list_snapshots()) == sorted(
+        v["snapshot_id"] for v in snaps.values()
+    )
