@@ -192,12 +192,15 @@ def test_snapshot_lifecycle(sim, csc) -> None:
     device = wait_for_device(vol["id"], sim.by_id_dir, timeout=5)
     with open(device, "r+b") as fh:
         fh.write(b"generation-1")
+    with pytest.raises(CloudStackError) as exc:  # KVM: not while the (OMA) VM runs
+        csc.create_snapshot(vol["id"])
+    assert exc.value.errorcode == 530 and "kvm.snapshot.enabled" in str(exc.value)
+    csc.detach_volume(vol["id"])
     snap = csc.create_snapshot(vol["id"], name="pre-test-failover")
     assert snap["state"] == "BackedUp" and snap["name"] == "pre-test-failover"
     assert [s["id"] for s in csc.list_snapshots(vol["id"])] == [snap["id"]]
-    with open(device, "r+b") as fh:
+    with open(sim.state_dir / "volumes" / f"{vol['id']}.img", "r+b") as fh:
         fh.write(b"generation-2")
-    csc.detach_volume(vol["id"])
     csc.revert_snapshot(snap["id"])
     with open(sim.state_dir / "volumes" / f"{vol['id']}.img", "rb") as fh:
         assert fh.read(12) == b"generation-1"

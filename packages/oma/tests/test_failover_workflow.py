@@ -529,14 +529,18 @@ def test_guest_conversion_runs_when_configured(lab, monkeypatch, tmp_path, tool)
     assert boot is not None
     if tool == "succeeds":
         assert wf.status == "done", wf.error
-        # run on the boot replica while it was still attached to the OMA
+        # run on the boot replica, attached to the OMA for it after the snapshots were taken
         assert steps["guest_conversion"].data == {"skipped": False, "device": boot}
         assert calls.read_text().splitlines() == ["-i", "disk", boot, "present"]
-        assert steps["detach_replicas"].status == "done"
+        assert steps["snapshot_replicas"].finished_at <= steps["guest_conversion"].started_at
         return
     assert wf.status == "failed"
     assert steps["guest_conversion"].status == "failed"
-    assert steps["detach_replicas"].status == "pending"  # the replicas stay on the OMA
+    assert steps["snapshot_replicas"].status == "done"
+    with database.connection_context():  # attached for the conversion only: detached again
+        for rv in ReplicaVolume.select():
+            assert rv.state == "detached"
+            assert lab.cs.get_volume(rv.cloudstack_volume_id).get("virtualmachineid") is None
     if tool == "fails":
         assert wf.error == (
             "guest_conversion: virt-v2v-in-place failed with exit code 1: "
@@ -804,8 +808,8 @@ def test_guest_conversion_is_undone_by_the_rollback(lab, monkeypatch, tmp_path, 
     with database.connection_context():
         assert {d.disk_key: d.change_id for d in VmDisk.select()} == change_ids
         volumes = {v.disk_key: v for v in ReplicaVolume.select()}
-    # the boot replica was detached from the OMA to be reverted; the other one stays there
-    assert volumes["2000"].state == "detached" and volumes["2001"].state == "attached"
+    # detached for the snapshots before the conversion; the next sync attaches them on demand
+    assert volumes["2000"].state == "detached" and volumes["2001"].state == "detached"
     assert lab.cs.list_snapshots() == []
 
 

@@ -8,6 +8,7 @@ import cs
 import pytest
 
 from cloudstack_sim.store import sparse_copy
+from labtest.cloudstack import set_settings
 
 
 def _attached_volume(client, sim):
@@ -40,7 +41,9 @@ def test_snapshot_and_revert(sim, client) -> None:
     with open(backing, "r+b") as fh:
         fh.write(b"before")
     before = _sha(backing, 1 << 20)  # the rest of the 1 GiB volume is a hole
+    client.detachVolume(id=vol["id"])  # KVM: no snapshot of a running VM's volume (below)
     snap = client.createSnapshot(volumeid=vol["id"], name="pre-failover")["snapshot"]
+    client.attachVolume(id=vol["id"], virtualmachineid=sim.oma_vm_id)
     assert snap["state"] == "BackedUp" and snap["volumeid"] == vol["id"]
     assert client.listSnapshots(volumeid=vol["id"])["snapshot"][0]["id"] == snap["id"]
     with open(backing, "r+b") as fh:
@@ -80,8 +83,8 @@ def test_revert_refused_while_the_vm_has_vm_snapshots(sim, client) -> None:
         networkids=[sim.network_id],
     )["virtualmachine"]
     root = client.listVolumes(virtualmachineid=vm["id"])["volume"][0]
-    snap = client.createSnapshot(volumeid=root["id"])["snapshot"]
     client.stopVirtualMachine(id=vm["id"])
+    snap = client.createSnapshot(volumeid=root["id"])["snapshot"]
     vm_snap = client.createVMSnapshot(virtualmachineid=vm["id"])["vmsnapshot"]
     with pytest.raises(cs.CloudStackApiException) as exc:
         client.revertSnapshot(id=snap["id"])
@@ -91,3 +94,16 @@ def test_revert_refused_while_the_vm_has_vm_snapshots(sim, client) -> None:
     )
     client.deleteVMSnapshot(vmsnapshotid=vm_snap["id"])
     assert client.revertSnapshot(id=snap["id"])["snapshot"]["id"] == snap["id"]
+
+
+def test_kvm_refuses_a_snapshot_of_a_running_vms_volume(sim, client) -> None:
+    """SnapshotManagerImpl.hostSupportsSnapsthotForVolume: off unless kvm.snapshot.enabled."""
+    vol, _ = _attached_volume(client, sim)  # attached to the running OMA VM
+    with pytest.raises(cs.CloudStackApiException) as exc:
+        client.createSnapshot(volumeid=vol["id"])
+    assert exc.value.response.status_code == 530
+    assert exc.value.error["errortext"].startswith("KVM Snapshot is not supported for Running VMs.")
+    assert client.listSnapshots(volumeid=vol["id"]) == {}
+    set_settings(sim, **{"kvm.snapshot.enabled": True})
+    snap = client.createSnapshot(volumeid=vol["id"])["snapshot"]
+    assert snap["state"] == "BackedUp"

@@ -17,6 +17,7 @@ def _snapshot_of_written_volume(client, sim, data: bytes):
     with open(sim.state_dir / "volumes" / f"{vol['id']}.img", "r+b") as fh:
         fh.seek(4096)
         fh.write(data)
+    client.detachVolume(id=vol["id"])  # KVM: no snapshot of a running VM's volume
     return vol, client.createSnapshot(volumeid=vol["id"], name="test-copy")["snapshot"]
 
 
@@ -90,6 +91,7 @@ def test_volume_from_a_root_snapshot_with_a_smaller_offering_is_refused(sim, cli
         networkids=[sim.network_id],
     )["virtualmachine"]
     root = client.listVolumes(virtualmachineid=vm["id"])["volume"][0]
+    client.stopVirtualMachine(id=vm["id"])
     snap = client.createSnapshot(volumeid=root["id"])["snapshot"]
     small = sim.disk_offering_ids["Small"]
     ok = client.createVolume(snapshotid=snap["id"], diskofferingid=small)["volume"]

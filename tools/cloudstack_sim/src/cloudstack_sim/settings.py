@@ -51,6 +51,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     # VMSnapshotManager.VMSnapshotMax
     "vmsnapshot.max": Setting(int, 10, "VMSnapshotManagerImpl (vmsnapshot.max)", minimum=1),
+    # SnapshotManagerImpl.hostSupportsSnapsthotForVolume reads "kvm.snapshot.enabled" (false
+    # unless an operator set it)
+    "kvm.snapshot.enabled": Setting(
+        bool, False, "SnapshotManagerImpl.hostSupportsSnapsthotForVolume"
+    ),
     # simulator-only: the account type behind the API key (CloudStack's Account.Type ADMIN/NORMAL)
     "sim.account.type": Setting(str, "admin", "simulator", choices=("admin", "user")),
     # simulator-only: seconds an attachVolume job stays pending (the real attach may first move

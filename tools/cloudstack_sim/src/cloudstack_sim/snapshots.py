@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalog import page
-from .errors import bad_value
+from .errors import CS_CLOUD_RUNTIME, INTERNAL_ERROR, ApiError, bad_value
 from .jobs import Call, JobRunner
 from .params import Params
 from .store import Store, new_id, now_text, sparse_copy
@@ -59,6 +59,22 @@ def create_snapshot(call: Call, p: Params) -> dict[str, Any]:
     if vol["state"] != "Ready":
         raise bad_value(
             f"VolumeId: {vol['id']} is not in Ready state but {vol['state']}. Cannot take snapshot."
+        )
+    # SnapshotManagerImpl.supportedByHypervisor → hostSupportsSnapsthotForVolume: on KVM, a
+    # volume attached to a VM that is neither Stopped nor Destroyed cannot be snapshotted
+    # unless kvm.snapshot.enabled (a CloudRuntimeException while the snapshot is allocated)
+    vm = store.data["vms"].get(vol.get("virtualmachineid") or "")
+    if (
+        vm is not None
+        and vm["state"] not in ("Stopped", "Destroyed")
+        and not store.setting("kvm.snapshot.enabled")
+    ):
+        raise ApiError(
+            INTERNAL_ERROR,
+            "KVM Snapshot is not supported for Running VMs. It is disabled by default due to a "
+            "possible volume corruption in certain cases. To enable it set global settings "
+            "kvm.snapshot.enabled to True. See the documentation for more details.",
+            CS_CLOUD_RUNTIME,
         )
     snap_id = new_id()
     stamp = now_text().replace("-", "").replace(":", "").replace("+0000", "")

@@ -14,20 +14,21 @@ re-checking the real state before acting, so a killed worker resumes at the reco
 3. ``final_sync``        — creates a normal incremental replication job through the same
    repository function the API uses and waits for it *through the database*: the step stays
    ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked.
-   ``snapshot_replicas`` — a CloudStack snapshot of each replica, recorded with its disk key
-   and the change ID it matches: what a rollback reverts to, so the next sync stays
-   incremental (:mod:`oma.workflows.replica_snapshots`).
-4. ``guest_conversion``  — ``virt-v2v-in-place`` on the boot replica while it is still on the
-   OMA, or skipped (``OMA_GUEST_CONVERSION=skip``, the lab's default).
-5. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM
+4. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM
    (:func:`oma.workflows.replicas.detach_from_oma`).
-6. ``deploy_target``     — ``deployVirtualMachine`` stopped (template, offering — CPU/memory
+5. ``snapshot_replicas`` — a CloudStack snapshot of each (now detached) replica, recorded with
+   its disk key and the change ID it matches: what a rollback reverts to, so the next sync
+   stays incremental (:mod:`oma.workflows.replica_snapshots`). Detached first, because KVM
+   refuses to snapshot a volume of a running VM (the OMA) unless ``kvm.snapshot.enabled``.
+6. ``guest_conversion``  — ``virt-v2v-in-place`` on the boot replica, attached to the OMA for
+   it and detached again, or skipped (``OMA_GUEST_CONVERSION=skip``, the lab's default).
+7. ``deploy_target``     — ``deployVirtualMachine`` stopped (template, offering — CPU/memory
    from the source spec when the offering is custom — one NIC per source NIC on its mapped
    network, MACs kept when ``keep_macs``, ``boottype``/``bootmode`` from the source's
    firmware); the template's root volume is detached and
    deleted, the boot disk's replica attached as device 0, the others in disk-key order.
-7. ``start_target``      — starts the VM and confirms ``Running``. Downtime ends here.
-8. ``finalize``          — context → ``failed_over_live``; the failover's ``result`` holds the
+8. ``start_target``      — starts the VM and confirms ``Running``. Downtime ends here.
+9. ``finalize``          — context → ``failed_over_live``; the failover's ``result`` holds the
    target VM, downtime and the final sync's bytes.
 
 A failed step leaves the failover ``failed`` with that step's error (CloudStack's errortext
@@ -62,7 +63,7 @@ from ...services import _queries as q
 from ..engine import Definition, Step, StepContext, StepWaiting
 from ..records import step_data
 from ..replica_snapshots import SnapshotNotReady, replicas_changed_by, take_snapshot
-from ..replicas import detach_from_oma, disk_order
+from ..replicas import attach_to_oma, detach_from_oma, disk_order
 from ..replicas import live_replicas as replicas
 from ..replication import ReplicationServices, context_target
 from .store import FAILOVER_STEPS, KIND, seconds_between, test_end_pending
@@ -458,8 +459,10 @@ class FailoverWorkflow:
     # -- 3b snapshot replicas ------------------------------------------------------------------
 
     def snapshot_replicas(self, ctx: StepContext) -> dict[str, Any]:
-        """Snapshot each replica in CloudStack (once; adopted after a crash) right after the
-        final sync, before guest conversion or the target VM change them: what a rollback
+        """Snapshot each replica in CloudStack (once; adopted after a crash) once it is detached
+        after the final sync — KVM refuses to snapshot a volume of a running VM such as the OMA
+        unless ``kvm.snapshot.enabled`` — and before guest conversion or the target VM change
+        it: what a rollback
         reverts to, keeping the incremental chain. Each snapshot is recorded with its disk key
         and the change ID its content matches (:mod:`oma.workflows.replica_snapshots`).
 
@@ -518,14 +521,18 @@ class FailoverWorkflow:
     # -- 4 guest conversion ---------------------------------------------------------------------
 
     def guest_conversion(self, ctx: StepContext) -> dict[str, Any]:
-        """virt-v2v-in-place on the boot replica (still on the OMA), or skipped by config."""
+        """virt-v2v-in-place on the boot replica, or skipped by config.
+
+        The replicas were detached and snapshotted before: the boot replica is attached to the
+        OMA for the conversion (within the attach budget) and detached again afterwards, so
+        the snapshot a rollback reverts to predates the conversion."""
         mode = self.s.guest_conversion
         if mode == "skip":
             return {"skipped": True, "reason": "OMA_GUEST_CONVERSION=skip"}
         boot = ctx.data["validate"]["boot_disk_key"]
         rv = next((r for r in replicas(ctx.workflow.context_id) if r.disk_key == boot), None)
-        if rv is None or not rv.device_path:
-            raise WorkflowError(f"the boot replica (disk {boot}) is not on the OMA", step=ctx.step)
+        if rv is None:
+            raise WorkflowError(f"the boot replica (disk {boot}) is gone", step=ctx.step)
         tool = shutil.which("virt-v2v-in-place")
         if tool is None:
             raise WorkflowError(
@@ -533,10 +540,12 @@ class FailoverWorkflow:
                 "OMA_GUEST_CONVERSION=skip",
                 step=ctx.step,
             )
+        cs, target = self._cloudstack(ctx)
+        device = attach_to_oma(self.s, cs, target, rv, renew=ctx.renew_lease)
         ctx.renew_lease()
         try:
             res = subprocess.run(
-                [tool, "-i", "disk", rv.device_path],
+                [tool, "-i", "disk", device],
                 capture_output=True,
                 text=True,
                 timeout=self.s.conversion_timeout,
@@ -547,13 +556,15 @@ class FailoverWorkflow:
                 f"virt-v2v-in-place did not finish in {self.s.conversion_timeout:.0f} s",
                 step=ctx.step,
             ) from exc
+        finally:
+            detach_from_oma(self.s.exports, cs, target, rv, reason="after guest conversion")
         if res.returncode != 0:
             tail = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
             raise WorkflowError(
                 f"virt-v2v-in-place failed with exit code {res.returncode}: {tail}",
                 step=ctx.step,
             )
-        return {"skipped": False, "device": rv.device_path}
+        return {"skipped": False, "device": device}
 
     # -- 5 detach -------------------------------------------------------------------------------
 
