@@ -620,7 +620,9 @@ def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> 
             watcher.finish()
     assert code == ExitCode.JOB_FAILED
     assert err.splitlines()[0] == f"error: failover {wf_id} failed: deploy_target: boom"
-    assert err.splitlines()[1].startswith("hint: fix the cause and run the same command again")
+    assert err.splitlines()[1] == (
+        "hint: fix the cause and resume it with `oma retry VM`, or undo it with `oma rollback VM`"
+    )
     assert "step 7 deploy_target: failed - boom" in watcher.lines
 
 
