@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         MigrationCommonError,
     )
     from ._http import HttpClient
+    from ._ids import canonical_vm_id
     from ._logging import (
         EventFormatter,
         EventLogger,
@@ -67,6 +68,7 @@ _WHERE = {
     "Setting": "._config",
     "Status": "._models",
     "SyncType": "._models",
+    "canonical_vm_id": "._ids",
     "describe": "._config",
     "get_logger": "._logging",
     "load_settings": "._config",
@@ -118,6 +120,7 @@ __all__ = [
     "Setting",
     "Status",
     "SyncType",
+    "canonical_vm_id",
     "describe",
     "get_logger",
     "load_settings",

@@ -69,8 +69,18 @@ def _check_counters(total: int, done: int, written: int = 0, zeroed: int = 0) ->
         )
 
 
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
 class DiskProgress(_Model):
-    """One disk's progress update (migratekit → VMA), and the per-disk part of a job."""
+    """One disk's progress update (migratekit → VMA), and the per-disk part of a job.
+
+    Verification (a sync run with ``--verify``) adds ``source_sha256`` and ``target_sha256``:
+    sha256 of the bytes the sync covered (the whole disk for a full copy, the changed ranges in
+    order for an incremental) read back from the source and from the target, and ``verified``:
+    true when they are equal, false when they differ. All three stay null for a sync that did
+    not verify (or has not verified yet), so senders without them still validate.
+    """
 
     disk_key: str = Field(min_length=1)
     sync_type: SyncType = SyncType.FULL
@@ -85,12 +95,23 @@ class DiskProgress(_Model):
     error: str | None = None
     seq: int = Field(default=0, ge=0)
     sent_at: datetime = Field(default_factory=utcnow)
+    verified: bool | None = None
+    source_sha256: str | None = Field(default=None, pattern=SHA256_HEX)
+    target_sha256: str | None = Field(default=None, pattern=SHA256_HEX)
 
     @model_validator(mode="after")
     def _consistent(self) -> DiskProgress:
         _check_counters(self.bytes_total, self.bytes_done, self.bytes_written, self.bytes_zeroed)
         if self.status is Status.FAILED and not self.error:
             raise ValueError("error must be set when status is failed")
+        if self.verified is not None:
+            if self.source_sha256 is None or self.target_sha256 is None:
+                raise ValueError("verified needs source_sha256 and target_sha256")
+            if self.verified != (self.source_sha256 == self.target_sha256):
+                raise ValueError(
+                    f"verified is {str(self.verified).lower()} but the digests "
+                    + ("differ" if self.verified else "are equal")
+                )
         return self
 
     @property

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from migration_common import canonical_vm_id
 from vma.services.runner import DiskSpec, ReplicateSpec
 
 from .errors import ApiError
@@ -57,6 +58,12 @@ class ReplicateIn(_Body):
     vm_id: str = Field(min_length=1, max_length=128)
     disks: list[DiskIn] = Field(min_length=1, max_length=64)
     options: OptionsIn = Field(default_factory=OptionsIn)
+
+    @field_validator("vm_id", mode="before")
+    @classmethod
+    def _canonical_vm_id(cls, value: object) -> str:
+        # before whitespace stripping, so a control character at either end is refused too
+        return canonical_vm_id(value)
 
     @field_validator("disks")
     @classmethod

@@ -260,6 +260,7 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
             )
             result.digest = src_digest
             result.extra["target_digest"] = tgt_digest
+            tracker.set_digests(src_digest, tgt_digest)
             if src_digest != tgt_digest:
                 raise VerifyError(
                     f"verification failed: source sha256 {src_digest} != target sha256 "

@@ -46,6 +46,7 @@ class DiskTracker:
         self.bytes_written = 0
         self.bytes_zeroed = 0
         self.bytes_read = 0
+        self.digests: tuple[str, str] | None = None  # (source, target) sha256 once verified
         self.started: float | None = None
         self.finished: float | None = None
         self._lock = threading.Lock()
@@ -85,6 +86,11 @@ class DiskTracker:
         """Enter a new phase and publish it."""
         self.phase = phase
         self.hub.publish(self, force=True)
+
+    def set_digests(self, source: str, target: str) -> None:
+        """Record the verification's sha256 of source and target (published with the next
+        update, the final one)."""
+        self.digests = (source, target)
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Final state: completed (phase done) or failed (phase where it stopped)."""
@@ -129,6 +135,9 @@ class DiskTracker:
                 change_id=self.change_id if self.status == COMPLETED else None,
                 error=self.error,
                 seq=self._seq,
+                verified=None if self.digests is None else self.digests[0] == self.digests[1],
+                source_sha256=self.digests[0] if self.digests else None,
+                target_sha256=self.digests[1] if self.digests else None,
             )
 
     def changed_since_publish(self) -> bool:

@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
+from ..services._queries import write_transaction
 from .errors import invalid
 from .schemas import CONTEXT_PATCH, body
 from .serialize import context, disk, event, job, volume
@@ -67,16 +68,33 @@ FAILOVER_DEFAULTS = ("boot_disk_key", "template_id")
 @bp.patch("/<context_id>")
 @body(CONTEXT_PATCH)
 def update_context(context_id: str) -> Any:
-    """Set the VM's failover defaults: ``{"failover_defaults": {"boot_disk_key"?,
-    "template_id"?}}`` (a null value removes one) → the context; 400 naming the field for an
-    unknown field or a boot disk that is not a disk of this VM."""
+    """Set the VM's defaults: ``{"failover_defaults"?: {"boot_disk_key"?, "template_id"?},
+    "replication_defaults"?: {"verify"?}}`` (at least one; a null value removes one) → the
+    context; 400 naming the field for an unknown field, a value of the wrong type or a boot
+    disk that is not a disk of this VM."""
     row = contexts.get_context(context_id)
     data = json_body()
-    no_unknown(data, ("failover_defaults",))
-    given = data.get("failover_defaults")
+    no_unknown(data, ("failover_defaults", "replication_defaults"))
+    if not data:
+        raise invalid("failover_defaults", "is required (or replication_defaults)")
+    if "failover_defaults" in data:
+        failover = _failover_defaults(context_id, row.failover_defaults, data["failover_defaults"])
+    if "replication_defaults" in data:
+        replication = _replication_defaults(row.replication_defaults, data["replication_defaults"])
+    with write_transaction():
+        if "failover_defaults" in data:
+            contexts.set_failover_defaults(context_id, failover)
+        if "replication_defaults" in data:
+            contexts.set_replication_defaults(context_id, replication)
+    return jsonify(context(contexts.get_context(context_id)))
+
+
+def _failover_defaults(
+    context_id: str, current: dict[str, Any] | None, given: Any
+) -> dict[str, Any] | None:
     if not isinstance(given, dict):
         raise invalid("failover_defaults", "must be an object")
-    merged = dict(row.failover_defaults or {})
+    merged = dict(current or {})
     for name, value in given.items():
         field = f"failover_defaults.{name}"
         if name not in FAILOVER_DEFAULTS:
@@ -93,8 +111,29 @@ def update_context(context_id: str) -> Any:
             "failover_defaults.boot_disk_key",
             f"{merged['boot_disk_key']} is not a disk of this VM ({', '.join(keys) or 'none'})",
         )
-    contexts.set_failover_defaults(context_id, merged or None)
-    return jsonify(context(contexts.get_context(context_id)))
+    return merged or None
+
+
+REPLICATION_DEFAULTS = ("verify",)
+"""What ``replication_defaults`` may hold: the replication request fields fixed per VM (used
+by every request, schedule and failover final sync that does not set them itself)."""
+
+
+def _replication_defaults(current: dict[str, Any] | None, given: Any) -> dict[str, Any] | None:
+    if not isinstance(given, dict):
+        raise invalid("replication_defaults", "must be an object")
+    merged = dict(current or {})
+    for name, value in given.items():
+        field = f"replication_defaults.{name}"
+        if name not in REPLICATION_DEFAULTS:
+            raise invalid(field, "unknown field; expected " + " or ".join(REPLICATION_DEFAULTS))
+        if value is None:
+            merged.pop(name, None)
+        elif not isinstance(value, bool):
+            raise invalid(field, "must be true, false or null")
+        else:
+            merged[name] = value
+    return merged or None
 
 
 def _volumes(context_id: str) -> list[dict[str, Any]]:
@@ -117,7 +156,6 @@ def delete_context(context_id: str) -> Any:
     """Stop managing a VM: 204 when it has no replica volumes; otherwise 202 with a cleanup
     workflow that deletes the volumes and exports first, then the context. 409 while a job,
     failover or rollback is active, or while the VM is failed over."""
-    from ..services._queries import write_transaction
     from ..workflows.cleanup import ensure_cleanup_allowed
     from .workflows import has_replicas, queue_cleanup
 

@@ -14,7 +14,7 @@ from ._context import box, config
 from .errors import ApiError, invalid
 from .schemas import DISCOVER, DISCOVERY_ADD, body
 from .serialize import context
-from .validation import boolean, json_body, no_unknown, secret, string
+from .validation import boolean, json_body, no_unknown, secret, string, vm_id
 
 bp = Blueprint("discovery", __name__, url_prefix="/api/v1/discovery")
 
@@ -79,6 +79,18 @@ def _discover(vma: VmaAppliance, login: dict[str, Any]) -> list[dict[str, Any]]:
             database.connect(reuse_if_open=True)
 
 
+def _canonical_ids(vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The VMA's VMs with their ids in canonical form (as the OMA stores and compares them)."""
+    from migration_common import canonical_vm_id
+
+    for vm in vms:
+        try:
+            vm["id"] = canonical_vm_id(vm.get("id"))
+        except ValueError:
+            continue  # refused with its field name if someone tries to add it
+    return vms
+
+
 def _managed(vcenter: str) -> dict[str, str]:
     from ..database.models import VmContext
 
@@ -96,7 +108,7 @@ def discover() -> Any:
     no_unknown(data, FIELDS)
     vma = _vma(data)
     login = _login(data)
-    vms = _discover(vma, login)
+    vms = _canonical_ids(_discover(vma, login))
     managed = _managed(login["vcenter"])
     for vm in vms:
         vm["vm_context_id"] = managed.get(str(vm.get("id")))
@@ -107,9 +119,9 @@ def _validate_vm(vm: Any, index: int) -> tuple[str, str, list[dict[str, Any]]]:
     where = f"vms[{index}]"
     if not isinstance(vm, dict):
         raise invalid(where, "must be an object (a VM as returned by discovery)")
-    vm_id, name = vm.get("id"), vm.get("name")
-    if not isinstance(vm_id, str) or not vm_id:
+    if vm.get("id") is None:
         raise invalid(f"{where}.id", "is required")
+    canonical, name = vm_id(vm["id"], f"{where}.id"), vm.get("name")
     if not isinstance(name, str) or not name:
         raise invalid(f"{where}.name", "is required")
     try:
@@ -118,7 +130,7 @@ def _validate_vm(vm: Any, index: int) -> tuple[str, str, list[dict[str, Any]]]:
         raise invalid(f"{where}.{str(exc).split(' ', 1)[0]}", str(exc).split(" ", 1)[1]) from None
     if not disks:
         raise invalid(f"{where}.disks", "must list at least one disk")
-    return vm_id, name, disks
+    return canonical, name, disks
 
 
 @bp.post("/add")
@@ -150,15 +162,12 @@ def add() -> Any:
             )
             credential_id = row.id if row else None
     elif "vm_ids" in data:
-        wanted = data["vm_ids"]
-        if (
-            not isinstance(wanted, list)
-            or not wanted
-            or not all(isinstance(v, str) and v for v in wanted)
-        ):
+        given = data["vm_ids"]
+        if not isinstance(given, list) or not given:
             raise invalid("vm_ids", "must be a non-empty list of VM ids")
+        wanted = list(dict.fromkeys(vm_id(v, f"vm_ids[{i}]") for i, v in enumerate(given)))
         login = _login(data)
-        found = {vm.get("id"): vm for vm in _discover(vma, login)}
+        found = {vm.get("id"): vm for vm in _canonical_ids(_discover(vma, login))}
         missing = [v for v in wanted if v not in found]
         if missing:
             raise ApiError(
@@ -173,12 +182,12 @@ def add() -> Any:
         raise invalid("vms", "is required (or vm_ids)")
     parsed = [_validate_vm(vm, i) for i, vm in enumerate(vms)]
     added, skipped = [], []
-    for (vm_id, name, disks), vm in zip(parsed, vms, strict=True):
-        spec = {k: v for k, v in vm.items() if k != "vm_context_id"}
+    for (canonical, name, disks), vm in zip(parsed, vms, strict=True):
+        spec = {k: v for k, v in vm.items() if k != "vm_context_id"} | {"id": canonical}
         try:
             ctx = contexts.create_context(
                 vcenter=vcenter,
-                vm_id=vm_id,
+                vm_id=canonical,
                 name=name,
                 vma_id=vma.id,
                 credential_id=credential_id,
@@ -188,10 +197,10 @@ def add() -> Any:
                 disks=disks,
             )
         except ConflictError:
-            existing = contexts.find_context(vcenter=vcenter, vm_id=vm_id)
+            existing = contexts.find_context(vcenter=vcenter, vm_id=canonical)
             skipped.append(
                 {
-                    "vm_id": vm_id,
+                    "vm_id": canonical,
                     "name": name,
                     "reason": "already managed",
                     "vm_context_id": existing.id if existing else None,

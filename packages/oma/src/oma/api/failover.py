@@ -41,13 +41,14 @@ FIELDS = (
     "keep_macs",
     "graceful_timeout_s",
     "force",
+    "verify_final_sync",
     "vm_name",
     "boot_disk_key",
     "end_test",
     "test_network_id",
     "auto_end_after",
 )
-LIVE_ONLY = ("graceful_timeout_s", "force", "end_test")
+LIVE_ONLY = ("graceful_timeout_s", "force", "verify_final_sync", "end_test")
 """Fields a test failover (the source keeps running) does not take."""
 TEST_ONLY = ("test_network_id", "auto_end_after")
 
@@ -132,6 +133,7 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
         "keep_macs": boolean(data, "keep_macs", default=True),
         "graceful_timeout_s": timeout,
         "force": boolean(data, "force", default=True),
+        "verify_final_sync": boolean(data, "verify_final_sync", default=True),
         "vm_name": name,
         "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
         "end_test": boolean(data, "end_test", default=False),
@@ -249,7 +251,8 @@ def _accepted(wf: Workflow, resumed: bool) -> Any:
 def start_failover(context_id: str) -> Any:
     """Start a live failover (or resume the VM's failed one): ``{"type": "live",
     "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
-    "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "vm_name"?,
+    "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "verify_final_sync"?
+    (default true: the final sync reads every disk back and compares sha256), "vm_name"?,
     "boot_disk_key"?, "end_test"?}`` → 202 with the failover (``boot_disk_key`` and
     ``template_id`` default to the VM's ``failover_defaults``); 400 naming the field when two
     NICs map to one network, the boot disk is unknown or no template fits the guest OS; 409

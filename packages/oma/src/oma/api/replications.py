@@ -15,7 +15,7 @@ from .errors import ApiError, invalid
 from .schemas import REPLICATION, body
 from .serialize import job
 from .targets import refuse_disks_too_large
-from .validation import choice, json_body, no_unknown, page, query_bool, string
+from .validation import boolean, choice, json_body, no_unknown, page, query_bool, string, vm_id
 
 bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
 
@@ -24,14 +24,14 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
     context_id = string(data, "vm_context_id", required=False)
     if context_id:
         return contexts.get_context(context_id)
-    vm_id = string(data, "vm_id", required=False)
-    if not vm_id:
+    if data.get("vm_id") is None:
         raise invalid("vm_context_id", "is required (or vm_id with vma_id)")
+    wanted = vm_id(data["vm_id"], "vm_id")
     vma_id = string(data, "vma_id", required=False)
-    row = contexts.find_context(vm_id=vm_id, vma_id=vma_id)
+    row = contexts.find_context(vm_id=wanted, vma_id=vma_id)
     if row is None:
         raise ApiError(
-            "not_found", f"VM {vm_id} is not managed; add it through discovery first", 404, "vm_id"
+            "not_found", f"VM {wanted} is not managed; add it through discovery first", 404, "vm_id"
         )
     return row
 
@@ -40,14 +40,17 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 @body(REPLICATION)
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
-    "auto|full|incremental"}`` → 202 with the job; 409 when the VM has an active job or an
-    active failover, rollback (whose own final sync creates its job directly), cleanup or test
-    failover start or end, 409 when it is failed over live, and 409 ``disk_too_large`` when the
-    target's disk offering cannot carry one of its disks. A VM whose test failover runs
-    (``failed_over_test``) replicates as usual: the test VM runs on copies of the replicas."""
+    "auto|full|incremental", "verify"?}`` → 202 with the job (``verify``: the VMA reads every
+    disk back and compares sha256; default: the VM's ``replication_defaults``); 409 when the VM
+    has an active job or an active failover, rollback (whose own final sync creates its job
+    directly), cleanup or test failover start or end, 409 when it is failed over live, and 409
+    ``disk_too_large`` when the target's disk offering cannot carry one of its disks. A VM
+    whose test failover runs (``failed_over_test``) replicates as usual: the test VM runs on
+    copies of the replicas. ``vm_id`` is taken in canonical form (a UUID in lower case)."""
     data = json_body()
-    no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type"))
+    no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type", "verify"))
     kind = choice(data, "type", RequestedType, RequestedType.AUTO)
+    verify = boolean(data, "verify") if data.get("verify") is not None else None
     ctx = _resolve_context(data)
     # a test failover runs on copies of the replicas: syncs go on beside it
     if ctx.state == ContextState.FAILED_OVER_LIVE.value:
@@ -77,7 +80,7 @@ def create_replication() -> Any:
                 "replicate it once that has finished",
                 field="vm_context_id",
             )
-        row = jobs.create_job(ctx.id, requested_type=kind)
+        row = jobs.create_job(ctx.id, requested_type=kind, verify=verify)
     response = jsonify(job(row, [], context_name=ctx.name))
     response.headers["Location"] = url_for(".get_replication", job_id=row.id)
     return response, 202

@@ -109,11 +109,15 @@ REPLICATION = obj(
     vm_id=STR,
     vma_id=STR,
     type={"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"},
+    verify={
+        "type": "boolean",
+        "description": "read every disk back and compare sha256; default: replication_defaults",
+    },
 )
 NULLABLE_STR = {"type": "string", "nullable": True}
 CONTEXT_PATCH = obj(
-    ("failover_defaults",),
     failover_defaults=obj(boot_disk_key=NULLABLE_STR, template_id=NULLABLE_STR),
+    replication_defaults=obj(verify={"type": "boolean", "nullable": True}),
 )
 INT = {"type": "integer"}
 ID_LIST = {"type": "array", "items": STR, "minItems": 1}
@@ -152,6 +156,11 @@ FAILOVER = obj(
     boot_disk_key=STR,
     graceful_timeout_s={"type": "integer", "minimum": 0, "maximum": 86400, "default": 300},
     force={"type": "boolean", "default": True},
+    verify_final_sync={
+        "type": "boolean",
+        "default": True,
+        "description": "live only: the final sync reads every disk back and compares sha256",
+    },
     end_test={
         "type": "boolean",
         "default": False,

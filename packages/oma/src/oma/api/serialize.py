@@ -108,6 +108,7 @@ def context(row: VmContext) -> dict[str, Any]:
         "last_success_at": ts(row.last_success_at),
         "spec": row.spec,
         "failover_defaults": row.failover_defaults or {},
+        "replication_defaults": row.replication_defaults or {},
         "created_at": ts(row.created_at),
         "updated_at": ts(row.updated_at),
     }
@@ -159,6 +160,9 @@ def job_disk(row: JobDisk) -> dict[str, Any]:
         "previous_change_id": row.previous_change_id,
         "target_uri": row.target_uri,
         "error": row.error,
+        "verified": row.verified,
+        "source_sha256": row.source_sha256,
+        "target_sha256": row.target_sha256,
         "updated_at": ts(row.updated_at),
     }
 
@@ -174,6 +178,7 @@ def job(
         "vm_name": context_name,
         "vma_id": row.vma_id,
         "type": row.requested_type,
+        "verify": row.verify,
         "sync_type": row.effective_type,
         "status": row.status,
         "active": not JobStatus(row.status).is_terminal,
@@ -196,7 +201,19 @@ def job(
     }
     if disks is not None:
         data["disks"] = [job_disk(d) for d in disks]
+        data["verified"] = _verified(row, disks)
     return data
+
+
+def _verified(row: ReplicationJob, disks: list[JobDisk]) -> bool | None:
+    """The job's verification result: true once every disk verified equal, false when one
+    mismatched, null while unknown (not asked for, or not finished)."""
+    if not row.verify or not disks:
+        return None
+    results = [d.verified for d in disks]
+    if False in results:
+        return False
+    return True if all(r is True for r in results) else None
 
 
 def event(row: JobEvent) -> dict[str, Any]:

@@ -91,6 +91,17 @@ def http_url(data: dict[str, Any], name: str) -> str:
     return value.rstrip("/")
 
 
+def vm_id(value: Any, name: str) -> str:
+    """A VMware VM id in canonical form (:func:`migration_common.canonical_vm_id`: a UUID in
+    lower case); 400 naming ``name`` when it is not a string, empty or has control characters."""
+    from migration_common import canonical_vm_id
+
+    try:
+        return canonical_vm_id(value)
+    except ValueError as exc:
+        raise invalid(name, str(exc)) from None
+
+
 def string_list(data: dict[str, Any], name: str) -> list[str]:
     """A non-empty list of non-empty strings."""
     value = data.get(name)

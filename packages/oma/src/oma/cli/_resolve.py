@@ -20,11 +20,17 @@ def find_context(api: ApiClient, ref: str) -> dict[str, Any]:
             hint="use the context id from `oma vms`",
             code=ExitCode.CONFLICT,
         )
+    from migration_common import canonical_vm_id
+
+    try:
+        vm_id = canonical_vm_id(ref)  # VMware ids are stored canonical (a UUID in lower case)
+    except ValueError:
+        vm_id = ref
     offset = 0
     while True:
         page = api.get("vm-contexts", limit=500, offset=offset)
         for ctx in page["items"]:
-            if ref in (ctx["id"], ctx["vm_id"]):
+            if ref == ctx["id"] or vm_id == ctx["vm_id"]:
                 return ctx
         offset += len(page["items"])
         if not page["items"] or offset >= page["total"]:

@@ -36,11 +36,35 @@ def command(job_id: str, watch: bool, interval: float, as_json: bool) -> None:
         click.echo(progress_line({**job, "job_id": job["id"], "job_status": job["status"]}))
         if job.get("wait_reason"):
             click.echo(f"  waiting: {job['wait_reason']}")
+        if job.get("verify"):
+            click.echo(f"  verification: {_verification(job)}")
         for d in job["disks"]:
             click.echo(
                 f"  disk {d['disk_key']}: {d['status']} phase={d['phase'] or '-'} "
                 f"{d['bytes_done']}/{d['bytes_total']} bytes"
+                + _digests(d)
                 + (f" error={d['error']}" if d.get("error") else "")
             )
         if job["error_message"]:
             click.echo(f"  error: {job['error_class']}: {job['error_message']}")
+
+
+def _verification(job: dict) -> str:
+    """The job's verification result in a word (or two)."""
+    if job.get("verified") is True:
+        return "verified (every replica reads back the source's bytes)"
+    if job.get("verified") is False:
+        return "MISMATCH (error class verify_mismatch)"
+    return "pending" if job.get("active") else "not done"
+
+
+def _digests(disk: dict) -> str:
+    """`` verified sha256=…`` or `` MISMATCH source sha256=… replica sha256=…`` (or nothing)."""
+    if disk.get("verified") is True:
+        return f" verified sha256={disk['source_sha256']}"
+    if disk.get("verified") is False:
+        return (
+            f" MISMATCH source sha256={disk['source_sha256']} "
+            f"replica sha256={disk['target_sha256']}"
+        )
+    return ""

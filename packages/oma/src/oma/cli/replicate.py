@@ -15,9 +15,15 @@ import click
     show_default=True,
     help="auto: incremental when every disk has a change ID, else full.",
 )
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Read every disk back and compare sha256 (a mismatch fails the job as "
+    "verify_mismatch) [default: the VM's replication_defaults, else no].",
+)
 @click.option("--watch", is_flag=True, help="Follow progress until the job finishes.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-def command(vm: str, kind: str, watch: bool, interval: float) -> None:
+def command(vm: str, kind: str, verify: bool | None, watch: bool, interval: float) -> None:
     """Replicate VM (its name, VMware id or context id); prints the job id."""
     from ._client import ApiClient
     from ._resolve import find_context
@@ -26,8 +32,12 @@ def command(vm: str, kind: str, watch: bool, interval: float) -> None:
 
     with ApiClient() as api:
         ctx = find_context(api, vm)
-        job = api.post("replications", {"vm_context_id": ctx["id"], "type": kind})
-        click.echo(f"job {job['id']} {job['status']} ({kind}) for {ctx['name']}")
+        body = {"vm_context_id": ctx["id"], "type": kind}
+        if verify is not None:
+            body["verify"] = verify
+        job = api.post("replications", body)
+        verified = ", verified" if job.get("verify") else ""
+        click.echo(f"job {job['id']} {job['status']} ({kind}{verified}) for {ctx['name']}")
         if watch:
             finish(follow(api, job["id"], interval=interval))
         else:

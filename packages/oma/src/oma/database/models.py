@@ -164,6 +164,7 @@ class VmContext(BaseModel):
     state = CharField(max_length=32, default=ContextState.DISCOVERED.value, index=True)
     spec = JSONField(null=True)
     failover_defaults = JSONField(null=True)
+    replication_defaults = JSONField(null=True)  # {"verify": true}: what a request leaves out
     ready_for_failover = BooleanField(default=False)
     active_job_id = UUIDStrField(null=True, unique=True)
     last_job_id = UUIDStrField(null=True)
@@ -229,6 +230,7 @@ class ReplicationJob(BaseModel):
     context = ForeignKeyField(VmContext, backref="jobs", on_delete="CASCADE")
     vma = ForeignKeyField(VmaAppliance, null=True, backref="jobs", on_delete="SET NULL")
     requested_type = CharField(max_length=16, default=RequestedType.AUTO.value)
+    verify = BooleanField(default=False)  # the VMA verifies every disk (sha256 read-back)
     effective_type = CharField(max_length=16, null=True)
     status = CharField(max_length=16, default=JobStatus.PENDING.value, index=True)
     active_context_id = UUIDStrField(null=True, unique=True)
@@ -275,6 +277,9 @@ class JobDisk(BaseModel):
     target_uri = CharField(max_length=500, null=True)
     error = TextField(null=True)
     seq = IntegerField(default=0)
+    verified = BooleanField(null=True)  # null: not verified; false: the digests differ
+    source_sha256 = CharField(max_length=64, null=True)
+    target_sha256 = CharField(max_length=64, null=True)
     updated_at = UtcDateTimeField(default=now)
 
     class Meta:

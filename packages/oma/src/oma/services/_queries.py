@@ -142,6 +142,9 @@ def write_progress(
                         d.change_id,
                         d.error,
                         d.seq,
+                        d.verified,
+                        d.source_sha256,
+                        d.target_sha256,
                         stamp,
                         row.id,
                     ],
@@ -159,6 +162,9 @@ def write_progress(
             JobDisk.change_id: d.change_id,
             JobDisk.error: d.error,
             JobDisk.seq: d.seq,
+            JobDisk.verified: d.verified,
+            JobDisk.source_sha256: d.source_sha256,
+            JobDisk.target_sha256: d.target_sha256,
             JobDisk.updated_at: now,
         }
         JobDisk.insert({JobDisk.job: job.id, JobDisk.disk_key: d.disk_key, **fields}).execute()
@@ -175,7 +181,8 @@ _JOB_UPDATE = (
 _DISK_UPDATE = (
     "UPDATE job_disks SET status = {p}, phase = {p}, sync_type = {p}, bytes_total = {p}, "
     "bytes_done = {p}, bytes_written = {p}, bytes_zeroed = {p}, throughput_bps = {p}, "
-    "change_id = {p}, error = {p}, seq = {p}, updated_at = {p} WHERE id = {p}"
+    "change_id = {p}, error = {p}, seq = {p}, verified = {p}, source_sha256 = {p}, "
+    "target_sha256 = {p}, updated_at = {p} WHERE id = {p}"
 )
 
 
@@ -197,6 +204,7 @@ def _disk_changed(row: JobDisk, d: Any) -> bool:
         or row.bytes_done != d.bytes_done
         or row.phase != d.phase.value
         or row.change_id != d.change_id
+        or row.verified != d.verified
     )
 
 

@@ -7,7 +7,10 @@ into a :class:`Decision` the poller then writes in one transaction. Keeping it p
 rules testable and readable in one place:
 
 - progress ``completed`` → complete, but only when every disk the job replicates reports
-  ``completed`` with a ``change_id`` (the target was flushed); otherwise fail as ``vma_error``;
+  ``completed`` with a ``change_id`` (the target was flushed) and, for a job that asked for
+  verification, ``verified``; otherwise fail as ``vma_error``;
+- a disk reporting ``verified: false`` (its replica does not read back what the source holds)
+  → fail as ``verify_mismatch``, the message naming the disk and both digests;
 - progress ``failed`` → fail with the VMA's error (class ``vma_reported``);
 - progress ``stopped`` → stopped;
 - running → update; more bytes done or a phase change counts as progress; no progress for
@@ -36,6 +39,7 @@ class ErrorClass(StrEnum):
     VMA_UNREACHABLE = "vma_unreachable"
     JOB_LOST = "job_lost"
     STALLED = "stalled"
+    VERIFY_MISMATCH = "verify_mismatch"
     CLOUDSTACK = "cloudstack"
     DEVICE = "device_not_found"
     EXPORT = "nbd_export"
@@ -76,6 +80,8 @@ class JobView:
     #: when this poller process started: a worker that was down does not blame the VMA for
     #: its own absence — after a restart every timeout runs in full once more
     watch_since: datetime | None = None
+    #: the job asked the VMA to verify every disk
+    verify: bool = False
 
 
 @dataclass
@@ -135,6 +141,19 @@ def decide_progress(
     if job.phase != progress.phase.value:
         events.append(("phase", f"phase {progress.phase.value}"))
     base = {"progress": progress, "advanced": advanced, "seen": True}
+    mismatched = [d for d in progress.disks if d.verified is False]
+    if mismatched and status in (Status.COMPLETED, Status.FAILED):
+        return Decision(
+            Action.FAIL,
+            error_class=ErrorClass.VERIFY_MISMATCH,
+            message="; ".join(
+                f"verification failed on disk {d.disk_key}: the replica reads back sha256 "
+                f"{d.target_sha256}, the source holds sha256 {d.source_sha256}"
+                for d in mismatched
+            ),
+            events=events,
+            **base,
+        )
     if status is Status.COMPLETED:
         by_key = {d.disk_key: d for d in progress.disks}
         missing = sorted(k for k in job.disk_keys if k not in by_key)
@@ -153,6 +172,14 @@ def decide_progress(
                     error_class=ErrorClass.VMA_ERROR,
                     message=f"VMA reported completion but disk {key} is "
                     f"{disk.status.value} without a change_id",
+                    **base,
+                )
+            if job.verify and disk.verified is not True:
+                return Decision(
+                    Action.FAIL,
+                    error_class=ErrorClass.VMA_ERROR,
+                    message=f"VMA reported completion but disk {key} was not verified "
+                    "(the job asked for verification)",
                     **base,
                 )
         return Decision(Action.COMPLETE, events=events, **base)

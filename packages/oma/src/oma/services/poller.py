@@ -233,6 +233,7 @@ class ProgressPoller:
             last_progress_at=job.last_progress_at,
             vma_seen_at=job.vma_seen_at,
             watch_since=self.started,
+            verify=bool(job.verify),
         )
         if answer is None:
             return Decision(

@@ -16,7 +16,8 @@ Steps (each idempotent, stored in ``workflow_steps``):
    after the sync while there is room (:mod:`oma.workflows.replicas`).
 4. ``exports``  — per volume: reuse a live qemu-nbd export or start one (ExportManager).
 5. ``replicate``— job → ``ready``; ``POST /replicate`` to the VMA with per-disk target URI and
-   previous change ID (empty → full copy); job → ``replicating``. The poller takes over.
+   previous change ID (empty → full copy) and the job's ``verify``; job → ``replicating``. The
+   poller takes over.
 
 A failure ends the job ``failed`` with a class (``cloudstack``, ``device_not_found``,
 ``nbd_export``, ``vma_error``, ``vma_unreachable``, ``invalid_request``, ``attach_budget``,
@@ -378,7 +379,11 @@ class ReplicationWorkflow:
         fresh = set(ctx.data["volumes"].get("created", []))
         all_fresh = bool(fresh) and set(ctx.data["volumes"]["volumes"].values()) <= fresh
         client.replicate(
-            job.id, context.vm_id, payload, target_is_zero=effective == "full" and all_fresh
+            job.id,
+            context.vm_id,
+            payload,
+            verify=bool(job.verify),
+            target_is_zero=effective == "full" and all_fresh,
         )
         now = utcnow()
         self._set_status(

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from migration_common import canonical_vm_id
 from vma.services.vcenter import VcenterCredentials
 
 from ..errors import ApiError
@@ -13,6 +14,17 @@ from ..schemas import DiscoverIn, EmptyIn, PowerOffIn, json_body
 from ._services import services
 
 bp = Blueprint("vms", __name__)
+
+
+@bp.url_value_preprocessor
+def _canonical_vm_id(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """Every ``/vms/{vm_id}`` route sees the canonical id (a UUID in lower case); an id with a
+    control character is a 400 naming ``vm_id``."""
+    if values and "vm_id" in values:
+        try:
+            values["vm_id"] = canonical_vm_id(values["vm_id"])
+        except ValueError as exc:
+            raise ApiError("invalid_field", f"vm_id: {exc}", 400, "vm_id") from None
 
 
 @bp.post("/discover")

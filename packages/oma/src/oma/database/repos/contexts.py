@@ -172,6 +172,13 @@ def set_failover_defaults(context_id: str, defaults: Mapping[str, str] | None) -
     ).where(VmContext.id == context_id).execute()
 
 
+def set_replication_defaults(context_id: str, defaults: Mapping[str, Any] | None) -> None:
+    """Store the operator's per-VM replication choices (``verify``)."""
+    VmContext.update(
+        replication_defaults=dict(defaults) if defaults else None, updated_at=now()
+    ).where(VmContext.id == context_id).execute()
+
+
 def store_change_ids(context_id: str, change_ids: Mapping[str, str]) -> None:
     """Store the new change ID of each disk key (call only once the targets are flushed)."""
     stamp = now()

@@ -45,11 +45,13 @@ def create_job(
     *,
     requested_type: RequestedType | str = RequestedType.AUTO,
     vma_id: str | None = None,
+    verify: bool | None = None,
 ) -> ReplicationJob:
     """Insert a pending job for a context; ConflictError when it already has an active job.
 
-    ``vma_id`` defaults to the context's VMA. The context moves to ``replicating`` (one with a
-    test failover in place stays ``failed_over_test``).
+    ``vma_id`` defaults to the context's VMA, ``verify`` (the VMA reads every disk back and
+    compares sha256) to the context's ``replication_defaults``. The context moves to
+    ``replicating`` (one with a test failover in place stays ``failed_over_test``).
     """
     requested = RequestedType(requested_type)
     try:
@@ -65,10 +67,13 @@ def create_job(
                 raise NotFoundError(
                     f"vm context {context_id} not found", kind="vm context", id=context_id
                 )
+            if verify is None:
+                verify = bool((ctx.replication_defaults or {}).get("verify", False))
             job = ReplicationJob.create(
                 context=ctx.id,
                 vma=vma_id or ctx.vma_id,
                 requested_type=requested.value,
+                verify=verify,
                 status=JobStatus.PENDING.value,
                 active_context_id=ctx.id,
             )
@@ -85,7 +90,8 @@ def create_job(
             ).where(VmContext.id == ctx.id).execute()
             events.append_event(
                 "job_created",
-                f"{requested.value} replication requested",
+                f"{requested.value} replication requested"
+                + (" with verification" if verify else ""),
                 job_id=job.id,
                 context_id=ctx.id,
             )

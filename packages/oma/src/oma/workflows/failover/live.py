@@ -13,7 +13,9 @@ re-checking the real state before acting, so a killed worker resumes at the reco
    then forced when ``force``; confirms ``poweredOff``. Downtime starts here.
 3. ``final_sync``        — creates a normal incremental replication job through the same
    repository function the API uses and waits for it *through the database*: the step stays
-   ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked.
+   ``running`` across runner ticks (:class:`StepWaiting`), the worker is never blocked. The
+   job verifies (reads every changed range back, compares sha256) unless the failover was
+   started with ``verify_final_sync: false``; a mismatch fails the step (``verify_mismatch``).
 4. ``detach_replicas``   — stops each replica's NBD export and detaches it from the OMA VM
    (:func:`oma.workflows.replicas.detach_from_oma`).
 5. ``snapshot_replicas`` — a CloudStack snapshot of each (now detached) replica, recorded with
@@ -425,7 +427,11 @@ class FailoverWorkflow:
         job_id = data.get("job_id")
         if not job_id:
             try:
-                job = jobs_repo.create_job(ctx.workflow.context_id, requested_type="incremental")
+                job = jobs_repo.create_job(
+                    ctx.workflow.context_id,
+                    requested_type="incremental",
+                    verify=bool(ctx.params.get("verify_final_sync", True)),
+                )
             except ConflictError as exc:
                 raise WorkflowError(
                     f"the final sync could not start: {exc}", step=ctx.step
