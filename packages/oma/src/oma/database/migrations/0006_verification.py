@@ -26,6 +26,11 @@ def up(migrator, db):
         migrator.add_column("job_disks", "target_sha256", CharField(max_length=64, null=True)),
         migrator.add_column("vm_contexts", "replication_defaults", JSONField(null=True)),
     )
+    canonical_context_ids(db)
+
+
+def canonical_context_ids(db):
+    """Rewrite the contexts' VM ids in canonical form where that makes no duplicate."""
     param = db.param
     rows = db.execute_sql("SELECT id, vcenter, vm_id FROM vm_contexts").fetchall()
     taken = {(vcenter, vm_id) for _, vcenter, vm_id in rows}
