@@ -3,10 +3,12 @@
 ::
 
     {"job_id": "uuid", "max_parallel_disks": 2, "verify": false,
+     "checkpoint_dir": "checkpoints", "resume": false,
      "disks": [{"disk_key": "2000", "source": "nbd://…", "target": "nbd://…",
                 "mode": "full" | "incremental", "target_is_zero": false,
                 "changed_extents": null, "changed_extents_file": null,
-                "dirty_bitmap": null, "change_id": "gen-3"}]}
+                "dirty_bitmap": null, "change_id": "gen-3",
+                "source_id": null, "target_id": null}]}
 
 Every problem raises :class:`UsageError` whose ``field`` is a path like ``disks[1].source``.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from ._states import FULL, INCREMENTAL
 from .copy import DiskSpec, load_extent_file, parse_extent_list
+from .copy._checkpoint import checkpoint_path
 from .errors import UsageError
 from .nbd import parse_uri
 
@@ -32,14 +35,16 @@ _DISK_KEYS = {
     "changed_extents_file",
     "dirty_bitmap",
     "change_id",
+    "source_id",
+    "target_id",
 }
-_PLAN_KEYS = {"job_id", "max_parallel_disks", "verify", "disks"}
+_PLAN_KEYS = {"job_id", "max_parallel_disks", "verify", "disks", "checkpoint_dir", "resume"}
 
 
 class Plan:
     """A validated plan (``job_id`` may be replaced by ``migratekit run --job-id``)."""
 
-    __slots__ = ("disks", "job_id", "max_parallel_disks", "verify")
+    __slots__ = ("disks", "job_id", "max_parallel_disks", "resume", "verify")
 
     def __init__(
         self,
@@ -47,11 +52,13 @@ class Plan:
         disks: list[DiskSpec],
         max_parallel_disks: int = 2,
         verify: bool = False,
+        resume: bool = False,
     ) -> None:
         self.job_id = job_id
         self.disks = disks
         self.max_parallel_disks = max_parallel_disks
         self.verify = verify
+        self.resume = resume
 
     def __repr__(self) -> str:
         return (
@@ -103,19 +110,30 @@ def parse_plan(data: Any, base_dir: Path | None = None) -> Plan:
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise UsageError(f"must be an integer >= 1, got {parallel!r}", "max_parallel_disks")
     verify = _bool(data.get("verify"), "verify")
+    resume = _bool(data.get("resume"), "resume")
+    checkpoint_dir = _opt_str(data.get("checkpoint_dir"), "checkpoint_dir")
+    if resume and checkpoint_dir is None:
+        raise UsageError("resume needs a checkpoint_dir", "resume")
+    checkpoints = None
+    if checkpoint_dir is not None:
+        checkpoints = Path(checkpoint_dir)
+        if base_dir is not None and not checkpoints.is_absolute():
+            checkpoints = base_dir / checkpoints
     disks_raw = data.get("disks")
     if not isinstance(disks_raw, list) or not disks_raw:
         raise UsageError("must be a non-empty list of disks", "disks")
-    disks = [_parse_disk(d, f"disks[{i}]", base_dir) for i, d in enumerate(disks_raw)]
+    disks = [_parse_disk(d, f"disks[{i}]", base_dir, checkpoints) for i, d in enumerate(disks_raw)]
     seen: set[str] = set()
     for i, d in enumerate(disks):
         if d.disk_key in seen:
             raise UsageError(f"duplicate disk_key {d.disk_key!r}", f"disks[{i}].disk_key")
         seen.add(d.disk_key)
-    return Plan(job_id=job_id, disks=disks, max_parallel_disks=parallel, verify=verify)
+    return Plan(
+        job_id=job_id, disks=disks, max_parallel_disks=parallel, verify=verify, resume=resume
+    )
 
 
-def _parse_disk(raw: Any, where: str, base_dir: Path | None) -> DiskSpec:
+def _parse_disk(raw: Any, where: str, base_dir: Path | None, checkpoints: Path | None) -> DiskSpec:
     if not isinstance(raw, dict):
         raise UsageError("each disk must be a JSON object", where)
     unknown = sorted(set(raw) - _DISK_KEYS)
@@ -170,4 +188,11 @@ def _parse_disk(raw: Any, where: str, base_dir: Path | None) -> DiskSpec:
         changed_extents=ranges,
         dirty_bitmap=bitmap,
         change_id=_opt_str(raw.get("change_id"), f"{where}.change_id"),
+        checkpoint=(
+            str(checkpoint_path(checkpoints, key))
+            if checkpoints is not None and mode == FULL
+            else None
+        ),
+        source_id=_opt_str(raw.get("source_id"), f"{where}.source_id"),
+        target_id=_opt_str(raw.get("target_id"), f"{where}.target_id"),
     )

@@ -76,6 +76,13 @@ SETTINGS = (
         parse=lambda text: 0 if str(text).strip() == "0" else parse_size(text),
     ),
     Setting(
+        "CHECKPOINT_INTERVAL",
+        "full copies with a checkpoint: seconds between flushes of each target connection "
+        "that wrote something (besides every FLUSH_EVERY bytes), so the checkpoint advances",
+        default=30.0,
+        parse=parse_seconds,
+    ),
+    Setting(
         "SPLICE",
         "relay data with splice(2) inside the kernel (Linux); false = buffers",
         default=True,

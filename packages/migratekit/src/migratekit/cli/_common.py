@@ -139,6 +139,7 @@ def start(
         verify=bool(params.get("verify")),
         splice=bool(config["SPLICE"]),
         flush_every=int(config["FLUSH_EVERY"]),
+        checkpoint_interval=float(config["CHECKPOINT_INTERVAL"]),
     )
     setup_logging(str(config["LOG_LEVEL"]), stream=sys.stderr)
     register_secret(config.get("PROGRESS_TOKEN"))

@@ -42,6 +42,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="Hash source and target over the copied ranges; fail on mismatch.",
     )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="Full copy: record in FILE how far the copy has safely reached (after a flush).",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Full copy: start from --checkpoint FILE when it matches this source and target.",
+    )
     parser.add_argument("--disk-key", default="disk", help="Name used in progress [default: disk].")
     parser.add_argument("--change-id", help="Reported in the final completed update.")
     parser.add_argument(
@@ -70,6 +80,11 @@ def main(args: argparse.Namespace) -> None:
         if params["changed_extents"]:
             extents = load_extent_file(params["changed_extents"], "--changed-extents")
         incremental = extents is not None or params["dirty_bitmap"] is not None
+        if params["resume"] and not params["checkpoint"]:
+            raise UsageError("needs --checkpoint FILE", "--resume")
+        if params["checkpoint"] and incremental:
+            raise UsageError("only a full copy keeps a checkpoint", "--checkpoint")
+        options.resume = params["resume"]
         spec = DiskSpec(
             disk_key=params["disk_key"],
             source=parse_uri(params["source_uri"], "SOURCE_URI"),
@@ -79,6 +94,7 @@ def main(args: argparse.Namespace) -> None:
             changed_extents=extents,
             dirty_bitmap=params["dirty_bitmap"],
             change_id=params["change_id"],
+            checkpoint=params["checkpoint"],
         )
         with _common.progress(config, params, params["job_id"]) as hub:
             result = copy_disk(spec, options, hub.tracker(spec.disk_key, spec.mode, spec.change_id))

@@ -29,6 +29,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help='Verify every disk (also enabled by the plan\'s "verify": true).',
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Resume full copies from the plan's checkpoint_dir "
+        '(also enabled by the plan\'s "resume": true).',
+    )
     _common.add_tuning_options(parser)
     parser.set_defaults(main=main)
     return parser
@@ -46,6 +52,7 @@ def main(args: argparse.Namespace) -> None:
         if params["job_id"]:
             plan.job_id = params["job_id"]
         options.verify = options.verify or plan.verify
+        options.resume = params["resume"] or plan.resume
         with _common.progress(config, params, plan.job_id) as hub:
             results = run_plan(plan, options, hub)
         for r in results:

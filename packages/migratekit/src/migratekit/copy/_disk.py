@@ -10,11 +10,15 @@ serve a single client at a time still work):
    multi-conn), every worker flushing its target connection at the end;
 4. optional verification: sha256 of source and target over the copied ranges (full copy:
    the whole source size).
+
+A full copy with a checkpoint file records how far it has safely reached
+(:mod:`._checkpoint`); with ``resume`` it starts from a matching checkpoint's offset.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._log import get_logger
@@ -32,6 +36,7 @@ from ..nbd import NbdClient, NbdUri
 from ..nbd import _protocol as p
 from ..progress._tracker import DiskTracker
 from . import _extents as ext
+from ._checkpoint import Checkpointer, resume_offset
 from ._engine import CopyEngine, EngineOptions
 
 log = get_logger(__name__)
@@ -48,18 +53,33 @@ class DiskSpec(NamedTuple):
     changed_extents: list[tuple[int, int]] | None = None
     dirty_bitmap: str | None = None
     change_id: str | None = None
+    checkpoint: str | None = None  # checkpoint file of a full copy (None: no checkpoints)
+    source_id: str | None = None  # source identity in the checkpoint (default: source URI)
+    target_id: str | None = None  # target identity in the checkpoint (default: target URI)
 
 
 class CopyOptions(EngineOptions):
-    """Engine tuning plus what to do around the copy: ``verify``, and ``coalesce_gap`` (bytes
-    of hole between two data extents that are copied as one request)."""
+    """Engine tuning plus what to do around the copy: ``verify``, ``coalesce_gap`` (bytes
+    of hole between two data extents that are copied as one request), ``resume`` (full
+    copies with a checkpoint start from it when it matches) and ``checkpoint_interval``
+    (seconds between flushes that let a checkpoint advance; 0: only ``flush_every``)."""
 
-    __slots__ = ("coalesce_gap", "verify")
+    __slots__ = ("checkpoint_interval", "coalesce_gap", "resume", "verify")
 
-    def __init__(self, *, verify: bool = False, coalesce_gap: int = 64 * 1024, **engine: Any):
+    def __init__(
+        self,
+        *,
+        verify: bool = False,
+        coalesce_gap: int = 64 * 1024,
+        resume: bool = False,
+        checkpoint_interval: float = 30.0,
+        **engine: Any,
+    ):
         super().__init__(**engine)
         self.verify = verify
         self.coalesce_gap = coalesce_gap
+        self.resume = resume
+        self.checkpoint_interval = checkpoint_interval
 
 
 class DiskResult:
@@ -81,6 +101,7 @@ class DiskResult:
         "error",
         "extra",
         "reconnects",
+        "resumed_from",
         "seconds",
         "status",
         "sync_type",
@@ -99,6 +120,7 @@ class DiskResult:
         self.bytes_total = self.bytes_done = self.bytes_read = 0
         self.bytes_written = self.bytes_zeroed = self.virtual_size = 0
         self.connections = self.reconnects = 0
+        self.resumed_from: int | None = None  # offset a resumed full copy started from
         self.seconds = self.throughput_bps = 0.0
         self.digest: str | None = None
         self.error: str | None = None
@@ -122,6 +144,7 @@ class DiskResult:
             "seconds": round(self.seconds, 3),
             "throughput_bps": round(self.throughput_bps, 1),
             "virtual_size": self.virtual_size,
+            "resumed_from": self.resumed_from,
             "connections": self.connections,
             "reconnects": self.reconnects,
             "digest": self.digest,
@@ -197,23 +220,13 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
     )
     tracker.start()
     dlog = get_logger(__name__, disk_key=spec.disk_key)
+    checkpointer: Checkpointer | None = None
     try:
         if options.stop is not None and options.stop.is_set():
             raise CopyStopped("stopped before the copy started", disk_key=spec.disk_key)
         src_info, extents, ranges = _plan(spec, options)
         size = src_info.size
         result.virtual_size = size
-        total = sum(e[1] for e in extents)
-        tracker.set_total(total)
-        dlog.info(
-            "plan ready",
-            mode=str(spec.mode),
-            virtual_size=size,
-            bytes_total=total,
-            extents=len(extents),
-            source=str(spec.source),
-            target=str(spec.target),
-        )
         target = _connect(spec.target, options)
         try:
             if target.info.size < size:
@@ -224,6 +237,41 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                 )
             if target.info.read_only:
                 raise CopyError(f"target {spec.target} is read-only", disk_key=spec.disk_key)
+            start = 0
+            checkpoint = Path(spec.checkpoint) if spec.checkpoint and spec.mode == FULL else None
+            if checkpoint is not None and not target.info.can_flush:
+                dlog.warning(
+                    "target cannot flush: nothing is known durable, no checkpoint kept",
+                    checkpoint=str(checkpoint),
+                )
+                checkpoint.unlink(missing_ok=True)
+                checkpoint = None
+            if checkpoint is not None:
+                identity = _identity(spec, size, target.info.size)
+                if options.resume:
+                    start = resume_offset(checkpoint, identity)
+                if start:
+                    extents = ext.clip_from(extents, start)
+                    result.resumed_from = start
+                    dlog.info(
+                        "resuming full copy from checkpoint",
+                        offset=start,
+                        checkpoint=str(checkpoint),
+                    )
+                else:
+                    checkpoint.unlink(missing_ok=True)  # what it said is being rewritten
+            total = sum(e[1] for e in extents)
+            tracker.set_total(total)
+            dlog.info(
+                "plan ready",
+                mode=str(spec.mode),
+                virtual_size=size,
+                bytes_total=total,
+                extents=len(extents),
+                resumed_from=start,
+                source=str(spec.source),
+                target=str(spec.target),
+            )
             request_size = _request_size(options.request_size, src_info, target.info)
             workers = options.connections
             if not (src_info.can_multi_conn and target.info.can_multi_conn):
@@ -242,12 +290,23 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
                 request_size=request_size,
                 can_zero=can_zero,
                 workers=workers,
+                start=start,
+                flush_interval=options.checkpoint_interval if checkpoint else 0.0,
             )
+            if checkpoint is not None:
+                checkpointer = Checkpointer(checkpoint, identity, engine.safe_offset, start)
+                engine.on_durable = checkpointer.start().poke
         except BaseException:
             target.close()
             raise
-        engine.run(first_target=target)
-        result.reconnects = engine.reconnects
+        copied = False
+        try:
+            engine.run(first_target=target)
+            copied = True
+        finally:
+            result.reconnects = engine.reconnects
+            if checkpointer is not None:
+                checkpointer.close(completed=copied)
         if options.verify:
             from ._verify import hash_both  # hashlib only when verifying (start-up time)
 
@@ -304,6 +363,17 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
             seconds=round(result.seconds, 3),
         )
     return result
+
+
+def _identity(spec: DiskSpec, size: int, target_size: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed from."""
+    return {
+        "disk_key": spec.disk_key,
+        "source": spec.source_id or str(spec.source),
+        "target": spec.target_id or str(spec.target),
+        "size": size,
+        "target_size": target_size,
+    }
 
 
 def _request_size(wanted: int, src: p.ExportInfo, tgt: p.ExportInfo) -> int:

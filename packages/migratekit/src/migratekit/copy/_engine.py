@@ -12,6 +12,13 @@ and re-sends every request that had not been acknowledged. When the *target* con
 lost, writes it acknowledged but never flushed are re-sent as well, since a restarted server
 may have lost them. Every worker flushes its own target connection at the end (a flush covers
 only its connection unless the server advertises multi-conn).
+
+Durable progress (for checkpoints): requests leave the shared stream in offset order, so the
+*safe offset* — below it every request was written and flushed — is the lowest of: the end of
+the last request handed out, the requests handed back by a worker that gave up, and each
+worker's lowest request not yet covered by one of its answered flushes (recomputed when a
+flush is answered, lowered when the worker takes a request). ``on_durable`` is called after
+every answered flush, from the worker's thread; it must not block.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .._log import get_logger
 from ..errors import (
@@ -46,14 +53,19 @@ _FLUSH: Chunk = (-1, 0, False, True)
 class _FlushState:
     """Per-pipeline bookkeeping of the periodic flush."""
 
-    __slots__ = ("in_flight", "since")
+    __slots__ = ("answered", "at", "in_flight", "since")
 
     def __init__(self) -> None:
         self.in_flight = False
+        self.answered = False  # a periodic flush was answered: recompute the worker's low
         self.since = 0
+        self.at = time.monotonic()
 
 
 log = get_logger(__name__)
+
+#: A worker's low when it holds no request that is not yet flushed.
+_NONE = 1 << 63
 
 
 class EngineOptions:
@@ -116,7 +128,12 @@ class _Idle(Exception):
 
 
 class CopyEngine:
-    """Copies a stream of (offset, length, zero) requests with pipelined workers."""
+    """Copies a stream of (offset, length, zero) requests with pipelined workers.
+
+    ``start``: everything below it is already on the target (a resumed copy).
+    ``flush_interval`` (seconds, 0: never) also flushes a connection that wrote something and
+    was last flushed that long ago, so a checkpoint advances on a slow copy too.
+    """
 
     def __init__(
         self,
@@ -130,6 +147,9 @@ class CopyEngine:
         request_size: int,
         can_zero: bool,
         workers: int,
+        start: int = 0,
+        on_durable: Callable[[], None] | None = None,
+        flush_interval: float = 0.0,
     ) -> None:
         self.connect_source = connect_source
         self.connect_target = connect_target
@@ -150,19 +170,46 @@ class CopyEngine:
         self._finished = False
         self.reconnects = 0
         self.use_splice = options.splice and splice_available()
+        # durable progress: see the module docstring
+        self._issued_end = start
+        self._low = [_NONE] * self.workers
+        self.on_durable = on_durable
+        self.flush_interval = flush_interval
+
+    def safe_offset(self) -> int:
+        """Offset below which every request was written and flushed (thread-safe)."""
+        with self._lock:
+            low = min(self._issued_end, *self._low)
+            if self._returned:
+                low = min(low, min(c[0] for c in self._returned))
+            return low
+
+    def _durable(self, index: int, *held: Iterable[Chunk]) -> None:
+        """A flush of worker ``index`` was answered: its low is now its lowest held request."""
+        low = min((c[0] for group in held for c in group if c[0] >= 0), default=_NONE)
+        self._low[index] = low
+        if self.on_durable is not None:
+            self.on_durable()
 
     def _stopping(self) -> bool:
         stop = self.options.stop
         return self._cancel.is_set() or (stop is not None and stop.is_set())
 
-    def _take(self) -> Chunk | None:
+    def _take(self, index: int) -> Chunk | None:
         if self._stopping():
             return None
         with self._lock:
             if self._returned:
-                return self._returned.popleft()
-            nxt = next(self._chunks, None)
-        return None if nxt is None else (nxt[0], nxt[1], nxt[2], False)
+                chunk = self._returned.popleft()
+            else:
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    return None
+                chunk = (nxt[0], nxt[1], nxt[2], False)
+                self._issued_end = nxt[0] + nxt[1]
+            if chunk[0] < self._low[index]:
+                self._low[index] = chunk[0]
+        return chunk
 
     def run(self, first_target: NbdClient | None = None) -> None:
         """Copy everything; raise CopyError (first failure) when the last worker gives up."""
@@ -199,11 +246,13 @@ class CopyEngine:
                         src = self._connect(self.connect_source, False, not pending)
                     if tgt is None:
                         tgt = self._connect(self.connect_target, True, not pending)
-                    self._pump(src, tgt, pending, completed, reads, writes)
+                    self._pump(index, src, tgt, pending, completed, reads, writes)
                     try:
                         tgt.flush()
                     except NbdConnectionError as exc:
                         raise _Side(exc, True) from exc
+                    completed.clear()
+                    self._durable(index)
                     with self._lock:
                         if self._returned and not self._stopping():
                             continue  # a worker that gave up handed work back
@@ -254,6 +303,7 @@ class CopyEngine:
                             if self._alive > 1:
                                 # Others are still copying: hand the work over, leave quietly.
                                 self._returned.extend(redo)
+                                self._low[index] = _NONE  # what it held is in _returned now
                                 self._alive -= 1
                                 log.warning(
                                     "copy worker gave up; others continue",
@@ -320,6 +370,7 @@ class CopyEngine:
 
     def _pump(
         self,
+        index: int,
         src: NbdClient,
         tgt: NbdClient,
         pending: deque[Chunk],
@@ -330,13 +381,14 @@ class CopyEngine:
         """Run the pipeline until every request is acknowledged (a fresh pipe per run)."""
         pipe = SplicePipe() if self.use_splice else None
         try:
-            self._pipeline(src, tgt, pending, completed, reads, writes, pipe)
+            self._pipeline(index, src, tgt, pending, completed, reads, writes, pipe)
         finally:
             if pipe is not None:
                 pipe.close()
 
     def _pipeline(
         self,
+        index: int,
         src: NbdClient,
         tgt: NbdClient,
         pending: deque[Chunk],
@@ -353,10 +405,12 @@ class CopyEngine:
         exhausted = False
         first_relay = True
         flush = _FlushState()
-        flush_every = self.options.flush_every if tgt.info.can_flush else 0
+        can_flush = tgt.info.can_flush
+        flush_every = self.options.flush_every if can_flush else 0
+        flush_interval = self.flush_interval if can_flush else 0.0
         while True:
             while not exhausted and len(reads) < window and len(writes) < window:
-                chunk = pending.popleft() if pending else self._take()
+                chunk = pending.popleft() if pending else self._take(index)
                 if chunk is None:
                     exhausted = True
                     break
@@ -448,7 +502,15 @@ class CopyEngine:
                 return
             while len(writes) >= window or (writes and not reads and exhausted):
                 self._reap(tgt, writes, completed, flush)
-            if flush_every and not flush.in_flight and flush.since >= flush_every:
+            if flush.answered:
+                flush.answered = False
+                self._durable(index, reads.values(), writes.values(), pending, completed)
+            if not flush.in_flight and (
+                (flush_every and flush.since >= flush_every)
+                or (
+                    flush_interval and flush.since and time.monotonic() - flush.at >= flush_interval
+                )
+            ):
                 try:
                     handle = tgt.next_handle()
                     tgt.send_command(p.CMD_FLUSH, handle, 0, 0)
@@ -456,7 +518,7 @@ class CopyEngine:
                     raise _Side(exc, True) from exc
                 writes[handle] = _FLUSH
                 completed.append(_FLUSH)
-                flush.in_flight, flush.since = True, 0
+                flush.in_flight, flush.since, flush.at = True, 0, time.monotonic()
 
     def _reap(
         self,
@@ -480,6 +542,7 @@ class CopyEngine:
             del completed[: completed.index(_FLUSH) + 1]  # durable: never re-sent
             if flush is not None:
                 flush.in_flight = False
+                flush.answered = True
             return
         offset, length, zero, redo = chunk
         if flush is not None:

@@ -196,6 +196,18 @@ def intersect(ranges: list[Range], extents: ExtentList | list[Extent]) -> Extent
     return out
 
 
+def clip_from(extents: Iterable[Extent], start: int) -> ExtentList:
+    """The parts of ``extents`` at or after ``start`` (what a resumed copy still has to do)."""
+    out = ExtentList()
+    for offset, length, zero in extents:
+        end = offset + length
+        if end <= start:
+            continue
+        lo = max(offset, start)
+        out.append(lo, end - lo, zero)
+    return out
+
+
 def coalesce(extents: Iterable[Extent], gap: int) -> ExtentList:
     """Turn zero runs of at most ``gap`` bytes between two data runs into data (fewer requests).
 
