@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
             job_retention_days=settings["JOB_RETENTION_DAYS"],
             migratekit=settings["MIGRATEKIT"],
             vddk_libdir=settings["VDDK_LIBDIR"],
+            vddk_plugin=settings["VDDK_PLUGIN"],
         ),
         vcenter,
     )

@@ -101,6 +101,13 @@ SETTINGS: tuple[Setting, ...] = (
         "VDDK library directory for nbdkit's vddk plugin",
         "/usr/lib/vmware-vix-disklib",
     ),
+    Setting(
+        "VDDK_PLUGIN",
+        "the nbdkit plugin that serves vSphere disks, as the words nbdkit gets in place of "
+        "'vddk' (shell syntax; the lab's stand-in: 'python /path/to/tools/vddk/plugin.py')",
+        None,
+        _command,
+    ),
     Setting("THREADS", "gunicorn threads of the single worker", 8, parse_int(2, 64)),
     Setting("TIMEOUT", "gunicorn worker timeout in seconds", 120.0, parse_seconds),
     Setting("LOG_LEVEL", "log level (DEBUG, INFO, WARNING, ERROR)", "INFO"),
@@ -126,6 +133,8 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
         values["PROGRESS_URL"] = f"http://{host}:{port}"
+    if values["VDDK_PLUGIN"] is None:
+        values["VDDK_PLUGIN"] = ["vddk"]
     if values["MIGRATEKIT"] is None:
         script = Path(sys.executable).with_name("migratekit")
         values["MIGRATEKIT"] = (

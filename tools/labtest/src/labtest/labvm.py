@@ -11,6 +11,12 @@ IDE/SATA/NVMe controllers, a boot order and NICs), then an image per disk key wi
 deterministic content and the initial bitmap ``gen-0``. :func:`write_lab_disk` changes a disk
 between syncs (with qemu-io, so the enabled bitmaps record the write), and
 :func:`lab_disk_sha256` hashes a disk's full virtual contents for byte-equality checks.
+
+Every write to a lab disk, its creation included, is also appended to the disk's write journal
+``<lab_dir>/<vm_id>/<disk_key>.journal`` (one ``"<offset> <length>"`` line per write): the lab's
+vcsim (``VCSIM_LAB_DIR``, tools/vcsim/README.md) answers QueryChangedDiskAreas from it, and the
+VDDK stand-in (tools/vddk) checks a snapshot's disk was not written since.
+:func:`reset_lab_cbt` resets a VM's changed block tracking (off, then on).
 """
 
 from __future__ import annotations
@@ -35,21 +41,37 @@ def lab_image(lab_dir: str | os.PathLike[str], vm_id: str, disk_key: str) -> Pat
     return Path(lab_dir) / vm_id / f"{disk_key}.qcow2"
 
 
-def _fill_raw(path: Path, size: int, fill: str, seed: int) -> int:
-    """Write a sparse raw file for ``fill``; return the number of data bytes written."""
+def journal_path(image: str | os.PathLike[str]) -> Path:
+    """The write journal of a lab disk image (``<disk_key>.journal`` next to it)."""
+    return Path(image).with_suffix(".journal")
+
+
+def _journal(image: Path, extents: list[tuple[int, int]]) -> None:
+    """Append one record per write to the disk's journal (flushed before returning)."""
+    with open(journal_path(image), "a") as fh:
+        fh.writelines(f"{offset} {length}\n" for offset, length in extents)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fill_raw(path: Path, size: int, fill: str, seed: int) -> list[tuple[int, int]]:
+    """Write a sparse raw file for ``fill``; return the data extents written (merged)."""
     rng = random.Random(seed)
-    written = 0
+    extents: list[tuple[int, int]] = []
     with open(path, "wb") as fh:
         fh.truncate(size)
         if fill in ("zero", "empty"):
-            return 0
+            return extents
         for offset in range(0, size, CHUNK):
             length = min(CHUNK, size - offset)
             if fill == "random" or rng.random() < 0.45:
                 fh.seek(offset)
                 fh.write(rng.randbytes(length))
-                written += length
-    return written
+                if extents and sum(extents[-1]) == offset:
+                    extents[-1] = (extents[-1][0], extents[-1][1] + length)
+                else:
+                    extents.append((offset, length))
+    return extents
 
 
 def create_lab_disk(
@@ -58,7 +80,8 @@ def create_lab_disk(
     """Create one qcow2 lab image of ``size`` bytes with content and bitmap ``gen-0``.
 
     ``fill``: ``random-with-holes`` (~45 % of 256 KiB chunks random, the rest unallocated),
-    ``random`` (dense) or ``zero`` (empty image). Same seed → same bytes.
+    ``random`` (dense) or ``zero`` (empty image). Same seed → same bytes. The data written is
+    the first record(s) of the disk's new write journal.
     """
     if fill not in ("random-with-holes", "random", "zero", "empty"):
         raise ValueError(f"unknown fill {fill!r}")
@@ -66,9 +89,11 @@ def create_lab_disk(
     image.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=image.parent) as tmp:
         raw = Path(tmp) / "fill.raw"
-        _fill_raw(raw, size, fill, seed)
+        extents = _fill_raw(raw, size, fill, seed)
         qemu_img("convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(image))
     add_bitmap(image, "gen-0")
+    journal_path(image).unlink(missing_ok=True)
+    _journal(image, extents)
     return image
 
 
@@ -213,6 +238,7 @@ def write_lab_disk(
     ``data_or_pattern`` is the bytes to write, or ``(pattern, length)`` to write ``length``
     bytes of one byte value (pattern 0 writes zeroes with qemu-io ``write -z``). The image must
     not be open (no sync running), as on a real VM the write goes through the dirty bitmaps.
+    The write is appended to the disk's journal (what the lab's vcsim reports as changed).
     """
     image = lab_image(lab_dir, vm_id, disk_key)
     if isinstance(data_or_pattern, tuple):
@@ -223,13 +249,33 @@ def write_lab_disk(
             else f"write -q -P {pattern} {offset} {length}"
         )
         qemu_io(image, command)
+        _journal(image, [(offset, length)])
         return length
     data = bytes(data_or_pattern)
     with tempfile.NamedTemporaryFile(dir=image.parent, suffix=".bin") as fh:
         fh.write(data)
         fh.flush()
         qemu_io(image, f"write -q -s {fh.name} {offset} {len(data)}")
+    _journal(image, [(offset, len(data))])
     return len(data)
+
+
+def reset_lab_cbt(vcsim_info: Any, vm_id: str) -> None:
+    """Reset a VM's changed block tracking as an admin would: switch it off, then on again.
+
+    vCenter then starts a new tracking generation: change IDs from before the reset are
+    refused (FileFault) by QueryChangedDiskAreas, so the next sync must copy in full."""
+    from pyVmomi import vim
+
+    from vma.vmware.tasks import wait_for_task
+
+    with _vsphere(vcsim_info) as si:
+        vm = si.content.searchIndex.FindByUuid(uuid=vm_id, vmSearch=True, instanceUuid=False)
+        if vm is None:
+            raise LookupError(f"VM {vm_id} not found in vcsim")
+        for enabled in (False, True):
+            spec = vim.vm.ConfigSpec(changeTrackingEnabled=enabled)
+            wait_for_task(si, vm.ReconfigVM_Task(spec=spec), action=f"CBT enabled={enabled}")
 
 
 def lab_disk_sha256(

@@ -101,6 +101,7 @@ class RunnerConfig:
     prune_interval: float = 3600.0  # seconds between prune passes (the first: after recovery)
     migratekit: Sequence[str] = field(default_factory=lambda: [sys.executable, "-m", "migratekit"])
     vddk_libdir: str = "/usr/lib/vmware-vix-disklib"
+    vddk_plugin: Sequence[str] = ("vddk",)  # nbdkit's words for the VDDK plugin
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -465,10 +466,12 @@ class JobRunner:
         return VSphereSource(
             vc,
             server=creds.host,
+            port=creds.port,
             user=creds.username,
             password=creds.password,
             env=self.config.env,
             libdir=self.config.vddk_libdir,
+            plugin=self.config.vddk_plugin,
             thumbprint=vc.server_thumbprint(),
         )
 

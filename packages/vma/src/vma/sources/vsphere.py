@@ -2,14 +2,19 @@
 
 Per disk: one ``nbdkit vddk`` process (read-only, unix socket in the job directory) opened on
 the job's snapshot; the vCenter password reaches nbdkit as ``password=+FILE`` (a 0600 file in
-the job directory, deleted when the job ends), never on its command line. Changed blocks come
+the job directory, deleted when the job ends), never on its command line, and vCenter's
+certificate is pinned with ``thumbprint=`` (learnt by :meth:`VSphereClient.server_thumbprint`
+over a connection verified as the VMA's own). The plugin is ``vddk`` unless configured otherwise
+(``plugin``: the words nbdkit gets in its place, e.g. the lab's stand-in
+``python tools/vddk/plugin.py``); nothing else in the command changes. Changed blocks come
 from ``QueryChangedDiskAreas`` (paged to the end of the disk by
 :meth:`vma.vmware.VSphereClient.query_changed_areas`) and are written to a per-disk extents file
 that migratekit reads (``changed_extents_file``). A full copy is migratekit's full mode (the
 source's allocation map, holes written as zeroes), which is right for a reused target too. The
 change ID reported is the snapshot's ``changeId`` for the disk.
 
-This source cannot run in the lab (no VDDK, no ESXi); its plan building is unit-tested.
+In the lab it runs against vcsim with the VDDK stand-in of tools/vddk, which checks these
+parameters as VDDK would and serves the lab VM's disk images.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def vddk_argv(
     nbdkit: str,
     libdir: str,
     server: str,
+    port: int = 443,
     user: str,
     password_file: Path,
     thumbprint: str | None,
@@ -56,17 +62,20 @@ def vddk_argv(
     snapshot_id: str,
     vmdk_path: str,
     socket_path: Path,
+    plugin: Sequence[str] = ("vddk",),
 ) -> list[str]:
-    """The nbdkit command serving one snapshot disk read-only over a unix socket."""
+    """The nbdkit command serving one snapshot disk read-only over a unix socket
+    (``port=`` only when vCenter is not on 443)."""
     argv = [
         nbdkit,
         "--readonly",
         "--foreground",
         "-U",
         str(socket_path),
-        "vddk",
+        *plugin,
         f"libdir={libdir}",
         f"server={server}",
+        *([f"port={port}"] if port != 443 else []),
         f"user={user}",
         f"password=+{password_file}",
         f"vm=moref={vm_moref}",
@@ -92,13 +101,16 @@ class VSphereSource:
         user: str,
         password: str,
         env: Mapping[str, str],
+        port: int = 443,
         libdir: str = "/usr/lib/vmware-vix-disklib",
         thumbprint: str | None = None,
         nbdkit: str = "nbdkit",
+        plugin: Sequence[str] = ("vddk",),
     ) -> None:
         self.client = client
-        self.server, self.user, self._password = server, user, password
+        self.server, self.port, self.user, self._password = server, port, user, password
         self.env, self.libdir, self.thumbprint, self.nbdkit = dict(env), libdir, thumbprint, nbdkit
+        self.plugin = tuple(plugin)
 
     def plan_disk(
         self,
@@ -160,6 +172,7 @@ class VSphereSource:
                     nbdkit=self.nbdkit,
                     libdir=self.libdir,
                     server=self.server,
+                    port=self.port,
                     user=self.user,
                     password_file=password_file,
                     thumbprint=self.thumbprint,
@@ -167,6 +180,7 @@ class VSphereSource:
                     snapshot_id=snapshot_id,
                     vmdk_path=paths[disk.disk_key] or "",
                     socket_path=sock,
+                    plugin=self.plugin,
                 )
                 log_path = work_dir / f"nbdkit-{disk.disk_key}.log"
                 pid, start = processes.spawn(argv, log_path=log_path, env=self.env)

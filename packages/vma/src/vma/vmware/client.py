@@ -9,6 +9,7 @@ thread-safe (use one client per thread or request).
 from __future__ import annotations
 
 import hashlib
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,6 +66,7 @@ class VSphereClient:
         self.timeout_s = timeout_s
         self.task_timeout_s = task_timeout_s
         self._si: vim.ServiceInstance | None = None
+        self._thumbprint: str | None = None
 
     def __repr__(self) -> str:
         return f"VSphereClient({self.where!r}, username={self.username!r})"
@@ -82,7 +84,7 @@ class VSphereClient:
             return
         # Always pass an explicit context: pyVmomi silently skips certificate checks for
         # localhost/127.0.0.1 when it gets none.
-        ctx = None if self.insecure else ssl.create_default_context(cafile=self.ca_file)
+        ctx = self._tls_context()
         try:
             with vsphere_errors("connect", where=self.where):
                 self._si = SmartConnect(
@@ -109,11 +111,34 @@ class VSphereClient:
             Disconnect(si)
             log.info("vcenter disconnected", vcenter=self.where)
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The TLS trust of this client: None = no verification (``insecure``)."""
+        return None if self.insecure else ssl.create_default_context(cafile=self.ca_file)
+
     def server_thumbprint(self) -> str:
-        """SHA-1 thumbprint of vCenter's TLS certificate (``AA:BB:…``), as nbdkit-vddk wants."""
-        with vsphere_errors("read certificate", where=self.where):
-            pem = ssl.get_server_certificate((self.host, self.port), timeout=self.timeout_s)
-        digest = hashlib.sha1(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
+        """SHA-1 thumbprint of vCenter's TLS certificate (``AA:BB:…``), as nbdkit-vddk's
+        ``thumbprint=`` wants; VDDK then pins that certificate. The certificate is read over a
+        TLS connection verified exactly as the API session is (CA file, host name), unless
+        ``insecure``; the answer is kept for the life of the client."""
+        if self._thumbprint is None:
+            self._thumbprint = self._read_thumbprint()
+        return self._thumbprint
+
+    def _read_thumbprint(self) -> str:
+        ctx = self._tls_context()
+        if ctx is None:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        with (
+            vsphere_errors("read certificate", where=self.where),
+            socket.create_connection((self.host, self.port), timeout=self.timeout_s) as raw,
+            ctx.wrap_socket(raw, server_hostname=self.host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        if not der:
+            raise VmwareConnectionError(f"read certificate: {self.where} sent no certificate")
+        digest = hashlib.sha1(der).hexdigest().upper()
         return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
     def __enter__(self) -> VSphereClient:
