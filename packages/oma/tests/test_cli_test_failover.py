@@ -136,7 +136,7 @@ def test_test_failover_and_test_end_commands(served: dict[str, Any]) -> None:
     assert f"ending test failover {test_id} of cli-vm (ending)" in ended.stdout
     assert ended.stdout.strip().splitlines()[-1] == test_id
     again = _oma(env, "test-end", "cli-vm")
-    assert again.returncode == ExitCode.CONFLICT and "active failover_test_end" in again.stderr
+    assert again.returncode == ExitCode.CONFLICT and "active test failover end" in again.stderr
 
     # the worker finishes the end; --watch on a finished end reports it
     with _db(served):
