@@ -8,7 +8,9 @@ the VMA's API as far as the OMA uses it: bearer auth, ``POST /replicate``, ``GET
 Tests set each job's progress document (``set_progress``), forget jobs (→ ``not_found``) or
 switch the server off; optionally a replicated job copies real bytes from a source image to
 each disk's ``target_uri`` with ``qemu-img convert`` and then reports completion with a
-change ID, so a workflow test gets byte-exact results without a full VMA.
+change ID (and, when the request asks to verify, ``verified`` with the sha256 of the source
+image and of the target read back over NBD, as migratekit reports them for a full copy), so a
+workflow test gets byte-exact results without a full VMA.
 
 ``oma_services`` starts the real ``oma serve`` (gunicorn) and ``oma worker`` processes on
 a SQLite database (or ``OMA_DATABASE_URL`` in ``extra_env``), with ``kill_worker()`` /
@@ -71,6 +73,7 @@ def progress_doc(
             "seq": d.get("seq", 1),
             "sent_at": d.get("sent_at", _now()),
         }
+        disk.update({k: d[k] for k in ("verified", "source_sha256", "target_sha256") if k in d})
         full.append(disk)
     total = sum(d["bytes_total"] for d in full)
     done = sum(d["bytes_done"] for d in full)
@@ -262,12 +265,53 @@ class StubVma:
                     "bytes_written": size,
                     "change_id": f"gen-{gen}",
                     "seq": 2,
+                    **(
+                        _verify(src, d["target_uri"])
+                        if body.get("options", {}).get("verify")
+                        else {}
+                    ),
                 }
             )
         with self._lock:
             if self.jobs.get(job_id, {}).get("status") == "stopped":
                 return
         self.set_progress(job_id, progress_doc(job_id, "completed", done, sync_type=kind))
+
+
+def _verify(source: Path, target_uri: str) -> dict[str, Any]:
+    """``verified`` and both digests over the source's virtual size (a full copy's range)."""
+    import hashlib
+    import tempfile
+
+    info = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    size = int(json.loads(info.stdout)["virtual-size"])
+    digests = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for image, fmt in ((str(source), "qcow2"), (target_uri, "raw")):
+            raw = Path(tmp) / "contents.raw"
+            subprocess.run(
+                ["qemu-img", "convert", "-q", "-f", fmt, "-O", "raw", image, str(raw)],
+                capture_output=True,
+                check=True,
+            )
+            digest, left = hashlib.sha256(), size
+            with open(raw, "rb") as fh:
+                while left and (block := fh.read(min(left, 1 << 20))):
+                    digest.update(block)
+                    left -= len(block)
+            digest.update(bytes(left))
+            digests.append(digest.hexdigest())
+            raw.unlink()
+    return {
+        "verified": digests[0] == digests[1],
+        "source_sha256": digests[0],
+        "target_sha256": digests[1],
+    }
 
 
 def _err(code: str, message: str, field_name: str | None = None) -> dict[str, Any]:
