@@ -105,7 +105,14 @@ def test_kill_9_at_half_then_resume_moves_the_rest_only(tmp_path: Path, servers)
     assert out["bytes_written"] + out["bytes_zeroed"] == SIZE - safe
     assert out["bytes_written"] <= 0.6 * SIZE
     assert sha256_file(dst) == sha256_file(src)
-    assert not checkpoint.exists()  # a completed copy removes its checkpoint
+    done = json.loads(checkpoint.read_text())
+    assert done["completed"] is True and done["safe_offset"] == SIZE
+    # resuming a completed disk (another disk of its job failed) moves nothing
+    again = copy_json(
+        "--disk-key", "2000", "--checkpoint", str(checkpoint), "--resume", src_uri, dst_uri
+    )
+    assert again["resumed_from"] == SIZE and again["bytes_total"] == 0
+    assert again["bytes_written"] == 0 and again["status"] == "completed"
 
 
 def test_sigterm_saves_a_checkpoint_of_exactly_what_was_done(tmp_path: Path, servers) -> None:

@@ -58,6 +58,8 @@ class ReplicateIn(_Body):
     vm_id: str = Field(min_length=1, max_length=128)
     disks: list[DiskIn] = Field(min_length=1, max_length=64)
     options: OptionsIn = Field(default_factory=OptionsIn)
+    # continue this failed full job's copy (its snapshot and checkpoints) when it fits
+    resume_from_job: str | None = Field(default=None, pattern=JOB_ID_PATTERN)
 
     @field_validator("vm_id", mode="before")
     @classmethod
@@ -84,6 +86,7 @@ class ReplicateIn(_Body):
             ),
             verify=self.options.verify,
             target_is_zero=self.options.target_is_zero,
+            resume_from_job=self.resume_from_job,
         )
 
 

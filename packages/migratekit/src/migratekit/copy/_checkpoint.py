@@ -11,7 +11,8 @@ target (:meth:`CopyEngine.safe_offset`)::
 ``source`` and ``target`` are identities given by the caller (the VMA: VM, snapshot and disk;
 the target export), the source URI and target URI by default. A resume uses a checkpoint only
 when every identity field matches this run; otherwise it logs why and copies from zero. A
-completed copy removes its checkpoint.
+completed copy leaves ``safe_offset`` = ``size`` and ``"completed": true``, so resuming a job
+whose other disk failed copies nothing more for this one.
 """
 
 from __future__ import annotations
@@ -143,15 +144,16 @@ class Checkpointer:
                 return
             self._save()
 
-    def _save(self) -> None:
-        offset = self.safe_offset()
-        if offset <= self.written:
+    def _save(self, completed: bool = False) -> None:
+        offset = self.identity["size"] if completed else self.safe_offset()
+        if offset <= self.written and not completed:
             return
         doc = {
             "version": VERSION,
             **self.identity,
             "safe_offset": offset,
             "resumed_from": self.resumed_from,
+            "completed": completed,
             "updated_at": round(time.time(), 3),
         }
         try:
@@ -169,14 +171,13 @@ class Checkpointer:
         log.debug("checkpoint written", disk_key=self.identity["disk_key"], safe_offset=offset)
 
     def close(self, *, completed: bool) -> None:
-        """Stop the thread; remove the checkpoint after a completed copy, else save the last."""
+        """Stop the thread and save the last checkpoint (the whole size once completed)."""
         self._closing = True
         self._wake.set()
         self._thread.join()
+        self._save(completed)
         if completed:
-            self.path.unlink(missing_ok=True)
             return
-        self._save()
         log.info(
             "checkpoint kept for a resume",
             disk_key=self.identity["disk_key"],

@@ -500,25 +500,29 @@ class CopyEngine:
                 self._reap(tgt, writes, completed, flush)
             elif exhausted:
                 return
-            while len(writes) >= window or (writes and not reads and exhausted):
+            while True:  # reap while the window is full or at the end; flush on the way
+                if flush.answered:
+                    flush.answered = False
+                    self._durable(index, reads.values(), writes.values(), pending, completed)
+                if not flush.in_flight and (
+                    (flush_every and flush.since >= flush_every)
+                    or (
+                        flush_interval
+                        and flush.since
+                        and time.monotonic() - flush.at >= flush_interval
+                    )
+                ):
+                    try:
+                        handle = tgt.next_handle()
+                        tgt.send_command(p.CMD_FLUSH, handle, 0, 0)
+                    except NbdConnectionError as exc:
+                        raise _Side(exc, True) from exc
+                    writes[handle] = _FLUSH
+                    completed.append(_FLUSH)
+                    flush.in_flight, flush.since, flush.at = True, 0, time.monotonic()
+                if not (len(writes) >= window or (writes and not reads and exhausted)):
+                    break
                 self._reap(tgt, writes, completed, flush)
-            if flush.answered:
-                flush.answered = False
-                self._durable(index, reads.values(), writes.values(), pending, completed)
-            if not flush.in_flight and (
-                (flush_every and flush.since >= flush_every)
-                or (
-                    flush_interval and flush.since and time.monotonic() - flush.at >= flush_interval
-                )
-            ):
-                try:
-                    handle = tgt.next_handle()
-                    tgt.send_command(p.CMD_FLUSH, handle, 0, 0)
-                except NbdConnectionError as exc:
-                    raise _Side(exc, True) from exc
-                writes[handle] = _FLUSH
-                completed.append(_FLUSH)
-                flush.in_flight, flush.since, flush.at = True, 0, time.monotonic()
 
     def _reap(
         self,

@@ -8,7 +8,11 @@ prepared (one disk server per disk) → plan written → ``migratekit run`` star
 :mod:`vma.services.supervise` in its own process group, with the progress token in its
 environment → when the process ends: exit 0 → ``completed`` (the source commits its new change
 tracking state), otherwise ``failed`` with "migratekit exited with code N" / "migratekit killed
-by signal S (SIG…)". Every exit path stops the disk servers and removes the snapshot.
+by signal S (SIG…)". Every exit path stops the disk servers and removes the snapshot — except
+after a full copy that failed or was stopped with a checkpoint (``jobs/<id>/checkpoints``,
+written by migratekit after target flushes): that snapshot is kept so that a retry with
+``resume_from_job`` continues the copy (:mod:`vma.services.resume`); the VM's next job that
+does not resume removes it (the leftover sweep).
 ``stop()`` sends SIGTERM to the job's process group, SIGKILL after the grace period, cleans up
 and marks the job ``stopped``. Once after recovery and then every ``prune_interval`` seconds the
 supervision thread removes the directories of jobs that finished more than
@@ -49,7 +53,7 @@ from ..errors import (
 )
 from ..sources.base import DiskRequest, PreparedDisk, SourceState, stop_servers
 from ..sources.lab import LabSource
-from . import processes
+from . import processes, resume
 from .progress import apply_update, disk_progress, get_job, hash_token
 from .retention import PruneResult, prune_job_dirs
 from .store import ACTIVE_STATUSES, Job, JobDisk, database, now_text
@@ -79,6 +83,7 @@ class ReplicateSpec:
     disks: tuple[DiskSpec, ...]
     verify: bool = False
     target_is_zero: bool = False
+    resume_from_job: str | None = None  # a failed full job of this VM to continue
 
     def canonical(self) -> str:
         """Canonical JSON, compared when the same job id is submitted again."""
@@ -150,14 +155,16 @@ class JobRunner:
         self._check_vm_idle(spec.vm_id)
         with self.vcenter.client() as vc:
             vm = vc.get_vm(spec.vm_id)
-        keys = {str(d["key"]) for d in vm.get("disks", [])}
-        for i, disk in enumerate(spec.disks):
-            if disk.disk_key not in keys:
-                raise JobRequestError(
-                    f"VM {spec.vm_id} has no disk with key {disk.disk_key!r} "
-                    f"(disks: {', '.join(sorted(keys)) or 'none'})",
-                    field=f"disks.{i}.disk_key",
-                )
+            keys = {str(d["key"]) for d in vm.get("disks", [])}
+            for i, disk in enumerate(spec.disks):
+                if disk.disk_key not in keys:
+                    raise JobRequestError(
+                        f"VM {spec.vm_id} has no disk with key {disk.disk_key!r} "
+                        f"(disks: {', '.join(sorted(keys)) or 'none'})",
+                        field=f"disks.{i}.disk_key",
+                    )
+            # decided before the job exists, so the runner never starts it undecided
+            resume.offer(spec.job_id, spec.vm_id, asdict(spec), vc, self.config.data_dir / "jobs")
         all_incremental = all(d.previous_change_id for d in spec.disks)
         try:
             with database.atomic():
@@ -183,6 +190,10 @@ class JobRunner:
         log.info("job queued", job_id=spec.job_id, vm_id=spec.vm_id, disks=len(spec.disks))
         self.wake()
         return job, True
+
+    def resume_document(self, job: Job) -> dict[str, Any] | None:
+        """Whether ``job`` resumes a previous job's full copy (None when it did not ask)."""
+        return resume.load(self.job_dir(job.job_id))
 
     def _check_vm_idle(self, vm_id: str, finishing_wait: float = 10.0) -> None:
         """JobConflictError when the VM has an active job.
@@ -404,18 +415,24 @@ class JobRunner:
                 source = self._source_for(job.vm_id, vc)
                 if source.kind == "vsphere" and not vm.get("cbt_enabled"):
                     self._enable_cbt(vc, job.vm_id)
-                swept = vc.sweep_snapshots(job.vm_id, SNAPSHOT_PREFIX)
+                previous = resume.take_over(job, vc, work)
+                swept = vc.sweep_snapshots(
+                    job.vm_id, SNAPSHOT_PREFIX, keep=previous.snapshot_id if previous else None
+                )
                 if swept:
                     log.info("leftover snapshots removed", vm_id=job.vm_id, snapshots=swept)
-                job.snapshot_id = vc.create_snapshot(
-                    job.vm_id,
-                    SNAPSHOT_PREFIX + job.job_id,
-                    f"OSSEA-Migrate replication job {job.job_id}",
-                )
+                if previous is None:
+                    job.snapshot_id = vc.create_snapshot(
+                        job.vm_id,
+                        SNAPSHOT_PREFIX + job.job_id,
+                        f"OSSEA-Migrate replication job {job.job_id}",
+                    )
                 job.save()
                 self._raise_if_cancelled(job.job_id)
                 job.source_kind = source.kind
                 prepared, state = source.prepare(vm, job.snapshot_id, disks, work)
+                if previous is not None:
+                    resume.keep_change_ids(previous, prepared, state)
             job.source_state = json.dumps(state.to_dict())
             job.sync_type = (
                 "incremental"
@@ -483,8 +500,13 @@ class JobRunner:
             "job_id": job.job_id,
             "max_parallel_disks": self.config.max_parallel_disks,
             "verify": bool(request.get("verify")),
+            "checkpoint_dir": resume.CHECKPOINTS,
+            "resume": bool(request.get("resume_from_job")),
             "disks": [
-                p.plan_entry(targets[p.disk_key], bool(request.get("target_is_zero")))
+                {
+                    **p.plan_entry(targets[p.disk_key], bool(request.get("target_is_zero"))),
+                    "source_id": resume.source_identity(job, p.disk_key),
+                }
                 for p in prepared
             ],
         }
@@ -631,7 +653,13 @@ class JobRunner:
                         Path(name).unlink(missing_ok=True)
             except VmaError as exc:
                 log.warning("source cleanup failed", job_id=job.job_id, error=str(exc))
-        if job.snapshot_id:
+        if job.snapshot_id and not success and resume.resumable(job, self.job_dir(job.job_id)):
+            log.info(
+                "snapshot kept: a retry can resume the full copy",
+                job_id=job.job_id,
+                snapshot=job.snapshot_id,
+            )
+        elif job.snapshot_id:
             try:
                 with self.vcenter.client() as vc:
                     vc.remove_snapshot(job.vm_id, job.snapshot_id)

@@ -20,10 +20,19 @@ bp = Blueprint("jobs", __name__)
 
 @bp.post("/replicate")
 def replicate() -> tuple[dict[str, Any], int]:
-    """Queue a replication job (202). Same id + same body again → 202 with its current status."""
+    """Queue a replication job (202). Same id + same body again → 202 with its current status.
+
+    With ``resume_from_job`` the answer's ``resume`` says whether the full copy continues from
+    that job's checkpoints (``resumed``, per-disk ``disks`` offsets) or why not (``reason``).
+    """
     body = json_body(ReplicateIn)
-    job, _created = services().runner.submit(body.to_spec())
-    return {"job_id": job.job_id, "status": job.status}, 202
+    runner = services().runner
+    job, _created = runner.submit(body.to_spec())
+    answer: dict[str, Any] = {"job_id": job.job_id, "status": job.status}
+    decision = runner.resume_document(job)
+    if decision is not None:
+        answer["resume"] = decision
+    return answer, 202
 
 
 @bp.get("/jobs")
@@ -56,8 +65,13 @@ def list_jobs() -> dict[str, Any]:
 
 @bp.get("/jobs/<job_id>")
 def get(job_id: str) -> dict[str, Any]:
-    """The job record with its progress."""
-    return job_document(get_job(job_id))
+    """The job record with its progress (and ``resume`` when it asked to resume)."""
+    job = get_job(job_id)
+    doc = job_document(job)
+    decision = services().runner.resume_document(job)
+    if decision is not None:
+        doc["resume"] = decision
+    return doc
 
 
 @bp.get("/jobs/<job_id>/log")
