@@ -114,11 +114,15 @@ class VmaClient:
         *,
         verify: bool = False,
         target_is_zero: bool = False,
+        resume_from_job: str | None = None,
     ) -> dict[str, Any]:
         """Start ``job_id`` on the VMA; ``disks``: [{disk_key, target_uri, previous_change_id}].
 
         Idempotent on the VMA side: the same job id with the same body answers 202 again, so a
-        worker that crashed after sending may send it again.
+        worker that crashed after sending may send it again. ``resume_from_job`` asks the VMA to
+        continue that failed full job's copy (its snapshot and checkpoints); the answer's
+        ``resume`` says whether it does (``resumed``, per-disk ``disks`` offsets) or why not
+        (``reason``).
         """
         body = {
             "job_id": job_id,
@@ -133,6 +137,8 @@ class VmaClient:
             ],
             "options": {"verify": verify, "target_is_zero": target_is_zero},
         }
+        if resume_from_job:
+            body["resume_from_job"] = resume_from_job
         return self._call("POST", "replicate", json=body, what=f"replicate job {job_id}")
 
     def progress_batch(self, job_ids: Sequence[str]) -> tuple[list[JobProgress], list[str]]:

@@ -10,7 +10,7 @@ from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
 from ..errors import ConflictError
 from ..services._queries import write_transaction
-from ..workflows import records
+from ..workflows import records, resume
 from .errors import ApiError, invalid
 from .schemas import REPLICATION, body
 from .serialize import job
@@ -125,10 +125,14 @@ def list_replications() -> Any:
 
 @bp.get("/<job_id>")
 def get_replication(job_id: str) -> Any:
-    """One job with its per-disk rows."""
+    """One job with its per-disk rows, and ``resume``: whether this full sync continued a
+    failed one's copy (``from_job``, ``resumed``, per-disk byte ``disks`` offsets, ``reason``
+    when not) — null when it did not ask."""
     row = jobs.get_job(job_id)
     ctx = VmContext.get_or_none(VmContext.id == row.context_id)
-    return jsonify(job(row, jobs.list_job_disks(job_id), context_name=ctx.name if ctx else None))
+    data = job(row, jobs.list_job_disks(job_id), context_name=ctx.name if ctx else None)
+    data["resume"] = resume.decision(job_id)
+    return jsonify(data)
 
 
 @bp.post("/<job_id>/stop")

@@ -38,6 +38,8 @@ def command(job_id: str, watch: bool, interval: float, as_json: bool) -> None:
             click.echo(f"  waiting: {job['wait_reason']}")
         if job.get("verify"):
             click.echo(f"  verification: {_verification(job)}")
+        if job.get("resume"):
+            click.echo(f"  resume: {_resume(job['resume'])}")
         for d in job["disks"]:
             click.echo(
                 f"  disk {d['disk_key']}: {d['status']} phase={d['phase'] or '-'} "
@@ -47,6 +49,16 @@ def command(job_id: str, watch: bool, interval: float, as_json: bool) -> None:
             )
         if job["error_message"]:
             click.echo(f"  error: {job['error_class']}: {job['error_message']}")
+
+
+def _resume(decision: dict) -> str:
+    """Where a resumed full copy started, or why it did not resume."""
+    if decision.get("resumed"):
+        where = ", ".join(
+            f"disk {k} from byte {v}" for k, v in sorted((decision.get("disks") or {}).items())
+        )
+        return f"continued job {decision['from_job']}'s copy ({where})"
+    return f"not resumed from job {decision.get('from_job')}: {decision.get('reason')}"
 
 
 def _verification(job: dict) -> str:

@@ -17,7 +17,10 @@ Steps (each idempotent, stored in ``workflow_steps``):
 4. ``exports``  — per volume: reuse a live qemu-nbd export or start one (ExportManager).
 5. ``replicate``— job → ``ready``; ``POST /replicate`` to the VMA with per-disk target URI and
    previous change ID (empty → full copy) and the job's ``verify``; job → ``replicating``. The
-   poller takes over.
+   poller takes over. A full sync right after a full sync of the same VM that failed or was
+   stopped on the VMA, onto the same replica volumes (none re-created, same exports), asks the
+   VMA to resume that copy (``resume_from_job``); the VMA answers whether it does (its snapshot
+   must still be there) and the answer is stored as the job's ``resume`` event (:mod:`.resume`).
 
 A failure ends the job ``failed`` with a class (``cloudstack``, ``device_not_found``,
 ``nbd_export``, ``vma_error``, ``vma_unreachable``, ``invalid_request``, ``attach_budget``,
@@ -56,7 +59,7 @@ from ..errors import (
     WorkflowError,
 )
 from ..services import _queries as q
-from . import replicas
+from . import replicas, resume
 from .engine import Definition, Step, StepContext
 from .kinds import REPLICATION
 
@@ -378,13 +381,19 @@ class ReplicationWorkflow:
         # fresh CloudStack volumes read as zeroes: the copy may skip writing holes
         fresh = set(ctx.data["volumes"].get("created", []))
         all_fresh = bool(fresh) and set(ctx.data["volumes"]["volumes"].values()) <= fresh
-        client.replicate(
+        resume_from = (
+            resume.previous_full_job(job, payload) if effective == "full" and not fresh else None
+        )
+        answer = client.replicate(
             job.id,
             context.vm_id,
             payload,
             verify=bool(job.verify),
             target_is_zero=effective == "full" and all_fresh,
+            resume_from_job=resume_from,
         )
+        if resume_from:
+            resume.record(job, answer)
         now = utcnow()
         self._set_status(
             job,
