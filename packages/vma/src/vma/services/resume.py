@@ -94,7 +94,7 @@ def _check(
 
 
 def _save(job_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
-    job_dir.mkdir(parents=True, exist_ok=True)
+    job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = job_dir / (OFFER_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, sort_keys=True))
     tmp.replace(job_dir / OFFER_FILE)
@@ -144,7 +144,7 @@ def take_over(job: Job, vc: Any, work: Path) -> Job | None:
         )
         return None
     target = work / CHECKPOINTS
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path in (work.parent / previous.job_id / CHECKPOINTS).glob("disk-*.json"):
         shutil.copy2(path, target / path.name)
     job.snapshot_id = previous.snapshot_id
