@@ -1,9 +1,10 @@
 """Resuming a failed full copy: when the OMA asks the VMA for it, and what it shows.
 
 A full sync asks the VMA to continue the previous job's copy (``resume_from_job``) when that
-job is the VM's latest, was a full sync the VMA had accepted, failed or was stopped, ran on the
-same VMA, and wrote to the same replica volumes through the same exports (the current run
-created no volume and every disk's target URI is unchanged). The VMA decides the rest (its
+job is the VM's latest, was a full sync the VMA had accepted, failed (not because its replica
+failed verification) or was stopped, ran on the same VMA, and wrote to the same replica volumes
+through the same exports (the current run created no volume and every disk's target URI is
+unchanged). The VMA decides the rest (its
 snapshot must still exist, the checkpoints must match) and answers; the answer is recorded as
 a ``resume`` event, which ``GET /replications/{id}`` shows as ``resume`` and ``oma job``
 prints.
@@ -34,6 +35,8 @@ def previous_full_job(job: ReplicationJob, payload: Sequence[dict[str, Any]]) ->
         or previous.effective_type != "full"
         or previous.vma_seen_at is None  # never reached the VMA: nothing was copied
         or previous.vma_id != job.vma_id
+        # its replica failed verification: what the checkpoint vouches for is not there
+        or previous.error_class == "verify_mismatch"
     ):
         return None
     before = {d.disk_key: d.target_uri for d in JobDisk.select().where(JobDisk.job == previous.id)}
