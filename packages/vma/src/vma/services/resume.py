@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from migration_common import Status, get_logger
 
-from ..errors import VmaError
+from ..errors import SnapshotNotFoundError, VmaError
 from ..sources.base import PreparedDisk, SourceState
-from .store import Job, JobDisk
+from .store import Job, JobDisk, parse_time
+from .vcenter import VcenterProvider
 
 log = get_logger(__name__)
 
@@ -175,3 +177,43 @@ def keep_change_ids(previous: Job, prepared: list[PreparedDisk], state: SourceSt
             p.change_id = change_id
             if p.disk_key in state.bitmaps:
                 state.bitmaps[p.disk_key] = change_id
+
+
+def release_expired(jobs_dir: Path, vcenter: VcenterProvider, now: datetime, days: int) -> int:
+    """Remove the snapshots kept for a resume of jobs finished over ``days`` days ago.
+
+    Runs before the job directory retention removes those jobs' checkpoints (after which they
+    could not be resumed anyway). A snapshot already gone counts as released. Returns how many
+    were released; a vCenter error is logged and retried at the next pass.
+    """
+    cutoff = now - timedelta(days=days)
+    released = 0
+    candidates = Job.select().where(
+        Job.status.in_((Status.FAILED.value, Status.STOPPED.value)), Job.snapshot_id.is_null(False)
+    )
+    for job in candidates:
+        finished = parse_time(job.finished_at)
+        if finished is None or finished > cutoff or not resumable(job, jobs_dir / job.job_id):
+            continue
+        try:
+            with vcenter.client() as vc:
+                vc.remove_snapshot(job.vm_id, job.snapshot_id)
+        except SnapshotNotFoundError:
+            pass
+        except VmaError as exc:
+            log.warning(
+                "snapshot kept for a resume not removed; retried at the next prune",
+                job_id=job.job_id,
+                snapshot=job.snapshot_id,
+                error=str(exc),
+            )
+            continue
+        log.info(
+            "snapshot kept for a resume removed: job past its retention",
+            job_id=job.job_id,
+            snapshot=job.snapshot_id,
+        )
+        job.snapshot_id = None
+        job.save()
+        released += 1
+    return released

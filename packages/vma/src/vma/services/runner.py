@@ -331,11 +331,14 @@ class JobRunner:
             log.exception("job directory prune failed")
 
     def prune(self, now: datetime | None = None) -> PruneResult:
-        """Remove the directories of terminal jobs finished over ``job_retention_days`` ago.
+        """Remove the directories of terminal jobs finished over ``job_retention_days`` ago
+        (and the snapshots kept for their resume).
 
         Logs one line with the count and the bytes freed. ``now`` defaults to the current time.
         """
         days = self.config.job_retention_days
+        # a snapshot kept for a resume goes with its job's checkpoints
+        resume.release_expired(self.config.data_dir / "jobs", self.vcenter, now or utcnow(), days)
         result = prune_job_dirs(self.config.data_dir / "jobs", days, now or utcnow())
         fields = {"removed": result.removed, "bytes_freed": result.bytes_freed}
         if result.failed:
