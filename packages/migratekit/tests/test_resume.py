@@ -185,13 +185,49 @@ def test_a_checkpoint_that_does_not_match_is_ignored(
     assert sha256_file(dst) == sha256_file(src)
 
 
-def _eval_target(image: Path, flush: str, can_flush: str, size: int = SIZE) -> list[str]:
-    """nbdkit eval: a file target whose flush is ``flush`` (shell) and can_flush ``can_flush``."""
+def test_a_verify_mismatch_drops_the_checkpoint(tmp_path: Path, sockdir: Path) -> None:
+    """The copy completed but the replica does not read back the source: nothing of it may
+    be resumed from."""
+    src = dense(tmp_path / "src.raw", size=4 * MiB, seed=8)
+    dst = tmp_path / "dst.raw"
+    dst.write_bytes(bytes(4 * MiB))
+    source = nbdkit(["file", f"file={src}"], sockdir / "s.sock", tmp_path / "s.log")
+    # writes "succeed" but land nowhere: the target keeps reading zeroes
+    target = nbdkit(
+        _eval_target(dst, "exit 0", "exit 0", 4 * MiB, pwrite="cat >/dev/null"),
+        sockdir / "t.sock",
+        tmp_path / "t.log",
+    )
+    checkpoint = tmp_path / "disk-2000.json"
+    try:
+        res = run_mk(
+            "copy",
+            "--verify",
+            "--progress",
+            "off",
+            "--checkpoint",
+            str(checkpoint),
+            f"nbd+unix:///?socket={sockdir / 's.sock'}",
+            f"nbd+unix:///?socket={sockdir / 't.sock'}",
+        )
+    finally:
+        source.stop()
+        target.stop()
+    assert res.returncode == 3, res.stderr  # every failure a verification mismatch
+    assert not checkpoint.exists()
+
+
+def _eval_target(
+    image: Path, flush: str, can_flush: str, size: int = SIZE, pwrite: str | None = None
+) -> list[str]:
+    """nbdkit eval: a file target whose flush is ``flush`` (shell) and can_flush ``can_flush``
+    (``pwrite``: another write method)."""
+    write = f"dd of={image} oflag=seek_bytes conv=notrunc seek=$4 status=none"
     return [
         "eval",
         f"get_size=echo {size}",
         f"pread=dd if={image} iflag=skip_bytes,count_bytes skip=$4 count=$3 status=none",
-        f"pwrite=dd of={image} oflag=seek_bytes conv=notrunc seek=$4 status=none",
+        f"pwrite={pwrite or write}",
         "can_write=exit 0",
         f"can_flush={can_flush}",
         f"flush={flush}",

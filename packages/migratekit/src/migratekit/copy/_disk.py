@@ -340,6 +340,9 @@ def copy_disk(spec: DiskSpec, options: CopyOptions, tracker: DiskTracker) -> Dis
         result.status = FAILED
         result.error = message
         result.verify_failed = isinstance(exc, VerifyError)
+        if result.verify_failed and checkpointer is not None:
+            # the replica does not hold what the checkpoint says: a retry must copy it all
+            checkpointer.path.unlink(missing_ok=True)
         dlog.error("disk failed", error=message)
         tracker.finish(FAILED, message)
     except Exception as exc:
