@@ -3,18 +3,23 @@
 Sessions: ``tests`` (every package's tests plus tests/e2e — the README's test command),
 ``demo`` (the lab migration end to end, the README's first command), ``lint`` (ruff check +
 format check), ``build`` (one wheel and sdist per package into dist/,
-then each wheel installed alone into a fresh virtualenv and imported), ``bench`` (benchmarks
-against reference tools measured in the same run).
+then each wheel installed alone into a fresh virtualenv and imported), ``release`` (``--
+PACKAGE``: checks VERSION and CHANGELOG, builds that package alone, tags ``PACKAGE-vVERSION``
+locally), ``bench`` (benchmarks against reference tools measured in the same run).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import release_checks  # noqa: E402 - scripts/release_checks.py, plain stdlib + git
+
 PACKAGES = ["common", "migratekit", "vma", "vma_api_server", "oma"]
 IMPORT_NAMES = {
     "common": "migration_common",
@@ -30,6 +35,8 @@ LAB_TOOLS = [
     if (ROOT / p / "pyproject.toml").exists()
 ]
 TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+# Optional extras installed in test environments (the database tests need both drivers).
+EXTRAS = {"oma": "[postgresql,mariadb]"}
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -40,7 +47,7 @@ def _install_workspace(session: nox.Session) -> None:
     """Install every package and lab tool editable, plus the test dependencies."""
     args: list[str] = []
     for pkg in PACKAGES:
-        args += ["-e", f"packages/{pkg}"]
+        args += ["-e", f"packages/{pkg}{EXTRAS.get(pkg, '')}"]
     for tool in LAB_TOOLS:
         args += ["-e", tool]
     session.install(*TEST_DEPS, *args)
@@ -92,40 +99,71 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def build(session: nox.Session) -> None:
     """Build a wheel and sdist per package into dist/; install each wheel alone and import it."""
-    session.install("build>=1.2")
+    # The packages' build backend, installed once: building without an isolated environment
+    # per package keeps this session short enough for CI (the release session isolates).
+    session.install("build>=1.2", "hatchling>=1.24")
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
+    wheels = {pkg: _build_package(session, pkg, dist, isolated=False) for pkg in PACKAGES}
     for pkg in PACKAGES:
-        session.run("python", "-m", "build", "--outdir", str(dist), f"packages/{pkg}", silent=True)
-    for pkg in PACKAGES:
-        version = (ROOT / "packages" / pkg / "VERSION").read_text().strip()
-        dist_name = "migration_common" if pkg == "common" else pkg
-        wheels = list(dist.glob(f"{dist_name}-{version}-py3-none-any.whl"))
-        if len(wheels) != 1:
-            session.error(f"expected one wheel for {pkg} {version} in dist/, found {wheels}")
-        sdists = list(dist.glob(f"{dist_name}-{version}.tar.gz"))
-        if len(sdists) != 1:
-            session.error(f"expected one sdist for {pkg} {version} in dist/, found {sdists}")
-        _check_wheel_alone(session, pkg, wheels[0], version)
+        _check_wheel_alone(session, pkg, wheels[pkg], release_checks.read_version(ROOT, pkg))
+
+
+@nox.session(default=False)
+def release(session: nox.Session) -> None:
+    """Release one package: ``-- PACKAGE``; refuses unless its VERSION is new and in CHANGELOG.
+
+    Builds only that package's wheel and sdist into dist/ and creates the annotated tag
+    ``PACKAGE-vVERSION`` locally (push it yourself).
+    """
+    if len(session.posargs) != 1:
+        session.error(f"usage: scripts/nox -s release -- PACKAGE (one of {', '.join(PACKAGES)})")
+    pkg = session.posargs[0]
+    problems = release_checks.release_problems(ROOT, pkg)
+    if problems:
+        session.error(f"release of {pkg} refused:\n- " + "\n- ".join(problems))
+    session.install("build>=1.2")
+    _build_package(session, pkg, ROOT / "dist")
+    tag = release_checks.create_tag(ROOT, pkg)
+    session.log(f"tagged {tag} locally; publish with `git push origin {tag}` and dist/")
+
+
+def _build_package(session: nox.Session, pkg: str, dist: Path, *, isolated: bool = True) -> Path:
+    """Build ``pkg``'s wheel and sdist into ``dist``; return the wheel (exactly one of each)."""
+    flags = [] if isolated else ["--no-isolation"]
+    session.run(
+        "python", "-m", "build", *flags, "--outdir", str(dist), f"packages/{pkg}", silent=True
+    )
+    version = release_checks.read_version(ROOT, pkg)
+    dist_name = "migration_common" if pkg == "common" else pkg
+    wheels = list(dist.glob(f"{dist_name}-{version}-py3-none-any.whl"))
+    if len(wheels) != 1:
+        session.error(f"expected one wheel for {pkg} {version} in dist/, found {wheels}")
+    sdists = list(dist.glob(f"{dist_name}-{version}.tar.gz"))
+    if len(sdists) != 1:
+        session.error(f"expected one sdist for {pkg} {version} in dist/, found {sdists}")
+    return wheels[0]
 
 
 def _check_wheel_alone(session: nox.Session, pkg: str, wheel: Path, version: str) -> None:
     """Install one wheel into a fresh virtualenv (siblings from dist/ only) and import it."""
-    venv = ROOT / ".nox" / "wheel-check" / pkg
+    venv = Path(session.virtualenv.location).parent / "wheel-check" / pkg
     shutil.rmtree(venv, ignore_errors=True)
-    session.run("python", "-m", "venv", str(venv), silent=True)
+    # No pip inside (faster): the session's pip installs into it with --python.
+    session.run("python", "-m", "venv", "--without-pip", str(venv), silent=True)
     py = str(venv / "bin" / "python")
     session.run(
-        py,
+        "python",
         "-m",
         "pip",
+        "--python",
+        py,
         "install",
         "-q",
         "--disable-pip-version-check",
         "--find-links",
         str(wheel.parent),
         str(wheel),
-        external=True,
         silent=True,
     )
     name = IMPORT_NAMES[pkg]
@@ -135,4 +173,35 @@ def _check_wheel_alone(session: nox.Session, pkg: str, wheel: Path, version: str
     got = (out or "").strip()
     if got != version:
         session.error(f"{pkg}: installed wheel reports version {got!r}, VERSION says {version!r}")
+    if pkg == "oma":
+        _check_oma_extras(session, py, venv)
     session.log(f"{pkg} {version}: wheel installs alone and imports")
+
+
+def _check_oma_extras(session: nox.Session, py: str, venv: Path) -> None:
+    """The oma wheel alone has no database driver and names the extra to install."""
+    extras = session.run(
+        py,
+        "-c",
+        "from importlib.metadata import metadata; "
+        "print(' '.join(sorted(metadata('oma').get_all('Provides-Extra'))))",
+        external=True,
+        silent=True,
+    )
+    if not {"postgresql", "mariadb"} <= set((extras or "").split()):
+        session.error(f"oma must offer the extras postgresql and mariadb, has {extras!r}")
+    for url, extra in (
+        ("postgresql://oma@127.0.0.1:1/oma", "postgresql"),
+        ("mysql://oma@127.0.0.1:1/oma", "mariadb"),
+    ):
+        out = session.run(
+            str(venv / "bin" / "oma"),
+            "db",
+            "status",
+            external=True,
+            silent=True,
+            success_codes=[3],
+            env={"OMA_DATABASE_URL": url, "OMA_DATA_DIR": str(venv / "oma-data")},
+        )
+        if f"oma[{extra}]" not in (out or ""):
+            session.error(f"oma without drivers must name oma[{extra}] for {url}, said {out!r}")

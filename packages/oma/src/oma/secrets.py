@@ -2,8 +2,9 @@
 
 Secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256, from ``cryptography``). The key
 comes from ``OMA_SECRET_KEY``; when that is absent, a key is generated once into
-``<OMA_DATA_DIR>/secret.key`` (mode 0600) with a logged warning, and reused afterwards. Losing
-the key makes the stored secrets unreadable: back it up with the database.
+``<OMA_DATA_DIR>/secret.key`` (mode 0600; the directory 0700 when this creates it) with a logged
+warning, and reused afterwards. Losing the key makes the stored secrets unreadable: back it up
+with the database.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def load_key(secret_key: str | None, data_dir: Path) -> str:
         key = path.read_text(encoding="ascii").strip()
         register_secret(key)
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = Fernet.generate_key().decode("ascii")
     tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -36,7 +36,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # request bodies are small JSON documents
 
     data_dir = settings["DATA_DIR"]
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     init_db(data_dir / "vma.db")
 
     configured = None

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         print("hint: run `vma-api-server --settings` to list every setting", file=sys.stderr)
         return 2
-    settings["DATA_DIR"].mkdir(parents=True, exist_ok=True)
+    settings["DATA_DIR"].mkdir(mode=0o700, parents=True, exist_ok=True)
     command = gunicorn_argv(settings)
     os.execv(command[0], command)
     return 0  # not reached

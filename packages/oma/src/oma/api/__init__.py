@@ -67,7 +67,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     if not app.testing:
         setup_logging(level=cfg.log_level, json_lines=cfg.log_format == "json")
 
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     init_db(cfg.database_url)
     if cfg.auto_upgrade:
         upgrade()

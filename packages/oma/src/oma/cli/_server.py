@@ -24,7 +24,7 @@ def bind_database(
     from ..database import upgrade as run_upgrade
     from ._errors import CliError, ExitCode
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     init_db(config.database_url)
     if config.auto_upgrade if upgrade is None else upgrade:
         return run_upgrade()

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
+
+# AF_UNIX socket paths longer than this do not fit sockaddr_un.sun_path (108 bytes with NUL).
+MAX_SOCKET_PATH = 107
+
+
+def control_socket_options(data_dir: Path, port: int) -> dict[str, Any]:
+    """gunicorn's control-socket settings for one ``oma serve`` instance.
+
+    gunicorn's default path (``$XDG_RUNTIME_DIR/gunicorn.ctl`` or ``~/.gunicorn/gunicorn.ctl``)
+    is shared by every gunicorn of the user, and a starting instance unlinks the previous one's
+    socket. Each instance gets ``<data dir>/oma-serve-<port>.ctl`` (mode 0600) instead, or
+    none when that path is too long for a Unix socket.
+    """
+    path = Path(data_dir).resolve() / f"oma-serve-{port}.ctl"
+    if len(str(path).encode()) > MAX_SOCKET_PATH:
+        return {"control_socket_disable": True}
+    return {"control_socket": str(path), "control_socket_mode": 0o600}
 
 
 @click.command("serve")
@@ -40,6 +60,7 @@ def command(bind: str | None, workers: int | None, threads: int | None) -> None:
         "errorlog": "-",
         "loglevel": config.log_level.lower(),
         "proc_name": "oma-api",
+        **control_socket_options(config.data_dir, port),
     }
 
     class OmaApplication(BaseApplication):  # type: ignore[misc]
@@ -53,6 +74,10 @@ def command(bind: str | None, workers: int | None, threads: int | None) -> None:
             return create_app(worker_config)
 
     log.info(
-        "starting API", bind=options["bind"], workers=config.api_workers, threads=config.api_threads
+        "starting API",
+        bind=options["bind"],
+        workers=config.api_workers,
+        threads=config.api_threads,
+        control_socket=options.get("control_socket", "disabled"),
     )
     OmaApplication().run()

@@ -2,7 +2,9 @@
 
 ``init_db(url)`` binds :data:`database` to SQLite (WAL, foreign keys, busy timeout,
 ``BEGIN IMMEDIATE`` transactions),
-PostgreSQL (``postgresql://``) or MariaDB/MySQL (``mysql://``). Connections are not opened
+PostgreSQL (``postgresql://``, driver from the ``oma[postgresql]`` extra) or MariaDB/MySQL
+(``mysql://``, driver from ``oma[mariadb]``); a SQLite file is created 0600 (its directory 0700
+when this creates it). Connections are not opened
 automatically (``autoconnect=False``): the API opens one per request, the worker one per job
 run, and code outside both uses ``with database.connection_context():`` (re-entrant).
 Every multi-row state change runs in ``database.atomic()``.
@@ -10,12 +12,17 @@ Every multi-row state change runs in ``database.atomic()``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from peewee import Database, DatabaseProxy, Model
 from playhouse import db_url
+
+from migration_common import ConfigError
 
 database = DatabaseProxy()
 """The process-wide database; bound by :func:`init_db`."""
@@ -25,6 +32,12 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "busy_timeout": 10000,
     "synchronous": "normal",
+}
+
+# The driver modules peewee can use per dialect, and the oma extra that installs one.
+DRIVERS = {
+    "postgresql": (("psycopg2", "psycopg"), "postgresql", "PostgreSQL"),
+    "mysql": (("pymysql", "MySQLdb"), "mariadb", "MariaDB/MySQL"),
 }
 
 
@@ -48,15 +61,44 @@ def dialect(url: str) -> str:
     raise ValueError(f"unsupported database URL scheme {scheme!r}")
 
 
+def require_driver(kind: str) -> None:
+    """Raise ConfigError naming the extra to install when ``kind``'s driver is missing."""
+    if kind not in DRIVERS:
+        return
+    modules, extra, label = DRIVERS[kind]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    raise ConfigError(
+        "OMA_DATABASE_URL",
+        f"the {label} driver is not installed: install the OMA with "
+        f"`pip install 'oma[{extra}]'` (or use a sqlite:/// URL)",
+    )
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` 0600 (and its directory 0700 when missing) unless it exists.
+
+    SQLite gives its ``-wal`` and ``-shm`` files the mode of the database file.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def connect_database(url: str) -> Database:
     """A new (closed) peewee Database for ``url`` with the OMA's connection options."""
     kind = dialect(url)
+    require_driver(kind)
     kwargs: dict[str, Any] = {"autoconnect": False}
     if kind == "sqlite":
         path = urlsplit(url).path
         if path and path != "/:memory:":
-            # sqlite:////abs/path → /abs/path; create the directory on first use.
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # sqlite:////abs/path → /abs/path; created 0600 before SQLite opens it.
+            create_private_file(Path(path))
         kwargs["pragmas"] = SQLITE_PRAGMAS
         kwargs["timeout"] = 10
         # Transactions take the write lock up front: a deferred one that reads, then writes,

@@ -41,8 +41,12 @@ def spawn(
     env: Mapping[str, str],
     cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[int, int]:
-    """Start ``argv`` in its own session, output appended to ``log_path``; return (pid, start)."""
-    with open(log_path, "ab") as log:
+    """Start ``argv`` in its own session, output appended to ``log_path``; return (pid, start).
+
+    A new log file is created 0600: it may name hosts, paths and disk layouts.
+    """
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

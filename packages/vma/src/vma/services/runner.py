@@ -304,7 +304,7 @@ class JobRunner:
         old one finishes a graceful reload) would otherwise both start and finish jobs. The one
         that does not hold the lock waits and takes over when the holder exits.
         """
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fh = open(self.config.data_dir / "runner.lock", "ab")  # noqa: SIM115 - held while running
         waited = False
         while not self._stopping.is_set():
@@ -406,7 +406,7 @@ class JobRunner:
     def _start(self, job: Job) -> None:
         request = job.request_data()
         work = self.job_dir(job.job_id)
-        work.mkdir(parents=True, exist_ok=True)
+        work.mkdir(mode=0o700, parents=True, exist_ok=True)
         log.info("job starting", job_id=job.job_id, vm_id=job.vm_id)
         state: SourceState | None = None
         try:

@@ -11,7 +11,9 @@ WAL mode with a busy timeout so the API threads and the runner thread can share 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,7 +102,13 @@ MODELS = (Job, JobDisk)
 
 
 def init_db(path: str | Path) -> SqliteDatabase:
-    """Open (and create) the SQLite database at ``path`` and bind the models to it."""
+    """Open (and create) the SQLite database at ``path`` and bind the models to it.
+
+    A new database file is created 0600 (SQLite gives its ``-wal``/``-shm`` files the same mode).
+    """
+    if str(path) != ":memory:":
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     db = SqliteDatabase(
         str(path),
         pragmas={
