@@ -4,6 +4,7 @@ control socket (real ``oma`` processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -53,6 +54,31 @@ def test_oma_db_upgrade_creates_a_private_data_dir_and_database(tmp_path: Path) 
     assert _mode(data / "oma.db") == 0o600
     for leftover in data.glob("oma.db-*"):  # -wal / -shm while a connection was open
         assert _mode(leftover) == 0o600, leftover
+
+
+def test_oma_worker_creates_its_data_dir_0700_with_an_external_database(tmp_path: Path) -> None:
+    import psycopg2
+
+    from labtest.oma import throwaway_database
+
+    data = tmp_path / "state" / "oma"
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(throwaway_database("postgresql"))
+        except psycopg2.OperationalError as exc:
+            pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {exc}".strip())
+        env = _env(data, OMA_DATABASE_URL=url, OMA_SECRET_KEY=Fernet.generate_key().decode())
+        worker = stack.enter_context(
+            ManagedProcess(
+                [sys.executable, "-m", "oma", "worker"],
+                env=env,
+                name="oma-worker",
+                log_path=tmp_path / "worker.log",
+            )
+        )
+        worker.wait_path(data / "exports" / "logs", timeout=60)
+        assert _mode(data) == 0o700
+        assert not (data / "oma.db").exists()  # the database is PostgreSQL
 
 
 def test_sqlite_file_and_its_wal_are_0600(tmp_path: Path) -> None:

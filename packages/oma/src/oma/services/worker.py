@@ -159,6 +159,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
     from ..nbd import ExportManager
     from ..secrets import secret_box
 
+    Path(config.data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     init_db(config.database_url)
     if config.auto_upgrade:
         from ..database.migrate import upgrade
