@@ -20,7 +20,7 @@ ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import release_checks  # noqa: E402 - scripts/release_checks.py, plain stdlib + git
 
-PACKAGES = ["common", "migratekit", "vma", "vma_api_server", "oma"]
+PACKAGES = list(release_checks.PACKAGES)
 IMPORT_NAMES = {
     "common": "migration_common",
     "migratekit": "migratekit",
