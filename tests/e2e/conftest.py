@@ -6,6 +6,11 @@ a free loopback port with generated tokens, and stops every one of them by PID a
 test drives the OMA through its public HTTP API (:class:`E2eLab` helpers) and checks bytes,
 API state, CloudStack state and processes.
 
+``vsphere_lab`` is the same lab with the VMA's production source: the VMA has no lab directory,
+so it serves the VM's disks with nbdkit and the VDDK stand-in (tools/vddk) on the job's vCenter
+snapshot and plans incrementals from vcsim's QueryChangedDiskAreas, which reports the areas
+the lab wrote (the disks' write journals, ``VCSIM_LAB_DIR``).
+
 ``throttled_lab`` puts a slow link between the VMA and the OMA's replica exports, the way a
 WAN sits between the two sites: the OMA advertises its exports on 127.0.0.2
 (``OMA_NBD_ADVERTISE_HOST``) where :class:`SlowLink` relays each port of the OMA's export range
@@ -458,9 +463,21 @@ def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> 
     return {**vm, "images": paths}
 
 
+def vsphere_source_env(images: Path) -> dict[str, str]:
+    """VMA settings that make it use the vSphere source with the lab's VDDK stand-in."""
+    vddk = Path(__file__).resolve().parents[2] / "tools" / "vddk"
+    return {
+        "VMA_VDDK_PLUGIN": f"python {vddk / 'plugin.py'}",
+        "VMA_VDDK_LIBDIR": str(vddk),
+        "VDDK_LAB_DIR": str(images),
+    }
+
+
 @contextlib.contextmanager
-def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
-    """Start the lab under ``tmp``; everything is stopped by PID when the block exits."""
+def make_lab(tmp: Path, *, slow_link: bool = False, source: str = "lab") -> Iterator[E2eLab]:
+    """Start the lab under ``tmp``; everything is stopped by PID when the block exits.
+
+    ``source`` ``lab`` (the VMA's lab source) or ``vsphere`` (nbdkit + the VDDK stand-in)."""
     oma_env: dict[str, str] = {}
     link = None
     with contextlib.ExitStack() as stack:
@@ -473,10 +490,16 @@ def make_lab(tmp: Path, *, slow_link: bool = False) -> Iterator[E2eLab]:
                 "OMA_NBD_PORT_RANGE": f"{ports[0]}-{ports[-1]}",
                 "OMA_NBD_ADVERTISE_HOST": SLOW_LINK_HOST,
             }
-        vc = stack.enter_context(vcsim(tmp / "vc"))
+        images = tmp / "images"
+        vc = stack.enter_context(vcsim(tmp / "vc", extra_env={"VCSIM_LAB_DIR": str(images)}))
         sim = stack.enter_context(cloudstack_sim(tmp / "cs"))
-        vm = create_vm(vc, tmp / "images", "e2e-web-01", DISK_SIZES, seed=11)
-        vma = stack.enter_context(vma_server(tmp / "vma", vcenter=vc, lab_dir=tmp / "images"))
+        vm = create_vm(vc, images, "e2e-web-01", DISK_SIZES, seed=11)
+        if source == "vsphere":
+            vma = stack.enter_context(
+                vma_server(tmp / "vma", vcenter=vc, env=vsphere_source_env(images))
+            )
+        else:
+            vma = stack.enter_context(vma_server(tmp / "vma", vcenter=vc, lab_dir=images))
         oma = stack.enter_context(
             oma_services(tmp / "oma", cloudstack=sim, poll_interval=0.2, extra_env=oma_env)
         )
@@ -524,6 +547,13 @@ def processes_of(tmp: Path) -> dict[int, str]:
 def lab(tmp_path: Path) -> Iterator[E2eLab]:
     """The whole lab at full speed."""
     with make_lab(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def vsphere_lab(tmp_path: Path) -> Iterator[E2eLab]:
+    """The whole lab, the VMA reading the VM through its vSphere source (VDDK stand-in)."""
+    with make_lab(tmp_path, source="vsphere") as running:
         yield running
 
 

@@ -17,10 +17,27 @@ import os
 import sys
 from pathlib import Path
 
+
+def _own_stdlib_first() -> None:
+    """nbdkit's Python plugin embeds the system libpython, but Python derives its standard
+    library's location from the first ``python3`` on PATH: with a virtualenv's or pyenv's
+    Python 3.11 first, that installation's C extension modules (``_ssl``, ``_hashlib``) would
+    be loaded into this interpreter and fail. Put the running libpython's own library first."""
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    libpython = next((m.split()[-1] for m in maps if "/libpython3" in m.split()[-1]), None)
+    if libpython is None:
+        return
+    prefix = libpython.split("/lib/", 1)[0]
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    own = [f"{prefix}/lib/{version}", f"{prefix}/lib/{version}/lib-dynload"]
+    sys.path[:0] = [p for p in own if os.path.isdir(p)]
+
+
+_own_stdlib_first()
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import nbdkit  # provided by nbdkit's Python plugin
-from vddk_standin import disk, params, vcenter
+import nbdkit  # noqa: E402  (provided by nbdkit's Python plugin)
+from vddk_standin import disk, params, vcenter  # noqa: E402
 
 API_VERSION = 2
 LAB_DIR_VARIABLE = "VDDK_LAB_DIR"

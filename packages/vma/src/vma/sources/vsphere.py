@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,6 +50,26 @@ class CbtClient(Protocol):
 def write_extents(path: Path, extents: Sequence[tuple[int, int]]) -> None:
     """Write extents as the JSON list of ``{"start", "length"}`` objects migratekit reads."""
     path.write_text(json.dumps([{"start": int(s), "length": int(n)} for s, n in extents]))
+
+
+#: sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def socket_dir(work_dir: Path, state: SourceState) -> Path:
+    """Where the per-disk sockets go: the job directory, or, when its path is too long for a
+    unix socket, a short symbolic link to it in the temporary directory (removed with the
+    job's files)."""
+    if len(str(work_dir / "vddk-0000000000.sock")) <= MAX_SOCKET_PATH:
+        return work_dir
+    while True:
+        link = Path(tempfile.gettempdir()) / f"vma-{secrets.token_hex(6)}"
+        try:
+            link.symlink_to(work_dir.resolve(), target_is_directory=True)
+        except FileExistsError:
+            continue
+        state.files.append(str(link))
+        return link
 
 
 def vddk_argv(
@@ -86,6 +109,24 @@ def vddk_argv(
     if thumbprint:
         argv.append(f"thumbprint={thumbprint}")
     return argv
+
+
+def kept_alive(argv: list[str], work_dir: Path, disk_key: str) -> list[str]:
+    """``argv`` run under :mod:`vma.services.supervise`, which stays its parent.
+
+    nbdkit 1.32 always asks the kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``
+    in server/main.c, with or without ``--exit-with-parent``), and for a multi-threaded parent
+    that is the thread that started it: the VMA starts disk servers from short-lived job
+    threads, and a restarted VMA must find them still serving."""
+    return [
+        sys.executable,
+        "-m",
+        "vma.services.supervise",
+        str(work_dir / f"nbdkit-{disk_key}.exit.json"),
+        str(work_dir / f"nbdkit-{disk_key}.pid.json"),
+        "--",
+        *argv,
+    ]
 
 
 class VSphereSource:
@@ -165,9 +206,10 @@ class VSphereSource:
         paths = {d["key"]: d.get("vmdk_path") for d in vm.get("disks", [])}
         prepared = []
         try:
+            sockets = socket_dir(work_dir, state)
             for disk in disks:
                 entry = self.plan_disk(vm, snapshot_id, disk, change_ids, work_dir)
-                sock = work_dir / f"vddk-{disk.disk_key}.sock"
+                sock = sockets / f"vddk-{disk.disk_key}.sock"
                 argv = vddk_argv(
                     nbdkit=self.nbdkit,
                     libdir=self.libdir,
@@ -183,6 +225,7 @@ class VSphereSource:
                     plugin=self.plugin,
                 )
                 log_path = work_dir / f"nbdkit-{disk.disk_key}.log"
+                argv = kept_alive(argv, work_dir, disk.disk_key)
                 pid, start = processes.spawn(argv, log_path=log_path, env=self.env)
                 state.servers.append({"disk_key": disk.disk_key, "pid": pid, "start": start})
                 wait_socket(sock, pid, start, log_path, f"nbdkit-vddk for disk {disk.disk_key}")
@@ -194,7 +237,7 @@ class VSphereSource:
         return prepared, state
 
     def finish(self, state: SourceState, *, success: bool) -> None:
-        """Stop nbdkit and delete the password and extents files."""
+        """Stop nbdkit, delete the password file and the socket directory's link."""
         stop_servers(state)
         for name in state.files:
             Path(name).unlink(missing_ok=True)
