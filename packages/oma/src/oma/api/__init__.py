@@ -68,7 +68,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         setup_logging(level=cfg.log_level, json_lines=cfg.log_format == "json")
 
     cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    init_db(cfg.database_url)
+    init_db(cfg.database_url, pooled=True)  # a request's connection goes back to the pool
     if cfg.auto_upgrade:
         upgrade()
     app.extensions["oma_config"] = cfg

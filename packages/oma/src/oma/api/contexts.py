@@ -137,17 +137,8 @@ def _replication_defaults(current: dict[str, Any] | None, given: Any) -> dict[st
 
 
 def _volumes(context_id: str) -> list[dict[str, Any]]:
-    from ..database.models import NbdExport, ReplicaVolume
-
-    rows = list(
-        ReplicaVolume.select()
-        .where(ReplicaVolume.context == context_id)
-        .order_by(ReplicaVolume.disk_key, ReplicaVolume.created_at)
-    )
-    exports: dict[str, list[NbdExport]] = {}
-    if rows:
-        for e in NbdExport.select().where(NbdExport.volume.in_([r.id for r in rows])):
-            exports.setdefault(e.volume_id, []).append(e)
+    rows = contexts.list_volumes(context_id)
+    exports = contexts.exports_by_volume(r.id for r in rows)
     return [volume(r, exports.get(r.id, [])) for r in rows]
 
 

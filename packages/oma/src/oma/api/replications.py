@@ -103,16 +103,7 @@ def list_replications() -> Any:
         limit=limit,
         offset=offset,
     )
-    names = (
-        {
-            c.id: c.name
-            for c in VmContext.select(VmContext.id, VmContext.name).where(
-                VmContext.id.in_({r.context_id for r in rows})
-            )
-        }
-        if rows
-        else {}
-    )
+    names = contexts.names({r.context_id for r in rows})
     return jsonify(
         {
             "items": [job(r, context_name=names.get(r.context_id)) for r in rows],
@@ -129,8 +120,8 @@ def get_replication(job_id: str) -> Any:
     failed one's copy (``from_job``, ``resumed``, per-disk byte ``disks`` offsets, ``reason``
     when not) — null when it did not ask."""
     row = jobs.get_job(job_id)
-    ctx = VmContext.get_or_none(VmContext.id == row.context_id)
-    data = job(row, jobs.list_job_disks(job_id), context_name=ctx.name if ctx else None)
+    name = contexts.names([row.context_id]).get(row.context_id)
+    data = job(row, jobs.list_job_disks(job_id), context_name=name)
     data["resume"] = resume.decision(job_id)
     return jsonify(data)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from migration_common import rfc3339
 
 from ..database.models import (
+    TERMINAL_JOB_STATUSES,
     CloudStackTarget,
     JobDisk,
     JobEvent,
@@ -21,10 +22,16 @@ from ..database.models import (
     VmwareCredential,
 )
 
+TERMINAL = frozenset(s.value for s in TERMINAL_JOB_STATUSES)
+
 
 def ts(value: datetime | None) -> str | None:
     """RFC 3339 UTC text of a timestamp (None stays None)."""
-    return rfc3339(value) if value is not None else None
+    if value is None:
+        return None
+    if value.tzinfo is UTC:  # what the database's timestamp fields return: no conversion
+        return value.isoformat()[:-6] + "Z"
+    return rfc3339(value)
 
 
 def appliance(row: VmaAppliance) -> dict[str, Any]:
@@ -77,40 +84,42 @@ def target(row: CloudStackTarget) -> dict[str, Any]:
 
 def disk(row: VmDisk) -> dict[str, Any]:
     """A source disk of a context."""
+    d = row.__data__  # the row's values by field name (what its attributes read)
     return {
-        "disk_key": row.disk_key,
-        "label": row.label,
-        "capacity_bytes": row.capacity_bytes,
-        "unit_number": row.unit_number,
-        "controller_key": row.controller_key,
-        "path": row.path,
-        "replica_volume_id": row.replica_volume_id,
-        "change_id": row.change_id,
-        "change_id_at": ts(row.change_id_at),
+        "disk_key": d.get("disk_key"),
+        "label": d.get("label"),
+        "capacity_bytes": d.get("capacity_bytes"),
+        "unit_number": d.get("unit_number"),
+        "controller_key": d.get("controller_key"),
+        "path": d.get("path"),
+        "replica_volume_id": d.get("replica_volume"),
+        "change_id": d.get("change_id"),
+        "change_id_at": ts(d.get("change_id_at")),
     }
 
 
 def context(row: VmContext) -> dict[str, Any]:
     """A VM context (without its disks, jobs and events)."""
+    d = row.__data__
     return {
-        "id": row.id,
-        "name": row.name,
-        "vm_id": row.vm_id,
-        "vcenter": row.vcenter,
-        "path": row.path,
-        "vma_id": row.vma_id,
-        "credential_id": row.credential_id,
-        "cloudstack_target_id": row.target_id,
-        "state": row.state,
-        "ready_for_failover": row.ready_for_failover,
-        "active_job_id": row.active_job_id,
-        "last_job_id": row.last_job_id,
-        "last_success_at": ts(row.last_success_at),
-        "spec": row.spec,
-        "failover_defaults": row.failover_defaults or {},
-        "replication_defaults": row.replication_defaults or {},
-        "created_at": ts(row.created_at),
-        "updated_at": ts(row.updated_at),
+        "id": d.get("id"),
+        "name": d.get("name"),
+        "vm_id": d.get("vm_id"),
+        "vcenter": d.get("vcenter"),
+        "path": d.get("path"),
+        "vma_id": d.get("vma"),
+        "credential_id": d.get("credential"),
+        "cloudstack_target_id": d.get("target"),
+        "state": d.get("state"),
+        "ready_for_failover": d.get("ready_for_failover"),
+        "active_job_id": d.get("active_job_id"),
+        "last_job_id": d.get("last_job_id"),
+        "last_success_at": ts(d.get("last_success_at")),
+        "spec": d.get("spec"),
+        "failover_defaults": d.get("failover_defaults") or {},
+        "replication_defaults": d.get("replication_defaults") or {},
+        "created_at": ts(d.get("created_at")),
+        "updated_at": ts(d.get("updated_at")),
     }
 
 
@@ -171,33 +180,35 @@ def job(
     row: ReplicationJob, disks: list[JobDisk] | None = None, *, context_name: str | None = None
 ) -> dict[str, Any]:
     """A replication job (with its disks when given)."""
+    d = row.__data__  # the row's values by field name (what its attributes read)
+    status = d.get("status")
     data: dict[str, Any] = {
-        "id": row.id,
-        "job_id": row.id,
-        "vm_context_id": row.context_id,
+        "id": d.get("id"),
+        "job_id": d.get("id"),
+        "vm_context_id": d.get("context"),
         "vm_name": context_name,
-        "vma_id": row.vma_id,
-        "type": row.requested_type,
-        "verify": row.verify,
-        "sync_type": row.effective_type,
-        "status": row.status,
-        "active": not JobStatus(row.status).is_terminal,
-        "phase": row.phase,
-        "percent": row.percent,
-        "bytes_total": row.bytes_total,
-        "bytes_done": row.bytes_done,
-        "throughput_bps": row.throughput_bps,
-        "eta_seconds": row.eta_seconds,
-        "error_class": row.error_class,
-        "error_message": row.error_message,
-        "stop_requested": row.stop_requested,
-        "wait_reason": row.wait_reason if row.status == JobStatus.PENDING.value else None,
-        "attempts": row.attempts,
-        "created_at": ts(row.created_at),
-        "started_at": ts(row.started_at),
-        "updated_at": ts(row.updated_at),
-        "finished_at": ts(row.finished_at),
-        "last_progress_at": ts(row.last_progress_at),
+        "vma_id": d.get("vma"),
+        "type": d.get("requested_type"),
+        "verify": d.get("verify"),
+        "sync_type": d.get("effective_type"),
+        "status": status,
+        "active": status not in TERMINAL,
+        "phase": d.get("phase"),
+        "percent": d.get("percent"),
+        "bytes_total": d.get("bytes_total"),
+        "bytes_done": d.get("bytes_done"),
+        "throughput_bps": d.get("throughput_bps"),
+        "eta_seconds": d.get("eta_seconds"),
+        "error_class": d.get("error_class"),
+        "error_message": d.get("error_message"),
+        "stop_requested": d.get("stop_requested"),
+        "wait_reason": d.get("wait_reason") if status == JobStatus.PENDING.value else None,
+        "attempts": d.get("attempts"),
+        "created_at": ts(d.get("created_at")),
+        "started_at": ts(d.get("started_at")),
+        "updated_at": ts(d.get("updated_at")),
+        "finished_at": ts(d.get("finished_at")),
+        "last_progress_at": ts(d.get("last_progress_at")),
     }
     if disks is not None:
         data["disks"] = [job_disk(d) for d in disks]

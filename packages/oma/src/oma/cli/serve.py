@@ -25,6 +25,27 @@ def control_socket_options(data_dir: Path, port: int) -> dict[str, Any]:
     return {"control_socket": str(path), "control_socket_mode": 0o600}
 
 
+def gunicorn_options(config: Any) -> dict[str, Any]:
+    """The gunicorn settings ``oma serve`` runs with for ``config`` (an OmaConfig): gthread
+    workers, ``api_workers`` x ``api_threads``, access log on stdout. The API benchmark runs
+    its bare Flask baseline with exactly these."""
+    host, port = config.bind
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": config.api_workers,
+        "threads": config.api_threads,
+        "worker_class": "gthread",
+        "timeout": config.api_timeout,
+        "graceful_timeout": 10,
+        "accesslog": "-",
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
+        "errorlog": "-",
+        "loglevel": config.log_level.lower(),
+        "proc_name": "oma-api",
+        **control_socket_options(config.data_dir, port),
+    }
+
+
 @click.command("serve")
 @click.option("--bind", help="host:port to listen on (default OMA_BIND, 0.0.0.0:8082).")
 @click.option("--workers", type=int, help="gunicorn worker processes (default OMA_API_WORKERS).")
@@ -47,21 +68,7 @@ def command(bind: str | None, workers: int | None, threads: int | None) -> None:
         log.info("schema migrations applied", names=",".join(applied))
     # Workers must not race on migrations again: they start with auto_upgrade off.
     worker_config = dataclasses.replace(config, auto_upgrade=False)
-    host, port = config.bind
-    options = {
-        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-        "workers": config.api_workers,
-        "threads": config.api_threads,
-        "worker_class": "gthread",
-        "timeout": config.api_timeout,
-        "graceful_timeout": 10,
-        "accesslog": "-",
-        "access_log_format": '%(h)s "%(r)s" %(s)s %(b)s %(M)sms',
-        "errorlog": "-",
-        "loglevel": config.log_level.lower(),
-        "proc_name": "oma-api",
-        **control_socket_options(config.data_dir, port),
-    }
+    options = gunicorn_options(config)
 
     class OmaApplication(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

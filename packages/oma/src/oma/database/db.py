@@ -5,8 +5,10 @@
 PostgreSQL (``postgresql://``, driver from the ``oma[postgresql]`` extra) or MariaDB/MySQL
 (``mysql://``, driver from ``oma[mariadb]``); a SQLite file is created 0600 (its directory 0700
 when this creates it). Connections are not opened
-automatically (``autoconnect=False``): the API opens one per request, the worker one per job
-run, and code outside both uses ``with database.connection_context():`` (re-entrant).
+automatically (``autoconnect=False``): the API takes one per request from a per-process pool
+(``init_db(url, pooled=True)``: a connection is opened once per thread and reused, a broken one
+is replaced on its next checkout), the worker opens one per job run, and code outside both uses
+``with database.connection_context():`` (re-entrant).
 Every multi-row state change runs in ``database.atomic()``.
 """
 
@@ -89,11 +91,19 @@ def create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def connect_database(url: str) -> Database:
-    """A new (closed) peewee Database for ``url`` with the OMA's connection options."""
+POOL_STALE_SECONDS = 300
+"""A pooled connection idle this long is closed instead of reused."""
+
+
+def connect_database(url: str, *, pooled: bool = False) -> Database:
+    """A new (closed) peewee Database for ``url`` with the OMA's connection options; with
+    ``pooled`` closing a connection returns it to a pool (playhouse.pool) instead."""
     kind = dialect(url)
     require_driver(kind)
     kwargs: dict[str, Any] = {"autoconnect": False}
+    if pooled:
+        # one connection per thread at most: the API's threads bound the pool
+        kwargs.update(max_connections=None, stale_timeout=POOL_STALE_SECONDS)
     if kind == "sqlite":
         path = urlsplit(url).path
         if path and path != "/:memory:":
@@ -105,19 +115,22 @@ def connect_database(url: str) -> Database:
         # fails at once with "database is locked" when another writer got in between.
         kwargs["lock_type"] = "IMMEDIATE"
         kwargs["field_types"] = {"UTCDATETIME": "DATETIME"}
+        if pooled:
+            url = "sqlite+pool://" + url.split("://", 1)[1]
     elif kind == "mysql":
-        url = "mysql://" + url.split("://", 1)[1]
+        url = ("mysql+pool://" if pooled else "mysql://") + url.split("://", 1)[1]
         kwargs["charset"] = "utf8mb4"
         kwargs["field_types"] = {"UTCDATETIME": "DATETIME(6)"}
     else:
-        url = "postgresql://" + url.split("://", 1)[1]
+        url = ("postgresql+pool://" if pooled else "postgresql://") + url.split("://", 1)[1]
         kwargs["field_types"] = {"UTCDATETIME": "TIMESTAMP"}
     return db_url.connect(url, **kwargs)
 
 
-def init_db(url: str) -> Database:
-    """Bind :data:`database` to ``url`` and return the underlying peewee Database."""
-    db = connect_database(url)
+def init_db(url: str, *, pooled: bool = False) -> Database:
+    """Bind :data:`database` to ``url`` (a connection pool with ``pooled``) and return the
+    underlying peewee Database."""
+    db = connect_database(url, pooled=pooled)
     database.initialize(db)
     return db
 

@@ -174,7 +174,13 @@ class VmContext(BaseModel):
 
     class Meta:
         table_name = "vm_contexts"
-        indexes = ((("vcenter", "vm_id"), True),)
+        indexes = (
+            (("vcenter", "vm_id"), True),
+            # the API's list: by name, alone or per state or VMA (migration 0007)
+            (("name", "id"), False),
+            (("state", "name", "id"), False),
+            (("vma", "name", "id"), False),
+        )
 
 
 class ReplicaVolume(BaseModel):
@@ -256,6 +262,13 @@ class ReplicationJob(BaseModel):
 
     class Meta:
         table_name = "replication_jobs"
+        # the API's list: newest first, alone or per VM, VMA or status (migration 0007)
+        indexes = (
+            (("created_at", "id"), False),
+            (("context", "created_at", "id"), False),
+            (("vma", "created_at", "id"), False),
+            (("status", "created_at", "id"), False),
+        )
 
 
 class JobDisk(BaseModel):
@@ -334,6 +347,8 @@ class JobEvent(BaseModel):
 
     class Meta:
         table_name = "job_events"
+        # a job's or a VM's newest events (migration 0007)
+        indexes = ((("job", "at", "id"), False), (("context", "at", "id"), False))
 
 
 class Workflow(BaseModel):
@@ -355,6 +370,7 @@ class Workflow(BaseModel):
 
     class Meta:
         table_name = "workflows"
+        indexes = ((("created_at", "id"), False),)  # newest first (migration 0007)
 
 
 class WorkflowStep(BaseModel):
@@ -480,7 +496,12 @@ class ScheduleRun(BaseModel):
 
     class Meta:
         table_name = "schedule_runs"
-        indexes = ((("schedule", "occurrence"), True),)
+        indexes = (
+            (("schedule", "occurrence"), True),
+            # newest first, alone or per schedule (migration 0007)
+            (("started_at", "id"), False),
+            (("schedule", "started_at", "id"), False),
+        )
 
 
 class ScheduleRunVm(BaseModel):

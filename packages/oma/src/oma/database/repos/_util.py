@@ -24,7 +24,9 @@ def translate_integrity(message: str, *, field: str | None = None) -> Iterator[N
 
 def get_or_raise(model: type[M], id: Any, kind: str) -> M:
     """The row with primary key ``id`` or NotFoundError naming ``kind``."""
-    row = model.get_or_none(model._meta.primary_key == id)
+    from ._select import Where, first
+
+    row = first(model, Where().eq(model._meta.primary_key.column_name, id))
     if row is None:
         raise NotFoundError(f"{kind} {id} not found", kind=kind, id=str(id))
     return row

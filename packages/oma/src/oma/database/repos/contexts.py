@@ -8,9 +8,10 @@ from typing import Any
 from ...errors import ConflictError, InvalidStateError
 from ..db import database
 from ..fields import now
-from ..models import ContextState, VmContext, VmDisk
-from . import events
-from ._util import get_or_raise, paginate, translate_integrity
+from ..models import ContextState, NbdExport, ReplicaVolume, VmContext, VmDisk
+from . import _select, events
+from ._select import Where
+from ._util import get_or_raise, translate_integrity
 
 
 def disk_rows_from_vm(vm: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -129,20 +130,30 @@ def list_contexts(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[VmContext], int]:
-    """A page of contexts (by name) and the total count."""
-    query = VmContext.select()
+    """A page of contexts (by name, then id) and the total count. The state and VMA filters
+    with this order are served by an index (migration 0007); ``name`` matches a substring."""
+    where = Where()
     if state:
-        query = query.where(VmContext.state == state)
+        where.eq("state", state)
     if vma_id:
-        query = query.where(VmContext.vma == vma_id)
+        where.eq("vma_id", vma_id)
     if name:
-        query = query.where(VmContext.name.contains(name))
-    return paginate(query.order_by(VmContext.name, VmContext.id), limit, offset)
+        # a case-insensitive substring: LIKE with "!" escaping the wildcards (same on all three)
+        escaped = name.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
+        where.raw("LOWER(name) LIKE {p} ESCAPE '!'", f"%{escaped}%")
+    page = _select.rows(VmContext, where, order="name, id", limit=limit, offset=offset)
+    return page, _select.count(VmContext, where)
+
+
+def names(context_ids: Iterable[str]) -> dict[str, str]:
+    """``{context id: VM name}`` of the given contexts (unknown ids are left out)."""
+    ids = list(context_ids)
+    return _select.pairs(VmContext, "id", "name", Where().is_in("id", ids)) if ids else {}
 
 
 def list_disks(context_id: str) -> list[VmDisk]:
     """A context's disks ordered by disk key (numerically where possible)."""
-    rows = list(VmDisk.select().where(VmDisk.context == context_id))
+    rows = _select.rows(VmDisk, Where().eq("context_id", context_id))
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
 
 
@@ -151,10 +162,26 @@ def disks_by_context(context_ids: Iterable[str]) -> dict[str, list[VmDisk]]:
     ids = list(context_ids)
     out: dict[str, list[VmDisk]] = {i: [] for i in ids}
     if ids:
-        for row in VmDisk.select().where(VmDisk.context.in_(ids)):
+        for row in _select.rows(VmDisk, Where().is_in("context_id", ids)):
             out[row.context_id].append(row)
     for rows in out.values():
         rows.sort(key=lambda d: (len(d.disk_key), d.disk_key))
+    return out
+
+
+def list_volumes(context_id: str) -> list[ReplicaVolume]:
+    """A context's replica volumes by disk key, oldest first."""
+    where = Where().eq("context_id", context_id)
+    return _select.rows(ReplicaVolume, where, order="disk_key, created_at")
+
+
+def exports_by_volume(volume_ids: Iterable[str]) -> dict[str, list[NbdExport]]:
+    """The NBD export rows of many volumes in one query."""
+    ids = list(volume_ids)
+    out: dict[str, list[NbdExport]] = {}
+    if ids:
+        for row in _select.rows(NbdExport, Where().is_in("volume_id", ids)):
+            out.setdefault(row.volume_id, []).append(row)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import JobEvent
+from ._select import Where, rows
 
 
 def append_event(
@@ -23,10 +24,10 @@ def list_events(
     *, job_id: str | None = None, context_id: str | None = None, limit: int = 200
 ) -> list[JobEvent]:
     """Events of a job and/or context, oldest first (the last ``limit`` of them)."""
-    query = JobEvent.select()
+    where = Where()
     if job_id is not None:
-        query = query.where(JobEvent.job == job_id)
+        where.eq("job_id", job_id)
     if context_id is not None:
-        query = query.where(JobEvent.context == context_id)
-    newest = list(query.order_by(JobEvent.at.desc(), JobEvent.id.desc()).limit(limit))
+        where.eq("context_id", context_id)
+    newest = rows(JobEvent, where, order="at DESC, id DESC", limit=limit)
     return list(reversed(newest))

@@ -2,6 +2,10 @@
 
 A token is ``oma_`` + 32 random bytes (URL-safe base64), so a plain SHA-256 is a safe
 verifier (no dictionary to attack); lookup is by hash, compared in constant time.
+
+Verified tokens are not cached: every API request looks its token up (one query on the unique
+``token_hash`` index), so a revoked token is refused from the next request on, by every API
+process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import secrets
 from ...errors import ConflictError
 from ..fields import now
 from ..models import ApiToken, Role
+from ._select import Where, first
 from ._util import translate_integrity
 
 TOKEN_PREFIX = "oma_"
@@ -37,7 +42,7 @@ def verify_token(token: str | None) -> ApiToken | None:
     if not token:
         return None
     digest = hash_token(token)
-    row = ApiToken.get_or_none(ApiToken.token_hash == digest)
+    row = first(ApiToken, Where().eq("token_hash", digest))
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.token_hash, digest):
