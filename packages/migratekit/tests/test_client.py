@@ -150,6 +150,20 @@ def test_not_an_nbd_server_is_a_protocol_error() -> None:
         server.close()
 
 
+def test_silent_server_times_out_on_a_blocking_socket(sockdir: Path) -> None:
+    """The client's sockets are blocking with kernel timeouts: a server that accepts and
+    never answers still ends in a timeout error, not a hang or an EAGAIN message."""
+    path = sockdir / "silent.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    try:
+        with pytest.raises(NbdConnectionError, match="receive failed: timed out"):
+            NbdClient(parse_uri(f"nbd+unix:///?socket={path}"), timeout=0.2)
+    finally:
+        server.close()
+
+
 def test_close_with_reads_in_flight_leaves_the_server_running(
     tmp_path: Path, sockdir: Path
 ) -> None:

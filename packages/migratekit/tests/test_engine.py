@@ -260,3 +260,35 @@ def test_relay_moves_exact_bytes_between_socket_pairs() -> None:
         pipe.close()
         for s in (a_in, a_out, b_in, b_out):
             s.close()
+
+
+def test_relay_on_blocking_sockets_times_out_when_the_source_stalls() -> None:
+    """With kernel timeouts (blocking sockets, SO_RCVTIMEO) a source that stops sending
+    mid-payload ends the relay with a timeout error naming the source."""
+    import socket
+    import struct
+
+    from migratekit import NbdConnectionError
+    from migratekit.nbd._splice import SplicePipe, relay
+
+    class Fake:
+        def __init__(self, sock: socket.socket, server: str) -> None:
+            self.sock, self.timeout, self.server = sock, 0.2, server
+
+        def fileno(self) -> int:
+            return self.sock.fileno()
+
+    a_in, a_out = socket.socketpair()
+    b_in, b_out = socket.socketpair()
+    a_out.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 200_000))
+    pipe = SplicePipe()
+    try:
+        a_in.sendall(b"x" * 1000)  # then nothing more
+        with pytest.raises(NbdConnectionError, match="receive failed: timed out") as info:
+            relay(Fake(a_out, "src"), Fake(b_in, "tgt"), 4000, pipe)  # type: ignore[arg-type]
+        assert info.value.server == "src"
+        assert b_out.recv(4000) == b"x" * 1000  # what arrived was passed on
+    finally:
+        pipe.close()
+        for s in (a_in, a_out, b_in, b_out):
+            s.close()

@@ -4,6 +4,8 @@ The copy engine receives a read reply header from the source, sends a write head
 target, then moves the payload socket → pipe → socket inside the kernel: the bytes never
 enter Python (two copies fewer per byte than ``recv_into`` + ``sendmsg``). Linux only; where
 ``os.splice`` is missing or refuses these sockets the caller falls back to the buffer path.
+On the client's blocking sockets each ``splice`` waits in the kernel (bounded by the socket's
+``SO_RCVTIMEO``/``SO_SNDTIMEO``), so a relay round costs two system calls, not four.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class SplicePipe:
 
 
 def _wait(fd: int, event: int, timeout: float | None, client: NbdClient, what: str) -> None:
+    """Wait until ``fd`` is ready; on a blocking socket EAGAIN meant its kernel timeout."""
+    if os.get_blocking(fd):
+        raise NbdConnectionError(f"{what}: timed out", server=client.server)
     poller = select.poll()
     poller.register(fd, event)
     if not poller.poll(None if timeout is None else int(timeout * 1000)):
