@@ -37,7 +37,13 @@ from typing import Any
 import pytest
 
 from labtest.cloudstack import cloudstack_sim
-from labtest.labvm import create_lab_disk, lab_disk_sha256, lab_image, write_lab_disk
+from labtest.labvm import (
+    create_lab_disk,
+    lab_disk_sha256,
+    lab_image,
+    vsphere_source_env,
+    write_lab_disk,
+)
 from labtest.oma import oma_services
 from labtest.procs import free_port, wait_until
 from labtest.vcsim import vcsim
@@ -461,16 +467,6 @@ def create_vm(vc: Any, images: Path, name: str, sizes: list[int], seed: int) -> 
             )
         client.power_on(vm["id"])
     return {**vm, "images": paths}
-
-
-def vsphere_source_env(images: Path) -> dict[str, str]:
-    """VMA settings that make it use the vSphere source with the lab's VDDK stand-in."""
-    vddk = Path(__file__).resolve().parents[2] / "tools" / "vddk"
-    return {
-        "VMA_VDDK_PLUGIN": f"python {vddk / 'plugin.py'}",
-        "VMA_VDDK_LIBDIR": str(vddk),
-        "VDDK_LAB_DIR": str(images),
-    }
 
 
 @contextlib.contextmanager

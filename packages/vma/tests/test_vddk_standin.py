@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 
 from labtest.labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
 from labtest.vcsim import VcsimInfo, vcsim
-from vma.sources.vsphere import vddk_argv
+from vma.services import processes
+from vma.sources.base import DiskRequest
+from vma.sources.vsphere import VSphereSource, vddk_argv
 from vma.vmware import VSphereClient
 
 MiB = 1 << 20
@@ -258,3 +261,47 @@ def test_without_the_lab_directory_the_standin_does_not_start(lab: Lab) -> None:
     result = lab.run(lab.params(), check="true", env={"VDDK_LAB_DIR": ""})
     assert result.returncode != 0
     assert "VDDK_LAB_DIR is not set" in result.stderr
+
+
+def test_the_vsphere_source_serves_after_its_starting_thread_ended(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The VMA starts disk servers from a job thread that then ends; nbdkit 1.32 always dies
+    with the thread that started it, so the source keeps it under a supervisor. The job
+    directory's path is longer than a unix socket path may be."""
+    work = tmp_path / ("job-" + "x" * 100)
+    work.mkdir()
+    with VSphereClient(
+        lab.sim.host, lab.sim.username, lab.sim.password, port=lab.sim.port, ca_file=lab.sim.ca_file
+    ) as client:
+        source = VSphereSource(
+            client,
+            server=lab.sim.host,
+            port=lab.sim.port,
+            user=lab.sim.username,
+            password=lab.sim.password,
+            env=dict(os.environ, VDDK_LAB_DIR=str(lab.lab_dir)),
+            libdir=str(VDDK_DIR),
+            thumbprint=client.server_thumbprint(),
+            plugin=PLUGIN,
+        )
+        vm = client.get_vm(lab.vm["id"])
+        box: dict[str, Any] = {}
+        disks = [DiskRequest(str(d["key"])) for d in vm["disks"]]
+        thread = threading.Thread(
+            target=lambda: box.update(done=source.prepare(vm, lab.snapshot, disks, work))
+        )
+        thread.start()
+        thread.join()
+        prepared, state = box["done"]
+        try:  # the starting thread is gone; the servers must still answer
+            for entry, disk in zip(prepared, vm["disks"], strict=True):
+                size = subprocess.run(
+                    ["nbdinfo", "--size", entry.source], capture_output=True, text=True
+                )
+                assert size.returncode == 0, size.stderr
+                assert int(size.stdout) == disk["capacity_bytes"]
+        finally:
+            source.finish(state, success=True)
+        assert not any(Path(f).exists() for f in state.files)
+        assert all(not processes.alive(s["pid"], s["start"]) for s in state.servers)

@@ -1,5 +1,5 @@
-"""``python -m demo [--keep] [--workdir DIR] [--small] [--disk-offering custom|fixed]`` and
-``python -m demo stop --workdir DIR``.
+"""``python -m demo [--keep] [--workdir DIR] [--small] [--disk-offering custom|fixed]
+[--source lab|vsphere]`` and ``python -m demo stop --workdir DIR``.
 
 Exit codes: 0 success, 1 a step failed (one line ``demo failed: <reason>``), 2 missing
 prerequisites, 130 cancelled (Ctrl-C). Everything started is stopped by PID on every path,
@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the target's disk offering: custom (replicas sized like their disks) or fixed "
         '("Small", 5 GB: every replica 5 GB, zeroes after the source\'s bytes)',
     )
+    p.add_argument(
+        "--source",
+        choices=["lab", "vsphere"],
+        default="lab",
+        help="how the VMA reads the VM: lab (qemu-nbd + dirty bitmaps) or vsphere (its "
+        "production source: nbdkit with the VDDK stand-in, changed areas from vCenter CBT)",
+    )
     p.add_argument("--no-failover", action="store_true", help="stop after the incremental sync")
     p.add_argument(
         "--no-test", action="store_true", help="no test failover during the incremental sync"
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .preflight import missing
 
-    problems = missing()
+    problems = missing(args.source)
     if problems:
         for line in problems:
             print(f"demo: {line}", file=sys.stderr)
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = None
     ok = False
     try:
-        lab = start(workdir, sizes, _say)
+        lab = start(workdir, sizes, _say, source=args.source)
         run = Migration(lab, _say, tty=tty, disk_offering=args.disk_offering)
         run.register()
         run.replicate("full", "full")

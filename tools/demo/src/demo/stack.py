@@ -115,9 +115,15 @@ def start(
     *,
     vm_name: str = "demo-web-01",
     seed: int = 7,
+    source: str = "lab",
 ) -> Lab:
-    """Start every service and create the lab VM; on failure stop what was started and raise."""
+    """Start every service and create the lab VM; on failure stop what was started and raise.
+
+    ``source`` is how the VMA reads the VM: ``lab`` (its lab source: qcow2 + qemu-nbd + dirty
+    bitmaps) or ``vsphere`` (its production source: nbdkit with the VDDK stand-in on the job's
+    snapshot, changed areas from vcsim's CBT)."""
     from labtest.cloudstack import cloudstack_sim
+    from labtest.labvm import vsphere_source_env
     from labtest.oma import oma_services
     from labtest.vcsim import build, vcsim
     from labtest.vma import vma_server
@@ -127,17 +133,23 @@ def start(
         t = time.monotonic()
         binary = build()
         say("vcsim", f"launcher ready ({binary.name}, {time.monotonic() - t:.1f} s)")
-        lab.vc = lab.stack.enter_context(vcsim(workdir / "vcsim"))
+        lab.vc = lab.stack.enter_context(
+            vcsim(workdir / "vcsim", extra_env={"VCSIM_LAB_DIR": str(lab.images)})
+        )
         say("vcsim", f"vCenter simulator on {lab.vc.url} (pid {lab.vc.pid})")
         lab.sim = lab.stack.enter_context(cloudstack_sim(workdir / "cloudstack"))
         say("cloudstack", f"CloudStack simulator on {lab.sim.endpoint} (pid {lab.sim.process.pid})")
         lab.vm = create_vm(lab, vm_name, disk_sizes, seed)
         sizes = ", ".join(f"{d['key']}: {_size(int(d['capacity_bytes']))}" for d in lab.vm["disks"])
         say("lab VM", f"{vm_name} ({lab.vm['id']}) powered on, disks {sizes}")
-        lab.vma = lab.stack.enter_context(
-            vma_server(workdir / "vma", vcenter=lab.vc, lab_dir=lab.images)
-        )
-        say("vma", f"VMA API server on {lab.vma.url} (pid {lab.vma.process.pid})")
+        if source == "vsphere":
+            vma = vma_server(workdir / "vma", vcenter=lab.vc, env=vsphere_source_env(lab.images))
+            how = "vSphere source: nbdkit + VDDK stand-in, CBT"
+        else:
+            vma = vma_server(workdir / "vma", vcenter=lab.vc, lab_dir=lab.images)
+            how = "lab source: qemu-nbd + dirty bitmaps"
+        lab.vma = lab.stack.enter_context(vma)
+        say("vma", f"VMA API server on {lab.vma.url} (pid {lab.vma.process.pid}), {how}")
         lab.oma = lab.stack.enter_context(oma_services(workdir / "oma", cloudstack=lab.sim))
         say(
             "oma",

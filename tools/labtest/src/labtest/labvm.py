@@ -35,6 +35,21 @@ from .nbd import add_bitmap, qemu_img, qemu_io
 
 CHUNK = 256 * 1024
 
+#: The lab's stand-in for nbdkit's VDDK plugin (tools/vddk).
+VDDK_STANDIN = Path(__file__).resolve().parents[3] / "vddk"
+
+
+def vsphere_source_env(lab_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """VMA settings for reading lab VMs through the VMA's vSphere source: nbdkit with the VDDK
+    stand-in (``VMA_VDDK_PLUGIN``), which finds the disks' images under ``lab_dir``. Give the
+    VMA no ``VMA_LAB_DIR`` then, and start vcsim with ``VCSIM_LAB_DIR`` = ``lab_dir`` so its
+    QueryChangedDiskAreas reports the lab's writes."""
+    return {
+        "VMA_VDDK_PLUGIN": f"python {VDDK_STANDIN / 'plugin.py'}",
+        "VMA_VDDK_LIBDIR": str(VDDK_STANDIN),
+        "VDDK_LAB_DIR": str(lab_dir),
+    }
+
 
 def lab_image(lab_dir: str | os.PathLike[str], vm_id: str, disk_key: str) -> Path:
     """Path of a lab disk image."""
