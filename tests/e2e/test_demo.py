@@ -79,9 +79,8 @@ def test_demo_through_the_vsphere_source(tmp_path: Path) -> None:
     """``--source vsphere``: the VMA reads the VM with nbdkit and the VDDK stand-in on its
     snapshots, the incrementals from vCenter CBT; the same flow ends byte-identical."""
     workdir = tmp_path / "demo"
-    res = _demo(
-        "--small", "--no-test", "--source", "vsphere", "--progress", "plain", "--workdir", str(workdir)
-    )
+    args = ("--small", "--no-test", "--source", "vsphere", "--progress", "plain")
+    res = _demo(*args, "--workdir", str(workdir))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     assert "vSphere source: nbdkit + VDDK stand-in, CBT" in out
