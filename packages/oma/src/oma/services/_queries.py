@@ -6,11 +6,10 @@ is :func:`oma.database.repos.jobs.finish_job` (one implementation for the worker
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from peewee import JOIN
 
 from migration_common import JobProgress, Status, utcnow
 
@@ -59,131 +58,285 @@ def claim_replicating(worker_id: str, now: datetime, lease_seconds: float) -> in
         )
 
 
-def replicating_jobs(worker_id: str | None = None) -> list[tuple[ReplicationJob, list[JobDisk]]]:
-    """Jobs in ``replicating`` (those leased to ``worker_id`` when given) with their VMA row and
-    disk rows (two queries in total)."""
-    where = [ReplicationJob.status == JobStatus.REPLICATING.value]
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """What the poller reads about one ``replicating`` job (plain values, no model)."""
+
+    id: str
+    context_id: str
+    vma_id: str | None
+    status: str
+    phase: str | None
+    bytes_done: int
+    verify: bool
+    started_at: datetime | None
+    last_progress_at: datetime | None
+    vma_seen_at: datetime | None
+    disk_keys: frozenset[str]
+
+
+def replicating_jobs(
+    worker_id: str | None = None,
+) -> tuple[list[ActiveJob], dict[str, VmaAppliance]]:
+    """Jobs in ``replicating`` (those leased to ``worker_id`` when given) with their disk keys,
+    and the VMA rows they belong to by id. Only the columns the poller judges by are read, as
+    tuples: building 10,000 model instances would cost more than the query."""
+    J = ReplicationJob
+    where = [J.status == JobStatus.REPLICATING.value]
     if worker_id is not None:
-        where.append(ReplicationJob.claimed_by == worker_id)
-    jobs = list(
-        ReplicationJob.select(ReplicationJob, VmaAppliance)
-        .join(VmaAppliance, JOIN.LEFT_OUTER)
+        where.append(J.claimed_by == worker_id)
+    rows = list(
+        J.select(
+            J.id,
+            J.context,
+            J.vma,
+            J.status,
+            J.phase,
+            J.bytes_done,
+            J.verify,
+            J.started_at,
+            J.last_progress_at,
+            J.vma_seen_at,
+        )
         .where(*where)
-        .order_by(ReplicationJob.created_at)
+        .order_by(J.created_at)
+        .tuples()
     )
-    if not jobs:
-        return []
-    by_job: dict[str, list[JobDisk]] = {j.id: [] for j in jobs}
-    ids = list(by_job)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        for disk in JobDisk.select().where(JobDisk.job.in_(chunk)):
-            by_job[disk.job_id].append(disk)
-    return [(j, by_job[j.id]) for j in jobs]
+    if not rows:
+        return [], {}
+    keys: dict[str, set[str]] = {row[0]: set() for row in rows}
+    ids = list(keys)
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for job_id, disk_key in (
+            JobDisk.select(JobDisk.job, JobDisk.disk_key).where(JobDisk.job.in_(chunk)).tuples()
+        ):
+            keys[job_id].add(disk_key)
+    jobs = [ActiveJob(*row[:6], bool(row[6]), *row[7:], frozenset(keys[row[0]])) for row in rows]
+    wanted = {j.vma_id for j in jobs if j.vma_id is not None}
+    vmas = {v.id: v for v in VmaAppliance.select().where(VmaAppliance.id.in_(wanted))}
+    return jobs, vmas
 
 
-def write_progress(
-    job: ReplicationJob,
-    disks: list[JobDisk],
-    progress: JobProgress,
-    *,
-    now: datetime,
-    advanced: bool,
-    events: Iterable[tuple[str, str]],
-) -> bool:
-    """Store a job's progress and its disks' rows (call inside ``atomic()``).
+@dataclass(frozen=True)
+class ProgressWrite:
+    """One job's answer to store: the VMA's progress plus what the poller decided about it."""
 
-    Returns False when the job left ``replicating`` meanwhile (stopped by an operator):
-    nothing is written then. An answer older than the stored rows (a disk's ``seq`` below the
-    stored one: answers that arrive out of order) changes nothing either.
+    job_id: str
+    context_id: str | None
+    progress: JobProgress
+    advanced: bool  # byte/phase progress since the last tick: stamps ``last_progress_at``
+    events: tuple[tuple[str, str], ...] = ()  # (kind, message) appended to the timeline
+
+
+WRITE_CHUNK = 500
+"""Jobs per set-based statement (their disks: one more statement per chunk)."""
+
+
+def write_progress(writes: Sequence[ProgressWrite], *, now: datetime) -> set[str]:
+    """Store many jobs' progress and their disks' rows in a few set-based statements.
+
+    Call inside ``write_transaction()``. Returns the ids of the jobs still ``replicating``;
+    a job that left it meanwhile (stopped by an operator) is not in the result and nothing of
+    it is written. Its rows are locked first (``FOR UPDATE`` on PostgreSQL/MariaDB; SQLite's
+    write transaction holds the database lock), then the stored disk ``seq`` values are read
+    again: a job whose answer is older than its stored rows (a disk's ``seq`` below the stored
+    one: answers that arrive out of order) changes nothing. Per chunk of :data:`WRITE_CHUNK`
+    jobs: one UPDATE of the job rows, one of the disk rows that changed, one INSERT of the
+    events (PostgreSQL ``UPDATE … FROM (VALUES …)``, MariaDB ``UPDATE … JOIN (SELECT … UNION
+    ALL VALUES …)``, SQLite ``executemany``).
     """
-    known = {d.disk_key: d for d in disks}
-    if any(d.seq < known[d.disk_key].seq for d in progress.disks if d.disk_key in known):
-        return True
-    # The poller writes ~1,000 jobs per tick: the two hot UPDATEs are plain SQL (building them
-    # with peewee costs ten times more than SQLite executing them).
-    stamp = _db_time(now)
-    params: list[Any] = [
-        progress.phase.value,
-        progress.percent,
-        progress.bytes_total,
-        progress.bytes_done,
-        progress.throughput_bps,
-        progress.eta_seconds,
-        progress.sync_type.value,
-        stamp,
-        stamp,
-    ]
-    extra = ""
-    if advanced:
-        extra = ", last_progress_at = {p}"
-        params.append(stamp)
-    params += [job.id, JobStatus.REPLICATING.value]
-    cursor = database.execute_sql(
-        _sql(_JOB_UPDATE + extra + " WHERE id = {p} AND status = {p}"), params
-    )
-    if not cursor.rowcount:
-        return False
-    for d in progress.disks:
-        row = known.get(d.disk_key)
-        if row is not None:
-            if _disk_changed(row, d):
-                database.execute_sql(
-                    _sql(_DISK_UPDATE),
-                    [
-                        d.status.value,
-                        d.phase.value,
-                        d.sync_type.value,
-                        d.bytes_total,
-                        d.bytes_done,
-                        d.bytes_written,
-                        d.bytes_zeroed,
-                        d.throughput_bps,
-                        d.change_id,
-                        d.error,
-                        d.seq,
-                        d.verified,
-                        d.source_sha256,
-                        d.target_sha256,
-                        stamp,
-                        row.id,
-                    ],
-                )
+    live: set[str] = set()
+    for start in range(0, len(writes), WRITE_CHUNK):
+        live |= _write_chunk(writes[start : start + WRITE_CHUNK], _db_time(now), now)
+    return live
+
+
+def _write_chunk(writes: Sequence[ProgressWrite], stamp: Any, now: datetime) -> set[str]:
+    ids = [w.job_id for w in writes]
+    live = {
+        row[0]
+        for row in _rows(
+            "SELECT id FROM replication_jobs WHERE status = {p} AND id IN ({ids})"
+            + ("" if is_sqlite() else " FOR UPDATE"),
+            [JobStatus.REPLICATING.value, *ids],
+            len(ids),
+        )
+    }
+    if not live:
+        return live
+    stored: dict[tuple[str, str], tuple[Any, ...]] = {
+        (row[1], row[2]): row
+        for row in _rows(
+            "SELECT id, job_id, disk_key, seq, status, bytes_done, phase, change_id, verified "
+            "FROM job_disks WHERE job_id IN ({ids})",
+            list(live),
+            len(live),
+        )
+    }
+    jobs: list[tuple[Any, ...]] = []
+    disks: list[tuple[Any, ...]] = []
+    new_disks: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for w in writes:
+        if w.job_id not in live:
             continue
-        fields = {
-            JobDisk.status: d.status.value,
-            JobDisk.phase: d.phase.value,
-            JobDisk.sync_type: d.sync_type.value,
-            JobDisk.bytes_total: d.bytes_total,
-            JobDisk.bytes_done: d.bytes_done,
-            JobDisk.bytes_written: d.bytes_written,
-            JobDisk.bytes_zeroed: d.bytes_zeroed,
-            JobDisk.throughput_bps: d.throughput_bps,
-            JobDisk.change_id: d.change_id,
-            JobDisk.error: d.error,
-            JobDisk.seq: d.seq,
-            JobDisk.verified: d.verified,
-            JobDisk.source_sha256: d.source_sha256,
-            JobDisk.target_sha256: d.target_sha256,
-            JobDisk.updated_at: now,
-        }
-        JobDisk.insert({JobDisk.job: job.id, JobDisk.disk_key: d.disk_key, **fields}).execute()
-    for kind, message in events:
-        append_event(job.id, job.context_id, kind, message, at=now)
-    return True
+        answer = w.progress
+        if any(
+            d.seq < stored[(w.job_id, d.disk_key)][3]
+            for d in answer.disks
+            if (w.job_id, d.disk_key) in stored
+        ):
+            continue  # an older answer than the stored rows: nothing moves backwards
+        jobs.append(
+            (
+                w.job_id,
+                answer.phase.value,
+                answer.percent,
+                answer.bytes_total,
+                answer.bytes_done,
+                answer.throughput_bps,
+                answer.eta_seconds,
+                answer.sync_type.value,
+                stamp if w.advanced else None,
+            )
+        )
+        for d in answer.disks:
+            row = stored.get((w.job_id, d.disk_key))
+            values = (
+                d.status.value,
+                d.phase.value,
+                d.sync_type.value,
+                d.bytes_total,
+                d.bytes_done,
+                d.bytes_written,
+                d.bytes_zeroed,
+                d.throughput_bps,
+                d.change_id,
+                d.error,
+                d.seq,
+                d.verified,
+                d.source_sha256,
+                d.target_sha256,
+            )
+            if row is None:
+                new_disks.append(
+                    {
+                        **dict(zip(_DISK_COLUMNS, values, strict=True)),
+                        "job": w.job_id,
+                        "disk_key": d.disk_key,
+                        "updated_at": now,
+                    }
+                )
+            elif row[3:] != (
+                d.seq,
+                d.status.value,
+                d.bytes_done,
+                d.phase.value,
+                d.change_id,
+                _stored_bool(d.verified),
+            ):
+                disks.append((row[0], *values))
+        events += [
+            {"job": w.job_id, "context": w.context_id, "kind": kind, "message": text, "at": now}
+            for kind, text in w.events
+        ]
+    _update_many("replication_jobs", _JOB_COLUMNS, jobs, stamp)
+    _update_many("job_disks", _DISK_COLUMNS, disks, stamp)
+    for model, rows in ((JobDisk, new_disks), (JobEvent, events)):
+        if rows:
+            model.insert_many(rows).execute()
+    return live
 
 
-_JOB_UPDATE = (
-    "UPDATE replication_jobs SET phase = {p}, percent = {p}, bytes_total = {p}, "
-    "bytes_done = {p}, throughput_bps = {p}, eta_seconds = {p}, effective_type = {p}, "
-    "vma_seen_at = {p}, updated_at = {p}"
+# Columns the poller writes, with their PostgreSQL types (the VALUES list is typed by casts).
+_JOB_COLUMNS = (
+    ("phase", "varchar"),
+    ("percent", "double precision"),
+    ("bytes_total", "bigint"),
+    ("bytes_done", "bigint"),
+    ("throughput_bps", "double precision"),
+    ("eta_seconds", "double precision"),
+    ("effective_type", "varchar"),
+    ("last_progress_at", "timestamp"),  # NULL: unchanged (the job did not advance)
 )
-_DISK_UPDATE = (
-    "UPDATE job_disks SET status = {p}, phase = {p}, sync_type = {p}, bytes_total = {p}, "
-    "bytes_done = {p}, bytes_written = {p}, bytes_zeroed = {p}, throughput_bps = {p}, "
-    "change_id = {p}, error = {p}, seq = {p}, verified = {p}, source_sha256 = {p}, "
-    "target_sha256 = {p}, updated_at = {p} WHERE id = {p}"
+_DISK_COLUMNS = (
+    ("status", "varchar"),
+    ("phase", "varchar"),
+    ("sync_type", "varchar"),
+    ("bytes_total", "bigint"),
+    ("bytes_done", "bigint"),
+    ("bytes_written", "bigint"),
+    ("bytes_zeroed", "bigint"),
+    ("throughput_bps", "double precision"),
+    ("change_id", "varchar"),
+    ("error", "text"),
+    ("seq", "integer"),
+    ("verified", "boolean"),
+    ("source_sha256", "varchar"),
+    ("target_sha256", "varchar"),
 )
+_KEEP_WHEN_NULL = {"last_progress_at"}
+_STAMPED = {"replication_jobs": ("vma_seen_at", "updated_at"), "job_disks": ("updated_at",)}
+
+
+def _update_many(
+    table: str, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]], stamp: Any
+) -> None:
+    """Set each row ``(id, *values)`` of ``table`` to its values (and the stamped columns to
+    ``stamp``) in one statement (SQLite: one ``executemany``)."""
+    if not rows:
+        return
+    names = [name for name, _ in columns]
+    stamped = _STAMPED[table]
+    stamps = [stamp for _ in stamped]
+    if is_sqlite():
+        sets = [f"{n} = COALESCE(?, {n})" if n in _KEEP_WHEN_NULL else f"{n} = ?" for n in names]
+        sets += [f"{n} = ?" for n in stamped]
+        database.cursor().executemany(
+            f"UPDATE {table} SET {', '.join(sets)} WHERE id = ?",
+            [(*row[1:], *stamps, row[0]) for row in rows],
+        )
+        return
+    sets = [
+        f"{n} = COALESCE(v.{n}, t.{n})" if n in _KEEP_WHEN_NULL else f"{n} = v.{n}" for n in names
+    ] + [f"{n} = %s" for n in stamped]
+    flat = [value for row in rows for value in row]
+    if _is_postgresql():
+        one = "(%s, " + ", ".join(f"%s::{pg}" for _, pg in columns) + ")"
+        sql = (
+            f"UPDATE {table} AS t SET {', '.join(sets)} "
+            f"FROM (VALUES {', '.join(one for _ in rows)}) AS v(id, {', '.join(names)}) "
+            "WHERE t.id = v.id"
+        )
+        database.execute_sql(sql, stamps + flat)
+        return
+    # MariaDB/MySQL: join a derived table whose first row names the columns
+    head = "SELECT %s AS id, " + ", ".join(f"%s AS {n}" for n in names)
+    one = "(" + ", ".join("%s" for _ in range(len(names) + 1)) + ")"
+    tail = f" UNION ALL VALUES {', '.join(one for _ in rows[1:])}" if len(rows) > 1 else ""
+    sets = [f"t.{s}" for s in sets]
+    sql = f"UPDATE {table} AS t JOIN ({head}{tail}) AS v ON t.id = v.id SET {', '.join(sets)}"
+    database.execute_sql(sql, flat + stamps)
+
+
+def _rows(template: str, params: list[Any], count: int) -> list[tuple[Any, ...]]:
+    """Rows of ``template`` with ``{ids}`` expanded to ``count`` placeholders."""
+    sql = _sql(template.replace("{ids}", ", ".join("{p}" for _ in range(count))))
+    return list(database.execute_sql(sql, params).fetchall())
+
+
+def _is_postgresql() -> bool:
+    from peewee import PostgresqlDatabase
+
+    return isinstance(database.obj, PostgresqlDatabase)
+
+
+def _stored_bool(value: bool | None) -> Any:
+    """``value`` as a driver returns it from a boolean column (1/0 on SQLite and MariaDB)."""
+    if value is None or _is_postgresql():
+        return value
+    return int(value)
 
 
 def _sql(template: str) -> str:
@@ -195,17 +348,6 @@ def _db_time(value: datetime) -> Any:
     """A timestamp as the UTC-datetime columns store it (naive UTC; text on SQLite)."""
     naive = value.astimezone(UTC).replace(tzinfo=None)
     return str(naive) if is_sqlite() else naive
-
-
-def _disk_changed(row: JobDisk, d: Any) -> bool:
-    return (
-        row.seq != d.seq
-        or row.status != d.status.value
-        or row.bytes_done != d.bytes_done
-        or row.phase != d.phase.value
-        or row.change_id != d.change_id
-        or row.verified != d.verified
-    )
 
 
 def mark_seen(job_id: str, now: datetime) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime
 from migration_common import JobProgress, get_logger, utcnow
 
 from ..database.db import database, is_sqlite
-from ..database.models import JobDisk, JobStatus, ReplicationJob, VmaAppliance
+from ..database.models import JobStatus, VmaAppliance
 from ..database.repos import appliances
 from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError, VmaUnreachable
@@ -108,11 +108,13 @@ class ProgressPoller:
         self.clock = clock
         self.started = clock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="poll")
+        self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="poll-write")
         self._clients: dict[str, tuple[tuple[str, str], VmaClient]] = {}
 
     def close(self) -> None:
         """Stop the thread pool and close HTTP connections."""
         self._pool.shutdown(wait=True)
+        self._writers.shutdown(wait=True)
         for _, client in self._clients.values():
             client.close()
         self._clients.clear()
@@ -155,77 +157,111 @@ class ProgressPoller:
         with database.connection_context():
             if self.worker_id is not None:
                 q.claim_replicating(self.worker_id, self.clock(), self.lease_seconds)
-            rows = q.replicating_jobs(self.worker_id)
-            result.jobs = len(rows)
-            if not rows:
+            jobs, vmas = q.replicating_jobs(self.worker_id)
+            result.jobs = len(jobs)
+            if not jobs:
                 return result
-            groups: dict[str | None, list[tuple[ReplicationJob, list[JobDisk]]]] = {}
-            for job, disks in rows:
-                groups.setdefault(job.vma_id, []).append((job, disks))
+            groups: dict[str | None, list[q.ActiveJob]] = {}
+            for job in jobs:
+                groups.setdefault(job.vma_id if job.vma_id in vmas else None, []).append(job)
             result.vmas = len([k for k in groups if k is not None])
             started = time.monotonic()
             futures = {}
             for vma_id, members in groups.items():
                 if vma_id is None:
                     continue
-                client = self._client(members[0][0].vma)
-                futures[vma_id] = self._pool.submit(self._fetch, client, [j.id for j, _ in members])
+                client = self._client(vmas[vma_id])
+                futures[vma_id] = self._pool.submit(self._fetch, client, [j.id for j in members])
             answers = {vma_id: f.result() for vma_id, f in futures.items()}
             result.fetch_seconds = time.monotonic() - started
-            for vma_id, answer in answers.items():  # operators see when each VMA last answered
-                appliances.mark_seen(vma_id, error=answer.unreachable or answer.refused)
+            with q.write_transaction():  # operators see when each VMA last answered
+                for vma_id, answer in answers.items():
+                    appliances.mark_seen(vma_id, error=answer.unreachable or answer.refused)
             started = time.monotonic()
-            now = self.clock()
-            work = [
-                (job, disks, answers.get(vma_id))
-                for vma_id, members in groups.items()
-                for job, disks in members
-            ]
-            if is_sqlite() or len(work) < 2 * WRITERS:
-                self._write(work, now, result)  # SQLite has one writer at a time anyway
-            else:
-                # PostgreSQL/MariaDB: a commit waits for its log flush; a few connections
-                # committing side by side share those flushes (still one transaction per job)
-                parts = [TickResult() for _ in range(WRITERS)]
-                futures = [
-                    self._pool.submit(self._write_connected, work[i::WRITERS], now, parts[i])
-                    for i in range(WRITERS)
-                ]
-                for future in futures:
-                    future.result()
-                for part in parts:
-                    result.merge(part)
+            self._write(groups, answers, vmas, self.clock(), result)
             result.write_seconds = time.monotonic() - started
         return result
 
     def _write(
         self,
-        work: list[tuple[ReplicationJob, list[JobDisk], _Answer | None]],
+        groups: dict[str | None, list[q.ActiveJob]],
+        answers: dict[str, _Answer],
+        vmas: dict[str, VmaAppliance],
         now: datetime,
         result: TickResult,
     ) -> None:
-        for job, disks, answer in work:
+        """Decide every job, write the progress-only ones in chunks, then end the others."""
+        updates: list[q.ProgressWrite] = []
+        finals: list[tuple[q.ActiveJob, Decision]] = []
+        for vma_id, members in groups.items():
+            answer = answers.get(vma_id) if vma_id is not None else None
+            for job in members:
+                try:
+                    decision = self._decide(job, answer, now)
+                except Exception as exc:  # one bad answer must not stop the tick
+                    log.exception("poller could not judge a job's progress", job_id=job.id)
+                    result.errors.append(f"{job.id}: {exc}")
+                    continue
+                if decision.action is Action.NOTHING:
+                    result.waiting += 1
+                elif decision.action is Action.UPDATE:
+                    assert decision.progress is not None
+                    updates.append(_progress_write(job, decision))
+                else:
+                    finals.append((job, decision))
+        chunks = [updates[i : i + q.WRITE_CHUNK] for i in range(0, len(updates), q.WRITE_CHUNK)]
+        if is_sqlite() or len(chunks) < 2:
+            for chunk in chunks:  # SQLite has one writer at a time anyway
+                self._write_updates(chunk, now, result)
+        else:
+            # PostgreSQL/MariaDB: while one connection's statement runs on the server, the
+            # next chunk's statement is built here
+            parts = [TickResult() for _ in chunks]
+            futures = [
+                self._writers.submit(self._write_connected, chunk, now, part)
+                for chunk, part in zip(chunks, parts, strict=True)
+            ]
+            for future in futures:
+                future.result()
+            for part in parts:
+                result.merge(part)
+        for job, decision in finals:  # completions and failures: rare, one transaction each
             try:
-                self._apply(job, disks, answer, now, result)
+                self._finish(job, decision, now, result, vmas.get(job.vma_id or ""))
             except Exception as exc:  # one bad job must not stop the tick
-                log.exception("poller could not store a job's progress", job_id=job.id)
+                log.exception("poller could not end a job", job_id=job.id)
                 result.errors.append(f"{job.id}: {exc}")
 
     def _write_connected(
-        self,
-        work: list[tuple[ReplicationJob, list[JobDisk], _Answer | None]],
-        now: datetime,
-        result: TickResult,
+        self, chunk: list[q.ProgressWrite], now: datetime, result: TickResult
     ) -> None:
         with database.connection_context():
-            self._write(work, now, result)
+            self._write_updates(chunk, now, result)
 
-    def _decide(
-        self, job: ReplicationJob, disks: list[JobDisk], answer: _Answer | None, now: datetime
-    ) -> Decision:
+    def _write_updates(
+        self, chunk: list[q.ProgressWrite], now: datetime, result: TickResult
+    ) -> None:
+        """One transaction for a chunk of progress updates; when it fails, each job of the
+        chunk is retried in its own transaction so one bad job cannot stop the others."""
+        try:
+            with q.write_transaction():
+                q.relax_durability()
+                result.updated += len(q.write_progress(chunk, now=now))
+        except Exception as exc:
+            if len(chunk) > 1:
+                log.warning(
+                    "a chunk of progress updates failed; writing job by job", error=str(exc)
+                )
+                for one in chunk:
+                    self._write_updates([one], now, result)
+                return
+            log.exception("poller could not store a job's progress", job_id=chunk[0].job_id)
+            result.errors.append(f"{chunk[0].job_id}: {exc}")
+
+    def _decide(self, job: q.ActiveJob, answer: _Answer | None, now: datetime) -> Decision:
         view = JobView(
             job_id=job.id,
-            disk_keys=frozenset(d.disk_key for d in disks),
+            disk_keys=job.disk_keys,
             status="running" if job.status == "replicating" else job.status,
             phase=job.phase,
             bytes_done=job.bytes_done,
@@ -233,7 +269,7 @@ class ProgressPoller:
             last_progress_at=job.last_progress_at,
             vma_seen_at=job.vma_seen_at,
             watch_since=self.started,
-            verify=bool(job.verify),
+            verify=job.verify,
         )
         if answer is None:
             return Decision(
@@ -251,35 +287,21 @@ class ProgressPoller:
             return decide_not_found(view, now, self.timeouts)
         return decide_progress(view, progress, now, self.timeouts)
 
-    def _apply(
+    def _finish(
         self,
-        job: ReplicationJob,
-        disks: list[JobDisk],
-        answer: _Answer | None,
+        job: q.ActiveJob,
+        decision: Decision,
         now: datetime,
         result: TickResult,
+        vma: VmaAppliance | None,
     ) -> None:
-        decision = self._decide(job, disks, answer, now)
-        if decision.action is Action.NOTHING:
-            result.waiting += 1
-            return
+        """Complete, stop or fail one job (its last progress written in the same transaction);
+        :func:`finish_job` moves it only from ``replicating``, so it ends exactly once."""
         with q.write_transaction():
-            if decision.action is Action.UPDATE:
-                q.relax_durability()
             if decision.progress is not None:
-                written = q.write_progress(
-                    job,
-                    disks,
-                    decision.progress,
-                    now=now,
-                    advanced=decision.advanced,
-                    events=decision.events,
-                )
-                if not written:
-                    return
-            if decision.action is Action.UPDATE:
-                result.updated += 1
-                return
+                written = q.write_progress([_progress_write(job, decision)], now=now)
+                if job.id not in written:
+                    return  # no longer replicating (stopped by an operator meanwhile)
             if decision.action is Action.COMPLETE:
                 assert decision.progress is not None
                 if finish_job(
@@ -323,12 +345,23 @@ class ProgressPoller:
                 error_class=decision.error_class,
                 error=decision.message,
             )
-            if decision.error_class is ErrorClass.STALLED and job.vma is not None:
-                self._stop_on_vma(job)
+            if decision.error_class is ErrorClass.STALLED and vma is not None:
+                self._stop_on_vma(job.id, vma)
 
-    def _stop_on_vma(self, job: ReplicationJob) -> None:
+    def _stop_on_vma(self, job_id: str, vma: VmaAppliance) -> None:
         """Best effort: tell the VMA to stop a job we gave up on, so it stops writing."""
         try:
-            self._client(job.vma).stop_job(job.id)
+            self._client(vma).stop_job(job_id)
         except VmaClientError as exc:
-            log.warning("could not stop the stalled job on the VMA", job_id=job.id, error=str(exc))
+            log.warning("could not stop the stalled job on the VMA", job_id=job_id, error=str(exc))
+
+
+def _progress_write(job: q.ActiveJob, decision: Decision) -> q.ProgressWrite:
+    assert decision.progress is not None
+    return q.ProgressWrite(
+        job_id=job.id,
+        context_id=job.context_id,
+        progress=decision.progress,
+        advanced=decision.advanced,
+        events=tuple(decision.events),
+    )
