@@ -249,3 +249,27 @@ def test_a_failovers_final_sync_is_not_blocked_by_its_own_replicas(budget_lab):
     assert job.status != "pending" and job.wait_reason is None, job.wait_reason
     jobs = _drive(runner, poller, cs, sim, [final], [])
     assert jobs[final].status == "completed" and jobs[final].effective_type == "incremental"
+
+
+def test_a_failovers_final_sync_is_not_queued_behind_a_job_waiting_for_its_replicas(budget_lab):
+    """Two failovers, room for one replica: the VM whose replica is attached (held by its
+    failover) syncs first, although the other VM's job is older and waits for that room."""
+    sim, cs, runner, poller = budget_lab.sim, budget_lab.cs, budget_lab.runner, budget_lab.poller
+    runner.admission.budget = runner.replication.s.attach_budget = 1
+    holder, other = list(budget_lab.contexts.values())[:2]
+    with database.connection_context():
+        first = jobs_repo.create_job(holder).id
+    assert _drive(runner, poller, cs, sim, [first], [])[first].status == "completed"
+    with database.connection_context():
+        steps = Definition("failover_live", [Step("final_sync", lambda _c: None)])
+        for ctx_id in (holder, other):
+            WorkflowEngine("api").create(steps, context_id=ctx_id, params={})
+        older = jobs_repo.create_job(other).id
+        final = jobs_repo.create_job(holder, requested_type="incremental").id
+    runner.tick()
+    jobs = _jobs([older, final])
+    assert jobs[older].status == "pending"
+    assert "waiting for room on the OMA VM" in jobs[older].wait_reason
+    assert jobs[final].status != "pending" and jobs[final].wait_reason is None, jobs[final]
+    jobs = _drive(runner, poller, cs, sim, [final], [])
+    assert jobs[final].status == "completed" and jobs[final].effective_type == "incremental"

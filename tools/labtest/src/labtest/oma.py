@@ -498,6 +498,10 @@ class OmaInfo:
 
     restart_worker: Callable[[], ManagedProcess] = field(repr=False, default=lambda: None)  # type: ignore[assignment, return-value]
     kill_worker: Callable[[], None] = field(repr=False, default=lambda: None)
+    #: every worker started with the services, in order (``workers[0]`` is ``worker_process``
+    #: until ``restart_worker()``); worker ``i`` runs with ``OMA_WORKER_ID`` ``worker_ids[i]``
+    workers: list[ManagedProcess] = field(repr=False, default_factory=list)
+    worker_ids: list[str] = field(default_factory=list)
 
 
 def _ok(answer: tuple[int, Any], expected: int) -> Any:
@@ -567,6 +571,7 @@ def oma_services(
     vma: Any = None,
     extra_env: Mapping[str, str] | None = None,
     poll_interval: float = 0.5,
+    workers: int = 1,
 ) -> Iterator[OmaInfo]:
     """Start the real ``oma serve`` and ``oma worker`` with a SQLite DB on free ports.
 
@@ -574,6 +579,9 @@ def oma_services(
     ``vma`` a ``VmaInfo``/``StubVma`` (only used by callers to register it through the API).
     Yields :class:`OmaInfo`; ``restart_worker()`` starts a fresh worker process and
     ``kill_worker()`` sends it SIGKILL (crash tests). Everything is stopped by PID on exit.
+    ``workers`` > 1 starts that many ``oma worker`` processes sharing the database (give a
+    PostgreSQL/MariaDB ``OMA_DATABASE_URL`` in ``extra_env``), the first as ``lab-worker``,
+    the others as ``lab-worker-2``, ``lab-worker-3``, … (``OmaInfo.workers``/``worker_ids``).
     """
     base = Path(tmpdir)
     data_dir = base / "oma-data"
@@ -615,16 +623,17 @@ def oma_services(
     api = ManagedProcess(
         _oma_argv("serve"), env=env, name="oma-serve", log_path=data_dir / "logs" / "api.log"
     ).start()
-    workers: list[ManagedProcess] = []
+    started: list[ManagedProcess] = []
 
-    def start_worker() -> ManagedProcess:
+    def start_worker(index: int = 0) -> ManagedProcess:
+        suffix = f"-{index + 1}" if index else ""
         proc = ManagedProcess(
             _oma_argv("worker"),
-            env=env,
-            name="oma-worker",
-            log_path=data_dir / "logs" / "worker.log",
+            env={**env, "OMA_WORKER_ID": env["OMA_WORKER_ID"] + suffix} if index else env,
+            name=f"oma-worker{suffix}",
+            log_path=data_dir / "logs" / f"worker{suffix}.log",
         ).start()
-        workers.append(proc)
+        started.append(proc)
         return proc
 
     info = OmaInfo(
@@ -635,6 +644,11 @@ def oma_services(
         worker_process=start_worker(),
         config_env=env,
     )
+    info.workers = [info.worker_process, *(start_worker(i) for i in range(1, workers))]
+    info.worker_ids = [
+        env["OMA_WORKER_ID"],
+        *(f"{env['OMA_WORKER_ID']}-{i + 1}" for i in range(1, workers)),
+    ]
 
     def restart_worker() -> ManagedProcess:
         info.worker_process.stop()
@@ -648,10 +662,11 @@ def oma_services(
     info.kill_worker = kill_worker
     try:
         api.wait_port(port, timeout=60)
-        wait_until(info.worker_process.alive, timeout=5, what="oma worker")
+        for proc in info.workers:
+            wait_until(proc.alive, timeout=5, what=proc.name)
         yield info
     finally:
-        for proc in workers:
+        for proc in started:
             proc.stop()
         api.stop()
         stop_exports(data_dir / "exports")

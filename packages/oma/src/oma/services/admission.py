@@ -8,9 +8,11 @@ them when it needs their room (:mod:`oma.workflows.replicas`).
 
 Jobs are admitted oldest first per OMA VM: when the oldest waiting job does not fit, the younger
 ones wait behind it (a big VM is never starved by a stream of small ones) and every waiting job
-shows why in ``wait_reason``. A job whose VM has more disks than the budget can ever hold fails
-at once with a clear error. The whole decision runs in one write transaction that first locks
-the target rows, so two workers never give away the same room.
+shows why in ``wait_reason``; only a job whose replicas its VM's active workflow (a failover)
+already holds on the OMA VM goes ahead, since it needs no more room. A job whose VM has more
+disks than the budget can ever hold fails at once with a clear error. The whole decision runs
+in one write transaction that first locks the target rows, so two workers never give away the
+same room.
 
 Concurrency caps (:class:`Caps`, 0 = no limit) are decided here too, before the room: at most
 ``OMA_MAX_JOBS`` admitted jobs in all, ``OMA_MAX_JOBS_PER_VMA`` per VMA,
@@ -219,14 +221,17 @@ class Admission:
                 if capped:
                     _wait(job, capped)
                     continue
-                if vm in blocked:
+                # what this VM's own active workflow (a failover waiting for its final sync)
+                # holds is part of what the job needs, not more
+                in_use = held[vm] - own.get(job.context_id, 0)
+                # a job whose replicas its VM's workflow already holds on the OMA VM takes no
+                # room from the job waiting for it: it goes ahead (else failovers holding their
+                # replicas would wait behind a job that waits for those very replicas)
+                if vm in blocked and own.get(job.context_id, 0) < need:
                     _wait(
                         job, f"queued behind job {blocked[vm]}, which waits for room on the OMA VM"
                     )
                     continue
-                # what this VM's own active workflow (a failover waiting for its final sync)
-                # holds is part of what the job needs, not more
-                in_use = held[vm] - own.get(job.context_id, 0)
                 if in_use + need > room:
                     blocked[vm] = job.id
                     _wait(
