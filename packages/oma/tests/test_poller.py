@@ -490,3 +490,94 @@ def test_an_older_progress_answer_after_a_newer_one_changes_nothing(any_db, cloc
         job.last_progress_at,
     )
     assert ("phase", "phase snapshot") not in _events(job_id)
+
+
+def test_a_tick_writes_many_jobs_in_chunks_skips_an_older_answer_and_completes_one_once(
+    any_db, clock, monkeypatch
+):
+    """The set-based write path on every database: several chunks (written side by side on
+    PostgreSQL/MariaDB) in one tick, one answer older than the stored rows, one completion."""
+    from oma.services import _queries as q
+
+    monkeypatch.setattr(q, "WRITE_CHUNK", 4)  # 12 jobs: several chunks at a small size
+
+    def running(job_id, done, seq, phase="copy"):
+        return progress_doc(
+            job_id,
+            "running",
+            [
+                {
+                    "disk_key": key,
+                    "bytes_total": 100,
+                    "bytes_done": done,
+                    "seq": seq,
+                    "phase": phase,
+                }
+                for key in ("2000", "2001")
+            ],
+        )
+
+    with StubVma() as stub:
+        ids = next(
+            iter(seed_replicating_jobs([("chunks", stub.url)], 12, disks_per_job=2).values())
+        )
+        *moving, older, done = ids
+        p = ProgressPoller(
+            timeouts=TIMEOUTS, token_for=lambda _v: stub.token, clock=clock, worker_id="w"
+        )
+        try:
+            for n, j in enumerate(ids):
+                stub.set_progress(j, running(j, 10 + n, seq=5))
+            first = p.tick()
+            stub_docs = {j: running(j, 50 + n, seq=6) for n, j in enumerate(moving)}
+            for j, doc in stub_docs.items():
+                stub.set_progress(j, doc)
+            stub.set_progress(older, running(older, 1, seq=3, phase="snapshot"))
+            stub.set_progress(
+                done,
+                progress_doc(
+                    done,
+                    "completed",
+                    [
+                        {
+                            "disk_key": key,
+                            "status": "completed",
+                            "phase": "done",
+                            "bytes_total": 100,
+                            "bytes_done": 100,
+                            "change_id": f"gen-{key}",
+                            "seq": 9,
+                        }
+                        for key in ("2000", "2001")
+                    ],
+                ),
+            )
+            clock.advance(5)
+            second = p.tick()
+            third = p.tick()  # the same answers again: the completed job is not polled
+        finally:
+            p.close()
+    assert (first.jobs, first.updated, first.errors) == (12, 12, [])
+    assert (second.updated, second.completed, second.failed, second.errors) == (11, 1, 0, [])
+    assert (third.jobs, third.completed) == (11, 0)
+    for n, j in enumerate(moving):
+        job, disks = _job(j), _disks(j)
+        assert (job.status, job.bytes_done, job.percent) == ("replicating", 2 * (50 + n), 50 + n)
+        assert job.last_progress_at == clock.now.replace(tzinfo=job.last_progress_at.tzinfo)
+        assert {(d.bytes_done, d.seq) for d in disks.values()} == {(50 + n, 6)}
+        assert _events(j) == [("phase", "phase copy")]
+    # the older answer moved nothing: the rows of the first tick stay
+    job, disks = _job(older), _disks(older)
+    assert (job.status, job.bytes_done, job.phase) == ("replicating", 2 * 20, "copy")
+    assert {(d.bytes_done, d.seq, d.phase) for d in disks.values()} == {(20, 5, "copy")}
+    assert ("phase", "phase snapshot") not in _events(older)
+    # the completion: finished once, change ids stored on the VM's disks
+    assert _job(done).status == "completed"
+    assert _context(done)[1] == {"2000": "gen-2000", "2001": "gen-2001"}
+    assert [e for e in _events(done) if e[0] == "completed"] == [
+        ("completed", "replication completed")
+    ]
+    assert {(d.seq, d.change_id) for d in _disks(done).values()} == {
+        (9, "gen-2000"),
+        (9, "gen-2001"),
+    }

@@ -7,16 +7,19 @@ UPDATE; lease ``lease_seconds``), so several workers sharing PostgreSQL/MariaDB 
 same job and a dead worker's jobs move to another once its lease expires.
 Jobs are grouped by owning VMA; each VMA gets one batched ``GET /progress?job_ids=…`` request
 per 100 jobs (the id list must fit in one request line), and the VMAs are asked concurrently
-from a thread pool. The answers are then written one transaction per job — by the calling
-thread on SQLite, by four connections side by side on PostgreSQL/MariaDB
-(:mod:`oma.services.classify` decides what each answer means).
+from a thread pool. Each VMA's jobs are judged (:mod:`oma.services.classify`) as its answer
+arrives; progress-only updates are written in chunks, one transaction and a few set-based
+statements per chunk (:func:`oma.services._queries.write_progress`) — in the calling thread on
+SQLite, by four connections side by side on PostgreSQL/MariaDB — while the other VMAs are still
+answering. Completions, failures and stops (rare) are written last, one transaction per job
+through :func:`oma.database.repos.jobs.finish_job`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -95,7 +98,7 @@ class ProgressPoller:
         timeouts: Timeouts | None = None,
         vma_timeout: float = 30.0,
         token_for: Callable[[VmaAppliance], str],
-        max_workers: int = 16,
+        max_workers: int = 32,
         clock: Callable[[], datetime] = utcnow,
         worker_id: str | None = None,
         lease_seconds: float = 30.0,
@@ -166,71 +169,29 @@ class ProgressPoller:
                 groups.setdefault(job.vma_id if job.vma_id in vmas else None, []).append(job)
             result.vmas = len([k for k in groups if k is not None])
             started = time.monotonic()
-            futures = {}
-            for vma_id, members in groups.items():
-                if vma_id is None:
-                    continue
-                client = self._client(vmas[vma_id])
-                futures[vma_id] = self._pool.submit(self._fetch, client, [j.id for j in members])
-            answers = {vma_id: f.result() for vma_id, f in futures.items()}
+            pending = {
+                self._pool.submit(self._fetch, self._client(vmas[vma_id]), [j.id for j in jobs]): (
+                    vma_id
+                )
+                for vma_id, jobs in groups.items()
+                if vma_id is not None
+            }
+            writes = _Writes(self, result)
+            if None in groups:  # jobs whose VMA is gone
+                writes.judge(groups[None], None, self.clock())
+            answers: dict[str, _Answer] = {}
+            for future in as_completed(pending):  # each VMA's jobs are written as it answers
+                vma_id = pending[future]
+                answers[vma_id] = future.result()
+                writes.judge(groups[vma_id], answers[vma_id], self.clock())
             result.fetch_seconds = time.monotonic() - started
+            started = time.monotonic()
             with q.write_transaction():  # operators see when each VMA last answered
                 for vma_id, answer in answers.items():
                     appliances.mark_seen(vma_id, error=answer.unreachable or answer.refused)
-            started = time.monotonic()
-            self._write(groups, answers, vmas, self.clock(), result)
+            writes.finish(vmas, self.clock())
             result.write_seconds = time.monotonic() - started
         return result
-
-    def _write(
-        self,
-        groups: dict[str | None, list[q.ActiveJob]],
-        answers: dict[str, _Answer],
-        vmas: dict[str, VmaAppliance],
-        now: datetime,
-        result: TickResult,
-    ) -> None:
-        """Decide every job, write the progress-only ones in chunks, then end the others."""
-        updates: list[q.ProgressWrite] = []
-        finals: list[tuple[q.ActiveJob, Decision]] = []
-        for vma_id, members in groups.items():
-            answer = answers.get(vma_id) if vma_id is not None else None
-            for job in members:
-                try:
-                    decision = self._decide(job, answer, now)
-                except Exception as exc:  # one bad answer must not stop the tick
-                    log.exception("poller could not judge a job's progress", job_id=job.id)
-                    result.errors.append(f"{job.id}: {exc}")
-                    continue
-                if decision.action is Action.NOTHING:
-                    result.waiting += 1
-                elif decision.action is Action.UPDATE:
-                    assert decision.progress is not None
-                    updates.append(_progress_write(job, decision))
-                else:
-                    finals.append((job, decision))
-        chunks = [updates[i : i + q.WRITE_CHUNK] for i in range(0, len(updates), q.WRITE_CHUNK)]
-        if is_sqlite() or len(chunks) < 2:
-            for chunk in chunks:  # SQLite has one writer at a time anyway
-                self._write_updates(chunk, now, result)
-        else:
-            # PostgreSQL/MariaDB: while one connection's statement runs on the server, the
-            # next chunk's statement is built here
-            parts = [TickResult() for _ in chunks]
-            futures = [
-                self._writers.submit(self._write_connected, chunk, now, part)
-                for chunk, part in zip(chunks, parts, strict=True)
-            ]
-            for future in futures:
-                future.result()
-            for part in parts:
-                result.merge(part)
-        for job, decision in finals:  # completions and failures: rare, one transaction each
-            try:
-                self._finish(job, decision, now, result, vmas.get(job.vma_id or ""))
-            except Exception as exc:  # one bad job must not stop the tick
-                log.exception("poller could not end a job", job_id=job.id)
-                result.errors.append(f"{job.id}: {exc}")
 
     def _write_connected(
         self, chunk: list[q.ProgressWrite], now: datetime, result: TickResult
@@ -354,6 +315,65 @@ class ProgressPoller:
             self._client(vma).stop_job(job_id)
         except VmaClientError as exc:
             log.warning("could not stop the stalled job on the VMA", job_id=job_id, error=str(exc))
+
+
+class _Writes:
+    """One tick's writes: judges each VMA's jobs as its answer arrives and writes the
+    progress-only ones in chunks of :data:`oma.services._queries.WRITE_CHUNK` — on SQLite in
+    the calling thread, on PostgreSQL/MariaDB on :data:`WRITERS` connections side by side —
+    while the other VMAs are still being asked; completions and failures come last."""
+
+    def __init__(self, poller: ProgressPoller, result: TickResult) -> None:
+        self.poller = poller
+        self.result = result
+        self.updates: list[q.ProgressWrite] = []
+        self.finals: list[tuple[q.ActiveJob, Decision, datetime]] = []
+        self.parts: list[tuple[Future[None], TickResult]] = []
+        self.serial = is_sqlite()
+
+    def judge(self, jobs: list[q.ActiveJob], answer: _Answer | None, now: datetime) -> None:
+        """Decide each job of one VMA's answer; write every full chunk of updates."""
+        for job in jobs:
+            try:
+                decision = self.poller._decide(job, answer, now)
+            except Exception as exc:  # one bad answer must not stop the tick
+                log.exception("poller could not judge a job's progress", job_id=job.id)
+                self.result.errors.append(f"{job.id}: {exc}")
+                continue
+            if decision.action is Action.NOTHING:
+                self.result.waiting += 1
+            elif decision.action is Action.UPDATE:
+                self.updates.append(_progress_write(job, decision))
+            else:
+                self.finals.append((job, decision, now))
+        while len(self.updates) >= q.WRITE_CHUNK:
+            self._flush(self.updates[: q.WRITE_CHUNK], now)
+            del self.updates[: q.WRITE_CHUNK]
+
+    def finish(self, vmas: dict[str, VmaAppliance], now: datetime) -> None:
+        """Write the last updates, wait for every chunk, then end the finished jobs (rare:
+        one transaction each, through :func:`finish_job`)."""
+        if self.updates:
+            self._flush(self.updates, now)
+            self.updates = []
+        for future, part in self.parts:
+            future.result()
+            self.result.merge(part)
+        for job, decision, decided in self.finals:
+            try:
+                self.poller._finish(job, decision, decided, self.result, vmas.get(job.vma_id or ""))
+            except Exception as exc:  # one bad job must not stop the tick
+                log.exception("poller could not end a job", job_id=job.id)
+                self.result.errors.append(f"{job.id}: {exc}")
+
+    def _flush(self, chunk: list[q.ProgressWrite], now: datetime) -> None:
+        if self.serial:  # SQLite has one writer at a time anyway
+            self.poller._write_updates(chunk, now, self.result)
+            return
+        part = TickResult()
+        self.parts.append(
+            (self.poller._writers.submit(self.poller._write_connected, chunk, now, part), part)
+        )
 
 
 def _progress_write(job: q.ActiveJob, decision: Decision) -> q.ProgressWrite:
