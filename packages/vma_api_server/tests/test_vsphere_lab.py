@@ -23,7 +23,8 @@ from labtest.labvm import (
 from labtest.nbd import qemu_nbd
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
-from migration_common import parse_job_progress
+from migration_common import ConfigError, parse_job_progress
+from vma_api_server.config import load_config
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
@@ -114,3 +115,24 @@ def test_vsphere_source_full_incremental_and_cbt_reset(tmp_path: Path) -> None:
             third,
         )
         replicas_equal()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (None, ["vddk"]),
+        ("python '/opt/lab tools/vddk/plugin.py'", ["python", "/opt/lab tools/vddk/plugin.py"]),
+    ],
+)
+def test_the_vddk_plugin_setting(monkeypatch, value, words) -> None:
+    monkeypatch.setenv("VMA_API_TOKEN", "a-token-of-enough-length")
+    if value is not None:
+        monkeypatch.setenv("VMA_VDDK_PLUGIN", value)
+    assert load_config()["VDDK_PLUGIN"] == words
+
+
+def test_an_empty_vddk_plugin_setting_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("VMA_API_TOKEN", "a-token-of-enough-length")
+    monkeypatch.setenv("VMA_VDDK_PLUGIN", " ")
+    with pytest.raises(ConfigError, match="VMA_VDDK_PLUGIN"):
+        load_config()
