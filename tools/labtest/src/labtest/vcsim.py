@@ -72,8 +72,8 @@ def vcsim(
     ``VCSIM_USERNAME``/``VCSIM_PASSWORD`` (never argv). The process is stopped by PID when the
     block exits, also on failure. ``extra_env`` reaches the simulator's environment (e.g.
     ``VCSIM_CBT_WINDOW_BYTES``, or ``VCSIM_LAB_DIR`` = the lab directory so that
-    QueryChangedDiskAreas reports the lab disks' recorded writes; see tools/vcsim/README.md). ``vapps_per_cluster`` adds vApps
-    (``DC0_C0_APP0`` …) holding ``vms_per_host`` VMs each.
+    QueryChangedDiskAreas reports the lab disks' recorded writes; see tools/vcsim/README.md).
+    ``vapps_per_cluster`` adds vApps (``DC0_C0_APP0`` …) holding ``vms_per_host`` VMs each.
     """
     binary = build()
     host = "127.0.0.1"
