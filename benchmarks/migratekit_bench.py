@@ -1,7 +1,7 @@
-"""Benchmark: ``migratekit copy`` against ``nbdcopy`` on the same sources and fresh targets.
+"""Benchmark: ``migratekit copy`` against ``nbdcopy`` on the same sources, warm and fresh targets.
 
-Run: ``python benchmarks/migratekit_bench.py [--size-gib 2] [--runs 5] [--tcp]``
-(``scripts/nox -s bench -- migratekit`` runs it with the defaults).
+Run: ``python benchmarks/migratekit_bench.py [--sizes-gib 1,8] [--runs 3] [--states warm,fresh]
+[--tcp] [--target memory|file]`` (``scripts/nox -s bench -- migratekit`` runs the defaults).
 Needs nbdkit and nbdcopy (libnbd-bin).
 
 Cases (sources served by nbdkit, fixed seeds):
@@ -12,11 +12,19 @@ Cases (sources served by nbdkit, fixed seeds):
   copies ``--changed-extents``; nbdcopy copies the same ranges through nbdkit's ``extentlist``
   filter with ``--destination-is-zero -S 0`` (the way nbdcopy does incrementals).
 
-Every copy goes to a fresh ``nbdkit memory`` target. nbdcopy and migratekit alternate within
-each run. Times are wall-clock seconds of the whole process (migratekit's Python start-up
-included); GiB/s are of the virtual size (what a user sees). Also printed: migratekit's own
-copy time (from ``--json``), its peak RSS (``wait4``), and for the incremental case bytes
-moved / changed bytes.
+Target states:
+
+* ``fresh``: every copy goes to a new empty target (an ``nbdkit memory`` disk allocates its
+  pages as they are written, so the target's work is part of the time);
+* ``warm``: one target per case, filled once by an untimed copy, then overwritten by every
+  timed copy: the target answers as fast as it can and the copy tool is the limit.
+
+nbdcopy and migratekit alternate within each run. Times are wall-clock seconds of the whole
+process (migratekit's Python start-up included); GiB/s are of the virtual size (what a user
+sees); CPU-s/GiB is the tool's own user + system CPU (``wait4``) per GiB of virtual size.
+Also printed: migratekit's own copy time (from ``--json``), its peak RSS, for the incremental
+case bytes moved / changed bytes, and the load average around each row (the machine may be
+shared: treat differences within the printed spread as noise).
 """
 
 from __future__ import annotations
@@ -88,19 +96,17 @@ def fresh_target(
     return proc, f"nbd+unix:///?socket={sock}"
 
 
-def timed(argv: list[str]) -> tuple[float, int, str]:
-    """Run ``argv``; return (wall seconds, peak RSS KiB, stdout). Raise on failure."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = proc.communicate()
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return elapsed, 0, out.decode()
+class Run:
+    """One finished tool run: wall seconds, user + system CPU seconds, peak RSS, stdout."""
+
+    __slots__ = ("cpu", "out", "rss_kib", "wall")
+
+    def __init__(self, wall: float, cpu: float, rss_kib: int, out: str) -> None:
+        self.wall, self.cpu, self.rss_kib, self.out = wall, cpu, rss_kib, out
 
 
-def rss_run(argv: list[str]) -> tuple[float, int, str]:
-    """Like :func:`timed` but reaps with ``wait4`` to get the child's own peak RSS."""
+def run_tool(argv: list[str]) -> Run:
+    """Run ``argv``, reaping it with ``wait4`` for its own CPU time and peak RSS."""
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file)
@@ -112,7 +118,7 @@ def rss_run(argv: list[str]) -> tuple[float, int, str]:
         out, err = out_file.read().decode(), err_file.read().decode()
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err[-2000:]}")
-    return elapsed, usage.ru_maxrss, out
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, out)
 
 
 def warm_bytecode() -> None:
@@ -150,18 +156,149 @@ def churn(size: int, share: float, seed: int) -> list[tuple[int, int]]:
     return sorted(extents)
 
 
+def sources(size: int) -> dict[str, list[str]]:
+    """nbdkit arguments of each full-copy source."""
+    return {
+        "sparse10": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=10"],
+        "sparse50": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=50"],
+        "dense": ["-r", "pattern", f"size={size}"],
+    }
+
+
+def bench_case(
+    case: str, size: int, state: str, args: argparse.Namespace, mk: list[str], tmp: Path
+) -> dict:
+    """Run one case at one size against one target state; return its raw measurements."""
+    incremental = case == "incr1pct"
+    src_argv = sources(size)["sparse50" if incremental else case]
+    extents: list[tuple[int, int]] = []
+    nbdcopy_src_argv = src_argv
+    if incremental:
+        extents = churn(size, 0.01, seed=7)
+        (tmp / "changed.json").write_text(json.dumps(extents))
+        (tmp / "extents.txt").write_text("".join(f"{o} {n} 0\n" for o, n in extents))
+        nbdcopy_src_argv = [
+            "-r",
+            "--filter=extentlist",
+            *src_argv[1:],
+            f"extentlist={tmp / 'extents.txt'}",
+        ]
+    src, src_uri = serve(src_argv, tmp, f"{case}-src", args.tcp)
+    nsrc, nsrc_uri = serve(nbdcopy_src_argv, tmp, f"{case}-nsrc", args.tcp)
+    row: dict = {"case": case, "size": size, "state": state, "nbdcopy": [], "migratekit": []}
+    row["mk_copy"], row["rss_kib"] = [], []
+    row["load_before"] = os.getloadavg()[0]
+
+    def argv_for(tool: str, tgt_uri: str) -> list[str]:
+        if tool == "nbdcopy":
+            argv = ["nbdcopy", "--flush", nsrc_uri, tgt_uri]
+            if incremental:
+                argv[1:1] = ["--destination-is-zero", "-S", "0"]
+            return argv
+        argv = [*mk, src_uri, tgt_uri]
+        if incremental:
+            argv[-2:-2] = ["--changed-extents", str(tmp / "changed.json")]
+        return argv
+
+    def timed(tool: str, tgt_uri: str) -> None:
+        result = run_tool(argv_for(tool, tgt_uri))
+        row[tool].append((result.wall, result.cpu))
+        if tool == "migratekit":
+            doc = json.loads(result.out)
+            row["mk_copy"].append(doc["seconds"])
+            row["rss_kib"].append(result.rss_kib)
+            row["moved"] = doc["bytes_written"] + doc["bytes_zeroed"]
+
+    warm = None
+    try:
+        if state == "warm":
+            warm, warm_uri = fresh_target(args.target, size, tmp, case, args.tcp)
+            # fill it once (the full source, so an incremental overwrites allocated pages)
+            run_tool(["nbdcopy", src_uri, warm_uri])
+        for _ in range(args.runs):
+            for tool in ("nbdcopy", "migratekit"):
+                if warm is not None:
+                    timed(tool, warm_uri)
+                    continue
+                tgt, tgt_uri = fresh_target(args.target, size, tmp, case, args.tcp)
+                try:
+                    timed(tool, tgt_uri)
+                finally:
+                    tgt.stop()
+    finally:
+        if warm is not None:
+            warm.stop()
+        src.stop()
+        nsrc.stop()
+    row["load_after"] = os.getloadavg()[0]
+    if incremental:
+        row["changed"] = sum(n for _, n in extents)
+    return row
+
+
+def report(results: list[dict], args: argparse.Namespace) -> None:
+    """Print the medians table (and the spread of the ratio over the runs)."""
+    target_name = "nbdkit memory" if args.target == "memory" else "qemu-nbd raw file"
+    print(
+        f"\nmigratekit vs nbdcopy — {args.runs} runs, {'TCP' if args.tcp else 'unix sockets'}, "
+        f"target {target_name} (medians; process wall time; CPU = user + system of the tool)"
+    )
+    header = (
+        f"{'case':<9} {'GiB':>4} {'target':<6} {'nbdcopy s':>9} {'mk s':>7} {'ratio':>5} "
+        f"{'(min-max)':>11} {'CPU-s/GiB nc':>12} {'mk':>6} {'mk copy s':>9} {'RSS MiB':>7} "
+        f"{'load':>9}  notes"
+    )
+    print(header)
+    print("-" * len(header))
+    full_mk = {
+        (r["size"], r["state"]): statistics.median(w for w, _ in r["migratekit"])
+        for r in results
+        if r["case"] == "sparse50"
+    }
+    for r in results:
+        gib = r["size"] / GiB
+        n = statistics.median(w for w, _ in r["nbdcopy"])
+        m = statistics.median(w for w, _ in r["migratekit"])
+        nc_cpu = statistics.median(c for _, c in r["nbdcopy"]) / gib
+        mk_cpu = statistics.median(c for _, c in r["migratekit"]) / gib
+        ratios = [a[0] / b[0] for a, b in zip(r["nbdcopy"], r["migratekit"], strict=True)]
+        notes = ""
+        if "changed" in r:
+            notes = f"moved/changed={r['moved'] / r['changed']:.2f}"
+            ref = full_mk.get((r["size"], r["state"]))
+            if ref:
+                notes += f", time vs full sparse50={m / ref:.2f}"
+        r.update(
+            nbdcopy_median=n,
+            migratekit_median=m,
+            ratio=n / m,
+            nbdcopy_cpu_per_gib=nc_cpu,
+            migratekit_cpu_per_gib=mk_cpu,
+            peak_rss_mib=max(r["rss_kib"]) / 1024,
+        )
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        load = f"{r['load_before']:.1f}/{r['load_after']:.1f}"
+        print(
+            f"{r['case']:<9} {gib:>4g} {r['state']:<6} {n:>9.3f} {m:>7.3f} {n / m:>5.2f} "
+            f"{spread:>11} {nc_cpu:>12.3f} {mk_cpu:>6.3f} "
+            f"{statistics.median(r['mk_copy']):>9.3f} {r['peak_rss_mib']:>7.1f} {load:>9}  "
+            f"{notes}"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size-gib", type=float, default=2.0)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--sizes-gib", default="1,8", help="virtual sizes, comma-separated")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--states", default="warm,fresh", help="target states: warm, fresh or both")
     ap.add_argument("--tcp", action="store_true", help="TCP on loopback instead of unix sockets")
     ap.add_argument(
         "--target",
         choices=["memory", "file"],
         default="memory",
-        help="fresh nbdkit memory disk, or qemu-nbd on a fresh sparse raw file",
+        help="nbdkit memory disk, or qemu-nbd on a sparse raw file",
     )
-    ap.add_argument("--cases", default="sparse10,sparse50,dense,incr1pct")
+    ap.add_argument("--cases", default="dense,sparse50,sparse10,incr1pct")
     ap.add_argument("--migratekit-args", default="", help="extra arguments for migratekit copy")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
     args = ap.parse_args()
@@ -170,8 +307,6 @@ def main() -> int:
             print(f"error: {tool} not found (apt-get install nbdkit libnbd-bin)", file=sys.stderr)
             return 2
     warm_bytecode()
-    size = int(args.size_gib * GiB)
-    size -= size % (1 << 20)
     mk = [
         sys.executable,
         "-m",
@@ -184,100 +319,16 @@ def main() -> int:
         "WARNING",
         *args.migratekit_args.split(),
     ]
-    sources = {
-        "sparse10": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=10"],
-        "sparse50": ["-r", "sparse-random", f"size={size}", "seed=4242", "percent=50"],
-        "dense": ["-r", "pattern", f"size={size}"],
-    }
     results = []
     with tempfile.TemporaryDirectory(prefix="mkbench-") as d:
         tmp = Path(d)
-        for case in args.cases.split(","):
-            incremental = case == "incr1pct"
-            src_argv = sources["sparse50" if incremental else case]
-            extents: list[tuple[int, int]] = []
-            nbdcopy_src_argv = src_argv
-            if incremental:
-                extents = churn(size, 0.01, seed=7)
-                (tmp / "changed.json").write_text(json.dumps(extents))
-                (tmp / "extents.txt").write_text("".join(f"{o} {n} 0\n" for o, n in extents))
-                nbdcopy_src_argv = [
-                    "-r",
-                    "--filter=extentlist",
-                    *src_argv[1:],
-                    f"extentlist={tmp / 'extents.txt'}",
-                ]
-            src, src_uri = serve(src_argv, tmp, f"{case}-src", args.tcp)
-            nsrc, nsrc_uri = serve(nbdcopy_src_argv, tmp, f"{case}-nsrc", args.tcp)
-            row: dict = {
-                "case": case,
-                "nbdcopy": [],
-                "migratekit": [],
-                "mk_copy": [],
-                "rss_kib": [],
-            }
-            try:
-                for _ in range(args.runs):
-                    for tool in ("nbdcopy", "migratekit"):
-                        tgt, tgt_uri = fresh_target(args.target, size, tmp, case, args.tcp)
-                        try:
-                            if tool == "nbdcopy":
-                                argv = ["nbdcopy", "--flush", nsrc_uri, tgt_uri]
-                                if incremental:
-                                    argv[1:1] = ["--destination-is-zero", "-S", "0"]
-                                secs, _, _ = timed(argv)
-                                row["nbdcopy"].append(secs)
-                            else:
-                                argv = [*mk, src_uri, tgt_uri]
-                                if incremental:
-                                    argv[-2:-2] = ["--changed-extents", str(tmp / "changed.json")]
-                                secs, rss, out = rss_run(argv)
-                                doc = json.loads(out)
-                                row["migratekit"].append(secs)
-                                row["mk_copy"].append(doc["seconds"])
-                                row["rss_kib"].append(rss)
-                                row["moved"] = doc["bytes_written"] + doc["bytes_zeroed"]
-                        finally:
-                            tgt.stop()
-            finally:
-                src.stop()
-                nsrc.stop()
-            if incremental:
-                row["changed"] = sum(n for _, n in extents)
-            results.append(row)
-    target_name = "nbdkit memory" if args.target == "memory" else "qemu-nbd raw file"
-    full_mk = {r["case"]: statistics.median(r["migratekit"]) for r in results}
-    gib = size / GiB
-    print(
-        f"\nmigratekit vs nbdcopy — {gib:g} GiB virtual, {args.runs} runs, "
-        f"{'TCP' if args.tcp else 'unix sockets'}, target {target_name} "
-        f"(medians; process wall time)"
-    )
-    header = (
-        f"{'case':<10} {'nbdcopy s':>10} {'GiB/s':>7} {'migratekit s':>13} {'GiB/s':>7} "
-        f"{'ratio':>6} {'mk copy s':>10} {'mk RSS MiB':>11}  notes"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        n, m = statistics.median(r["nbdcopy"]), statistics.median(r["migratekit"])
-        notes = ""
-        if "changed" in r:
-            ref = full_mk.get("sparse50")
-            notes = f"moved/changed={r['moved'] / r['changed']:.2f}"
-            if ref:
-                notes += f", time vs full sparse50={m / ref:.2f}"
-        r.update(
-            nbdcopy_median=n,
-            migratekit_median=m,
-            ratio=n / m,
-            peak_rss_mib=max(r["rss_kib"]) / 1024,
-        )
-        print(
-            f"{r['case']:<10} {n:>10.3f} {gib / n:>7.2f} {m:>13.3f} {gib / m:>7.2f} "
-            f"{n / m:>6.2f} {statistics.median(r['mk_copy']):>10.3f} "
-            f"{r['peak_rss_mib']:>11.1f}  {notes}"
-        )
+        for size_gib in args.sizes_gib.split(","):
+            size = int(float(size_gib) * GiB)
+            size -= size % (1 << 20)
+            for case in args.cases.split(","):
+                for state in args.states.split(","):
+                    results.append(bench_case(case, size, state, args, mk, tmp))
+    report(results, args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from labtest import nbd as labnbd
-from labtest.procs import ManagedProcess
+from labtest.procs import ManagedProcess, wait_until
 from migration_common import parse_disk_update
 
 MiB = 1 << 20
@@ -80,16 +80,28 @@ def copy_json(*args: str, env: dict[str, str] | None = None) -> dict:
 
 
 def nbdkit(argv: Sequence[str], sock: Path, log: Path) -> ManagedProcess:
-    """Start ``nbdkit -f -U sock ARGV`` and wait for its socket."""
+    """Start ``nbdkit -f -U sock ARGV`` and wait until its socket accepts connections (the
+    path exists from bind(), a moment before listen())."""
     proc = ManagedProcess(
         ["nbdkit", "-f", "-U", str(sock), *argv], log_path=log, name="nbdkit"
     ).start()
     try:
         proc.wait_path(sock)
+        wait_until(lambda: _accepts(sock), what=f"nbdkit listening on {sock}")
     except BaseException:
         proc.stop()
         raise
     return proc
+
+
+def _accepts(sock: Path) -> bool:
+    """True once a socket bound to ``sock`` is listening (read from /proc/net/unix, so no
+    probe connection counts against a server's connection limit)."""
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == str(sock) and int(fields[3], 16) & 0x10000:
+            return True
+    return False
 
 
 @pytest.fixture

@@ -189,3 +189,21 @@ def test_close_with_reads_in_flight_leaves_the_server_running(
             assert c.pread(65536, 256) == bytes(range(256))
     finally:
         server.stop()
+
+
+def test_idle_close_leaves_the_server_running(tmp_path: Path, sockdir: Path) -> None:
+    """Leaving a ``with`` block normally (every request answered) says NBD_CMD_DISC and
+    closes without waiting for the server; the server keeps serving new connections."""
+    raw = tmp_path / "src.raw"
+    raw.write_bytes(bytes(range(256)) * (MiB // 256))
+    sock = sockdir / "i.sock"
+    server = nbdkit(["file", f"file={raw}"], sock, tmp_path / "nbdkit.log")
+    try:
+        uri = parse_uri(f"nbd+unix:///?socket={sock}")
+        for round_ in range(20):
+            with NbdClient(uri, timeout=10) as c:
+                assert c.pread(round_ * 4096, 256) == bytes(range(256))
+            assert c._sock is None
+            assert server.alive(), (tmp_path / "nbdkit.log").read_text()
+    finally:
+        server.stop()

@@ -258,6 +258,9 @@ class CopyEngine:
                             continue  # a worker that gave up handed work back
                         self._alive -= 1
                         self._finished = True
+                    for c in (src, tgt):  # every request was answered: no need to wait
+                        c.close(idle=True)
+                    src = tgt = None
                     return
                 except _Idle:
                     with self._lock:

@@ -362,17 +362,25 @@ class NbdClient:
         return out
 
     # -- teardown -------------------------------------------------------------------------------
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 2.0, *, idle: bool = False) -> None:
         """Say goodbye the protocol's way and close, also with requests still in flight.
 
         NBD_CMD_DISC asks the server to finish what it was sent and close; whatever it still
         sends is read and discarded until it closes (at most ``timeout`` seconds), then the
         socket is closed. Closing at once while the server is still answering can crash it:
         nbdkit 1.32 (Debian 12) aborts in ``raw_send_socket`` when one of its threads writes a
-        reply to a connection another thread has just torn down. With nothing in flight the
-        server closes at once after NBD_CMD_DISC.
+        reply to a connection another thread has just torn down.
+
+        ``idle``: the caller knows every request was answered, so the server has nothing left
+        to send: NBD_CMD_DISC is sent and the socket closed without waiting for the server to
+        close its end (which can take tens of milliseconds on a busy nbdkit).
         """
         if self._sock is None:
+            return
+        if idle:
+            with contextlib.suppress(OSError):
+                self._sock.sendall(p.encode_request(p.CMD_DISC, 0, 0, 0))
+            self._close_socket()
             return
         deadline = time.monotonic() + timeout
         sink = bytearray(1 << 16)
@@ -398,5 +406,7 @@ class NbdClient:
     def __enter__(self) -> NbdClient:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Close; leaving the block normally means every request was answered (the blocking
+        helpers wait for theirs; code that pipelines requests closes explicitly)."""
+        self.close(idle=exc_type is None)
