@@ -7,7 +7,7 @@ import uuid
 from oma.database.models import ReplicationJob, VmContext, Workflow, WorkflowStep
 from oma.database.repos import jobs as jobs_repo
 from oma.services.runner import WorkflowRunner
-from oma.workflows.engine import WorkflowEngine
+from oma.workflows.engine import Definition, Step, StepWaiting, WorkflowEngine
 from oma.workflows.replication import ReplicationServices, ReplicationWorkflow
 
 
@@ -77,3 +77,31 @@ def test_leases_of_dead_workers_on_this_host_are_released(any_db):
     assert Workflow.get(Workflow.job == job.id).lease_until is None
     assert ReplicationJob.get_by_id(job.id).lease_until is not None  # 222 still alive
     assert release_dead_local_leases("host-b", alive=lambda _pid: False) == []
+
+
+def test_waiting_workflows_do_not_take_the_turn_of_younger_ones(any_db):
+    """More older workflows waiting (failovers waiting for their final syncs) than a tick runs:
+    the younger workflow still runs in the first tick."""
+    ran: list[str] = []
+
+    def wait(_ctx) -> None:
+        raise StepWaiting("waiting for the final sync")
+
+    waiting = Definition("failover_live", [Step("final_sync", wait)])
+    working = Definition("cleanup", [Step("work", lambda _ctx: ran.append("work"))])
+    runner = WorkflowRunner(
+        WorkflowEngine("w-1"),
+        ReplicationWorkflow(
+            ReplicationServices(cloudstack_for=None, vma_for=None, exports=None, by_id_dir=None)
+        ),
+        None,
+        others=(waiting, working),
+        max_per_tick=2,
+    )
+    for _ in range(3):
+        runner.engine.create(waiting, params={})
+    young = runner.engine.create(working, params={})
+    counts = runner.tick()
+    assert ran == ["work"]
+    assert (counts["ran"], counts["waiting"]) == (4, 3)
+    assert Workflow.get_by_id(young.id).status == "done"

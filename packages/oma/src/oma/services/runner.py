@@ -13,7 +13,8 @@ One tick (an APScheduler job in ``oma worker``):
 3. workflows — claims runnable workflows of every kind (replication, cleanup, failover,
    rollback: :mod:`oma.workflows.kinds`) one at a time, oldest first (lease; an expired lease
    of a dead worker is taken over) and runs each to its end, to the replicating hand-off, or
-   until a step waits; a workflow runs at most once per tick.
+   until a step waits; a workflow runs at most once per tick, and at most ``max_per_tick``
+   workflows that did not just wait run per tick.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class WorkflowRunner:
             counts["swept"] = self.sweep_orphaned_jobs()
             counts["test_ends"] = end_due_tests(utcnow())  # test failovers past auto_end_after
             ran: list[str] = []
-            for _ in range(self.max_per_tick):
+            # a waiting workflow (a failover waiting for its final sync) does not use up the
+            # tick: else as many older waiting workflows take every turn from the syncs they
+            # wait for. Each workflow runs at most once per tick, so the loop ends.
+            while counts["ran"] - counts["waiting"] < self.max_per_tick:
                 wf = self.engine.claim(list(self.definitions), exclude=ran)
                 if wf is None:
                     break
