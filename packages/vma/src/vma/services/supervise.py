@@ -1,11 +1,14 @@
-"""A tiny supervisor that runs migratekit and records how it ended.
+"""A tiny supervisor that runs a job's child (migratekit, or an nbdkit disk server) and records
+how it ended.
 
 Run as ``python -m vma.services.supervise EXIT_FILE PID_FILE -- migratekit run ...``. It is
-the leader of the job's process group (the runner starts it in a new session), starts
-migratekit as its child, writes migratekit's PID to ``PID_FILE``, forwards SIGTERM/SIGINT, and
-when migratekit ends writes ``{"returncode": N}`` to ``EXIT_FILE`` (negative N = killed by
-signal -N). The exit file survives a restart of the VMA API server, so a job whose migratekit
-ended while the server was down still gets its true exit status.
+the leader of its process group (the runner starts it in a new session), starts the command
+as its child, writes the child's PID to ``PID_FILE``, forwards SIGTERM/SIGINT, and when the
+child ends writes ``{"returncode": N}`` to ``EXIT_FILE`` (negative N = killed by signal -N).
+The exit file survives a restart of the VMA API server, so a job whose migratekit ended while
+the server was down still gets its true exit status. For nbdkit it also gives the server a
+parent that outlives the short-lived thread that started it (nbdkit 1.32 sets
+``PR_SET_PDEATHSIG`` and would die with that thread).
 """
 
 from __future__ import annotations
