@@ -117,6 +117,8 @@ def connect_database(url: str, *, pooled: bool = False) -> Database:
         kwargs["field_types"] = {"UTCDATETIME": "DATETIME"}
         if pooled:
             url = "sqlite+pool://" + url.split("://", 1)[1]
+            # the pool hands a connection to one thread at a time, not always the same one
+            kwargs["check_same_thread"] = False
     elif kind == "mysql":
         url = ("mysql+pool://" if pooled else "mysql://") + url.split("://", 1)[1]
         kwargs["charset"] = "utf8mb4"
