@@ -129,7 +129,7 @@ class ProgressWrite:
     events: tuple[tuple[str, str], ...] = ()  # (kind, message) appended to the timeline
 
 
-WRITE_CHUNK = 500
+WRITE_CHUNK = 1000
 """Jobs per set-based statement (their disks: one more statement per chunk)."""
 
 
