@@ -11,4 +11,5 @@ Every server is started on a free loopback port, waited for, and stopped by PID.
   vSphere source with the VDDK stand-in (tools/vddk).
 - ``vma``: runs the real VMA API server (gunicorn) with a generated token.
 - ``oma``: runs the real ``oma serve`` and ``oma worker``; a stub VMA for poller tests.
+- ``wave``: many VMs through two VMAs and the OMA (wave tests and benchmark); worker RSS.
 """
