@@ -222,7 +222,7 @@ def _write_chunk(writes: Sequence[ProgressWrite], stamp: Any, now: datetime) -> 
             if row is None:
                 new_disks.append(
                     {
-                        **dict(zip(_DISK_COLUMNS, values, strict=True)),
+                        **dict(zip((n for n, _ in _DISK_COLUMNS), values, strict=True)),
                         "job": w.job_id,
                         "disk_key": d.disk_key,
                         "updated_at": now,
