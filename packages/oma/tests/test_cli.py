@@ -52,6 +52,26 @@ def oma(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Comp
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("http://127.0.0.1:9/api/v1", "http://127.0.0.1:9"),
+        ("http://127.0.0.1:9/api/v1/", "http://127.0.0.1:9"),
+        ("https://oma.example:8443/", "https://oma.example:8443"),
+    ],
+)
+def test_oma_url_may_name_the_api(given: str, used: str) -> None:
+    from oma.config import load_client_config
+
+    assert load_client_config(environ={"OMA_URL": given}).url == used
+
+
+def test_oma_url_without_a_scheme_is_a_config_error(tmp_path: Path) -> None:
+    res = oma(_env(tmp_path, OMA_URL="127.0.0.1:8082", OMA_TOKEN="x" * 40), "jobs")
+    assert res.returncode == ExitCode.CONFIG, res.stderr
+    assert "OMA_URL" in res.stderr and "http://127.0.0.1:8082" in res.stderr
+
+
 def test_db_upgrade_and_token_create(tmp_path: Path) -> None:
     env = _env(tmp_path)
     first = oma(env, "db", "upgrade")
@@ -63,6 +83,8 @@ def test_db_upgrade_and_token_create(tmp_path: Path) -> None:
     assert made.returncode == 0
     token = made.stdout.strip().splitlines()[-1]
     assert token.startswith("oma_") and len(token) > 40
+    db_path = (tmp_path / "data" / "oma.db").resolve()
+    assert made.stderr.strip().endswith(f"stored in the SQLite database {db_path}")
     db = (tmp_path / "data" / "oma.db").read_bytes()
     assert token.encode() not in db  # only the hash is stored
     listed = oma(env, "token", "list").stdout

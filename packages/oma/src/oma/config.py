@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from migration_common import (
     ConfigError,
@@ -68,6 +69,17 @@ def _parse_nonempty(text: str) -> str:
     if not value:
         raise ValueError("must not be empty")
     return value
+
+
+def _parse_api_url(text: str) -> str:
+    """The OMA's base URL: ``http(s)://host:port`` (a trailing ``/`` or ``/api/v1``, as the demo
+    prints the API's URL, is dropped)."""
+    url = text.strip().rstrip("/")
+    url = url.removesuffix("/api/v1").rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"expected the OMA's base URL such as http://127.0.0.1:8082, got {text!r}")
+    return url
 
 
 def _parse_guest_conversion(text: str) -> str:
@@ -255,7 +267,7 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
         "URL",
         "base URL of the OMA API for operator commands",
         "http://127.0.0.1:8082",
-        _parse_nonempty,
+        _parse_api_url,
     ),
     Setting("TOKEN", "API token for operator commands", None, str, secret=True),
     Setting("DEBUG", "show tracebacks for CLI errors", False, parse_bool),
@@ -411,6 +423,4 @@ def load_client_config(
         k.upper().removeprefix("OMA_"): v for k, v in (overrides or {}).items() if v is not None
     }
     values = load_settings(PREFIX, CLIENT_SETTINGS, environ=env, overrides=clean)
-    return ClientConfig(
-        url=values["URL"].rstrip("/"), token=values["TOKEN"] or None, debug=values["DEBUG"]
-    )
+    return ClientConfig(url=values["URL"], token=values["TOKEN"] or None, debug=values["DEBUG"])

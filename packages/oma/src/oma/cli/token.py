@@ -26,11 +26,25 @@ def create(name: str, role: str) -> None:
     from ..database.repos import tokens
     from ._server import bind_database, load
 
-    bind_database(load())
+    config = load()
+    bind_database(config)
     with database.connection_context():
         row, plain = tokens.create_token(name, role)
+    # which database holds it: a token made in the wrong OMA_DATA_DIR would never work
+    click.echo(f"stored in {database_location(config.database_url)}", err=True)
     click.echo(f"created {row.role} token {row.name!r}; it is shown only once:")
     click.echo(plain)
+
+
+def database_location(url: str) -> str:
+    """Where a database URL points, without credentials (a SQLite file's path)."""
+    from urllib.parse import urlsplit
+
+    if url.startswith("sqlite:///"):
+        return f"the SQLite database {url.removeprefix('sqlite:///')}"
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"the {parts.scheme} database {parts.hostname}{port}{parts.path}"
 
 
 @command.command("list")
