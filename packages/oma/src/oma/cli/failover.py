@@ -236,8 +236,7 @@ def finish(fo: dict[str, Any]) -> None:
         )
     raise CliError(
         f"failover {fo['id']} {fo['status']}: {fo.get('error') or 'no error recorded'}",
-        hint="fix the cause and resume it with `oma retry VM`, or undo it with "
-        "`oma rollback VM`",
+        hint="fix the cause and resume it with `oma retry VM`, or undo it with `oma rollback VM`",
         code=ExitCode.JOB_FAILED,
     )
 
