@@ -97,6 +97,18 @@ def test_used_ports_and_list_running(tmp_path, manager) -> None:
     )
 
 
+def test_an_export_whose_record_was_never_written_is_found_and_stopped(tmp_path, manager) -> None:
+    """A worker killed between qemu-nbd's fork and writing the record leaves a process that
+    names this manager's pid file: reconciliation must still see it and stop it."""
+    info = manager.start("c", str(_sparse(tmp_path / "c")))
+    manager._state_path("c").unlink()  # as if killed before the record
+    assert manager.get("c") is None
+    running = manager.list_running()
+    assert [(e.volume_id, e.pid, e.port) for e in running] == [("c", info.pid, info.port)]
+    manager.stop(running[0].pid, "c")
+    assert manager.list_running() == [] and not manager.is_running(info.pid, "c")
+
+
 def test_start_is_idempotent_and_replaces_stale_device(tmp_path, manager) -> None:
     dev1, dev2 = _sparse(tmp_path / "d1"), _sparse(tmp_path / "d2")
     one = manager.start("v", str(dev1))

@@ -149,15 +149,39 @@ class ExportManager:
         return loaded[0]
 
     def list_running(self) -> list[ExportInfo]:
-        """Live qemu-nbd ``vol-*`` processes that this manager started (from /proc)."""
+        """Live qemu-nbd ``vol-*`` processes that this manager started (from /proc).
+
+        Also one started by this manager whose record was never written (its process was
+        killed between qemu-nbd's fork and the record): recognised by the pid file in this
+        manager's state directory on its command line, so reconciliation can stop it."""
         found = []
         for pid, name in sorted(procfs.qemu_nbd_exports().items()):
             if not name.startswith(EXPORT_PREFIX):
                 continue
-            loaded = self._load(name[len(EXPORT_PREFIX) :])
+            volume_id = name[len(EXPORT_PREFIX) :]
+            loaded = self._load(volume_id)
             if loaded is not None and loaded[0].pid == pid and self._ours(*loaded):
                 found.append(loaded[0])
+            elif (unrecorded := self._unrecorded(pid, volume_id)) is not None:
+                found.append(unrecorded)
         return found
+
+    def _unrecorded(self, pid: int, volume_id: str) -> ExportInfo | None:
+        """The export ``pid`` when its command line names this manager's pid file for it."""
+        argv = procfs.cmdline(pid)
+        if argv is None or f"--pid-file={self._pid_path(volume_id)}" not in argv:
+            return None
+        port = int(argv[argv.index("-p") + 1]) if "-p" in argv[:-1] else 0
+        name = export_name(volume_id)
+        return ExportInfo(
+            volume_id=volume_id,
+            export_name=name,
+            host=self.advertise_host,
+            port=port,
+            pid=pid,
+            device_path=argv[-1],
+            uri=f"nbd://{_uri_host(self.advertise_host)}:{port}/{name}",
+        )
 
     # ----- start / stop -----------------------------------------------------------------
     def _pick_port(self, excluded: Iterable[int]) -> int:
