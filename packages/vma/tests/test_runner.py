@@ -39,6 +39,12 @@ def _dead_process(tmp_path):
 
 
 def _job(runner, job_id, *, exit_code=None, supervisor=None, progress=None):
+    # exit.json first: a runner thread that ticks between the row and the file would see a
+    # dead supervisor without an exit code and fail the job
+    if exit_code is not None:
+        work = runner.job_dir(job_id)
+        work.mkdir(parents=True)
+        (work / "exit.json").write_text(json.dumps({"returncode": exit_code}))
     job = Job.create(
         job_id=job_id,
         vm_id=f"vm-{job_id}",
@@ -54,10 +60,6 @@ def _job(runner, job_id, *, exit_code=None, supervisor=None, progress=None):
         JobDisk.update(seq=progress.seq, progress=progress.to_json()).where(
             JobDisk.id == disk.id
         ).execute()
-    if exit_code is not None:
-        work = runner.job_dir(job_id)
-        work.mkdir(parents=True)
-        (work / "exit.json").write_text(json.dumps({"returncode": exit_code}))
     return job
 
 
