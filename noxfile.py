@@ -34,7 +34,12 @@ LAB_TOOLS = [
     for p in ["tools/labtest", "tools/cloudstack_sim", "tools/demo"]
     if (ROOT / p / "pyproject.toml").exists()
 ]
-TEST_DEPS = ["pytest>=8", "pytest-timeout>=2.3"]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "playwright>=1.50",  # drives Debian's chromium (no browser download)
+    "schemathesis>=4.0",
+]
 # Optional extras installed in test environments (the database tests need both drivers).
 EXTRAS = {"oma": "[postgresql,mariadb]"}
 
