@@ -101,11 +101,32 @@ class VmaAppliance(BaseModel):
     version = CharField(max_length=50, null=True)
     last_seen_at = UtcDateTimeField(null=True)
     last_error = TextField(null=True)
+    # the VMA's client certificate, pinned at enrollment (sha256 hex and RFC 4514 subject)
+    cert_fingerprint = CharField(max_length=64, null=True)
+    cert_subject = TextField(null=True)
+    revoked_at = UtcDateTimeField(null=True)
     created_at = UtcDateTimeField(default=now)
     updated_at = UtcDateTimeField(default=now)
 
     class Meta:
         table_name = "vma_appliances"
+
+
+class VmaEnrollment(BaseModel):
+    """A one-time enrollment code for one VMA name (only its SHA-256 is stored)."""
+
+    id = UUIDStrField(primary_key=True, default=new_id)
+    vma_name = CharField(max_length=100)
+    code_hash = CharField(max_length=64, unique=True)
+    url = CharField(max_length=500, null=True)
+    expires_at = UtcDateTimeField()
+    used_at = UtcDateTimeField(null=True)
+    vma_id = UUIDStrField(null=True)
+    created_by = CharField(max_length=100, null=True)
+    created_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "vma_enrollments"
 
 
 class VmwareCredential(BaseModel):
@@ -410,6 +431,7 @@ class WorkerHeartbeat(BaseModel):
 
 ALL_MODELS: tuple[type[BaseModel], ...] = (
     VmaAppliance,
+    VmaEnrollment,
     VmwareCredential,
     CloudStackTarget,
     VmContext,
