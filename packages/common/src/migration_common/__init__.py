@@ -31,8 +31,10 @@ if TYPE_CHECKING:
         HttpError,
         MigrationCommonError,
     )
-    from ._http import HttpClient
+    from ._gunicorn import use_json_error_pages
+    from ._http import HttpClient, is_loopback
     from ._ids import canonical_vm_id
+    from ._jsonbody import bad_character, parse_json_body
     from ._logging import (
         EventFormatter,
         EventLogger,
@@ -54,7 +56,11 @@ if TYPE_CHECKING:
     from ._time import rfc3339, utcnow
 
 _WHERE = {
+    "use_json_error_pages": "._gunicorn",
+    "bad_character": "._jsonbody",
+    "parse_json_body": "._jsonbody",
     "HttpClient": "._http",
+    "is_loopback": "._http",
     "ConfigError": "._errors",
     "ContractError": "._errors",
     "DiskProgress": "._models",
@@ -120,15 +126,18 @@ __all__ = [
     "Setting",
     "Status",
     "SyncType",
+    "bad_character",
     "canonical_vm_id",
     "describe",
     "get_logger",
+    "is_loopback",
     "load_settings",
     "parse_bool",
     "parse_disk_update",
     "parse_hostport",
     "parse_int",
     "parse_job_progress",
+    "parse_json_body",
     "parse_port_range",
     "parse_seconds",
     "redact",
@@ -136,5 +145,6 @@ __all__ = [
     "register_secret",
     "rfc3339",
     "setup_logging",
+    "use_json_error_pages",
     "utcnow",
 ]

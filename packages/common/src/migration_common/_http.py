@@ -11,6 +11,7 @@ tests plug in an in-memory handler instead of opening sockets.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -169,4 +170,28 @@ class HttpClient:
 def _describe(exc: Exception) -> str:
     if isinstance(exc, requests.Timeout):
         return "timed out"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS certificate verification failed ({_ssl_reason(exc)})"
     return "connection failed"
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """The innermost ssl error's reason (``certificate verify failed: …``), without the URL."""
+    text = str(exc)
+    for marker in ("certificate verify failed", "hostname mismatch", "wrong version number"):
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:].split("(_ssl")[0].rstrip(" )'\"")
+    return "TLS handshake failed"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): a bind only this host
+    can reach. ``0.0.0.0``, ``::`` and every other name or address are not."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -30,6 +30,7 @@ from migration_common import (
     parse_port_range,
     parse_seconds,
 )
+from migration_common import is_loopback as _is_loopback
 
 PREFIX = "OMA"
 
@@ -107,11 +108,26 @@ def _parse_nbd_aio(text: str) -> str | None:
     return mode or None
 
 
+def _parse_metrics_bind(text: str) -> tuple[str, int] | None:
+    """``host:port``, a bare port (loopback) or empty (off)."""
+    value = text.strip()
+    if not value:
+        return None
+    return parse_hostport(f"127.0.0.1:{value}" if value.isdigit() else value)
+
+
 def _parse_secret_key(text: str) -> str:
     # Validated for real (Fernet format) by oma.secrets; here only non-empty.
     if not text.strip():
         raise ValueError("must not be empty")
     return text.strip()
+
+
+def _parse_hostnames(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        _parse_host(name)
+    return names
 
 
 # Every server setting: name (without OMA_), meaning, default. None defaults are derived.
@@ -131,6 +147,13 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting("BIND", "host:port the API (oma serve) listens on", ("0.0.0.0", 8082), parse_hostport),
+    Setting(
+        "METRICS_BIND",
+        "host:port (or port, on 127.0.0.1) where oma worker serves its own Prometheus metrics "
+        "without a token; empty: not served",
+        None,
+        _parse_metrics_bind,
+    ),
     Setting(
         "SECRET_KEY",
         "Fernet key encrypting stored secrets (generated into "
@@ -260,6 +283,40 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("API_THREADS", "threads per gunicorn worker", 4, parse_int(1, 64)),
     Setting("API_TIMEOUT", "gunicorn worker timeout in seconds", 30, parse_int(5, 3600)),
     Setting("VMA_TIMEOUT", "seconds an HTTP call to a VMA may take", 30.0, parse_seconds),
+    Setting(
+        "TLS",
+        "serve the API over HTTPS; without OMA_TLS_CERT, oma serve issues its certificate "
+        "from the OMA CA (<data dir>/pki/api-server.crt) for the bind host and OMA_TLS_HOSTNAMES",
+        False,
+        parse_bool,
+    ),
+    Setting("TLS_CERT", "PEM certificate (chain) of the API's HTTPS (implies OMA_TLS)", None),
+    Setting("TLS_KEY", "PEM private key of OMA_TLS_CERT", None),
+    Setting(
+        "TLS_HOSTNAMES",
+        "comma-separated DNS names and addresses the issued API certificate is valid for "
+        "(in addition to the bind host and this host's name)",
+        (),
+        _parse_hostnames,
+    ),
+    Setting(
+        "ALLOW_PLAINTEXT",
+        "let oma serve listen without TLS on a non-loopback address (warned about)",
+        False,
+        parse_bool,
+    ),
+    Setting(
+        "VMA_CA_FILE",
+        "CA certificate(s) the OMA verifies VMA APIs' HTTPS certificates with "
+        "(default: the OMA CA, which issues an enrolled VMA's certificate)",
+        None,
+    ),
+    Setting(
+        "ENROLLMENT_TTL",
+        "seconds a VMA enrollment code stays valid",
+        900.0,
+        parse_seconds,
+    ),
 )
 
 CLIENT_SETTINGS: tuple[Setting, ...] = (
@@ -271,6 +328,12 @@ CLIENT_SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("TOKEN", "API token for operator commands", None, str, secret=True),
     Setting("DEBUG", "show tracebacks for CLI errors", False, parse_bool),
+    Setting(
+        "CA_FILE",
+        "CA certificate the operator commands verify the OMA's HTTPS certificate with "
+        "(the OMA's <data dir>/pki/ca.crt; default: the system's trusted CAs)",
+        None,
+    ),
 )
 
 
@@ -312,6 +375,14 @@ class OmaConfig:
     max_jobs_per_datastore: int = 0
     nbd_cache: str = "writeback"
     nbd_aio: str | None = None
+    metrics_bind: tuple[str, int] | None = None
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_hostnames: tuple[str, ...] = ()
+    allow_plaintext: bool = False
+    vma_ca_file: Path | None = None
+    enrollment_ttl: float = 900.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
@@ -337,11 +408,34 @@ class OmaConfig:
 
     @property
     def bind_url(self) -> str:
-        """``http://host:port`` of the API as seen from this host."""
+        """``http(s)://host:port`` of the API as seen from this host."""
         host, port = self.bind
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The OMA CA's certificate (created with the CA by :func:`oma.pki.load_ca`)."""
+        return self.data_dir / "pki" / "ca.crt"
+
+    def check_bind(self) -> str | None:
+        """Whether ``oma serve`` may listen on OMA_BIND: ConfigError for a non-loopback address
+        without TLS (unless OMA_ALLOW_PLAINTEXT); the warning to log when it is allowed."""
+        host, port = self.bind
+        if self.tls or _is_loopback(host):
+            return None
+        if not self.allow_plaintext:
+            raise ConfigError(
+                "OMA_BIND",
+                f"{host}:{port} is not a loopback address and TLS is off: set OMA_TLS=true "
+                "(a certificate issued from the OMA CA) or OMA_TLS_CERT and OMA_TLS_KEY, "
+                "or OMA_ALLOW_PLAINTEXT=true to accept plain HTTP",
+            )
+        return (
+            f"the API listens on {host}:{port} without TLS (OMA_ALLOW_PLAINTEXT): "
+            "tokens cross the network in clear"
+        )
 
 
 def load_config(
@@ -367,6 +461,11 @@ def load_config(
             f"native needs OMA_NBD_CACHE none or directsync (O_DIRECT), got "
             f"{values['NBD_CACHE']!r}",
         )
+    tls_cert, tls_key = values["TLS_CERT"], values["TLS_KEY"]
+    if bool(tls_cert) != bool(tls_key):
+        missing = "OMA_TLS_KEY" if tls_cert else "OMA_TLS_CERT"
+        raise ConfigError(missing, "OMA_TLS_CERT and OMA_TLS_KEY are set together")
+    tls = bool(values["TLS"] or tls_cert)
     return OmaConfig(
         data_dir=data_dir,
         database_url=db_url,
@@ -399,6 +498,14 @@ def load_config(
         max_jobs_per_datastore=values["MAX_JOBS_PER_DATASTORE"],
         nbd_cache=values["NBD_CACHE"],
         nbd_aio=values["NBD_AIO"],
+        metrics_bind=values["METRICS_BIND"],
+        tls=tls,
+        tls_cert=Path(tls_cert).expanduser() if tls_cert else None,
+        tls_key=Path(tls_key).expanduser() if tls_key else None,
+        tls_hostnames=values["TLS_HOSTNAMES"],
+        allow_plaintext=values["ALLOW_PLAINTEXT"],
+        vma_ca_file=Path(values["VMA_CA_FILE"]).expanduser() if values["VMA_CA_FILE"] else None,
+        enrollment_ttl=values["ENROLLMENT_TTL"],
     )
 
 
@@ -409,6 +516,12 @@ class ClientConfig:
     url: str
     token: str | None
     debug: bool
+    ca_file: str | None = None
+
+    @property
+    def verify(self) -> bool | str:
+        """``verify`` for requests: the CA file, else the system's trusted CAs (never off)."""
+        return self.ca_file or True
 
 
 def load_client_config(
@@ -416,11 +529,17 @@ def load_client_config(
     *,
     environ: Mapping[str, str] | None = None,
 ) -> ClientConfig:
-    """Load ``OMA_URL``, ``OMA_TOKEN`` and ``OMA_DEBUG`` (overrides win over the environment)."""
+    """Load ``OMA_URL``, ``OMA_TOKEN``, ``OMA_DEBUG`` and ``OMA_CA_FILE`` (overrides win over
+    the environment)."""
     env = dict(os.environ if environ is None else environ)
     env.pop("OMA_CONFIG", None)  # the server's TOML file has no client keys
     clean = {
         k.upper().removeprefix("OMA_"): v for k, v in (overrides or {}).items() if v is not None
     }
     values = load_settings(PREFIX, CLIENT_SETTINGS, environ=env, overrides=clean)
-    return ClientConfig(url=values["URL"], token=values["TOKEN"] or None, debug=values["DEBUG"])
+    return ClientConfig(
+        url=values["URL"],
+        token=values["TOKEN"] or None,
+        debug=values["DEBUG"],
+        ca_file=values["CA_FILE"] or None,
+    )
