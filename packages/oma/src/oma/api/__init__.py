@@ -48,6 +48,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         failover,
         groups,
         health,
+        metrics,
         openapi,
         progress,
         replications,
@@ -112,6 +113,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         schedules,
         progress,
         openapi,
+        metrics,
     ):
         app.register_blueprint(module.bp)
     register_error_handlers(app)

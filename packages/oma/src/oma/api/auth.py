@@ -1,9 +1,9 @@
 """Bearer-token authentication and role checks.
 
-Every route under ``/api/v1`` needs ``Authorization: Bearer <token>`` except the health
-endpoints. Roles: ``viewer`` may only read (GET/HEAD); ``operator`` may also start, stop and
-delete replications and add VMs; ``admin`` may additionally manage VMA appliances, vCenter
-credentials and CloudStack targets (routes marked with :func:`admin_only`).
+Every route under ``/api/v1`` and ``/metrics`` needs ``Authorization: Bearer <token>`` except
+the health endpoints. Roles: ``viewer`` may only read (GET/HEAD); ``operator`` may also start,
+stop and delete replications and add VMs; ``admin`` may additionally manage VMA appliances,
+vCenter credentials and CloudStack targets (routes marked with :func:`admin_only`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _bearer() -> str | None:
 
 def authenticate() -> None:
     """before_request hook: resolve the token into ``g.token`` / ``g.role`` or answer 401/403."""
-    if request.path in PUBLIC_PATHS or not request.path.startswith("/api/"):
+    if request.path in PUBLIC_PATHS or not request.path.startswith(("/api/", "/metrics")):
         return
     token = _bearer()
     if token is None:

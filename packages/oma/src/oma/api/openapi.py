@@ -54,7 +54,7 @@ def build_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for rule in current_app.url_map.iter_rules():
         if rule.endpoint == "static" or not (
-            rule.rule.startswith("/api/") or rule.rule == "/health"
+            rule.rule.startswith("/api/") or rule.rule in ("/health", "/metrics")
         ):
             continue
         view = current_app.view_functions[rule.endpoint]
@@ -70,6 +70,8 @@ def build_document() -> dict[str, Any]:
                 "DELETE": ["202", "204"],
             }[method]
             responses: dict[str, Any] = {c: {"description": _STATUS_TEXT[c]} for c in codes}
+            if media := getattr(view, "media_type", None):  # e.g. /metrics: text/plain
+                responses["200"]["content"] = {media: {"schema": {"type": "string"}}}
             for code in ("400", "401", "403", "404", "409"):
                 if public and code in ("401", "403"):
                     continue

@@ -12,6 +12,8 @@ def command(worker_id: str | None) -> None:
     from ._server import load
 
     config = load(WORKER_ID=worker_id)
+    from ..metrics import serve_worker_metrics
     from ..services.worker import run_worker
 
+    serve_worker_metrics(config.metrics_bind)  # OMA_METRICS_BIND (off when empty)
     run_worker(config)

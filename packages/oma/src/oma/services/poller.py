@@ -30,6 +30,7 @@ from ..database.models import JobStatus, VmaAppliance
 from ..database.repos import appliances
 from ..database.repos.jobs import finish_job
 from ..errors import VmaClientError, VmaUnreachable
+from ..metrics import POLLER_TICK
 from ..vma_client import VmaClient
 from . import _queries as q
 from .classify import (
@@ -156,6 +157,10 @@ class ProgressPoller:
 
     def tick(self) -> TickResult:
         """One poll of every replicating job; never raises for a single job's trouble."""
+        with POLLER_TICK.time():
+            return self._tick()
+
+    def _tick(self) -> TickResult:
         result = TickResult()
         with database.connection_context():
             if self.worker_id is not None:

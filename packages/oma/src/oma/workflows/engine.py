@@ -31,6 +31,7 @@ from typing import Any
 from migration_common import get_logger, utcnow
 
 from ..database.models import StepStatus, Workflow, WorkflowStep
+from ..metrics import observe_step
 from ..services import _queries as q
 
 log = get_logger(__name__)
@@ -229,6 +230,7 @@ class WorkflowEngine:
             error=str(exc)[:4000],
             finished_at=self.clock(),
         )
+        observe_step(wf.kind, row)
 
     # -- running --------------------------------------------------------------------------
 
@@ -279,6 +281,7 @@ class WorkflowEngine:
             final.pop(WAITING_KEY, None)
             ctx.data[step.name] = final
             self._set_step(row, status=StepStatus.DONE.value, data=final, finished_at=self.clock())
+            observe_step(wf.kind, row)
             done.append(step)
         ctx.step, ctx._row = None, None
         if definition.on_success is not None:
