@@ -1,0 +1,129 @@
+"""Read-only pages: overview, VMs, one VM, and the live fragments they poll.
+
+Each live fragment is one request per page for everything it shows (all visible jobs at once),
+answered from the API's list reads, so 200 active jobs cost a handful of queries per poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import render_template, request
+
+from ..database.models import ContextState, VmContext
+from ..workflows.failover.target_vm import source_nics
+from . import api_calls as api
+from .blueprint import bp
+
+ACTIVE_LIMIT = 500  # the API's page maximum: every active job on one page
+FAILURES_SHOWN = 10
+
+
+def _state_counts() -> dict[str, int]:
+    from peewee import fn
+
+    rows = VmContext.select(VmContext.state, fn.COUNT(VmContext.id).alias("n")).group_by(
+        VmContext.state
+    )
+    counts = {s.value: 0 for s in ContextState}
+    counts.update({r.state: r.n for r in rows})
+    return counts
+
+
+def _overview() -> dict[str, Any]:
+    active = api.get("replications", active="true", limit=ACTIVE_LIMIT)
+    failed = api.get("replications", status="failed", limit=FAILURES_SHOWN)
+    return {
+        "counts": _state_counts(),
+        "active": active["items"],
+        "active_total": active["total"],
+        "failures": failed["items"],
+        "health": api.call("GET", "health").body or {},
+        "vmas": api.get("vma-appliances")["items"],
+    }
+
+
+@bp.get("/")
+def overview() -> str:
+    """Counts by state, active jobs, recent failures, worker and VMA health."""
+    return render_template("overview.html", **_overview())
+
+
+@bp.get("/live/overview")
+def overview_live() -> str:
+    """The overview's live part."""
+    return render_template("_overview_live.html", **_overview())
+
+
+def _vm_filters() -> dict[str, str]:
+    return {k: request.args.get(k, "") for k in ("state", "group", "vma", "name")}
+
+
+def _vm_rows(filters: dict[str, str]) -> dict[str, Any]:
+    listing = api.get(
+        "vm-contexts",
+        state=filters["state"],
+        vma_id=filters["vma"],
+        name=filters["name"],
+        limit=ACTIVE_LIMIT,
+    )
+    items = listing["items"]
+    if filters["group"]:
+        members = api.get(f"groups/{filters['group']}")["members"]
+        wanted = {m["vm_context_id"] for m in members}
+        items = [i for i in items if i["id"] in wanted]
+    active = {
+        j["vm_context_id"]: j
+        for j in api.get("replications", active="true", limit=ACTIVE_LIMIT)["items"]
+    }
+    vmas = {v["id"]: v["name"] for v in api.get("vma-appliances")["items"]}
+    return {"vms": items, "total": listing["total"], "jobs": active, "vma_names": vmas}
+
+
+@bp.get("/vms")
+def vms() -> str:
+    """Protected VMs, filtered by state, group, VMA or name."""
+    filters = _vm_filters()
+    return render_template(
+        "vms.html",
+        filters=filters,
+        states=[s.value for s in ContextState],
+        groups=api.get("groups")["items"],
+        vmas=api.get("vma-appliances")["items"],
+        **_vm_rows(filters),
+    )
+
+
+@bp.get("/live/vms")
+def vms_live() -> str:
+    """The VM list's rows."""
+    filters = _vm_filters()
+    return render_template("_vms_rows.html", filters=filters, **_vm_rows(filters))
+
+
+def _vm(context_id: str) -> dict[str, Any]:
+    ctx = api.get(f"vm-contexts/{context_id}", jobs=20, events=100)
+    active = api.get(f"replications/{ctx['active_job_id']}") if ctx["active_job_id"] else None
+    failovers = api.get(f"vm-contexts/{context_id}/failovers")["items"]
+    tests = api.get(f"vm-contexts/{context_id}/test-failovers")["items"]
+    volumes = {v["disk_key"]: v for v in ctx.get("volumes") or []}
+    return {
+        "vm": ctx,
+        "active": active,
+        "failover": failovers[0] if failovers else None,
+        "test": tests[0] if tests else None,
+        "volumes": volumes,
+        "nics": source_nics(ctx.get("spec") or {}),
+    }
+
+
+@bp.get("/vms/<context_id>")
+def vm(context_id: str) -> str:
+    """One VM: disks and replicas, jobs with live progress, failovers, timeline, actions."""
+    return render_template("vm.html", **_vm(context_id))
+
+
+@bp.get("/live/vms/<context_id>")
+def vm_live(context_id: str) -> str:
+    """The VM page's live part."""
+    return render_template("_vm_live.html", **_vm(context_id))
