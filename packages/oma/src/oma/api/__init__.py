@@ -56,6 +56,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         targets,
         workflows,
     )
+    from ..console import init_console
     from .auth import init_auth
     from .errors import register_error_handlers
 
@@ -117,6 +118,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     ):
         app.register_blueprint(module.bp)
     register_error_handlers(app)
+    init_console(app, cfg)
     return app
 
 
