@@ -18,6 +18,7 @@ from vma.services.runner import JobRunner, RunnerConfig
 from vma.services.store import database, init_db
 from vma.services.vcenter import VcenterCredentials, VcenterProvider
 
+from . import metrics
 from .api import register_blueprints
 from .api._services import Services
 from .auth import init_auth
@@ -79,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
 
     init_auth(app)
     register_blueprints(app)
+    app.register_blueprint(metrics.bp)  # GET /metrics (Prometheus)
     register_error_handlers(app)
     if start_runner:
         runner.start()

@@ -118,6 +118,18 @@ def document() -> dict[str, Any]:
     paths = {
         "/api/v1/health": {"get": _op("Liveness and job counts", public=True)},
         "/api/v1/openapi.json": {"get": _op("This document")},
+        "/metrics": {
+            "get": {
+                "summary": "Jobs, bytes moved, throughput, vCenter reachability (Prometheus)",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "default": _json(_ref("Error"), "Error: {error: {code, message, field}}"),
+                },
+            }
+        },
         "/api/v1/discover": {"post": _op("List the VMs of a vCenter", body="DiscoverIn")},
         "/api/v1/vms/{vm_id}": {"get": _op("One VM", params=vm)},
         "/api/v1/vms/{vm_id}/power": {"get": _op("Power state", params=vm)},
