@@ -80,6 +80,9 @@ class DiskProgress(_Model):
     order for an incremental) read back from the source and from the target, and ``verified``:
     true when they are equal, false when they differ. All three stay null for a sync that did
     not verify (or has not verified yet), so senders without them still validate.
+
+    ``limit_bps`` is the bandwidth limit in force for the job when the update was made
+    (bytes per second shared by all of the job's disks; null: unlimited or not reported).
     """
 
     disk_key: str = Field(min_length=1)
@@ -98,6 +101,7 @@ class DiskProgress(_Model):
     verified: bool | None = None
     source_sha256: str | None = Field(default=None, pattern=SHA256_HEX)
     target_sha256: str | None = Field(default=None, pattern=SHA256_HEX)
+    limit_bps: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DiskProgress:

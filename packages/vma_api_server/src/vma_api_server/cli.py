@@ -22,8 +22,8 @@ def gunicorn_argv(settings: dict[str, object]) -> list[str]:
         "gunicorn",
         "--workers",
         "1",
-        "--worker-class",
-        "gthread",
+        "--worker-class",  # gthread, with gunicorn's own error answers as JSON
+        "migration_common.gunicorn_worker.JsonErrorThreadWorker",
         "--threads",
         str(settings["THREADS"]),
         "--bind",

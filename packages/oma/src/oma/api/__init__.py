@@ -99,6 +99,9 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         if not database.is_closed():
             database.close()
 
+    from .validation import reject_bad_characters
+
+    app.before_request(reject_bad_characters)
     init_auth(app)
     for module in (
         health,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import peewee
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -93,6 +94,28 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ConfigError)
     def _config_error(exc: ConfigError) -> tuple[Response, int]:
         return error_response(ApiError("config_error", str(exc), 500))
+
+    @app.errorhandler(peewee.IntegrityError)
+    def _integrity(exc: peewee.IntegrityError) -> tuple[Response, int]:
+        # the repositories turn the expected ones into ConflictError; a race that slips
+        # through is still a conflict with the current state, never a server fault
+        log.warning("database constraint refused a write", error=str(exc)[:200])
+        return error_response(
+            ApiError("conflict", "the change conflicts with the current state; retry", 409)
+        )
+
+    @app.errorhandler(peewee.DatabaseError)
+    def _database(exc: peewee.DatabaseError) -> tuple[Response, int]:
+        # read-only, full, locked or gone: the request may be retried when it is back
+        log.error("database error", error=type(exc).__name__, detail=str(exc)[:200])
+        return error_response(
+            ApiError(
+                "database_unavailable",
+                f"the OMA database cannot serve this request ({type(exc).__name__}: "
+                f"{str(exc)[:120]}); retry later",
+                503,
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> tuple[Response, int]:

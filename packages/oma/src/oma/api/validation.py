@@ -9,18 +9,39 @@ from urllib.parse import urlsplit
 
 from flask import request
 
+from migration_common import ContractError, bad_character, parse_json_body
+
 from .errors import ApiError, invalid
 
 E = TypeVar("E", bound=Enum)
 MAX_LIMIT = 500
+MAX_OFFSET = 2**31 - 1  # past any table's size, within every database's integer range
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or 400 when the body is not a JSON object."""
-    data = request.get_json(silent=True)
+    """The request's JSON object, or 400 when the body is not a JSON object (or nests too
+    deep, or holds a lone surrogate or a control character: the error names the field)."""
+    try:
+        data = parse_json_body(request.get_data(cache=True))
+    except ContractError as exc:
+        if exc.field == "body":
+            raise ApiError("invalid_json", f"the request body {exc.reason}", 400) from None
+        raise invalid(exc.field or "body", exc.reason) from None
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "the request body must be a JSON object", 400)
     return data
+
+
+def reject_bad_characters() -> None:
+    """before_request: 400 when the path or a query parameter holds a control character or a
+    lone surrogate (ids reach vCenter, CloudStack and logs verbatim)."""
+    problem = bad_character(request.path)
+    if problem:
+        raise ApiError("invalid_path", f"the request path {problem}", 400, "path")
+    for name, value in request.args.items(multi=True):
+        problem = bad_character(name) or bad_character(value)
+        if problem:
+            raise invalid(name if not bad_character(name) else "query", problem)
 
 
 def string(
@@ -140,7 +161,10 @@ def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None 
 
 def page() -> tuple[int, int]:
     """(limit, offset) from the query string (limit 1 to 500, default 50)."""
-    return query_int("limit", 50, minimum=1, maximum=MAX_LIMIT), query_int("offset", 0)
+    return (
+        query_int("limit", 50, minimum=1, maximum=MAX_LIMIT),
+        query_int("offset", 0, maximum=MAX_OFFSET),
+    )
 
 
 def query_bool(name: str) -> bool | None:

@@ -107,7 +107,7 @@ def gunicorn_options(config: Any) -> dict[str, Any]:
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": config.api_workers,
         "threads": config.api_threads,
-        "worker_class": "gthread",
+        "worker_class": "migration_common.gunicorn_worker.JsonErrorThreadWorker",  # gthread
         "timeout": config.api_timeout,
         "graceful_timeout": 10,
         "accesslog": "-",

@@ -415,6 +415,16 @@ class WorkflowStep(BaseModel):
         indexes = ((("workflow", "name"), True),)
 
 
+class HealthProbe(BaseModel):
+    """The one row ``/health`` writes, proving the database accepts writes."""
+
+    id = IntegerField(primary_key=True)
+    checked_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "health_probe"
+
+
 class WorkerHeartbeat(BaseModel):
     """The last sign of life of an ``oma worker`` process (written every tick)."""
 
@@ -445,6 +455,7 @@ ALL_MODELS: tuple[type[BaseModel], ...] = (
     Workflow,
     WorkflowStep,
     WorkerHeartbeat,
+    HealthProbe,
 )
 """Every model, in dependency order."""
 
