@@ -23,7 +23,8 @@ PORTS = (20300, 20340)
 
 @pytest.fixture
 def env(tmp_path):
-    exports = ExportManager(port_range=PORTS, state_dir=tmp_path / "exports")
+    # the context has no VMA (so no certificate): exports without TLS, allowed here
+    exports = ExportManager(port_range=PORTS, state_dir=tmp_path / "exports", allow_plaintext=True)
     with oma_database(tmp_path / "oma.db"), database.connection_context():
         ctx = VmContext.create(vcenter="vc", vm_id=str(uuid.uuid4()), name="vm")
         try:

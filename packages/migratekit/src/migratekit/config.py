@@ -88,6 +88,20 @@ SETTINGS = (
         default=True,
         parse=parse_bool,
     ),
+    Setting(
+        "TLS_CA",
+        "file of the CA that signs the nbds:// servers (pinned; the system's trust store is "
+        "not used)",
+        default=None,
+    ),
+    Setting("TLS_CERT", "file of the client certificate presented to nbds:// servers", None),
+    Setting("TLS_KEY", "file of the client certificate's private key", default=None),
+    Setting(
+        "TLS_ALLOW_PLAINTEXT",
+        "continue in plaintext when an nbds:// server does not offer TLS (default: fail)",
+        default=False,
+        parse=parse_bool,
+    ),
     Setting("LOG_LEVEL", "log level (DEBUG, INFO, WARNING, ERROR)", default="INFO"),
     Setting("DEBUG", "show tracebacks on errors", default=False, parse=parse_bool),
 )

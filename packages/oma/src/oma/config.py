@@ -189,6 +189,13 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_nbd_aio,
     ),
     Setting(
+        "NBD_ALLOW_PLAINTEXT",
+        "export the replicas of a VMA without an enrolled certificate without TLS (with a "
+        "warning); false: such a sync fails, enrolled VMAs always get TLS",
+        False,
+        parse_bool,
+    ),
+    Setting(
         "BY_ID_DIR",
         "directory where attached volumes appear as virtio-<serial>",
         "/dev/disk/by-id",
@@ -375,6 +382,7 @@ class OmaConfig:
     max_jobs_per_datastore: int = 0
     nbd_cache: str = "writeback"
     nbd_aio: str | None = None
+    nbd_allow_plaintext: bool = False
     metrics_bind: tuple[str, int] | None = None
     tls: bool = False
     tls_cert: Path | None = None
@@ -498,6 +506,7 @@ def load_config(
         max_jobs_per_datastore=values["MAX_JOBS_PER_DATASTORE"],
         nbd_cache=values["NBD_CACHE"],
         nbd_aio=values["NBD_AIO"],
+        nbd_allow_plaintext=values["NBD_ALLOW_PLAINTEXT"],
         metrics_bind=values["METRICS_BIND"],
         tls=tls,
         tls_cert=Path(tls_cert).expanduser() if tls_cert else None,

@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..nbd import NbdClient, NbdUri
 from ..nbd import _protocol as p
+from ..nbd._tls import TlsSettings
 from ..progress._tracker import DiskTracker
 from . import _extents as ext
 from ._checkpoint import Checkpointer, resume_offset
@@ -62,9 +63,10 @@ class CopyOptions(EngineOptions):
     """Engine tuning plus what to do around the copy: ``verify``, ``coalesce_gap`` (bytes
     of hole between two data extents that are copied as one request), ``resume`` (full
     copies with a checkpoint start from it when it matches) and ``checkpoint_interval``
-    (seconds between flushes that let a checkpoint advance; 0: only ``flush_every``)."""
+    (seconds between flushes that let a checkpoint advance; 0: only ``flush_every``).
+    ``tls`` holds the files every ``nbds://`` connection uses (None: no TLS configured)."""
 
-    __slots__ = ("checkpoint_interval", "coalesce_gap", "resume", "verify")
+    __slots__ = ("checkpoint_interval", "coalesce_gap", "resume", "tls", "verify")
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class CopyOptions(EngineOptions):
         coalesce_gap: int = 64 * 1024,
         resume: bool = False,
         checkpoint_interval: float = 30.0,
+        tls: TlsSettings | None = None,
         **engine: Any,
     ):
         super().__init__(**engine)
@@ -80,6 +83,7 @@ class CopyOptions(EngineOptions):
         self.coalesce_gap = coalesce_gap
         self.resume = resume
         self.checkpoint_interval = checkpoint_interval
+        self.tls = tls
 
 
 class DiskResult:
@@ -154,7 +158,7 @@ class DiskResult:
 
 
 def _connect(uri: NbdUri, options: CopyOptions, **kw: Any) -> NbdClient:
-    return NbdClient(uri, timeout=options.timeout, **kw)
+    return NbdClient(uri, timeout=options.timeout, tls=options.tls, **kw)
 
 
 def _open_planning(spec: DiskSpec, options: CopyOptions) -> tuple[NbdClient, bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._client import NbdClient
 from ._protocol import BASE_ALLOCATION, DIRTY_BITMAP_PREFIX, ExportInfo
+from ._tls import TlsSettings
 from ._uri import NbdUri, parse_uri
 
 __all__ = [
@@ -12,5 +13,6 @@ __all__ = [
     "ExportInfo",
     "NbdClient",
     "NbdUri",
+    "TlsSettings",
     "parse_uri",
 ]

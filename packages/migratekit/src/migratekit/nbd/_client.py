@@ -13,6 +13,10 @@ contexts, NBD_OPT_GO with block-size info) and then offers two layers:
 Every socket error becomes :class:`NbdConnectionError` in :func:`_translate` (the one
 adapter), naming the server.
 
+An ``nbds://`` URI negotiates TLS right after the greeting (NBD_OPT_STARTTLS, then
+:mod:`ssl` with the pinned CA of :class:`~._tls.TlsSettings`); everything after, option
+haggling included, goes through TLS. Such a connection never splices (``tls`` is true).
+
 Sockets are blocking with the timeout kept by the kernel (``SO_RCVTIMEO``/``SO_SNDTIMEO``):
 a Python-level socket timeout polls before every receive and send, which doubles the system
 calls and wake-ups of the copy's hot path. Unix sockets get a larger send buffer
@@ -26,10 +30,12 @@ import contextlib
 import errno
 import itertools
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterator, Sequence
 
+from .._log import get_logger
 from ..errors import (
     NbdCommandError,
     NbdConnectionError,
@@ -38,7 +44,10 @@ from ..errors import (
     NbdProtocolError,
 )
 from . import _protocol as p
+from ._tls import TlsSettings
 from ._uri import NbdUri
+
+log = get_logger("migratekit.nbd")
 
 #: SO_SNDBUF asked for on unix sockets (the kernel caps it at net.core.wmem_max).
 SEND_BUFFER = 4 << 20
@@ -72,6 +81,11 @@ def _translate(server: str, what: str) -> Iterator[None]:
         yield
     except NbdError:
         raise
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:  # a kernel timeout ran out
+        raise NbdConnectionError(f"{what}: timed out", server=server) from exc
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        raise NbdConnectionError(f"{what}: TLS: {reason}", server=server) from exc
     except TimeoutError as exc:
         raise NbdConnectionError(f"{what}: timed out", server=server) from exc
     except OSError as exc:
@@ -91,10 +105,13 @@ class NbdClient:
         structured: bool = False,
         contexts: Sequence[str] = (),
         timeout: float | None = 60.0,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.uri = uri
         self.server = str(uri)
         self.timeout = timeout
+        self.tls_settings = tls
+        self.tls = False  # true once the connection runs inside TLS
         self.structured = False
         self.info = p.ExportInfo()
         self._handles = itertools.count(1)
@@ -131,6 +148,8 @@ class NbdClient:
         with _translate(self.server, "handshake failed"):
             flags = p.parse_greeting(self.recv_exact(p.SERVER_GREETING_SIZE))
             self._send(p.encode_client_flags(flags))
+            if self.uri.tls:
+                self._starttls()
             if structured:
                 self._send(p.encode_option(p.OPT_STRUCTURED_REPLY))
                 reply, payload = self._option_reply(p.OPT_STRUCTURED_REPLY)
@@ -158,6 +177,49 @@ class NbdClient:
                     break
         if self.info.max_block <= 0 or self.info.max_block > p.MAX_REQUEST_DEFAULT:
             self.info.max_block = p.MAX_REQUEST_DEFAULT
+
+    def _starttls(self) -> None:
+        """NBD_OPT_STARTTLS, then the TLS handshake: the server's certificate must chain to
+        the pinned CA and name the URI's host."""
+        settings = self.tls_settings
+        if settings is None:
+            raise NbdHandshakeError(
+                "an nbds:// URI needs TLS settings (MIGRATEKIT_TLS_CA, MIGRATEKIT_TLS_CERT, "
+                "MIGRATEKIT_TLS_KEY)",
+                server=self.server,
+            )
+        self._send(p.encode_option(p.OPT_STARTTLS))
+        reply, payload = self._option_reply(p.OPT_STARTTLS)
+        if reply.is_error:
+            if settings.allow_plaintext:
+                log.warning(
+                    "NBD server does not offer TLS; continuing in plaintext as allowed",
+                    server=self.server,
+                )
+                return
+            raise NbdHandshakeError(
+                f"the NBD server at {self.server} does not offer TLS ("
+                + p.option_error_text(reply, payload)
+                + "); refusing to send data in plaintext (MIGRATEKIT_TLS_ALLOW_PLAINTEXT=true "
+                "allows it)",
+                server=self.server,
+            )
+        if reply.reply_type != p.REP_ACK:
+            raise NbdProtocolError(
+                f"unexpected reply {reply.reply_type} to STARTTLS", server=self.server
+            )
+        ctx = settings.context()
+        hostname = self.uri.host
+        if hostname is None:  # a unix socket: the path is the identity, the CA still checked
+            ctx.check_hostname = False
+        assert self._sock is not None
+        raw = self._sock
+        try:
+            self._sock = ctx.wrap_socket(raw, server_hostname=hostname)
+        except ssl.SSLError as exc:
+            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            raise NbdHandshakeError(f"TLS handshake failed: {reason}", server=self.server) from exc
+        self.tls = True
 
     def _set_meta_contexts(self, contexts: list[str]) -> None:
         self._send(p.encode_set_meta_context(self.uri.export, contexts))
@@ -241,6 +303,10 @@ class NbdClient:
         sock = self._sock
         assert sock is not None, "connection closed"
         with _translate(self.server, "send failed"):
+            if self.tls:  # SSLSocket has no sendmsg
+                sock.sendall(header)
+                sock.sendall(data)
+                return
             sent = sock.sendmsg([header, data])
             total = len(header) + len(data)
             if sent < total:

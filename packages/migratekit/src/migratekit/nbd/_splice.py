@@ -68,9 +68,12 @@ def relay(
     """Move ``length`` payload bytes from ``src``'s socket to ``tgt``'s socket.
 
     With ``first``, an unsupported splice raises :class:`Unsupported` before any byte moved
-    (the caller then relays through a buffer). Any other failure leaves both streams in the
-    middle of a message: the caller must drop both connections.
+    (the caller then relays through a buffer); so does a TLS connection on either side,
+    always. Any other failure leaves both streams in the middle of a message: the caller must
+    drop both connections.
     """
+    if src.tls or tgt.tls:  # the kernel would move ciphertext as if it were data
+        raise Unsupported("splice cannot relay through TLS")
     src_fd, tgt_fd = src.fileno(), tgt.fileno()
     remaining = length
     while remaining:

@@ -1,4 +1,5 @@
-"""NBD URIs: ``nbd://host[:port]/export`` and ``nbd+unix:///export?socket=/path``."""
+"""NBD URIs: ``nbd://host[:port]/export`` and ``nbd+unix:///export?socket=/path``, and their
+TLS forms ``nbds://`` and ``nbds+unix://`` (libnbd's schemes)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ class NbdUri(NamedTuple):
     host: str | None = None
     port: int = DEFAULT_PORT
     socket_path: str | None = None
+    tls: bool = False
 
     def __str__(self) -> str:
+        scheme = "nbds" if self.tls else "nbd"
         if self.socket_path:
-            return f"nbd+unix:///{self.export}?socket={self.socket_path}"
+            return f"{scheme}+unix:///{self.export}?socket={self.socket_path}"
         host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"nbd://{host}:{self.port}/{self.export}"
+        return f"{scheme}://{host}:{self.port}/{self.export}"
 
 
 def parse_uri(text: str, field: str = "uri") -> NbdUri:
@@ -35,17 +38,21 @@ def parse_uri(text: str, field: str = "uri") -> NbdUri:
     except ValueError as exc:
         raise UsageError(f"malformed NBD URI {text!r}: {exc}", field) from None
     export = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
-    if parts.scheme == "nbd":
+    tls = parts.scheme in ("nbds", "nbds+unix")
+    if parts.scheme in ("nbd", "nbds"):
         if not parts.hostname:
             raise UsageError(f"malformed NBD URI {text!r}: no host", field)
         if parts.query:
             raise UsageError(f"malformed NBD URI {text!r}: unexpected query", field)
-        return NbdUri(export=export, host=parts.hostname, port=port or DEFAULT_PORT)
-    if parts.scheme == "nbd+unix":
+        return NbdUri(export=export, host=parts.hostname, port=port or DEFAULT_PORT, tls=tls)
+    if parts.scheme in ("nbd+unix", "nbds+unix"):
         if parts.netloc:
             raise UsageError(f"malformed NBD URI {text!r}: nbd+unix takes no host", field)
         sockets = parse_qs(parts.query).get("socket", [])
         if len(sockets) != 1 or not sockets[0]:
             raise UsageError(f"malformed NBD URI {text!r}: needs ?socket=/path", field)
-        return NbdUri(export=export, socket_path=sockets[0])
-    raise UsageError(f"malformed NBD URI {text!r}: scheme must be nbd:// or nbd+unix://", field)
+        return NbdUri(export=export, socket_path=sockets[0], tls=tls)
+    raise UsageError(
+        f"malformed NBD URI {text!r}: scheme must be nbd://, nbds://, nbd+unix:// or nbds+unix://",
+        field,
+    )

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .exports import ExportInfo, ExportManager, export_name
+from .exports import ExportInfo, ExportManager, export_name, export_uri
 
-__all__ = ["ExportInfo", "ExportManager", "export_name"]
+__all__ = ["ExportInfo", "ExportManager", "export_name", "export_uri"]

@@ -1,7 +1,9 @@
 """One qemu-nbd process per replica volume: start, find, stop — process level, DB-agnostic.
 
 Each export is ``qemu-nbd -f raw --export-name=vol-<volume id>`` on a free port from the
-configured range, writable, persistent (``-t``) and multi-connection (``-e 4``). It is started
+configured range, writable, persistent (``-t``) and multi-connection (``-e 4``). An export for a
+client identity requires TLS with that client's certificate (:mod:`.tls`; URI ``nbds://``);
+one without is plaintext (``nbd://``), which only the caller's policy may allow. It is started
 with ``--fork``: the launcher exits once the server listens, and the server runs in its own
 session, so it survives the worker being killed; the worker later finds it again by PID.
 
@@ -28,7 +30,7 @@ from pathlib import Path
 from migration_common import get_logger
 
 from ..errors import NbdExportError
-from . import procfs
+from . import procfs, tls
 
 log = get_logger("oma.nbd")
 EXPORT_PREFIX = "vol-"
@@ -57,6 +59,11 @@ def _uri_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def export_uri(host: str, port: int, name: str, *, secure: bool) -> str:
+    """The URI of an export: ``nbds://`` when it requires TLS, else ``nbd://``."""
+    return f"{'nbds' if secure else 'nbd'}://{_uri_host(host)}:{port}/{name}"
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -82,6 +89,8 @@ class ExportManager:
         cache: str = "writeback",
         aio: str | None = None,
         start_timeout: float = 30.0,
+        tls_dir: Path | None = None,
+        allow_plaintext: bool = False,
     ) -> None:
         low, high = port_range
         if not 0 < low <= high < 65536:
@@ -96,6 +105,9 @@ class ExportManager:
         self.cache = cache
         self.aio = aio
         self.start_timeout = start_timeout
+        self.tls_dir = Path(tls_dir) if tls_dir is not None else None
+        #: whether a replica of a VMA without a certificate may be exported without TLS
+        self.allow_plaintext = allow_plaintext
         self._exports = self.state_dir / "exports"
         self._logs = self.state_dir / "logs"
         self._exports.mkdir(parents=True, exist_ok=True)
@@ -141,6 +153,15 @@ class ExportManager:
         argv = procfs.cmdline(pid)
         return argv is not None and procfs.export_name_of(argv) == export_name(volume_id)
 
+    def admitted(self, pid: int) -> str | None:
+        """The client identity (gnutls DN) export ``pid`` admits; None for plaintext."""
+        argv = procfs.cmdline(pid)
+        return tls.admitted_identity(argv) if argv else None
+
+    def uri_of(self, pid: int, host: str, port: int, name: str) -> str:
+        """The URI of the running export ``pid`` (its scheme from its command line)."""
+        return export_uri(host, port, name, secure=self.admitted(pid) is not None)
+
     def get(self, volume_id: str) -> ExportInfo | None:
         """The running export this manager started for ``volume_id``, if any."""
         loaded = self._load(volume_id)
@@ -180,7 +201,9 @@ class ExportManager:
             port=port,
             pid=pid,
             device_path=argv[-1],
-            uri=f"nbd://{_uri_host(self.advertise_host)}:{port}/{name}",
+            uri=export_uri(
+                self.advertise_host, port, name, secure=tls.admitted_identity(argv) is not None
+            ),
         )
 
     # ----- start / stop -----------------------------------------------------------------
@@ -195,25 +218,38 @@ class ExportManager:
         )
 
     def start(
-        self, volume_id: str, device_path: str, *, used_ports: Iterable[int] = frozenset()
+        self,
+        volume_id: str,
+        device_path: str,
+        *,
+        used_ports: Iterable[int] = frozenset(),
+        client: str | None = None,
     ) -> ExportInfo:
         """Export ``device_path`` as ``vol-<volume_id>``; return once it accepts connections.
 
-        Idempotent: if this volume's export already runs for the same device it is returned
-        unchanged; one for another device is stopped first (no stale exports).
+        ``client`` (a certificate subject, RFC 4514) makes the export require TLS and admit
+        only that client; None exports without TLS (the caller decides whether it may).
+        Idempotent: if this volume's export already runs for the same device and client it is
+        returned unchanged; any other is stopped first (no stale exports).
         """
         if not Path(device_path).exists():
             raise NbdExportError(f"volume {volume_id}: device {device_path} does not exist")
+        if client is not None and self.tls_dir is None:
+            raise NbdExportError(f"volume {volume_id}: NBD TLS is not configured on this OMA")
+        wanted = tls.gnutls_dn(client) if client is not None else None
         with self._lock:
             current = self._load(volume_id)
             if current is not None and self._ours(*current):
-                if current[0].device_path == str(device_path):
+                if (
+                    current[0].device_path == str(device_path)
+                    and self.admitted(current[0].pid) == wanted
+                ):
                     return current[0]
                 self.stop(current[0].pid, volume_id)
             tried: set[int] = set(used_ports)
             for _ in range(_START_ATTEMPTS):
                 port = self._pick_port(tried)
-                info = self._launch(volume_id, str(device_path), port)
+                info = self._launch(volume_id, str(device_path), port, client)
                 if info is not None:
                     self._save(info)
                     log.info(
@@ -233,7 +269,9 @@ class ExportManager:
     def _log_path(self, volume_id: str) -> Path:
         return self._logs / f"{export_name(volume_id)}.log"
 
-    def _launch(self, volume_id: str, device_path: str, port: int) -> ExportInfo | None:
+    def _launch(
+        self, volume_id: str, device_path: str, port: int, client: str | None
+    ) -> ExportInfo | None:
         name = export_name(volume_id)
         pid_path = self._pid_path(volume_id)
         with contextlib.suppress(FileNotFoundError):
@@ -257,6 +295,9 @@ class ExportManager:
         ]
         if self.aio:
             argv.append(f"--aio={self.aio}")
+        if client is not None:
+            assert self.tls_dir is not None
+            argv += tls.qemu_nbd_args(self.tls_dir, client)
         argv.append(device_path)
         log_path = self._log_path(volume_id)
         with open(log_path, "ab") as log_fh:
@@ -295,7 +336,7 @@ class ExportManager:
             port=port,
             pid=pid,
             device_path=device_path,
-            uri=f"nbd://{_uri_host(host)}:{port}/{name}",
+            uri=export_uri(host, port, name, secure=client is not None),
         )
 
     def _wait_listening(self, port: int, pid: int, volume_id: str) -> None:

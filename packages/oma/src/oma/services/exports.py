@@ -5,7 +5,8 @@ For every export the database says is ``running``:
 - its process is alive (checked through ``/proc/<pid>/cmdline``, not just the PID) → kept;
 - it is dead but its volume is still attached and its device is found again by serial in
   the by-id directory → restarted, on the same port when that port is free (a VMA may hold
-  the URI), and the row updated;
+  the URI), for the same client (its VMA's certificate, as :func:`ensure_export` decides), and
+  the row updated;
 - otherwise → marked ``dead``.
 
 Then every qemu-nbd export this OMA's ExportManager started that no ``running`` row knows
@@ -22,7 +23,7 @@ from migration_common import get_logger, utcnow
 
 from ..database.db import database
 from ..database.models import NbdExport, ReplicaVolume
-from ..errors import NbdExportError
+from ..errors import NbdExportError, WorkflowError
 from . import _queries as q
 
 log = get_logger(__name__)
@@ -46,14 +47,19 @@ def _restart(exports: Any, row: NbdExport, rv: ReplicaVolume, port_range: tuple[
             NbdExport.state == "running", NbdExport.id != row.id
         )
     }
+    from ..workflows.replicas import export_client
+
+    client = export_client(exports, rv)
     lo, hi = port_range
     all_but_old = set(range(lo, hi + 1)) - {row.port}
     try:
         return exports.start(
-            rv.cloudstack_volume_id, rv.device_path, used_ports=all_but_old | others
+            rv.cloudstack_volume_id, rv.device_path, used_ports=all_but_old | others, client=client
         )
     except NbdExportError:
-        return exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=others)
+        return exports.start(
+            rv.cloudstack_volume_id, rv.device_path, used_ports=others, client=client
+        )
 
 
 def _current_device(rv: ReplicaVolume, by_id_dir: Path | None) -> str | None:
@@ -94,7 +100,7 @@ def reconcile_exports(
                     rv.save()
                 try:
                     info = _restart(exports, row, rv, port_range)
-                except NbdExportError as exc:
+                except (NbdExportError, WorkflowError) as exc:
                     log.warning("could not restart export", volume_id=vol_id, error=str(exc))
                 else:
                     with q.write_transaction():

@@ -12,7 +12,9 @@ the booking and CloudStack's answer leaves such a row, and :func:`reconcile_atta
 it from CloudStack's view at the next worker start (and once a minute).
 
 Exports follow the attachment: started after the attach (:func:`ensure_export`), stopped before
-the detach (:func:`detach_from_oma`).
+the detach (:func:`detach_from_oma`). An export admits only the VMA its replica's VM belongs
+to: TLS with that VMA's enrolled certificate (:func:`export_client`); a VMA without one gets a
+plaintext export only when ``OMA_NBD_ALLOW_PLAINTEXT`` is set, a revoked VMA none at all.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..database.models import (
     NbdExport,
     ReplicationJob,
     ReplicaVolume,
+    VmaAppliance,
+    VmContext,
     VmDisk,
     Workflow,
 )
@@ -226,22 +230,64 @@ def attach_to_oma(
     return str(device)
 
 
+def export_client(exports: Any, rv: ReplicaVolume, job_id: str | None = None) -> str | None:
+    """The certificate subject ``rv``'s export admits (the VMA of the job, else of the VM);
+    None for a plaintext export, which only ``exports.allow_plaintext`` permits.
+
+    Raises :class:`WorkflowError` (step ``exports``) for a revoked VMA, and for one without an
+    enrolled certificate unless plaintext is allowed."""
+    vma_id = None
+    if job_id is not None:
+        job = ReplicationJob.get_or_none(ReplicationJob.id == job_id)
+        vma_id = job.vma_id if job is not None else None
+    if vma_id is None:
+        context = VmContext.get_or_none(VmContext.id == rv.context_id)
+        vma_id = context.vma_id if context is not None else None
+    vma = VmaAppliance.get_or_none(VmaAppliance.id == vma_id) if vma_id else None
+    name = vma.name if vma is not None else "(none)"
+    if vma is not None and vma.revoked_at is not None:
+        raise WorkflowError(
+            f"VMA {name} is revoked: the replica of disk {rv.disk_key} is not exported to it",
+            step="exports",
+        )
+    if vma is not None and vma.cert_subject:
+        return str(vma.cert_subject)
+    if getattr(exports, "allow_plaintext", False):
+        log.warning(
+            "exporting a replica without TLS: its VMA has no enrolled certificate "
+            "(OMA_NBD_ALLOW_PLAINTEXT)",
+            volume_id=rv.cloudstack_volume_id,
+            vma=name,
+        )
+        return None
+    raise WorkflowError(
+        f"VMA {name} has no enrolled certificate: the replica of disk {rv.disk_key} is only "
+        "exported over TLS to its VMA (enroll the VMA, or set OMA_NBD_ALLOW_PLAINTEXT=true "
+        "to allow plaintext NBD)",
+        step="exports",
+    )
+
+
 def ensure_export(exports: Any, rv: ReplicaVolume, *, job_id: str | None = None) -> str:
-    """A live NBD export of the attached ``rv`` (kept when its process still serves this
-    device, else started); returns its ``nbd://`` URI."""
+    """A live NBD export of the attached ``rv`` for its VMA (kept when its process still
+    serves this device to that client, else started); returns its URI (``nbds://`` with
+    TLS, ``nbd://`` without)."""
+    client = export_client(exports, rv, job_id)
+    wanted = _admitted_form(client)
     for row in NbdExport.select().where(NbdExport.volume == rv.id, NbdExport.state == "running"):
         if (
             row.pid
             and row.device_path == rv.device_path
             and exports.is_running(row.pid, rv.cloudstack_volume_id)
+            and exports.admitted(row.pid) == wanted
         ):
-            return f"nbd://{row.host}:{row.port}/{row.export_name}"
+            return str(exports.uri_of(row.pid, row.host, row.port, row.export_name))
         if row.pid:
             exports.stop(row.pid, rv.cloudstack_volume_id)
         row.state, row.updated_at = "dead", utcnow()
         row.save()
     used = {r.port for r in NbdExport.select(NbdExport.port).where(NbdExport.state == "running")}
-    info = exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=used)
+    info = exports.start(rv.cloudstack_volume_id, rv.device_path, used_ports=used, client=client)
     NbdExport.create(
         volume=rv.id,
         host=info.host,
@@ -259,6 +305,12 @@ def ensure_export(exports: Any, rv: ReplicaVolume, *, job_id: str | None = None)
         data={"pid": info.pid, "port": info.port},
     )
     return str(info.uri)
+
+
+def _admitted_form(client: str | None) -> str | None:
+    from ..nbd.tls import gnutls_dn
+
+    return gnutls_dn(client) if client is not None else None
 
 
 def stop_exports(exports: Any, rv: ReplicaVolume) -> int:
