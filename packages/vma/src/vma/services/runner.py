@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..sources.base import DiskRequest, PreparedDisk, SourceState, stop_servers
 from ..sources.lab import LabSource
-from . import processes, resume
+from . import identity, processes, resume
 from .progress import apply_update, disk_progress, get_job, hash_token
 from .retention import PruneResult, prune_job_dirs
 from .store import ACTIVE_STATUSES, Job, JobDisk, database, now_text
@@ -107,6 +107,19 @@ class RunnerConfig:
     migratekit: Sequence[str] = field(default_factory=lambda: [sys.executable, "-m", "migratekit"])
     vddk_libdir: str = "/usr/lib/vmware-vix-disklib"
     vddk_plugin: Sequence[str] = ("vddk",)  # nbdkit's words for the VDDK plugin
+
+
+def tls_environment(data_dir: Path) -> dict[str, str]:
+    """migratekit's TLS settings for the OMA's ``nbds://`` exports: the paths of the VMA's
+    enrolled identity (never the key itself); empty when the VMA is not enrolled."""
+    found = identity.load(data_dir)
+    if found is None:
+        return {}
+    return {
+        "MIGRATEKIT_TLS_CA": str(found.ca),
+        "MIGRATEKIT_TLS_CERT": str(found.cert),
+        "MIGRATEKIT_TLS_KEY": str(found.key),
+    }
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -521,6 +534,7 @@ class JobRunner:
         token = secrets.token_urlsafe(32)
         env = dict(self.config.env)
         env["MIGRATEKIT_PROGRESS_TOKEN"] = token
+        env.update(tls_environment(self.config.data_dir))
         argv = [
             sys.executable,
             "-m",
