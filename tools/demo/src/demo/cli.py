@@ -153,6 +153,7 @@ def _keep(lab) -> None:
     w = lab.workdir
     print()
     print("The lab keeps running:")
+    print(f"  OMA console    {lab.oma.url}/   sign in with the API token in {w / 'oma-token'}")
     print(f"  OMA API        {lab.oma.url}/api/v1   token in {w / 'oma-token'}")
     print(f"                 e.g. OMA_URL={lab.oma.url} OMA_TOKEN=$(cat {w / 'oma-token'}) oma vms")
     print(f"  VMA API        {lab.vma.url}/api/v1   token in {w / 'vma-token'}")
