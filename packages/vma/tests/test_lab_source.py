@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -55,7 +56,14 @@ def test_full_sync_adds_generation_and_serves_read_only(lab):
             ("full", "gen-1", None),
             ("full", "gen-1", None),
         ]
-        assert all(p.source.startswith("nbd://127.0.0.1:") for p in prepared)
+        # reachable only by this job: a 0600 unix socket in the job's 0700 directory
+        assert oct(stat.S_IMODE(work.stat().st_mode)) == "0o700"
+        for p in prepared:
+            assert p.source.startswith("nbd+unix:///disk?socket=")
+            sock = Path(p.source.split("socket=", 1)[1])
+            assert stat.S_ISSOCK(sock.stat().st_mode)
+            assert oct(stat.S_IMODE(sock.stat().st_mode)) == "0o600"
+            assert sock.resolve().parent == work.resolve()
         assert all(processes.alive(s["pid"], s["start"]) for s in state.servers)
         info = subprocess.run(
             ["nbdinfo", "--json", prepared[0].source], capture_output=True, text=True, check=True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import socket
+import os
+import secrets
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -82,28 +84,39 @@ class DiskSource(Protocol):
         """Stop what :meth:`prepare` started; on success commit the new change tracking state."""
 
 
+#: sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def socket_dir(work_dir: Path, state: SourceState) -> Path:
+    """Where the per-disk sockets go: the job directory (made 0700: only the VMA's user
+    reaches them), or, when its path is too long for a unix socket, a short symbolic link to it
+    in the temporary directory (removed with the job's files)."""
+    os.chmod(work_dir, 0o700)
+    if len(str(work_dir / "vddk-0000000000.sock")) <= MAX_SOCKET_PATH:
+        return work_dir
+    while True:
+        link = Path(tempfile.gettempdir()) / f"vma-{secrets.token_hex(6)}"
+        try:
+            link.symlink_to(work_dir.resolve(), target_is_directory=True)
+        except FileExistsError:
+            continue
+        state.files.append(str(link))
+        return link
+
+
+def private_socket(path: Path) -> None:
+    """Make a disk server's unix socket 0600 (it sits in the job's 0700 directory)."""
+    try:
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise SourceError(f"cannot restrict {path}: {exc.strerror}") from exc
+
+
 def stop_servers(state: SourceState, grace: float = 5.0) -> None:
     """Stop every server process recorded in ``state`` (by PID and start time)."""
     for server in state.servers:
         processes.stop(server.get("pid"), server.get("start"), grace=grace)
-
-
-def wait_tcp(
-    host: str, port: int, pid: int, start: int, log: Path, what: str, timeout: float = 15.0
-) -> None:
-    """Wait until ``host:port`` accepts connections; SourceError if the server died first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            pass
-        if not processes.alive(pid, start):
-            tail = log.read_text(errors="replace")[-500:] if log.exists() else ""
-            raise SourceError(f"{what} exited before serving: {tail.strip()}")
-        time.sleep(0.05)
-    raise SourceError(f"{what} did not start listening on {host}:{port} within {timeout:.0f}s")
 
 
 def wait_socket(

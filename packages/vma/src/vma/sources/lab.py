@@ -3,7 +3,8 @@
 Image of disk D of VM V: ``$VMA_LAB_DIR/<V>/<D>.qcow2``. A sync of D with previous change ID P:
 
 1. while the image is not open, add bitmap ``gen-<N+1>`` (the new generation records from now);
-2. serve the image read-only with ``qemu-nbd`` on a free loopback port, one process per disk,
+2. serve the image read-only with ``qemu-nbd``, one process per disk, on a unix socket (0600)
+   in the job's 0700 directory — only this job's migratekit (the VMA's user) reaches it —
    exposing ``qemu:dirty-bitmap:P`` (``-B P``) when P exists and is consistent;
 3. plan: incremental from dirty bitmap P, else full (P empty, unknown, missing or inconsistent
    — the reason is logged and put in the plan note); the change ID reported is ``gen-<N+1>``;
@@ -13,7 +14,6 @@ Image of disk D of VM V: ``$VMA_LAB_DIR/<V>/<D>.qcow2``. A sync of D with previo
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,17 @@ from migration_common import get_logger
 from ..errors import SourceError
 from ..services import processes
 from . import bitmaps
-from .base import DiskRequest, PreparedDisk, SourceState, stop_servers, wait_tcp
+from .base import (
+    DiskRequest,
+    PreparedDisk,
+    SourceState,
+    private_socket,
+    socket_dir,
+    stop_servers,
+    wait_socket,
+)
 
 log = get_logger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LabSource:
@@ -106,7 +108,7 @@ class LabSource:
         state.bitmaps[disk.disk_key] = new_gen
         state.images[disk.disk_key] = str(image)
 
-        port = _free_port()
+        sock = socket_dir(work_dir, state) / f"disk-{disk.disk_key}.sock"
         argv = [
             self.qemu_nbd,
             "-r",
@@ -117,10 +119,8 @@ class LabSource:
             "-t",
             "-e",
             str(self.connections),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
+            "-k",
+            str(sock),
         ]
         if incremental:
             argv += ["-B", str(previous)]
@@ -128,19 +128,20 @@ class LabSource:
         log_path = work_dir / f"qemu-nbd-{disk.disk_key}.log"
         pid, start = processes.spawn(argv, log_path=log_path, env=self.env)
         state.servers.append({"disk_key": disk.disk_key, "pid": pid, "start": start})
-        wait_tcp("127.0.0.1", port, pid, start, log_path, f"qemu-nbd for disk {disk.disk_key}")
+        wait_socket(sock, pid, start, log_path, f"qemu-nbd for disk {disk.disk_key}")
+        private_socket(sock)
         log.info(
             "lab disk served",
             vm_id=vm_id,
             disk_key=disk.disk_key,
-            port=port,
+            socket=str(sock),
             mode="incremental" if incremental else "full",
             bitmap=previous,
             change_id=new_gen,
         )
         return PreparedDisk(
             disk_key=disk.disk_key,
-            source=f"nbd://127.0.0.1:{port}/disk",
+            source=f"nbd+unix:///disk?socket={sock}",
             mode="incremental" if incremental else "full",
             change_id=new_gen,
             dirty_bitmap=previous if incremental else None,
@@ -150,6 +151,8 @@ class LabSource:
     def finish(self, state: SourceState, *, success: bool) -> None:
         """Stop the qemu-nbd servers; after success drop the generations before the new one."""
         stop_servers(state)
+        for name in state.files:  # a short link to the job directory for long socket paths
+            Path(name).unlink(missing_ok=True)
         if not success:
             return
         for disk_key, new_gen in state.bitmaps.items():

@@ -1,6 +1,7 @@
 """The production disk source: vSphere disks through nbdkit's VDDK plugin, changes from CBT.
 
-Per disk: one ``nbdkit vddk`` process (read-only, unix socket in the job directory) opened on
+Per disk: one ``nbdkit vddk`` process (read-only, unix socket 0600 in the job's 0700 directory,
+so only this job's migratekit reaches it) opened on
 the job's snapshot; the vCenter password reaches nbdkit as ``password=+FILE`` (a 0600 file in
 the job directory, deleted when the job ends), never on its command line, and vCenter's
 certificate is pinned with ``thumbprint=`` (learnt by :meth:`VSphereClient.server_thumbprint`
@@ -21,9 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +31,15 @@ from migration_common import get_logger
 
 from ..errors import SourceError, VmwareError
 from ..services import processes
-from .base import DiskRequest, PreparedDisk, SourceState, stop_servers, wait_socket
+from .base import (
+    DiskRequest,
+    PreparedDisk,
+    SourceState,
+    private_socket,
+    socket_dir,
+    stop_servers,
+    wait_socket,
+)
 
 log = get_logger(__name__)
 
@@ -50,26 +57,6 @@ class CbtClient(Protocol):
 def write_extents(path: Path, extents: Sequence[tuple[int, int]]) -> None:
     """Write extents as the JSON list of ``{"start", "length"}`` objects migratekit reads."""
     path.write_text(json.dumps([{"start": int(s), "length": int(n)} for s, n in extents]))
-
-
-#: sun_path holds 108 bytes with its terminating NUL.
-MAX_SOCKET_PATH = 107
-
-
-def socket_dir(work_dir: Path, state: SourceState) -> Path:
-    """Where the per-disk sockets go: the job directory, or, when its path is too long for a
-    unix socket, a short symbolic link to it in the temporary directory (removed with the
-    job's files)."""
-    if len(str(work_dir / "vddk-0000000000.sock")) <= MAX_SOCKET_PATH:
-        return work_dir
-    while True:
-        link = Path(tempfile.gettempdir()) / f"vma-{secrets.token_hex(6)}"
-        try:
-            link.symlink_to(work_dir.resolve(), target_is_directory=True)
-        except FileExistsError:
-            continue
-        state.files.append(str(link))
-        return link
 
 
 def vddk_argv(
@@ -229,6 +216,7 @@ class VSphereSource:
                 pid, start = processes.spawn(argv, log_path=log_path, env=self.env)
                 state.servers.append({"disk_key": disk.disk_key, "pid": pid, "start": start})
                 wait_socket(sock, pid, start, log_path, f"nbdkit-vddk for disk {disk.disk_key}")
+                private_socket(sock)
                 entry.source = f"nbd+unix:///?socket={sock}"
                 prepared.append(entry)
         except BaseException:
