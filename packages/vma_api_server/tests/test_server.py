@@ -38,8 +38,7 @@ def test_server_refuses_to_start_without_token(tmp_path):
     )
     assert res.returncode == 2
     assert res.stderr.splitlines()[0] == (
-        "error: VMA_API_TOKEN: is required (bearer token every API call must carry "
-        "(at least 16 characters))"
+        "error: VMA_API_TOKEN: is required until the VMA is enrolled (vma-api-server enroll)"
     )
 
 

@@ -38,6 +38,11 @@ SETTINGS = (
         secret=True,
     ),
     Setting(
+        "PROGRESS_CA_FILE",
+        "CA file an https progress URL's certificate is verified with (default: system CAs)",
+        default=None,
+    ),
+    Setting(
         "CONNECTIONS",
         "NBD connections per side when both servers allow multi-conn",
         default=2,

@@ -134,8 +134,10 @@ class CertificateAuthority:
         usage: x509.ObjectIdentifier,
         names: list[x509.GeneralName],
         days: int,
+        public_key: ec.EllipticCurvePublicKey | None = None,
     ) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
+        # with ``public_key`` (from a CSR) the holder keeps its private key: key_pem is empty
+        key = None if public_key is not None else ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
@@ -147,7 +149,7 @@ class CertificateAuthority:
             x509.CertificateBuilder()
             .subject_name(name)
             .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key or key.public_key())  # type: ignore[union-attr]
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -161,23 +163,43 @@ class CertificateAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert_pem = builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-        return Issued(cert_pem, _key_pem(key), subject(cert_pem), fingerprint(cert_pem))
+        key_pem = _key_pem(key) if key is not None else b""
+        return Issued(cert_pem, key_pem, subject(cert_pem), fingerprint(cert_pem))
 
     def issue_server(self, hosts: list[str], days: int = CERT_DAYS) -> Issued:
         """A server certificate for ``hosts`` (DNS names and/or IPs; the first is the CN)."""
         if not hosts:
             raise ValueError("a server certificate needs at least one host name or address")
-        names: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                names.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                names.append(x509.DNSName(host))
-        return self._issue(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, names, days)
+        return self._issue(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, _general_names(hosts), days)
 
     def issue_client(self, common_name: str, days: int = CERT_DAYS) -> Issued:
         """A client certificate with ``CN=<common_name>`` (a VMA's is ``vma:<name>``)."""
         return self._issue(common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [], days)
+
+    def sign_csr(
+        self, csr_pem: bytes, common_name: str, *, hosts: list[str] | None = None
+    ) -> Issued:
+        """Sign a CSR's EC P-256 public key: a client certificate with ``CN=<common_name>`` (the
+        CSR's own subject is ignored), or a server certificate for ``hosts`` when given. The
+        holder keeps its private key (``key_pem`` is empty). ValueError for a bad CSR."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError:
+            raise ValueError("not a PEM certificate signing request") from None
+        if not csr.is_signature_valid:
+            raise ValueError("the request's signature does not match its public key")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+            public_key.curve, ec.SECP256R1
+        ):
+            raise ValueError("the request's key must be EC P-256")
+        if hosts is None:
+            return self._issue(
+                common_name, ExtendedKeyUsageOID.CLIENT_AUTH, [], CERT_DAYS, public_key
+            )
+        return self._issue(
+            hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, _general_names(hosts), CERT_DAYS, public_key
+        )
 
     def verifies(self, cert_pem: bytes) -> bool:
         """True when ``cert_pem`` was signed by this CA (and is within its validity period)."""
@@ -188,6 +210,16 @@ class CertificateAuthority:
             return False
         now = _now()
         return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def _general_names(hosts: list[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
 
 
 def vma_common_name(vma_name: str) -> str:

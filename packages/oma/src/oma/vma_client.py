@@ -7,6 +7,10 @@ in exactly one place, :func:`_translate`; the error keeps the HTTP ``status``, t
 callers can tell "unknown job" (404) from "VMA down".
 
 The token is sent as a bearer header only; it never appears in a URL or a log line.
+An ``https://`` VMA's certificate is verified against ``verify`` (:func:`verify_for`: the
+OMA CA, which issues an enrolled VMA's server certificate, or OMA_VMA_CA_FILE); a failure
+says so ("TLS certificate verification failed"). A revoked VMA is never called: every call
+raises VmaClientError with code ``revoked``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration_common import (
     ContractError,
@@ -28,7 +32,21 @@ from migration_common import (
 
 from .errors import VmaClientError, VmaUnreachable
 
+if TYPE_CHECKING:
+    from .config import OmaConfig
+    from .database.models import VmaAppliance
+
 API_PREFIX = "/api/v1"
+
+
+def verify_for(config: OmaConfig) -> str:
+    """The CA file VMA certificates are verified with: OMA_VMA_CA_FILE, else the OMA CA's
+    certificate (the CA is created when it does not exist yet)."""
+    if config.vma_ca_file:
+        return str(config.vma_ca_file)
+    from .pki import load_ca
+
+    return str(load_ca(config.data_dir).cert_path)
 
 
 def _error_fields(body: str) -> tuple[str | None, str | None]:
@@ -76,18 +94,40 @@ class VmaClient:
 
     ``url`` is the VMA's base URL (``http://host:8081``; a trailing ``/api/v1`` is accepted).
     ``retries`` applies to connection errors and 5xx answers only (never to 4xx).
+    ``verify`` is the CA file (or True: the system's CAs) an https VMA's certificate must
+    chain to; ``revoked`` makes every call fail without contacting the VMA.
     """
 
     def __init__(
-        self, url: str, token: str, *, timeout: float = 30.0, retries: int = 2, backoff: float = 0.2
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 2,
+        backoff: float = 0.2,
+        verify: bool | str = True,
+        revoked: bool = False,
     ) -> None:
         base = url.rstrip("/")
         if not base.endswith(API_PREFIX):
             base += API_PREFIX
         register_secret(token)
         self.url = base
+        self.revoked = revoked
         self._http = HttpClient(
-            base, token=token, timeout=timeout, retries=retries, backoff=backoff
+            base, token=token, timeout=timeout, retries=retries, backoff=backoff, verify=verify
+        )
+
+    @classmethod
+    def for_appliance(
+        cls, row: VmaAppliance, token: str, config: OmaConfig, **kw: Any
+    ) -> VmaClient:
+        """A client for a registered VMA: its URL, ``token`` (decrypted), the configured CA and
+        timeout, refusing every call when the VMA is revoked."""
+        kw.setdefault("timeout", config.vma_timeout)
+        return cls(
+            row.url, token, verify=verify_for(config), revoked=row.revoked_at is not None, **kw
         )
 
     def close(self) -> None:
@@ -101,6 +141,10 @@ class VmaClient:
         self.close()
 
     def _call(self, method: str, path: str, *, what: str, **kw: Any) -> Any:
+        if self.revoked:
+            err = VmaClientError(f"VMA refused {what}: the VMA's enrollment was revoked")
+            err.status, err.body, err.code, err.url = None, "", "revoked", self.url  # type: ignore[attr-defined]
+            raise err
         with _translate(what, self._http.url(path)):
             return self._http.request(method, path, **kw)
 

@@ -29,7 +29,8 @@ from .errors import register_error_handlers
 def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = True) -> Flask:
     """Build the VMA API app. ``config`` overrides settings by name (``{"DATA_DIR": ...}``)."""
     settings = load_config(config)
-    register_secret(settings["API_TOKEN"])
+    if settings["API_TOKEN"]:
+        register_secret(settings["API_TOKEN"])
     setup_logging(settings["LOG_LEVEL"], json_lines=settings["LOG_JSON"])
     app = Flask(__name__)
     app.config["VMA"] = settings
@@ -54,7 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, start_runner: bool = 
         RunnerConfig(
             data_dir=data_dir,
             progress_url=settings["PROGRESS_URL"],
-            env=child_environment(),
+            env=child_environment(settings),
             lab_dir=settings["LAB_DIR"],
             max_concurrent_jobs=settings["MAX_CONCURRENT_JOBS"],
             max_parallel_disks=settings["MAX_PARALLEL_DISKS"],

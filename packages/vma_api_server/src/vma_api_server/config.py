@@ -8,6 +8,7 @@ variable. This is the only module that reads ``os.environ``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -19,6 +20,7 @@ from migration_common import (
     ConfigError,
     Setting,
     describe,
+    is_loopback,
     load_settings,
     parse_bool,
     parse_hostport,
@@ -27,6 +29,10 @@ from migration_common import (
 )
 
 PREFIX = "VMA"
+#: Written by ``vma-api-server enroll`` into <data dir>/pki/ (next to vma.services.identity's
+#: files): the SHA-256 of the API token the OMA issued, and the API's server certificate.
+TOKEN_HASH_FILE = "api-token.sha256"
+SERVER_CERT_FILE = "server.crt"
 
 
 def _token(text: str) -> str:
@@ -53,10 +59,22 @@ def _url(text: str) -> str:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "API_TOKEN",
-        "bearer token every API call must carry (at least 16 characters)",
-        required=True,
+        "bearer token every API call must carry (at least 16 characters; not needed once "
+        "the VMA is enrolled: the token the OMA issued is then the one accepted)",
         secret=True,
         parse=_token,
+    ),
+    Setting(
+        "TLS_CERT",
+        "PEM certificate of the API's HTTPS (default: the one issued at enrollment, "
+        "<data dir>/pki/server.crt)",
+    ),
+    Setting("TLS_KEY", "PEM private key of VMA_TLS_CERT (default: <data dir>/pki/client.key)"),
+    Setting(
+        "ALLOW_PLAINTEXT",
+        "let the API listen without TLS on a non-loopback address (warned about)",
+        False,
+        parse_bool,
     ),
     Setting("BIND", "host:port the API listens on", ("0.0.0.0", 8081), parse_hostport),
     Setting("DATA_DIR", "directory of the job database, job plans and logs", "/var/lib/vma"),
@@ -127,12 +145,15 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     if values["LOG_LEVEL"].upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{PREFIX}_LOG_LEVEL", f"unknown level {values['LOG_LEVEL']!r}")
     values["DATA_DIR"] = Path(values["DATA_DIR"])
+    _token_settings(values)
+    _tls_settings(values)
     values["LAB_DIR"] = Path(values["LAB_DIR"]) if values["LAB_DIR"] else None
     if values["PROGRESS_URL"] is None:
         host, port = values["BIND"]
         if host in ("0.0.0.0", "", "::"):
             host = "127.0.0.1"
-        values["PROGRESS_URL"] = f"http://{host}:{port}"
+        scheme = "https" if values["TLS_CERT"] else "http"
+        values["PROGRESS_URL"] = f"{scheme}://{host}:{port}"
     if values["VDDK_PLUGIN"] is None:
         values["VDDK_PLUGIN"] = ["vddk"]
     if values["MIGRATEKIT"] is None:
@@ -143,9 +164,68 @@ def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
-def child_environment() -> dict[str, str]:
-    """The environment for processes the VMA starts: ours without the VMA's secrets."""
-    return {k: v for k, v in os.environ.items() if k not in _SECRET_VARIABLES}
+def _token_settings(values: dict[str, Any]) -> None:
+    """API_TOKEN_SHA256: the enrolled token's hash, else that of VMA_API_TOKEN (one required)."""
+    from vma.services.identity import paths
+
+    enrolled = paths(values["DATA_DIR"]).cert.parent / TOKEN_HASH_FILE
+    if enrolled.is_file():
+        values["API_TOKEN_SHA256"] = enrolled.read_text().strip()
+    elif values["API_TOKEN"]:
+        values["API_TOKEN_SHA256"] = hashlib.sha256(values["API_TOKEN"].encode()).hexdigest()
+    else:
+        raise ConfigError(
+            f"{PREFIX}_API_TOKEN",
+            "is required until the VMA is enrolled (vma-api-server enroll)",
+        )
+
+
+def _tls_settings(values: dict[str, Any]) -> None:
+    """TLS_CERT/TLS_KEY as paths (the enrolled pair by default; None: plain HTTP)."""
+    from vma.services.identity import paths
+
+    found = paths(values["DATA_DIR"])
+    cert, key = values["TLS_CERT"], values["TLS_KEY"]
+    if bool(cert) != bool(key):
+        missing = "TLS_KEY" if cert else "TLS_CERT"
+        raise ConfigError(f"{PREFIX}_{missing}", "VMA_TLS_CERT and VMA_TLS_KEY are set together")
+    if not cert and (found.cert.parent / SERVER_CERT_FILE).is_file() and found.key.is_file():
+        cert, key = found.cert.parent / SERVER_CERT_FILE, found.key
+    values["TLS_CERT"] = Path(cert) if cert else None
+    values["TLS_KEY"] = Path(key) if key else None
+    values["TLS_CA"] = found.ca if values["TLS_CERT"] and found.ca.is_file() else None
+
+
+def check_bind(values: dict[str, Any]) -> str | None:
+    """ConfigError for a non-loopback bind without TLS (unless VMA_ALLOW_PLAINTEXT); the
+    warning to print when plain HTTP is allowed there; None when all is well."""
+    host, port = values["BIND"]
+    if values["TLS_CERT"] or is_loopback(host):
+        return None
+    if not values["ALLOW_PLAINTEXT"]:
+        raise ConfigError(
+            f"{PREFIX}_BIND",
+            f"{host}:{port} is not a loopback address and TLS is off: enroll the VMA "
+            "(vma-api-server enroll), or set VMA_TLS_CERT and VMA_TLS_KEY, "
+            "or VMA_ALLOW_PLAINTEXT=true to accept plain HTTP",
+        )
+    return (
+        f"the API listens on {host}:{port} without TLS (VMA_ALLOW_PLAINTEXT): "
+        "its token crosses the network in clear"
+    )
+
+
+def child_environment(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The environment for processes the VMA starts: ours without the VMA's secrets; with TLS,
+    the CA migratekit verifies the progress URL's certificate with."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_VARIABLES}
+    if (
+        settings is not None
+        and settings.get("TLS_CA")
+        and settings["PROGRESS_URL"].startswith("https://")
+    ):
+        env["MIGRATEKIT_PROGRESS_CA_FILE"] = str(settings["TLS_CA"])
+    return env
 
 
 def settings_table() -> str:

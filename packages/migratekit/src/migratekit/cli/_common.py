@@ -167,7 +167,14 @@ def progress(
             raise UsageError(
                 "--progress-url needs a job id (--job-id or the plan's job_id)", "--job-id"
             )
-        sinks.append(HttpProgressSink(progress_url, job_id, config.get("PROGRESS_TOKEN")))
+        sinks.append(
+            HttpProgressSink(
+                progress_url,
+                job_id,
+                config.get("PROGRESS_TOKEN"),
+                verify=config.get("PROGRESS_CA_FILE") or True,
+            )
+        )
     if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
         sinks.append(BarSink())
     elif mode == "plain" or mode == "auto":

@@ -24,7 +24,8 @@ log = get_logger(__name__)
 
 
 class HttpProgressSink:
-    """Posts DiskProgress updates to ``{base}/api/v1/progress/{job_id}/update``."""
+    """Posts DiskProgress updates to ``{base}/api/v1/progress/{job_id}/update`` (an https base
+    is verified with ``verify``: a CA file, or True for the system's CAs)."""
 
     def __init__(
         self,
@@ -36,11 +37,12 @@ class HttpProgressSink:
         final_attempts: int = 5,
         backoff: float = 0.25,
         close_timeout: float = 30.0,
+        verify: bool | str = True,
     ) -> None:
         from migration_common import HttpClient
 
         self.path = f"/api/v1/progress/{quote(job_id, safe='')}/update"
-        self.client = HttpClient(base_url, token=token, timeout=timeout, retries=0)
+        self.client = HttpClient(base_url, token=token, timeout=timeout, retries=0, verify=verify)
         self.final_attempts = final_attempts
         self.backoff = backoff
         self.close_timeout = close_timeout

@@ -45,6 +45,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         contexts,
         credentials,
         discovery,
+        enrollment,
         failover,
         groups,
         health,
@@ -106,6 +107,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     for module in (
         health,
         appliances,
+        enrollment,
         credentials,
         targets,
         discovery,

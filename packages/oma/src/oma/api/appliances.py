@@ -1,4 +1,5 @@
-"""VMA appliances: register (URL + token, stored encrypted), list, get, test, delete."""
+"""VMA appliances: register (URL + token, stored encrypted; or by enrollment, see
+:mod:`oma.api.enrollment`), list, get, test, revoke, delete."""
 
 from __future__ import annotations
 
@@ -72,6 +73,18 @@ def delete_appliance(appliance_id: str) -> Any:
     return "", 204
 
 
+@bp.post("/<appliance_id>/revoke")
+@admin_only
+def revoke_appliance(appliance_id: str) -> Any:
+    """End a VMA's access: the OMA stops calling it, forgets its pinned certificate (its NBD
+    exports no longer admit it) and replaces its API token with a random one nobody holds.
+    Enrolling it again (a new code) restores it."""
+    import secrets
+
+    row = appliances.revoke(appliance_id, box().encrypt(secrets.token_urlsafe(32)))
+    return jsonify(appliance(row))
+
+
 @bp.post("/<appliance_id>/test")
 def test_appliance(appliance_id: str) -> Any:
     """Call the VMA's health endpoint with the stored token: ``{"ok", "health" | "error"}``."""
@@ -81,8 +94,8 @@ def test_appliance(appliance_id: str) -> Any:
     row = appliances.get_appliance(appliance_id)
     token = box().decrypt(row.token_encrypted)
     try:
-        with VmaClient(
-            row.url, token, timeout=min(config().vma_timeout, 10.0), retries=0
+        with VmaClient.for_appliance(
+            row, token, config(), timeout=min(config().vma_timeout, 10.0), retries=0
         ) as client:
             info = client.health()
     except VmaClientError as exc:

@@ -19,7 +19,7 @@ from ..database.repos import tokens
 from .errors import ApiError
 
 F = TypeVar("F", bound=Callable[..., Any])
-PUBLIC_PATHS = {"/health", "/api/v1/health"}
+PUBLIC_PATHS = {"/health", "/api/v1/health", "/api/v1/enroll", "/api/v1/enroll/ca"}
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 RANK = {Role.VIEWER.value: 0, Role.OPERATOR.value: 1, Role.ADMIN.value: 2}
 

@@ -64,7 +64,7 @@ def _discover(vma: VmaAppliance, login: dict[str, Any]) -> list[dict[str, Any]]:
     from ..vma_client import VmaClient
 
     token = box().decrypt(vma.token_encrypted)
-    with VmaClient(vma.url, token, timeout=config().vma_timeout, retries=0) as client:
+    with VmaClient.for_appliance(vma, token, config(), retries=0) as client:
         # The VMA call may take a while; do not hold a database connection meanwhile.
         database.close()
         try:

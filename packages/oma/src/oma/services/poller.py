@@ -90,7 +90,8 @@ class ProgressPoller:
     """Polls every replicating job's VMA and writes the answers (one instance per worker).
 
     ``token_for(appliance)`` returns a VMA's API token in clear (the worker decrypts the
-    stored one with its SecretBox).
+    stored one with its SecretBox); ``verify`` is the CA file https VMAs are checked against.
+    A revoked VMA is not called (its jobs see it as refusing).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class ProgressPoller:
         timeouts: Timeouts | None = None,
         vma_timeout: float = 30.0,
         token_for: Callable[[VmaAppliance], str],
+        verify: bool | str = True,
         max_workers: int = 32,
         clock: Callable[[], datetime] = utcnow,
         worker_id: str | None = None,
@@ -109,6 +111,7 @@ class ProgressPoller:
         self.timeouts = timeouts or Timeouts()
         self.vma_timeout = vma_timeout
         self.token_for = token_for
+        self.verify = verify
         self.clock = clock
         self.started = clock()
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="poll")
@@ -132,7 +135,13 @@ class ProgressPoller:
         if cached is not None:
             cached[1].close()
         client = VmaClient(
-            vma.url, self.token_for(vma), timeout=self.vma_timeout, retries=1, backoff=0.1
+            vma.url,
+            self.token_for(vma),
+            timeout=self.vma_timeout,
+            retries=1,
+            backoff=0.1,
+            verify=self.verify,
+            revoked=vma.revoked_at is not None,
         )
         self._clients[vma.id] = (key, client)
         return client

@@ -35,7 +35,7 @@ from migration_common import get_logger, setup_logging, utcnow
 
 from ..database.db import database, init_db
 from ..database.models import CloudStackTarget, VmaAppliance
-from ..vma_client import VmaClient
+from ..vma_client import VmaClient, verify_for
 from ..workflows import kinds
 from ..workflows.engine import WorkflowEngine
 from ..workflows.failover.live import FailoverServices, guest_conversion_mode
@@ -168,7 +168,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
     box = secret_box(config)
 
     vma_cache = _ClientCache(
-        lambda row: VmaClient(row.url, box.decrypt(row.token_encrypted), timeout=config.vma_timeout)
+        lambda row: VmaClient.for_appliance(row, box.decrypt(row.token_encrypted), config)
     )
     cs_cache = _ClientCache(
         lambda row: CloudStackClient(
@@ -224,6 +224,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         ),
         vma_timeout=config.vma_timeout,
         token_for=lambda row: box.decrypt(row.token_encrypted),
+        verify=verify_for(config),
         worker_id=config.worker_id,
         lease_seconds=max(3 * config.poll_interval, 15.0),
     )
