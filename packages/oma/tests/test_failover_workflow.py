@@ -141,7 +141,10 @@ def lab(tmp_path, lab_context, lab_services):
         vma.sources = {(VM_ID, k): p for k, p in sources.items()}
         vma.power[VM_ID] = "poweredOn"
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
-        exports = ExportManager(port_range=(20200, 20299), state_dir=tmp_path / "exports")
+        # the stub VMA has no certificate and writes with qemu-img in plaintext
+        exports = ExportManager(
+            port_range=(20200, 20299), state_dir=tmp_path / "exports", allow_plaintext=True
+        )
         spec = {
             "cpus": 2,
             "memory_mb": 2048,

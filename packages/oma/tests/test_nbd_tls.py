@@ -170,3 +170,56 @@ def test_nbds_uri_against_a_plaintext_only_server(lab: dict, tmp_path: Path) -> 
         with NbdClient(uri, tls=allowed, timeout=10) as client:
             assert not client.tls
             assert client.info.size == MIB
+
+
+@pytest.fixture
+def replica(lab: dict) -> Iterator[tuple]:
+    """A replica of a VM whose VMA is enrolled (its certificate subject on the appliance)."""
+    from labtest.oma import oma_database
+    from oma.database.db import database
+    from oma.database.models import ReplicaVolume, VmaAppliance, VmContext
+
+    tmp = lab["tmp"]
+    with oma_database(tmp / "oma.db"), database.connection_context():
+        vma = VmaAppliance.create(
+            name="site-a", url="http://vma", token_encrypted="x", cert_subject=lab["subject"]
+        )
+        ctx = VmContext.create(vcenter="vc", vm_id="vm-1", name="vm", vma=vma.id)
+        device = tmp / "vdc"
+        device.write_bytes(bytes(MIB))
+        rv = ReplicaVolume.create(
+            context=ctx.id,
+            disk_key="2000",
+            cloudstack_volume_id="0a1b2c3d-0000-4000-8000-00000000cafe",
+            size_bytes=MIB,
+            device_path=str(device),
+            state="attached",
+        )
+        yield lab["manager"], vma, rv
+
+
+def test_ensure_export_admits_the_vms_enrolled_vma(replica) -> None:
+    from oma.workflows.replicas import ensure_export
+
+    manager, _vma, rv = replica
+    uri = ensure_export(manager, rv)
+    assert uri.startswith("nbds://127.0.0.1:")
+    assert ensure_export(manager, rv) == uri  # kept: same device, same client
+
+
+def test_ensure_export_refuses_unenrolled_and_revoked_vmas(replica) -> None:
+    from migration_common import utcnow
+    from oma.errors import WorkflowError
+    from oma.workflows.replicas import ensure_export
+
+    manager, vma, rv = replica
+    vma.cert_subject = None
+    vma.save()
+    with pytest.raises(WorkflowError, match=r"site-a has no enrolled certificate.*PLAINTEXT"):
+        ensure_export(manager, rv)
+    manager.allow_plaintext = True
+    assert ensure_export(manager, rv).startswith("nbd://")  # allowed, with a warning
+    vma.cert_subject, vma.revoked_at = "CN=vma:site-a,O=OSSEA-Migrate", utcnow()
+    vma.save()
+    with pytest.raises(WorkflowError, match="site-a is revoked"):
+        ensure_export(manager, rv)

@@ -74,7 +74,10 @@ def budget_lab(tmp_path, lab_context, lab_services):
                     VmDisk.create(context=ctx.id, disk_key="2000", capacity_bytes=SIZE)
                 contexts[vm_id] = ctx.id
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
-        exports = ExportManager(port_range=(20300, 20399), state_dir=tmp_path / "exports")
+        # the stub VMA has no certificate and writes with qemu-img in plaintext
+        exports = ExportManager(
+            port_range=(20300, 20399), state_dir=tmp_path / "exports", allow_plaintext=True
+        )
         services = dataclasses.replace(lab_services(sim, vma, cs, exports), attach_budget=2)
         runner = WorkflowRunner(
             WorkflowEngine("test-worker", lease_seconds=30),

@@ -72,7 +72,10 @@ def lab(tmp_path, lab_context, lab_services):
     ):
         vma.sources = {(vm_id, k): p for k, p in sources.items()}
         cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
-        exports = ExportManager(port_range=(20100, 20199), state_dir=tmp_path / "exports")
+        # the stub VMA has no certificate and writes with qemu-img in plaintext
+        exports = ExportManager(
+            port_range=(20100, 20199), state_dir=tmp_path / "exports", allow_plaintext=True
+        )
         context_id = lab_context(sim, vma, vm_id, "web-1", DISKS)
         services = lab_services(sim, vma, cs, exports)
         engine = WorkflowEngine("test-worker", lease_seconds=30)

@@ -85,7 +85,10 @@ def _lab(tmp_path, lab_context, lab_services, count: int):
             VmDisk.create(context=ctx.id, disk_key="2000", capacity_bytes=MiB)
         contexts.append(ctx.id)
     cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
-    exports = ExportManager(port_range=(20700, 20799), state_dir=tmp_path / "exports")
+    # the stub VMA has no certificate and writes with qemu-img in plaintext
+    exports = ExportManager(
+        port_range=(20700, 20799), state_dir=tmp_path / "exports", allow_plaintext=True
+    )
     services = lab_services(sim, vma, cs, exports)
     runner = WorkflowRunner(
         WorkflowEngine("test-worker", lease_seconds=30),
