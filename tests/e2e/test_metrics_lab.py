@@ -54,6 +54,9 @@ def metrics_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tup
     """The lab, its OMA worker serving its own metrics on a free loopback port."""
     port = free_port()
     monkeypatch.setenv("OMA_METRICS_BIND", f"127.0.0.1:{port}")  # inherited by oma worker
+    # the lab's VMA is not enrolled (no client certificate): plaintext NBD, as the metrics
+    # do not depend on the transport
+    monkeypatch.setenv("OMA_NBD_ALLOW_PLAINTEXT", "true")
     with make_lab(tmp_path) as lab:
         yield lab, f"http://127.0.0.1:{port}/metrics"
 
