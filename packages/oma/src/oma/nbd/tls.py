@@ -15,16 +15,18 @@ gnutls names a peer with the RDNs in certificate order (``O=OSSEA-Migrate,CN=vma
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import ipaddress
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography import x509
 
-from ..pki import load_ca, write_private
+from ..pki import CertificateAuthority, load_ca, write_private
 
 NBD_PKI = "nbd"
 TLS_ID = "tls0"
@@ -60,17 +62,24 @@ def _canonical(host: str) -> str:
 def server_credentials(data_dir: Path, hosts: list[str]) -> Path:
     """The directory of qemu-nbd's server credentials for ``hosts`` (issued when missing,
     expiring, from another CA or not naming every host); returns its path."""
+    with locked_ca(Path(data_dir)) as ca:
+        return _server_credentials(ca, Path(data_dir) / "pki" / NBD_PKI, hosts)
+
+
+@contextlib.contextmanager
+def locked_ca(data_dir: Path) -> Iterator[CertificateAuthority]:
+    """The OMA CA (created on first use) while holding a lock: several workers sharing a data
+    directory, started at once, must not each create a CA."""
     directory = Path(data_dir) / "pki" / NBD_PKI
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    # several workers may share a data directory and start at once
+    for path in (directory.parent, directory):
+        path.mkdir(mode=0o700, exist_ok=True, parents=True)
+        os.chmod(path, 0o700)
     with open(directory / ".lock", "ab") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        return _server_credentials(Path(data_dir), directory, hosts)
+        yield load_ca(Path(data_dir))
 
 
-def _server_credentials(data_dir: Path, directory: Path, hosts: list[str]) -> Path:
-    ca = load_ca(data_dir)
+def _server_credentials(ca: CertificateAuthority, directory: Path, hosts: list[str]) -> Path:
     wanted = [_canonical(h) for h in dict.fromkeys(hosts) if h]
     cert_path, key_path = directory / "server-cert.pem", directory / "server-key.pem"
     ca_path = directory / "ca-cert.pem"
@@ -83,11 +92,11 @@ def _server_credentials(data_dir: Path, directory: Path, hosts: list[str]) -> Pa
     return directory
 
 
-def _usable(cert_path: Path, key_path: Path, ca: object, hosts: list[str]) -> bool:
+def _usable(cert_path: Path, key_path: Path, ca: CertificateAuthority, hosts: list[str]) -> bool:
     if not cert_path.is_file() or not key_path.is_file():
         return False
     pem = cert_path.read_bytes()
-    if not ca.verifies(pem):  # type: ignore[attr-defined]
+    if not ca.verifies(pem):
         return False
     cert = x509.load_pem_x509_certificate(pem)
     if cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < RENEW_BEFORE:

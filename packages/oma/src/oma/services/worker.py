@@ -153,6 +153,21 @@ def reconcile(services: ReplicationServices, config: Any) -> None:
     reconcile_exports(services.exports, config.nbd_port_range, config.by_id_dir)
 
 
+def nbd_credentials(config: Any) -> Path:
+    """qemu-nbd's TLS credentials for the exports, issued by the OMA CA for the advertised
+    (and a specific bind) address, reused across restarts."""
+    import socket
+
+    from ..nbd.tls import server_credentials
+
+    wildcard = ("0.0.0.0", "::")
+    advertised = config.nbd_advertise_host
+    hosts = [socket.gethostname() if advertised in wildcard else advertised]
+    if config.nbd_bind_host not in wildcard:
+        hosts.append(config.nbd_bind_host)
+    return server_credentials(Path(config.data_dir), hosts)
+
+
 def build_worker(config: Any, *, exports: Any = None) -> Worker:
     """Connect the database and build the poller, engine, runner and export manager."""
     from ..cloudstack import CloudStackClient, wait_for_device
@@ -196,6 +211,8 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
             state_dir=Path(config.data_dir) / "exports",
             cache=getattr(config, "nbd_cache", "writeback"),
             aio=getattr(config, "nbd_aio", None),
+            tls_dir=nbd_credentials(config),
+            allow_plaintext=bool(getattr(config, "nbd_allow_plaintext", False)),
         )
     services = FailoverServices(
         cloudstack_for=cloudstack_for,
