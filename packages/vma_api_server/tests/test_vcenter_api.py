@@ -42,6 +42,7 @@ def test_discover_remembers_credentials_for_vm_operations(sim, tmp_path):
         stored = vma.data_dir / "vcenter.json"
         assert stat.S_IMODE(stored.stat().st_mode) == 0o600
         assert json.loads(stored.read_text())["username"] == sim.username
+        assert sim.password.encode() not in stored.read_bytes()  # encrypted at rest
         log = (tmp_path / "vma-api-1.log").read_text()
         assert sim.password not in log
 
