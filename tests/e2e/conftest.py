@@ -37,6 +37,7 @@ from typing import Any
 import pytest
 
 from labtest.cloudstack import cloudstack_sim
+from labtest.identity import provision_vma_identity
 from labtest.labvm import (
     create_lab_disk,
     lab_disk_sha256,
@@ -185,6 +186,7 @@ class E2eLab:
             {"name": "vma-e2e", "url": self.vma.url, "token": self.vma.token},
             201,
         )
+        provision_vma_identity(self.oma, vma["id"], self.vma.data_dir)  # NBD over TLS
         self.ok(
             "POST",
             "cloudstack-targets",

@@ -103,6 +103,9 @@ def test_full_incremental_and_live_failover(lab) -> None:
         (0,)
     ]
     assert lab.db("SELECT COUNT(*) FROM nbd_exports WHERE state = 'running'") == [(0,)]
+    # every sync went over NBD with TLS, to exports only this VMA's certificate opens
+    uris = [u for (u,) in lab.db("SELECT target_uri FROM job_disks")]
+    assert uris and all(u.startswith("nbds://127.0.0.1:") for u in uris), uris
 
 
 def test_rollback_after_live_failover_then_replicate_again(lab) -> None:

@@ -80,18 +80,23 @@ class Migration:
         self.disk_offering = disk_offering
         self.say = say
         self.tty = tty
-        self.api = OmaApi(lab.oma.url, lab.oma.admin_token)
+        self.api = OmaApi(lab.oma.url, lab.oma.admin_token, ca_file=lab.oma.ca_file)
         self.out = Outcome()
 
     # -- setup through the API ------------------------------------------------------------
 
     def register(self) -> str:
-        """Register VMA, CloudStack target and vCenter login; discover; add the VM → context id."""
+        """Register VMA, CloudStack target and vCenter login; discover; add the VM → context id.
+
+        The VMA gets its certificate from the OMA's CA, so the replicas go over NBD with TLS."""
+        from labtest.identity import provision_vma_identity
+
         lab, api = self.lab, self.api
         vma = api.post(
             "vma-appliances", {"name": "vma-lab", "url": lab.vma.url, "token": lab.vma.token}
         )
         api.post(f"vma-appliances/{vma['id']}/test")
+        provision_vma_identity(lab.oma, vma["id"], lab.vma.data_dir)
         self.say("register", f"VMA {vma['name']} ({lab.vma.url}) registered and reachable")
         target = api.post(
             "cloudstack-targets",

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .cloudstack import cloudstack_sim
+from .identity import provision_vma_identity
 from .labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
 from .oma import OmaInfo, add_lab_vms, oma_services, register_lab
 from .procs import wait_until
@@ -349,6 +350,7 @@ def wave_lab(
             "POST", "vma-appliances", {"name": "vma-2", "url": vmas[1].url, "token": vmas[1].token}
         )
         assert status == 201, second
+        provision_vma_identity(oma, str(second["id"]), vmas[1].data_dir)  # NBD over TLS
         contexts: dict[str, str] = {}
         for index, vma_id in enumerate((first, str(second["id"]))):
             mine = [vm["id"] for vm in vms[index::2]]
