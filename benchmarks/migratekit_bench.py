@@ -1,8 +1,8 @@
 """Benchmark: ``migratekit copy`` against ``nbdcopy`` on the same sources, warm and fresh targets.
 
 Run: ``python benchmarks/migratekit_bench.py [--sizes-gib 1,8] [--runs 3] [--states warm,fresh]
-[--tcp] [--target memory|file]`` (``scripts/nox -s bench -- migratekit`` runs the defaults).
-Needs nbdkit and nbdcopy (libnbd-bin).
+[--tcp] [--target memory|file] [--tls-cases dense,sparse50]`` (``scripts/nox -s bench --
+migratekit`` runs the defaults). Needs nbdkit and nbdcopy (libnbd-bin).
 
 Cases (sources served by nbdkit, fixed seeds):
 
@@ -11,6 +11,13 @@ Cases (sources served by nbdkit, fixed seeds):
 * ``incr1pct``: the sparse50 source with 1 % of the disk changed (random extents): migratekit
   copies ``--changed-extents``; nbdcopy copies the same ranges through nbdkit's ``extentlist``
   filter with ``--destination-is-zero -S 0`` (the way nbdcopy does incrementals).
+
+Transports: the source is always plaintext on a unix socket (or TCP with ``--tcp``), as the
+VMA's own disk server is; the target is reached the same way (``unix``/``tcp`` rows) and, for
+the ``--tls-cases``, also over TCP with TLS (``tls`` rows), as the OMA's replica exports are:
+server certificate from a throw-away OMA CA, client certificate required (``verify-peer``, and
+for a qemu-nbd target only that client admitted through ``tls-authz``). nbdcopy gets the
+client files as ``nbds://…?tls-certificates=DIR``, migratekit as ``MIGRATEKIT_TLS_*``.
 
 Target states:
 
@@ -46,17 +53,51 @@ from labtest.procs import ManagedProcess, free_port
 GiB = 1 << 30
 
 
-def serve(argv: list[str], tmp: Path, name: str, tcp: bool) -> tuple[ManagedProcess, str]:
-    """Start ``nbdkit ARGV`` on a unix socket (or TCP) and return it with its URI."""
-    if tcp:
+class Tls:
+    """Throw-away TLS files: an OMA CA, the server's directory (qemu/nbdkit layout) and the
+    client's (libnbd layout: ca-cert.pem, client-cert.pem, client-key.pem)."""
+
+    def __init__(self, tmp: Path) -> None:
+        from oma.nbd.tls import server_credentials
+        from oma.pki import load_ca, vma_common_name, write_private
+
+        self.server_dir = server_credentials(tmp / "oma", ["127.0.0.1"])
+        ca = load_ca(tmp / "oma")
+        issued = ca.issue_client(vma_common_name("bench"))
+        self.subject = issued.subject
+        self.client_dir = tmp / "client-tls"
+        write_private(self.client_dir / "client-key.pem", issued.key_pem)
+        (self.client_dir / "client-cert.pem").write_bytes(issued.cert_pem)
+        (self.client_dir / "ca-cert.pem").write_bytes(ca.cert_pem)
+        self.env = {
+            **os.environ,
+            "MIGRATEKIT_TLS_CA": str(self.client_dir / "ca-cert.pem"),
+            "MIGRATEKIT_TLS_CERT": str(self.client_dir / "client-cert.pem"),
+            "MIGRATEKIT_TLS_KEY": str(self.client_dir / "client-key.pem"),
+        }
+
+    def nbdcopy_uri(self, uri: str) -> str:
+        """The same export for libnbd, with the client's files."""
+        return f"{uri}?tls-certificates={self.client_dir}" if uri.startswith("nbds:") else uri
+
+
+def serve(
+    argv: list[str], tmp: Path, name: str, tcp: bool, tls: Tls | None = None
+) -> tuple[ManagedProcess, str]:
+    """Start ``nbdkit ARGV`` on a unix socket (or TCP; TCP with TLS required when ``tls``)
+    and return it with its URI."""
+    if tcp or tls:
         port = free_port()
+        secure = []
+        if tls is not None:
+            secure = ["--tls=require", f"--tls-certificates={tls.server_dir}", "--tls-verify-peer"]
         proc = ManagedProcess(
-            ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(port), *argv],
+            ["nbdkit", "-f", "-i", "127.0.0.1", "-p", str(port), *secure, *argv],
             log_path=tmp / f"{name}.log",
             name=name,
         ).start()
         proc.wait_port(port)
-        return proc, f"nbd://127.0.0.1:{port}/"
+        return proc, f"{'nbds' if tls else 'nbd'}://127.0.0.1:{port}/"
     sock = tmp / f"{name}.sock"
     if sock.exists():
         sock.unlink()
@@ -68,18 +109,22 @@ def serve(argv: list[str], tmp: Path, name: str, tcp: bool) -> tuple[ManagedProc
 
 
 def fresh_target(
-    kind: str, size: int, tmp: Path, case: str, tcp: bool
+    kind: str, size: int, tmp: Path, case: str, tcp: bool, tls: Tls | None = None
 ) -> tuple[ManagedProcess, str]:
     """A new empty target: nbdkit memory, or qemu-nbd (O_DIRECT, native AIO) on a raw file."""
     if kind == "memory":
-        return serve(["memory", f"size={size}"], tmp, f"{case}-dst", tcp)
+        return serve(["memory", f"size={size}"], tmp, f"{case}-dst", tcp, tls)
     image = tmp / f"{case}-dst.raw"
     if image.exists():
         image.unlink()
     with open(image, "wb") as fh:
         fh.truncate(size)
     argv = ["qemu-nbd", "-f", "raw", "-x", "", "-t", "-e", "4", "--cache=none", "--aio=native"]
-    if tcp:
+    if tls is not None:
+        from oma.nbd.tls import qemu_nbd_args
+
+        argv += qemu_nbd_args(tls.server_dir, tls.subject)
+    if tcp or tls:
         port = free_port()
         proc = ManagedProcess(
             [*argv, "-b", "127.0.0.1", "-p", str(port), str(image)],
@@ -87,7 +132,7 @@ def fresh_target(
             name="qemu-nbd",
         ).start()
         proc.wait_port(port)
-        return proc, f"nbd://127.0.0.1:{port}/"
+        return proc, f"{'nbds' if tls else 'nbd'}://127.0.0.1:{port}/"
     sock = tmp / f"{case}-dst.sock"
     proc = ManagedProcess(
         [*argv, "-k", str(sock), str(image)], log_path=tmp / "qemu-nbd.log", name="qemu-nbd"
@@ -105,11 +150,11 @@ class Run:
         self.wall, self.cpu, self.rss_kib, self.out = wall, cpu, rss_kib, out
 
 
-def run_tool(argv: list[str]) -> Run:
+def run_tool(argv: list[str], env: dict[str, str] | None = None) -> Run:
     """Run ``argv``, reaping it with ``wait4`` for its own CPU time and peak RSS."""
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file)
+        proc = subprocess.Popen(argv, stdout=out_file, stderr=err_file, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -166,9 +211,16 @@ def sources(size: int) -> dict[str, list[str]]:
 
 
 def bench_case(
-    case: str, size: int, state: str, args: argparse.Namespace, mk: list[str], tmp: Path
+    case: str,
+    size: int,
+    state: str,
+    args: argparse.Namespace,
+    mk: list[str],
+    tmp: Path,
+    tls: Tls | None = None,
 ) -> dict:
-    """Run one case at one size against one target state; return its raw measurements."""
+    """Run one case at one size against one target state (over TLS with ``tls``); return its
+    raw measurements."""
     incremental = case == "incr1pct"
     src_argv = sources(size)["sparse50" if incremental else case]
     extents: list[tuple[int, int]] = []
@@ -185,13 +237,15 @@ def bench_case(
         ]
     src, src_uri = serve(src_argv, tmp, f"{case}-src", args.tcp)
     nsrc, nsrc_uri = serve(nbdcopy_src_argv, tmp, f"{case}-nsrc", args.tcp)
+    transport = "tls" if tls else ("tcp" if args.tcp else "unix")
     row: dict = {"case": case, "size": size, "state": state, "nbdcopy": [], "migratekit": []}
+    row["transport"] = transport
     row["mk_copy"], row["rss_kib"] = [], []
     row["load_before"] = os.getloadavg()[0]
 
     def argv_for(tool: str, tgt_uri: str) -> list[str]:
         if tool == "nbdcopy":
-            argv = ["nbdcopy", "--flush", nsrc_uri, tgt_uri]
+            argv = ["nbdcopy", "--flush", nsrc_uri, tls.nbdcopy_uri(tgt_uri) if tls else tgt_uri]
             if incremental:
                 argv[1:1] = ["--destination-is-zero", "-S", "0"]
             return argv
@@ -201,7 +255,8 @@ def bench_case(
         return argv
 
     def timed(tool: str, tgt_uri: str) -> None:
-        result = run_tool(argv_for(tool, tgt_uri))
+        env = tls.env if tls is not None and tool == "migratekit" else None
+        result = run_tool(argv_for(tool, tgt_uri), env)
         row[tool].append((result.wall, result.cpu))
         if tool == "migratekit":
             doc = json.loads(result.out)
@@ -212,15 +267,15 @@ def bench_case(
     warm = None
     try:
         if state == "warm":
-            warm, warm_uri = fresh_target(args.target, size, tmp, case, args.tcp)
+            warm, warm_uri = fresh_target(args.target, size, tmp, case, args.tcp, tls)
             # fill it once (the full source, so an incremental overwrites allocated pages)
-            run_tool(["nbdcopy", src_uri, warm_uri])
+            run_tool(["nbdcopy", src_uri, tls.nbdcopy_uri(warm_uri) if tls else warm_uri])
         for _ in range(args.runs):
             for tool in ("nbdcopy", "migratekit"):
                 if warm is not None:
                     timed(tool, warm_uri)
                     continue
-                tgt, tgt_uri = fresh_target(args.target, size, tmp, case, args.tcp)
+                tgt, tgt_uri = fresh_target(args.target, size, tmp, case, args.tcp, tls)
                 try:
                     timed(tool, tgt_uri)
                 finally:
@@ -244,16 +299,16 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         f"target {target_name} (medians; process wall time; CPU = user + system of the tool)"
     )
     header = (
-        f"{'case':<9} {'GiB':>4} {'target':<6} {'nbdcopy s':>9} {'mk s':>7} {'ratio':>5} "
-        f"{'(min-max)':>11} {'CPU-s/GiB nc':>12} {'mk':>6} {'mk copy s':>9} {'RSS MiB':>7} "
-        f"{'load':>9}  notes"
+        f"{'case':<9} {'GiB':>4} {'target':<6} {'link':<4} {'nbdcopy s':>9} {'mk s':>7} "
+        f"{'ratio':>5} {'(min-max)':>11} {'CPU-s/GiB nc':>12} {'mk':>6} {'mk copy s':>9} "
+        f"{'RSS MiB':>7} {'load':>9}  notes"
     )
     print(header)
     print("-" * len(header))
     full_mk = {
         (r["size"], r["state"]): statistics.median(w for w, _ in r["migratekit"])
         for r in results
-        if r["case"] == "sparse50"
+        if r["case"] == "sparse50" and r["transport"] != "tls"
     }
     for r in results:
         gib = r["size"] / GiB
@@ -279,8 +334,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
         load = f"{r['load_before']:.1f}/{r['load_after']:.1f}"
         print(
-            f"{r['case']:<9} {gib:>4g} {r['state']:<6} {n:>9.3f} {m:>7.3f} {n / m:>5.2f} "
-            f"{spread:>11} {nc_cpu:>12.3f} {mk_cpu:>6.3f} "
+            f"{r['case']:<9} {gib:>4g} {r['state']:<6} {r['transport']:<4} {n:>9.3f} {m:>7.3f} "
+            f"{n / m:>5.2f} {spread:>11} {nc_cpu:>12.3f} {mk_cpu:>6.3f} "
             f"{statistics.median(r['mk_copy']):>9.3f} {r['peak_rss_mib']:>7.1f} {load:>9}  "
             f"{notes}"
         )
@@ -299,6 +354,11 @@ def main() -> int:
         help="nbdkit memory disk, or qemu-nbd on a sparse raw file",
     )
     ap.add_argument("--cases", default="dense,sparse50,sparse10,incr1pct")
+    ap.add_argument(
+        "--tls-cases",
+        default="dense,sparse50",
+        help="cases also run with the target over TCP + TLS (empty: none)",
+    )
     ap.add_argument("--migratekit-args", default="", help="extra arguments for migratekit copy")
     ap.add_argument("--json", dest="json_out", default=None, help="also write results here")
     args = ap.parse_args()
@@ -322,12 +382,16 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="mkbench-") as d:
         tmp = Path(d)
+        tls_cases = [c for c in args.tls_cases.split(",") if c]
+        tls = Tls(tmp) if tls_cases else None
         for size_gib in args.sizes_gib.split(","):
             size = int(float(size_gib) * GiB)
             size -= size % (1 << 20)
             for case in args.cases.split(","):
                 for state in args.states.split(","):
                     results.append(bench_case(case, size, state, args, mk, tmp))
+                    if case in tls_cases:
+                        results.append(bench_case(case, size, state, args, mk, tmp, tls))
     report(results, args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
