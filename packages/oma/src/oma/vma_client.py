@@ -44,9 +44,10 @@ def verify_for(config: OmaConfig) -> str:
     certificate (the CA is created when it does not exist yet)."""
     if config.vma_ca_file:
         return str(config.vma_ca_file)
-    from .pki import load_ca
+    from .nbd.tls import locked_ca
 
-    return str(load_ca(config.data_dir).cert_path)
+    with locked_ca(config.data_dir) as ca:
+        return str(ca.cert_path)
 
 
 def _error_fields(body: str) -> tuple[str | None, str | None]:

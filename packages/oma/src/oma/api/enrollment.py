@@ -49,7 +49,10 @@ ENROLL = obj(("code", "csr"), code={"type": "string", "format": "password"}, csr
 
 
 def _ca() -> pki.CertificateAuthority:
-    return pki.load_ca(config().data_dir)
+    from ..nbd.tls import locked_ca  # created under the lock the workers use
+
+    with locked_ca(config().data_dir) as ca:
+        return ca
 
 
 @bp.post("/vma-enrollments")

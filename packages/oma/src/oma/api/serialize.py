@@ -25,6 +25,13 @@ from ..database.models import (
 TERMINAL = frozenset(s.value for s in TERMINAL_JOB_STATUSES)
 
 
+def mask(value: str | None) -> str | None:
+    """``****`` and the last four characters of a secret (all of it masked when short)."""
+    if not value:
+        return value
+    return "****" + (value[-4:] if len(value) >= 16 else "")
+
+
 def ts(value: datetime | None) -> str | None:
     """RFC 3339 UTC text of a timestamp (None stays None)."""
     if value is None:
@@ -67,12 +74,13 @@ def credential(row: VmwareCredential) -> dict[str, Any]:
 
 
 def target(row: CloudStackTarget) -> dict[str, Any]:
-    """A CloudStack target (API key shown, secret key never)."""
+    """A CloudStack target. Both keys are secrets: the secret key is never shown, the API key
+    only as its last four characters (``****wxyz``) so an admin can tell keys apart."""
     return {
         "id": row.id,
         "name": row.name,
         "endpoint": row.endpoint,
-        "api_key": row.api_key,
+        "api_key": mask(row.api_key),
         "has_secret_key": bool(row.secret_key_encrypted),
         "zone_id": row.zone_id,
         "oma_vm_id": row.oma_vm_id,

@@ -73,8 +73,10 @@ def api_certificate(config: Any) -> tuple[Path, Path]:
                 raise ConfigError(name, f"{path} does not exist")
         return Path(config.tls_cert), Path(config.tls_key)
     from .. import pki
+    from ..nbd.tls import locked_ca  # the CA is created under the lock workers use too
 
-    ca = pki.load_ca(config.data_dir)
+    with locked_ca(config.data_dir) as ca:
+        pass
     cert_path, key_path = ca.directory / API_CERT, ca.directory / API_KEY
     hosts = api_hostnames(config)
     current = _current_names(cert_path)
