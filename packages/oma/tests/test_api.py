@@ -291,13 +291,16 @@ def test_replication_validation(client: Any, auth: Any) -> None:
     cases = [
         ({}, "vm_context_id"),
         ({"vm_context_id": ctx["id"], "type": "weekly"}, "type"),
-        ({"vm_context_id": ctx["id"], "type": "incremental"}, "type"),
         ({"vm_context_id": ctx["id"], "priority": 1}, "priority"),
     ]
     for body, field in cases:
         r = client.post("/api/v1/replications", headers=auth.operator, json=body)
         assert r.status_code == 400, body
         assert r.json["error"]["field"] == field
+    # fits the schema, but no earlier sync exists to be incremental to
+    body = {"vm_context_id": ctx["id"], "type": "incremental"}
+    r = client.post("/api/v1/replications", headers=auth.operator, json=body)
+    assert (r.status_code, r.json["error"]["field"]) == (422, "type")
     r = client.post(
         "/api/v1/replications",
         headers=auth.operator,
@@ -353,11 +356,15 @@ def test_openapi_lists_every_resource(client: Any, auth: Any) -> None:
     ):
         assert path in doc["paths"], path
     assert doc["paths"]["/health"]["get"]["security"] == []
-    body = doc["paths"]["/api/v1/replications"]["post"]["requestBody"]["content"]
-    schema = body["application/json"]["schema"]
+
+    def request_schema(path: str) -> dict[str, Any]:
+        schema = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        ref = schema["schema"].get("$ref", "")
+        return doc["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema["schema"]
+
+    schema = request_schema("/api/v1/replications")
     assert schema["properties"]["type"]["enum"] == ["auto", "full", "incremental"]
-    vma = doc["paths"]["/api/v1/vma-appliances"]["post"]["requestBody"]["content"]
-    assert vma["application/json"]["schema"]["properties"]["token"]["writeOnly"] is True
+    assert request_schema("/api/v1/vma-appliances")["properties"]["token"]["writeOnly"] is True
     json.dumps(doc)
 
 

@@ -22,10 +22,10 @@ def canonical_vm_id(value: object) -> str:
     """The canonical form of a VM id; ValueError (a message without the field name) otherwise."""
     if not isinstance(value, str):
         raise ValueError("must be a string")
-    for char in value:
+    text = value.strip()  # surrounding blanks, a trailing line feed included, do not count
+    for char in text:
         if unicodedata.category(char) in ("Cc", "Cf"):
             raise ValueError(f"must not contain control characters (found U+{ord(char):04X})")
-    text = value.strip()
     if not text:
         raise ValueError("must not be empty")
     if _UUID.fullmatch(text):

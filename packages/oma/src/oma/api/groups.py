@@ -8,51 +8,58 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, url_for
+from flask import Blueprint, g, jsonify, url_for
+from pydantic import Field
 
 from ..database.db import database
 from ..database.models import MachineGroup, VmContext
 from ..database.repos import groups
-from .errors import invalid
-from .schemas import GROUP_CREATE, GROUP_MEMBERS, GROUP_PATCH, body
+from .requests import Body, Id, Name, Text, body, int_between, unprocessable
 from .serialize import ts
-from .validation import json_body, no_unknown, string, string_list
 
 bp = Blueprint("groups", __name__, url_prefix="/api/v1/groups")
 
-FIELDS = ("name", "description", "priority", "max_concurrent")
+
+class _GroupFields(Body):
+    name: Name = None  # type: ignore[assignment]
+    description: Text | None = None
+    priority: int_between(-1000, 1000) = Field(0, description="higher is admitted first")
+    max_concurrent: int_between(0, 100000) = Field(0, description="0: no limit")
 
 
-def integer(data: dict[str, Any], name: str, *, minimum: int, maximum: int = 100000) -> int:
-    """A JSON integer field within bounds (booleans refused)."""
-    value = data.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise invalid(name, "must be an integer")
-    if not minimum <= value <= maximum:
-        raise invalid(name, f"must be between {minimum} and {maximum}")
-    return value
+class GroupCreate(_GroupFields):
+    """``POST /groups``."""
+
+    name: Name
+    vm_context_ids: list[Id] = Field(default_factory=list, max_length=10000)
 
 
-def _fields(data: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if creating or "name" in data:
-        fields["name"] = string(data, "name", max_length=100)
-    if "description" in data:
-        fields["description"] = string(data, "description", required=False, max_length=2000)
-    if "priority" in data:
-        fields["priority"] = integer(data, "priority", minimum=-1000, maximum=1000)
-    if "max_concurrent" in data:
-        fields["max_concurrent"] = integer(data, "max_concurrent", minimum=0)
+class GroupPatch(_GroupFields):
+    """``PATCH /groups/{id}``: only the fields given change."""
+
+
+class GroupMembers(Body):
+    """``POST /groups/{id}/members``."""
+
+    vm_context_ids: list[Id] = Field(min_length=1, max_length=10000)
+
+
+def _fields(data: _GroupFields) -> dict[str, Any]:
+    fields = {name: getattr(data, name) for name in data.given() - {"vm_context_ids"}}
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+    if fields.get("description") is not None:
+        fields["description"] = fields["description"].strip() or None
     return fields
 
 
-def _context_ids(data: dict[str, Any], name: str = "vm_context_ids") -> list[str]:
-    """Known VM context ids from a list field (400 naming the unknown entry)."""
-    ids = string_list(data, name)
+def _context_ids(ids: list[str], name: str = "vm_context_ids") -> list[str]:
+    """Known VM context ids (422 naming the unknown entry)."""
+    ids = [i.strip() for i in ids]
     known = {c.id for c in VmContext.select(VmContext.id).where(VmContext.id.in_(ids))}
     for i, cid in enumerate(ids):
         if cid not in known:
-            raise invalid(f"{name}[{i}]", f"unknown VM context {cid}")
+            raise unprocessable(f"{name}[{i}]", f"unknown VM context {cid}")
     return ids
 
 
@@ -93,14 +100,13 @@ def list_groups() -> Any:
 
 
 @bp.post("")
-@body(GROUP_CREATE)
+@body(GroupCreate)
 def create_group() -> Any:
     """Create a group: ``{"name", "priority"?, "max_concurrent"? (0: no limit),
     "description"?, "vm_context_ids"?}`` → 201; 409 for a taken name or a VM in another group."""
-    data = json_body()
-    no_unknown(data, (*FIELDS, "vm_context_ids"))
-    fields = _fields(data, creating=True)
-    ids = _context_ids(data) if data.get("vm_context_ids") else []
+    data: GroupCreate = g.body
+    fields = _fields(data)
+    ids = _context_ids(data.vm_context_ids)
     with database.atomic():
         row = groups.create_group(fields.pop("name"), **fields)
         groups.add_members(row.id, ids)
@@ -116,12 +122,10 @@ def get_group(group_id: str) -> Any:
 
 
 @bp.patch("/<group_id>")
-@body(GROUP_PATCH)
+@body(GroupPatch)
 def update_group(group_id: str) -> Any:
     """Change a group's name, priority, max_concurrent or description."""
-    data = json_body()
-    no_unknown(data, FIELDS)
-    return jsonify(group_json(groups.update_group(group_id, _fields(data, creating=False))))
+    return jsonify(group_json(groups.update_group(group_id, _fields(g.body))))
 
 
 @bp.delete("/<group_id>")
@@ -132,14 +136,12 @@ def delete_group(group_id: str) -> Any:
 
 
 @bp.post("/<group_id>/members")
-@body(GROUP_MEMBERS)
+@body(GroupMembers)
 def add_members(group_id: str) -> Any:
     """Add VMs: ``{"vm_context_ids": [...]}`` → the group; 400 naming an unknown VM, 409 for a
     VM in another group (a VM belongs to at most one group)."""
     groups.get_group(group_id)
-    data = json_body()
-    no_unknown(data, ("vm_context_ids",))
-    groups.add_members(group_id, _context_ids(data))
+    groups.add_members(group_id, _context_ids(g.body.vm_context_ids))
     return jsonify(group_json(groups.get_group(group_id)))
 
 

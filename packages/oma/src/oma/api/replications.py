@@ -2,32 +2,67 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, url_for
+from pydantic import ConfigDict, Field, model_validator
+
+from migration_common import canonical_vm_id
 
 from ..database.models import ContextState, JobStatus, RequestedType, VmContext
 from ..database.repos import contexts, jobs
 from ..errors import ConflictError
 from ..services._queries import write_transaction
 from ..workflows import records, resume
-from .errors import ApiError, invalid
-from .schemas import REPLICATION, body
+from .errors import ApiError
+from .requests import Body, Id, PageQuery, VmId, body, query, unprocessable
 from .serialize import job
 from .targets import refuse_disks_too_large
-from .validation import boolean, choice, json_body, no_unknown, page, query_bool, string, vm_id
 
 bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
 
 
-def _resolve_context(data: dict[str, Any]) -> VmContext:
-    context_id = string(data, "vm_context_id", required=False)
-    if context_id:
-        return contexts.get_context(context_id)
-    if data.get("vm_id") is None:
-        raise invalid("vm_context_id", "is required (or vm_id with vma_id)")
-    wanted = vm_id(data["vm_id"], "vm_id")
-    vma_id = string(data, "vma_id", required=False)
+class ReplicationCreate(Body):
+    """``POST /replications``: a managed VM by context id, or by VMware id (and VMA)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["vm_context_id"]}, {"required": ["vm_id"]}]}
+    )
+
+    vm_context_id: Id = None  # type: ignore[assignment]
+    vm_id: VmId = None  # type: ignore[assignment]
+    vma_id: Id = None  # type: ignore[assignment]
+    type: Literal["auto", "full", "incremental"] = "auto"
+    verify: bool | None = Field(
+        None, description="read every disk back and compare sha256; default: replication_defaults"
+    )
+
+    @model_validator(mode="after")
+    def _which_vm(self) -> ReplicationCreate:
+        if self.vm_context_id is None and self.vm_id is None:
+            raise ValueError("vm_context_id: is required (or vm_id with vma_id)")
+        return self
+
+
+_STATUS = "|".join(s.value for s in JobStatus)
+
+
+class ReplicationsQuery(PageQuery):
+    """``GET /replications``."""
+
+    status: str | None = Field(
+        None, pattern=f"^({_STATUS})(,({_STATUS}))*$", description="comma-separated statuses"
+    )
+    vm_context_id: Id | None = None
+    vma_id: Id | None = None
+    active: bool | None = None
+
+
+def _resolve_context(data: ReplicationCreate) -> VmContext:
+    if data.vm_context_id is not None:
+        return contexts.get_context(data.vm_context_id.strip())
+    wanted = canonical_vm_id(data.vm_id.strip())
+    vma_id = data.vma_id.strip() if data.vma_id else None
     row = contexts.find_context(vm_id=wanted, vma_id=vma_id)
     if row is None:
         raise ApiError(
@@ -37,7 +72,7 @@ def _resolve_context(data: dict[str, Any]) -> VmContext:
 
 
 @bp.post("")
-@body(REPLICATION)
+@body(ReplicationCreate)
 def create_replication() -> Any:
     """Request a replication: ``{"vm_context_id" | "vm_id" + "vma_id"?, "type":
     "auto|full|incremental", "verify"?}`` → 202 with the job (``verify``: the VMA reads every
@@ -47,10 +82,8 @@ def create_replication() -> Any:
     ``disk_too_large`` when the target's disk offering cannot carry one of its disks. A VM
     whose test failover runs (``failed_over_test``) replicates as usual: the test VM runs on
     copies of the replicas. ``vm_id`` is taken in canonical form (a UUID in lower case)."""
-    data = json_body()
-    no_unknown(data, ("vm_context_id", "vm_id", "vma_id", "type", "verify"))
-    kind = choice(data, "type", RequestedType, RequestedType.AUTO)
-    verify = boolean(data, "verify") if data.get("verify") is not None else None
+    data: ReplicationCreate = g.body
+    kind, verify = RequestedType(data.type), data.verify
     ctx = _resolve_context(data)
     # a test failover runs on copies of the replicas: syncs go on beside it
     if ctx.state == ContextState.FAILED_OVER_LIVE.value:
@@ -60,14 +93,14 @@ def create_replication() -> Any:
             409,
         )
     if ctx.vma_id is None:
-        raise invalid(
+        raise unprocessable(
             "vma_id", f"VM context {ctx.id} has no VMA; register one and add the VM again"
         )
-    refuse_disks_too_large(ctx, "vm_context_id" if "vm_context_id" in data else "vm_id")
+    refuse_disks_too_large(ctx, "vm_context_id" if data.vm_context_id else "vm_id")
     if kind is RequestedType.INCREMENTAL:
         disks = contexts.list_disks(ctx.id)
         if not disks or any(d.change_id is None for d in disks):
-            raise invalid(
+            raise unprocessable(
                 "type", "incremental needs a completed earlier sync of every disk; use auto or full"
             )
     with write_transaction():
@@ -87,19 +120,16 @@ def create_replication() -> Any:
 
 
 @bp.get("")
+@query(ReplicationsQuery)
 def list_replications() -> Any:
     """Jobs, newest first: ``?status=a,b&vm_context_id=&vma_id=&active=&limit=&offset=``."""
-    statuses = [s for s in (request.args.get("status") or "").split(",") if s]
-    valid = {s.value for s in JobStatus}
-    for s in statuses:
-        if s not in valid:
-            raise invalid("status", "must be one or more of " + ", ".join(sorted(valid)))
-    limit, offset = page()
+    q: ReplicationsQuery = g.query
+    limit, offset = q.limit, q.offset
     rows, total = jobs.list_jobs(
-        status=statuses or None,
-        context_id=request.args.get("vm_context_id") or None,
-        vma_id=request.args.get("vma_id") or None,
-        active=query_bool("active"),
+        status=q.status.split(",") if q.status else None,
+        context_id=q.vm_context_id,
+        vma_id=q.vma_id,
+        active=q.active,
         limit=limit,
         offset=offset,
     )

@@ -7,9 +7,10 @@ job's outcome.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, url_for
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from migration_common import utcnow
 
@@ -25,54 +26,104 @@ from ..database.models import (
 from ..database.repos import schedules as repo
 from ..services import cron
 from ..services.schedules import run_now
-from .errors import invalid
-from .schemas import SCHEDULE_CREATE, SCHEDULE_PATCH, body
+from .requests import Body, Id, Name, PageQuery, body, line, query, unprocessable
 from .serialize import ts
-from .validation import boolean, choice, json_body, no_unknown, page, string
 
 bp = Blueprint("schedules", __name__, url_prefix="/api/v1/schedules")
 
-FIELDS = ("name", "cron", "timezone", "enabled", "skip_if_running", "type")
+
+def _zone(value: str) -> str:
+    if value not in cron.zone_names():
+        raise ValueError(f"unknown timezone {value!r}; use an IANA name such as Europe/Paris")
+    return value
 
 
-def _fields(data: dict[str, Any], current: Schedule | None = None) -> dict[str, Any]:
-    """Validated columns from a create (``current`` None) or patch body."""
+Timezone = Annotated[
+    str,
+    AfterValidator(_zone),
+    Field(
+        description="an IANA timezone",
+        json_schema_extra={"enum": sorted(cron.zone_names())},
+    ),
+]
+ReplicationType = Literal["auto", "full", "incremental"]
+
+
+class _ScheduleFields(Body):
+    name: Name = None  # type: ignore[assignment]
+    cron: line(100) = Field(  # type: ignore[valid-type]
+        None, description="5 fields: minute hour day-of-month month day-of-week"
+    )
+    timezone: Timezone = "UTC"
+    enabled: bool = True
+    skip_if_running: bool = Field(
+        True,
+        description="a VM with an active job is skipped (false: its job starts once that ends)",
+    )
+    type: ReplicationType = "auto"
+
+
+class ScheduleCreate(_ScheduleFields):
+    """``POST /schedules``: for one VM or one group (exactly one of the two)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["vm_context_id"]}, {"required": ["group_id"]}]}
+    )
+
+    name: Name
+    cron: line(100)  # type: ignore[valid-type]
+    vm_context_id: Id | None = None
+    group_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ScheduleCreate:
+        if ("vm_context_id" in self.given()) == ("group_id" in self.given()):
+            raise ValueError("vm_context_id: give exactly one of vm_context_id or group_id")
+        return self
+
+
+class SchedulePatch(_ScheduleFields):
+    """``PATCH /schedules/{id}``: only the fields given change."""
+
+
+def _fields(data: _ScheduleFields, current: Schedule | None = None) -> dict[str, Any]:
+    """Columns from a create (``current`` None) or patch body; 422 for a cron that does not
+    parse in its timezone."""
+    given = data.given() if current else data.given() | {"name", "cron", "timezone"}
     fields: dict[str, Any] = {}
-    if current is None or "name" in data:
-        fields["name"] = string(data, "name", max_length=100)
-    if current is None or "cron" in data:
-        fields["cron"] = string(data, "cron", max_length=100)
-    if "timezone" in data:
-        fields["timezone"] = string(data, "timezone", max_length=64)
+    if "name" in given:
+        fields["name"] = data.name.strip()
+    zone = data.timezone if "timezone" in given else current.timezone  # type: ignore[union-attr]
+    if "timezone" in given:
+        fields["timezone"] = zone
+    expression = data.cron if "cron" in given else current.cron  # type: ignore[union-attr]
     try:
-        zone = fields.get("timezone") or (current.timezone if current else "UTC")
-        cron.timezone(zone)
+        fields["cron"] = cron.parse(expression.strip(), zone).expression
     except ValueError as exc:
-        raise invalid("timezone", str(exc)) from None
-    expression = fields.get("cron") or (current.cron if current else "")
-    try:
-        fields["cron"] = cron.parse(expression, zone).expression
-    except ValueError as exc:
-        raise invalid("cron", str(exc)) from None
+        raise unprocessable("cron", str(exc)) from None
     for name in ("enabled", "skip_if_running"):
-        if name in data:
-            fields[name] = boolean(data, name)
-    if "type" in data:
-        fields["replication_type"] = choice(data, "type", RequestedType).value
+        if name in given or current is None:
+            fields[name] = getattr(data, name)
+    if "type" in given or current is None:
+        fields["replication_type"] = RequestedType(data.type).value
     return fields
 
 
-def _target(data: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(context id, group id): exactly one, and it must exist (400 naming the field)."""
-    context_id = string(data, "vm_context_id", required=False, max_length=36)
-    group_id = string(data, "group_id", required=False, max_length=36)
-    if bool(context_id) == bool(group_id):
-        raise invalid("vm_context_id", "give exactly one of vm_context_id or group_id")
+def _target(data: ScheduleCreate) -> tuple[str | None, str | None]:
+    """(context id, group id); 422 naming the field when it does not exist."""
+    context_id = data.vm_context_id.strip() if data.vm_context_id else None
+    group_id = data.group_id.strip() if data.group_id else None
     if context_id and VmContext.get_or_none(VmContext.id == context_id) is None:
-        raise invalid("vm_context_id", f"unknown VM context {context_id}")
+        raise unprocessable("vm_context_id", f"unknown VM context {context_id}")
     if group_id and MachineGroup.get_or_none(MachineGroup.id == group_id) is None:
-        raise invalid("group_id", f"unknown group {group_id}")
+        raise unprocessable("group_id", f"unknown group {group_id}")
     return context_id, group_id
+
+
+class RunsQuery(PageQuery):
+    """``GET /schedules/runs``."""
+
+    schedule_id: Id | None = None
 
 
 def schedule_json(row: Schedule) -> dict[str, Any]:
@@ -162,14 +213,14 @@ def list_schedules() -> Any:
 
 
 @bp.post("")
-@body(SCHEDULE_CREATE)
+@body(ScheduleCreate)
 def create_schedule() -> Any:
     """Create a schedule: ``{"name", "cron" (5 fields), "timezone"? (IANA, default UTC),
     "vm_context_id" | "group_id", "enabled"?, "skip_if_running"? (default true: a VM with an
     active job is skipped; false: its job starts once that one ends), "type"?}`` → 201;
-    400 naming the field for a bad cron, an unknown timezone, VM or group."""
-    data = json_body()
-    no_unknown(data, (*FIELDS, "vm_context_id", "group_id"))
+    400 naming the field that breaks the schema (an unknown timezone), 422 for a cron that
+    does not parse or an unknown VM or group."""
+    data: ScheduleCreate = g.body
     fields = _fields(data)
     context_id, group_id = _target(data)
     row = repo.create_schedule(
@@ -181,12 +232,12 @@ def create_schedule() -> Any:
 
 
 @bp.get("/runs")
+@query(RunsQuery)
 def list_runs() -> Any:
     """Runs of every schedule (``?schedule_id=``), newest first, with their counts."""
-    limit, offset = page()
-    rows, total = repo.list_runs(
-        schedule_id=request.args.get("schedule_id") or None, limit=limit, offset=offset
-    )
+    q: RunsQuery = g.query
+    limit, offset = q.limit, q.offset
+    rows, total = repo.list_runs(schedule_id=q.schedule_id, limit=limit, offset=offset)
     return jsonify(
         {"items": [run_json(r) for r in rows], "total": total, "limit": limit, "offset": offset}
     )
@@ -206,14 +257,12 @@ def get_schedule(schedule_id: str) -> Any:
 
 
 @bp.patch("/<schedule_id>")
-@body(SCHEDULE_PATCH)
+@body(SchedulePatch)
 def update_schedule(schedule_id: str) -> Any:
     """Change a schedule; a new cron or timezone, or enabling it again, counts occurrences
     from now on (nothing that fell due meanwhile is fired)."""
     current = repo.get_schedule(schedule_id)
-    data = json_body()
-    no_unknown(data, FIELDS)
-    return jsonify(schedule_json(repo.update_schedule(schedule_id, _fields(data, current))))
+    return jsonify(schedule_json(repo.update_schedule(schedule_id, _fields(g.body, current))))
 
 
 @bp.delete("/<schedule_id>")
@@ -234,10 +283,11 @@ def run_schedule_now(schedule_id: str) -> Any:
 
 
 @bp.get("/<schedule_id>/runs")
+@query(PageQuery)
 def list_schedule_runs(schedule_id: str) -> Any:
     """Runs of one schedule, newest first."""
     repo.get_schedule(schedule_id)
-    limit, offset = page()
+    limit, offset = g.query.limit, g.query.offset
     rows, total = repo.list_runs(schedule_id=schedule_id, limit=limit, offset=offset)
     return jsonify(
         {"items": [run_json(r) for r in rows], "total": total, "limit": limit, "offset": offset}

@@ -30,7 +30,8 @@ def obj(required: tuple[str, ...] = (), **props: Any) -> dict[str, Any]:
     return schema
 
 
-STR = {"type": "string"}
+# what validation.string accepts: not blank (surrounding blanks are stripped), 255 at most
+STR = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "\\S"}
 BOOL = {"type": "boolean"}
 URL = {"type": "string", "format": "uri"}
 SECRET = {"type": "string", "format": "password", "writeOnly": True}
@@ -104,42 +105,11 @@ DISCOVERY_ADD = obj(
     vms={"type": "array", "items": VM},
     vm_ids={"type": "array", "items": STR},
 )
-REPLICATION = obj(
-    vm_context_id=STR,
-    vm_id=STR,
-    vma_id=STR,
-    type={"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"},
-    verify={
-        "type": "boolean",
-        "description": "read every disk back and compare sha256; default: replication_defaults",
-    },
-)
 NULLABLE_STR = {"type": "string", "nullable": True}
 CONTEXT_PATCH = obj(
     failover_defaults=obj(boot_disk_key=NULLABLE_STR, template_id=NULLABLE_STR),
     replication_defaults=obj(verify={"type": "boolean", "nullable": True}),
 )
-INT = {"type": "integer"}
-ID_LIST = {"type": "array", "items": STR, "minItems": 1}
-GROUP_FIELDS = {
-    "name": STR,
-    "description": NULLABLE_STR,
-    "priority": {"type": "integer", "default": 0, "description": "higher is admitted first"},
-    "max_concurrent": {"type": "integer", "minimum": 0, "default": 0, "description": "0: no limit"},
-}
-GROUP_CREATE = obj(("name",), **GROUP_FIELDS, vm_context_ids={**ID_LIST, "minItems": 0})
-GROUP_PATCH = obj(**GROUP_FIELDS)
-GROUP_MEMBERS = obj(("vm_context_ids",), vm_context_ids=ID_LIST)
-SCHEDULE_FIELDS = {
-    "name": STR,
-    "cron": {"type": "string", "description": "5 fields: minute hour day-of-month month weekday"},
-    "timezone": {"type": "string", "default": "UTC", "description": "an IANA timezone"},
-    "enabled": BOOL,
-    "skip_if_running": BOOL,
-    "type": {"type": "string", "enum": ["auto", "full", "incremental"], "default": "auto"},
-}
-SCHEDULE_CREATE = obj(("name", "cron"), **SCHEDULE_FIELDS, vm_context_id=STR, group_id=STR)
-SCHEDULE_PATCH = obj(**SCHEDULE_FIELDS)
 NETWORK_MAPPINGS = {
     "type": "object",
     "additionalProperties": STR,

@@ -26,13 +26,14 @@ _SEARCH_LIMIT = timedelta(days=8 * 366)
 
 
 @lru_cache(maxsize=1)
-def _zones() -> frozenset[str]:
+def zone_names() -> frozenset[str]:
+    """The IANA timezone names this host knows."""
     return frozenset(available_timezones())
 
 
 def timezone(name: str) -> ZoneInfo:
     """The IANA timezone ``name`` (ValueError naming it when unknown)."""
-    if name not in _zones():
+    if name not in zone_names():
         raise ValueError(f"unknown timezone {name!r}; use an IANA name such as Europe/Paris")
     return ZoneInfo(name)
 
