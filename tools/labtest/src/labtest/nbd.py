@@ -66,11 +66,16 @@ def qemu_nbd(
     connections: int = 4,
     extra: Sequence[str] = (),
     log_path: str | None = None,
+    tls_dir: str | os.PathLike[str] | None = None,
+    tls_client: str | None = None,
 ) -> Iterator[NbdExport]:
     """Serve ``image`` with qemu-nbd on a free loopback port (or a unix socket in ``unix_dir``).
 
     The server keeps running after a client disconnects (``-t``) and accepts ``connections``
-    clients at once (``-e``). It is stopped by PID when the block exits.
+    clients at once (``-e``). It is stopped by PID when the block exits. With ``tls_dir`` (a
+    directory with ca-cert.pem, server-cert.pem, server-key.pem) and ``tls_client`` (a
+    certificate subject, RFC 4514) it requires TLS and admits only that client, as the OMA's
+    replica exports do; the URI is then ``nbds://``.
     """
     argv = ["qemu-nbd", "-f", fmt, "-x", export, "-t", "-e", str(connections), "--cache=writeback"]
     if readonly:
@@ -86,6 +91,13 @@ def qemu_nbd(
         port = free_port()
         argv += ["-b", "127.0.0.1", "-p", str(port)]
         uri = f"nbd://127.0.0.1:{port}/{export}"
+    if tls_dir is not None:
+        from oma.nbd.tls import qemu_nbd_args
+
+        if tls_client is None:
+            raise ValueError("a TLS export needs the client's certificate subject (tls_client)")
+        argv += qemu_nbd_args(Path(tls_dir), tls_client)
+        uri = uri.replace("nbd://", "nbds://", 1).replace("nbd+unix://", "nbds+unix://", 1)
     argv += [*extra, str(image)]
     proc = ManagedProcess(argv, name="qemu-nbd", log_path=log_path).start()
     try:

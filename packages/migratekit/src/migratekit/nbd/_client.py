@@ -150,33 +150,46 @@ class NbdClient:
             self._send(p.encode_client_flags(flags))
             if self.uri.tls:
                 self._starttls()
-            if structured:
-                self._send(p.encode_option(p.OPT_STRUCTURED_REPLY))
-                reply, payload = self._option_reply(p.OPT_STRUCTURED_REPLY)
-                if reply.is_error:
-                    raise NbdHandshakeError(
-                        "server does not support structured replies (needed for block "
-                        "status): " + p.option_error_text(reply, payload),
-                        server=self.server,
-                    )
-                self.structured = True
-            if contexts:
-                self._set_meta_contexts(contexts)
-            self._send(p.encode_go(self.uri.export))
-            while True:
-                reply, payload = self._option_reply(p.OPT_GO)
-                if reply.is_error:
-                    raise NbdHandshakeError(
-                        f"export {self.uri.export!r} refused: "
-                        + p.option_error_text(reply, payload),
-                        server=self.server,
-                    )
-                if reply.reply_type == p.REP_INFO:
-                    p.apply_info(self.info, payload)
-                elif reply.reply_type == p.REP_ACK:
-                    break
+            try:
+                self._negotiate(structured, contexts)
+            except NbdConnectionError as exc:
+                if not self.tls:
+                    raise
+                # qemu-nbd checks the client's identity (tls-authz) after the TLS handshake
+                raise NbdHandshakeError(
+                    f"{exc.reason} after the TLS handshake: the server refused this client "
+                    "(its certificate, MIGRATEKIT_TLS_CERT, is not one the export admits)",
+                    server=self.server,
+                ) from exc
         if self.info.max_block <= 0 or self.info.max_block > p.MAX_REQUEST_DEFAULT:
             self.info.max_block = p.MAX_REQUEST_DEFAULT
+
+    def _negotiate(self, structured: bool, contexts: list[str]) -> None:
+        """Options after the greeting (and STARTTLS): structured replies, meta contexts, GO."""
+        if structured:
+            self._send(p.encode_option(p.OPT_STRUCTURED_REPLY))
+            reply, payload = self._option_reply(p.OPT_STRUCTURED_REPLY)
+            if reply.is_error:
+                raise NbdHandshakeError(
+                    "server does not support structured replies (needed for block "
+                    "status): " + p.option_error_text(reply, payload),
+                    server=self.server,
+                )
+            self.structured = True
+        if contexts:
+            self._set_meta_contexts(contexts)
+        self._send(p.encode_go(self.uri.export))
+        while True:
+            reply, payload = self._option_reply(p.OPT_GO)
+            if reply.is_error:
+                raise NbdHandshakeError(
+                    f"export {self.uri.export!r} refused: " + p.option_error_text(reply, payload),
+                    server=self.server,
+                )
+            if reply.reply_type == p.REP_INFO:
+                p.apply_info(self.info, payload)
+            elif reply.reply_type == p.REP_ACK:
+                break
 
     def _starttls(self) -> None:
         """NBD_OPT_STARTTLS, then the TLS handshake: the server's certificate must chain to
@@ -216,8 +229,14 @@ class NbdClient:
         raw = self._sock
         try:
             self._sock = ctx.wrap_socket(raw, server_hostname=hostname)
+        except ssl.SSLCertVerificationError as exc:
+            raise NbdHandshakeError(
+                f"TLS handshake failed: certificate verify failed ({exc.verify_message}; the "
+                "server's certificate must be signed by the CA in MIGRATEKIT_TLS_CA for this host)",
+                server=self.server,
+            ) from exc
         except ssl.SSLError as exc:
-            reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            reason = exc.reason or str(exc)
             raise NbdHandshakeError(f"TLS handshake failed: {reason}", server=self.server) from exc
         self.tls = True
 
