@@ -223,3 +223,27 @@ def test_ensure_export_refuses_unenrolled_and_revoked_vmas(replica) -> None:
     vma.save()
     with pytest.raises(WorkflowError, match="site-a is revoked"):
         ensure_export(manager, rv)
+
+
+def test_a_dead_tls_export_is_restarted_for_the_same_vma(replica, lab: dict) -> None:
+    """Reconciliation restarts it with TLS for the same client, on the same port: the URI
+    the VMA holds (and a resumed copy compares) stays valid."""
+    import signal
+
+    from labtest.procs import wait_until
+    from oma.database.models import NbdExport
+    from oma.services.exports import reconcile_exports
+    from oma.workflows.replicas import ensure_export
+
+    manager, _vma, rv = replica
+    uri = ensure_export(manager, rv)
+    row = NbdExport.get(NbdExport.volume == rv.id)
+    os.kill(row.pid, signal.SIGKILL)
+    wait_until(lambda: not manager.is_running(row.pid, rv.cloudstack_volume_id), timeout=10)
+    result = reconcile_exports(manager, manager.port_range)
+    assert result.restarted == [rv.cloudstack_volume_id]
+    row = NbdExport.get_by_id(row.id)
+    assert manager.admitted(row.pid) == "O=OSSEA-Migrate,CN=vma:site-a"
+    assert ensure_export(manager, rv) == uri
+    with NbdClient(parse_uri(uri), tls=lab["mine"]) as client:
+        assert client.pread(0, 512) == bytes(512)
