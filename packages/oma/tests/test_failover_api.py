@@ -380,8 +380,9 @@ def test_per_vm_failover_defaults_fill_the_request(app: Any, client: Any, auth: 
         return client.patch(f"/api/v1/vm-contexts/{ctx}", json=body, headers=auth.headers(role))
 
     assert patch({"failover_defaults": {"boot_disk_key": "2001"}}, "viewer").status_code == 403
+    res = patch({"failover_defaults": {"boot_disk_key": "9999"}})  # fits the schema
+    assert (res.status_code, res.json["error"]["field"]) == (422, "failover_defaults.boot_disk_key")
     for body, field in [
-        ({"failover_defaults": {"boot_disk_key": "9999"}}, "failover_defaults.boot_disk_key"),
         ({"failover_defaults": {"bootdisk": "2001"}}, "failover_defaults.bootdisk"),
         ({"failover_defaults": {"template_id": ""}}, "failover_defaults.template_id"),
         ({"failover_defaults": "2001"}, "failover_defaults"),

@@ -2,34 +2,75 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify
+from pydantic import ConfigDict, Field, model_validator
 
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from ..services._queries import write_transaction
-from .errors import invalid
-from .schemas import CONTEXT_PATCH, body
+from .requests import Body, Id, Line, PageQuery, Query, body, query, unprocessable
 from .serialize import context, disk, event, job, volume
-from .validation import json_body, no_unknown, page, query_int
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
 
 
+class ContextsQuery(PageQuery):
+    """``GET /vm-contexts``."""
+
+    state: Literal[tuple(s.value for s in ContextState)] | None = None  # type: ignore[valid-type]
+    vma_id: Id | None = None
+    name: Line | None = None
+
+
+class ContextQuery(Query):
+    """``GET /vm-contexts/{id}``: how many recent jobs and events to include."""
+
+    jobs: Annotated[int, Field(ge=0, le=500)] = 20
+    events: Annotated[int, Field(ge=0, le=1000)] = 100
+
+
+class FailoverDefaults(Body):
+    """Failover request fields fixed per VM (null removes one)."""
+
+    boot_disk_key: Id | None = None
+    template_id: Id | None = None
+
+
+class ReplicationDefaults(Body):
+    """Replication request fields fixed per VM (null removes one)."""
+
+    verify: bool | None = None
+
+
+class ContextPatch(Body):
+    """``PATCH /vm-contexts/{id}``: at least one of the two."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["failover_defaults"]}, {"required": ["replication_defaults"]}]
+        }
+    )
+
+    failover_defaults: FailoverDefaults = None  # type: ignore[assignment]
+    replication_defaults: ReplicationDefaults = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _something(self) -> ContextPatch:
+        if not self.given():
+            raise ValueError("failover_defaults: is required (or replication_defaults)")
+        return self
+
+
 @bp.get("")
+@query(ContextsQuery)
 def list_contexts() -> Any:
     """Protected VMs: ``?state=&vma_id=&name=&limit=&offset=`` → ``{items, total, ...}``."""
-    state = request.args.get("state") or None
-    if state and state not in {s.value for s in ContextState}:
-        raise invalid("state", "must be one of " + ", ".join(s.value for s in ContextState))
-    limit, offset = page()
+    q: ContextsQuery = g.query
+    limit, offset = q.limit, q.offset
     rows, total = contexts.list_contexts(
-        state=state,
-        vma_id=request.args.get("vma_id") or None,
-        name=request.args.get("name") or None,
-        limit=limit,
-        offset=offset,
+        state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset
     )
     disks = contexts.disks_by_context(r.id for r in rows)
     items = []
@@ -41,12 +82,12 @@ def list_contexts() -> Any:
 
 
 @bp.get("/<context_id>")
+@query(ContextQuery)
 def get_context(context_id: str) -> Any:
     """One VM context with its disks, replica volumes (and their NBD exports), recent jobs
     (``?jobs=20``) and events (``?events=100``)."""
     row = contexts.get_context(context_id)
-    job_limit = query_int("jobs", 20, minimum=0, maximum=500)
-    event_limit = query_int("events", 100, minimum=0, maximum=1000)
+    job_limit, event_limit = g.query.jobs, g.query.events
     recent, total = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
     data = context(row)
     data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
@@ -61,78 +102,44 @@ def get_context(context_id: str) -> Any:
     return jsonify(data)
 
 
-FAILOVER_DEFAULTS = ("boot_disk_key", "template_id")
-"""What ``failover_defaults`` may hold: the failover request fields an operator fixes per VM."""
-
-
 @bp.patch("/<context_id>")
-@body(CONTEXT_PATCH)
+@body(ContextPatch)
 def update_context(context_id: str) -> Any:
     """Set the VM's defaults: ``{"failover_defaults"?: {"boot_disk_key"?, "template_id"?},
     "replication_defaults"?: {"verify"?}}`` (at least one; a null value removes one) → the
-    context; 400 naming the field for an unknown field, a value of the wrong type or a boot
-    disk that is not a disk of this VM."""
+    context; 400 naming the field that breaks the schema, 422 for a boot disk that is not a
+    disk of this VM."""
     row = contexts.get_context(context_id)
-    data = json_body()
-    no_unknown(data, ("failover_defaults", "replication_defaults"))
-    if not data:
-        raise invalid("failover_defaults", "is required (or replication_defaults)")
-    if "failover_defaults" in data:
-        failover = _failover_defaults(context_id, row.failover_defaults, data["failover_defaults"])
-    if "replication_defaults" in data:
-        replication = _replication_defaults(row.replication_defaults, data["replication_defaults"])
+    data: ContextPatch = g.body
+    given = data.given()
+    if "failover_defaults" in given:
+        failover = _merge(row.failover_defaults, data.failover_defaults)
+        keys = [d.disk_key for d in contexts.list_disks(context_id)]
+        if failover and "boot_disk_key" in failover and failover["boot_disk_key"] not in keys:
+            raise unprocessable(
+                "failover_defaults.boot_disk_key",
+                f"{failover['boot_disk_key']} is not a disk of this VM "
+                f"({', '.join(keys) or 'none'})",
+            )
+    if "replication_defaults" in given:
+        replication = _merge(row.replication_defaults, data.replication_defaults)
     with write_transaction():
-        if "failover_defaults" in data:
+        if "failover_defaults" in given:
             contexts.set_failover_defaults(context_id, failover)
-        if "replication_defaults" in data:
+        if "replication_defaults" in given:
             contexts.set_replication_defaults(context_id, replication)
     return jsonify(context(contexts.get_context(context_id)))
 
 
-def _failover_defaults(
-    context_id: str, current: dict[str, Any] | None, given: Any
-) -> dict[str, Any] | None:
-    if not isinstance(given, dict):
-        raise invalid("failover_defaults", "must be an object")
+def _merge(current: dict[str, Any] | None, given: Body) -> dict[str, Any] | None:
+    """``current`` with the given fields set (stripped) or, when null, removed."""
     merged = dict(current or {})
-    for name, value in given.items():
-        field = f"failover_defaults.{name}"
-        if name not in FAILOVER_DEFAULTS:
-            raise invalid(field, "unknown field; expected " + " or ".join(FAILOVER_DEFAULTS))
+    for name in given.given():
+        value = getattr(given, name)
         if value is None:
             merged.pop(name, None)
-            continue
-        if not isinstance(value, str) or not value.strip() or len(value) > 64:
-            raise invalid(field, "must be a non-empty string of at most 64 characters")
-        merged[name] = value.strip()
-    keys = [d.disk_key for d in contexts.list_disks(context_id)]
-    if "boot_disk_key" in merged and merged["boot_disk_key"] not in keys:
-        raise invalid(
-            "failover_defaults.boot_disk_key",
-            f"{merged['boot_disk_key']} is not a disk of this VM ({', '.join(keys) or 'none'})",
-        )
-    return merged or None
-
-
-REPLICATION_DEFAULTS = ("verify",)
-"""What ``replication_defaults`` may hold: the replication request fields fixed per VM (used
-by every request, schedule and failover final sync that does not set them itself)."""
-
-
-def _replication_defaults(current: dict[str, Any] | None, given: Any) -> dict[str, Any] | None:
-    if not isinstance(given, dict):
-        raise invalid("replication_defaults", "must be an object")
-    merged = dict(current or {})
-    for name, value in given.items():
-        field = f"replication_defaults.{name}"
-        if name not in REPLICATION_DEFAULTS:
-            raise invalid(field, "unknown field; expected " + " or ".join(REPLICATION_DEFAULTS))
-        if value is None:
-            merged.pop(name, None)
-        elif not isinstance(value, bool):
-            raise invalid(field, "must be true, false or null")
         else:
-            merged[name] = value
+            merged[name] = value.strip() if isinstance(value, str) else value
     return merged or None
 
 

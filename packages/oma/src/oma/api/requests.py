@@ -141,13 +141,27 @@ def _message(error: dict[str, Any]) -> str:
     return error["msg"].replace("Input should", "must").replace("Value error, ", "")
 
 
+def _bounds(model: type[BaseModel], error: dict[str, Any]) -> str | None:
+    """ "must be between A and B" for a top-level integer field with both bounds."""
+    if error["type"] not in ("greater_than_equal", "less_than_equal") or len(error["loc"]) != 1:
+        return None
+    info = model.model_fields.get(str(error["loc"][0]))
+    if info is None:
+        return None
+    low = next((m.ge for m in info.metadata if getattr(m, "ge", None) is not None), None)
+    high = next((m.le for m in info.metadata if getattr(m, "le", None) is not None), None)
+    if low is None or high is None:
+        return None
+    return f"must be between {low} and {high}"
+
+
 def validate(model: type[M], data: Any) -> M:
     """``data`` as ``model``; 400 naming the first failing field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message = _message(first)
+        message = _bounds(model, first) or _message(first)
         # a model-wide rule names its field first: "vm_context_id: give exactly one of ..."
         named = re.match(r"^([a-z_]+): (.+)$", message, re.S)
         if not first["loc"] and named and named.group(1) in model.model_fields:

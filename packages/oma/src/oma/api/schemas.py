@@ -106,10 +106,6 @@ DISCOVERY_ADD = obj(
     vm_ids={"type": "array", "items": STR},
 )
 NULLABLE_STR = {"type": "string", "nullable": True}
-CONTEXT_PATCH = obj(
-    failover_defaults=obj(boot_disk_key=NULLABLE_STR, template_id=NULLABLE_STR),
-    replication_defaults=obj(verify={"type": "boolean", "nullable": True}),
-)
 NETWORK_MAPPINGS = {
     "type": "object",
     "additionalProperties": STR,
