@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -138,10 +139,15 @@ def test_demo_keep_then_stop(tmp_path: Path) -> None:
             for line in res.stdout.splitlines()
             if line.strip().startswith("OMA API")
         )
+        ca = next(
+            line.split()[2] for line in res.stdout.splitlines() if line.strip().startswith("OMA CA")
+        )
+        assert url.startswith("https://")  # the demo runs with TLS on
         req = urllib.request.Request(
             f"{url}/vm-contexts", headers={"Authorization": f"Bearer {token}"}
         )
-        with urllib.request.urlopen(req, timeout=10) as answer:
+        context = ssl.create_default_context(cafile=ca)
+        with urllib.request.urlopen(req, timeout=10, context=context) as answer:
             contexts = json.loads(answer.read())
         items = contexts["items"] if isinstance(contexts, dict) else contexts
         assert [c["state"] for c in items] == ["ready_for_failover"]

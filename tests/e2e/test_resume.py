@@ -70,7 +70,7 @@ def test_retry_of_a_killed_full_copy_resumes_from_its_checkpoints(resume_lab) ->
     lab.assert_replicas_equal()
     assert lab.source_snapshots() == []  # the resumed job removed the snapshot when done
 
-    env = {**os.environ, "OMA_URL": lab.oma.url, "OMA_TOKEN": lab.oma.admin_token}
+    env = {**os.environ, **lab.oma.client_env}
     shown = subprocess.run(
         [sys.executable, "-m", "oma", "job", retry["id"]],
         env=env,

@@ -37,7 +37,7 @@ def _backing(lab, key: str) -> Path:
 
 
 def _oma_job(lab, job_id: str) -> str:
-    env = {**os.environ, "OMA_URL": lab.oma.url, "OMA_TOKEN": lab.oma.admin_token}
+    env = {**os.environ, **lab.oma.client_env}
     done = subprocess.run(
         [sys.executable, "-m", "oma", "job", job_id],
         env=env,

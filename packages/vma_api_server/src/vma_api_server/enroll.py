@@ -25,6 +25,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,9 @@ def enroll(
     *,
     oma_ca_file: str | None = None,
 ) -> dict[str, Any]:
-    """Enroll with the OMA at ``oma_url``; store the identity in ``data_dir``; return the
-    OMA's answer without the token (``vma_id``, ``name``, ``url``, paths written)."""
+    """Enroll with the OMA at ``oma_url``; store the identity in ``data_dir``; return
+    ``vma_id``, ``name``, ``url``, ``pki_dir`` and ``token`` (the API token the OMA will use,
+    for a caller that must call this VMA too, such as the lab; the command never shows it)."""
     from migration_common import register_secret
     from vma.services import identity
 
@@ -132,7 +134,9 @@ def enroll(
         verify = oma_ca_file
         if verify is None:
             # Not trusted yet: accepted below only when it is the CA the operator named.
-            ca = _request("GET", f"{base}/api/v1/enroll/ca", False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # urllib3's InsecureRequestWarning
+                ca = _request("GET", f"{base}/api/v1/enroll/ca", False)
             ca_pem = str(ca.get("ca_cert") or "").encode()
             if not ca_pem or _fingerprint(ca_pem) != expected:
                 raise EnrollError(
@@ -165,6 +169,7 @@ def enroll(
         "name": answer.get("name"),
         "url": answer.get("url"),
         "pki_dir": str(pki_dir),
+        "token": token,
     }
 
 

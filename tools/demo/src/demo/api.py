@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -15,10 +17,18 @@ class DemoError(Exception):
 class OmaApi:
     """JSON requests with a bearer token; non-2xx answers raise :class:`DemoError`."""
 
-    def __init__(self, url: str, token: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout: float = 60.0, ca_file: Path | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        # an https OMA is verified with its CA (``ca_file``), never without verification
+        self._context = (
+            ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if self.url.startswith("https://")
+            else None
+        )
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One request; returns (status, decoded body) without raising on HTTP errors."""
@@ -30,7 +40,7 @@ class OmaApi:
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as res:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._context) as res:
                 raw = res.read()
                 return res.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:

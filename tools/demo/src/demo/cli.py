@@ -155,7 +155,11 @@ def _keep(lab) -> None:
     print("The lab keeps running:")
     print(f"  OMA console    {lab.oma.url}/   sign in with the API token in {w / 'oma-token'}")
     print(f"  OMA API        {lab.oma.url}/api/v1   token in {w / 'oma-token'}")
-    print(f"                 e.g. OMA_URL={lab.oma.url} OMA_TOKEN=$(cat {w / 'oma-token'}) oma vms")
+    print(f"  OMA CA         {lab.oma.ca_file}   verifies the API's HTTPS certificate")
+    print(
+        f"                 e.g. OMA_URL={lab.oma.url} OMA_CA_FILE={lab.oma.ca_file} "
+        f"OMA_TOKEN=$(cat {w / 'oma-token'}) oma vms"
+    )
     print(f"  VMA API        {lab.vma.url}/api/v1   token in {w / 'vma-token'}")
     print(f"  CloudStack sim {lab.sim.endpoint}   keys in {lab.sim.state_dir / 'credentials.json'}")
     print(f"  vCenter (sim)  {lab.vc.url}   (login in the OMA's saved vmware-credentials)")

@@ -12,10 +12,12 @@ change ID (and, when the request asks to verify, ``verified`` with the sha256 of
 image and of the target read back over NBD, as migratekit reports them for a full copy), so a
 workflow test gets byte-exact results without a full VMA.
 
-``oma_services`` starts the real ``oma serve`` (gunicorn) and ``oma worker`` processes on
-a SQLite database (or ``OMA_DATABASE_URL`` in ``extra_env``), with ``kill_worker()`` /
-``restart_worker()`` for crash tests and ``api()`` for JSON calls; ``stop_exports`` stops
-the qemu-nbd exports an OMA left behind.
+``oma_services`` starts the real ``oma serve`` (gunicorn, HTTPS with a certificate from the
+OMA's CA: ``OmaInfo.ca_file`` verifies it) and ``oma worker`` processes on a SQLite database
+(or ``OMA_DATABASE_URL`` in ``extra_env``), with ``kill_worker()`` / ``restart_worker()`` for
+crash tests, ``api()`` for JSON calls and ``client_env`` for the ``oma`` commands;
+``stop_exports`` stops the qemu-nbd exports an OMA left behind. ``register_lab`` enrolls a
+real VMA (``enroll_vma``: one-time code, certificates, HTTPS) and registers a stub by token.
 
 For in-process tests and the poller benchmark: ``oma_database`` binds the OMA's database
 (a SQLite path or a URL) with the schema applied, ``throwaway_database`` creates and drops
@@ -29,6 +31,7 @@ import contextlib
 import json
 import os
 import secrets
+import ssl
 import subprocess
 import sys
 import threading
@@ -488,13 +491,30 @@ class OmaInfo:
         if tok:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
-            with urllib.request.urlopen(req, timeout=60) as res:
+            with urllib.request.urlopen(req, timeout=60, context=self.ssl_context()) as res:
                 raw = res.read()
                 return res.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
             return exc.code, json.loads(raw) if raw else None
+
+    @property
+    def ca_file(self) -> Path:
+        """The OMA CA's certificate (verifies the API's HTTPS certificate)."""
+        return self.data_dir / "pki" / "ca.crt"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A context verifying the API with :attr:`ca_file` (None when it serves http)."""
+        if not self.url.startswith("https://"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """``OMA_URL``, ``OMA_TOKEN`` (admin) and ``OMA_CA_FILE`` for the ``oma`` commands."""
+        ca = str(self.ca_file)
+        return {"OMA_URL": self.url, "OMA_TOKEN": self.admin_token, "OMA_CA_FILE": ca}
 
     restart_worker: Callable[[], ManagedProcess] = field(repr=False, default=lambda: None)  # type: ignore[assignment, return-value]
     kill_worker: Callable[[], None] = field(repr=False, default=lambda: None)
@@ -511,13 +531,31 @@ def _ok(answer: tuple[int, Any], expected: int) -> Any:
     return body
 
 
-def register_lab(oma: OmaInfo, *, vma: Any, sim: Any) -> str:
-    """Register the lab's VMA (``vma-1``) and the simulator as the default CloudStack target
-    ``lab`` (customized disk offering) through the OMA's API; returns the VMA's id."""
-    appliance = _ok(
-        oma.api("POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}),
+def enroll_vma(oma: OmaInfo, vma: Any, name: str) -> str:
+    """Enroll a real VMA (a ``labtest.vma.VmaInfo``) as ``name``: a one-time code from
+    ``POST /vma-enrollments``, the VMA's enrollment with it (CA pinned by fingerprint), and
+    the VMA restarted on HTTPS; returns its id. The OMA then holds its pinned certificate."""
+    created = _ok(
+        oma.api("POST", "vma-enrollments", {"name": name, "url": f"https://127.0.0.1:{vma.port}"}),
         201,
     )
+    return str(vma.enroll(oma.url, created["code"], created["ca_fingerprint"]))
+
+
+def register_lab(oma: OmaInfo, *, vma: Any, sim: Any) -> str:
+    """Register the lab's VMA (``vma-1``) and the simulator as the default CloudStack target
+    ``lab`` (customized disk offering) through the OMA's API; returns the VMA's id. A real
+    VMA is enrolled (:func:`enroll_vma`); a :class:`StubVma` is registered with its token."""
+    if hasattr(vma, "enroll"):
+        vma_id = enroll_vma(oma, vma, "vma-1")
+    else:
+        appliance = _ok(
+            oma.api(
+                "POST", "vma-appliances", {"name": "vma-1", "url": vma.url, "token": vma.token}
+            ),
+            201,
+        )
+        vma_id = str(appliance["id"])
     _ok(
         oma.api(
             "POST",
@@ -535,7 +573,7 @@ def register_lab(oma: OmaInfo, *, vma: Any, sim: Any) -> str:
         ),
         201,
     )
-    return str(appliance["id"])
+    return vma_id
 
 
 def add_lab_vms(oma: OmaInfo, *, vma_id: str, vc: Any, vm_ids: list[str]) -> list[str]:
@@ -572,6 +610,7 @@ def oma_services(
     extra_env: Mapping[str, str] | None = None,
     poll_interval: float = 0.5,
     workers: int = 1,
+    tls: bool = True,
 ) -> Iterator[OmaInfo]:
     """Start the real ``oma serve`` and ``oma worker`` with a SQLite DB on free ports.
 
@@ -582,6 +621,7 @@ def oma_services(
     ``workers`` > 1 starts that many ``oma worker`` processes sharing the database (give a
     PostgreSQL/MariaDB ``OMA_DATABASE_URL`` in ``extra_env``), the first as ``lab-worker``,
     the others as ``lab-worker-2``, ``lab-worker-3``, … (``OmaInfo.workers``/``worker_ids``).
+    The API serves HTTPS (``OMA_TLS``) unless ``tls`` is false.
     """
     base = Path(tmpdir)
     data_dir = base / "oma-data"
@@ -603,6 +643,7 @@ def oma_services(
             # a fixed worker id: a restarted worker takes its dead predecessor's leases at once
             "OMA_WORKER_ID": "lab-worker",
             "OMA_LEASE_TIMEOUT": "10",
+            "OMA_TLS": "true" if tls else "false",
         }
     )
     if cloudstack is not None:
@@ -637,7 +678,7 @@ def oma_services(
         return proc
 
     info = OmaInfo(
-        url=f"http://127.0.0.1:{port}",
+        url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
         admin_token=token,
         data_dir=data_dir,
         api_process=api,

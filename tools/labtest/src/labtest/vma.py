@@ -7,6 +7,9 @@ stop any job still active, so no migratekit or qemu-nbd outlives the test).
 If the server died, the processes its active jobs started are stopped by their recorded PIDs.
 ``VmaInfo.restart()`` stops and starts the server on the same port and data directory — the
 jobs' migratekit processes keep running in their own process groups meanwhile.
+``VmaInfo.enroll()`` enrolls the VMA with an OMA (``vma-api-server enroll``'s code path) and
+restarts it: it then serves HTTPS with the certificate the OMA issued (``url`` becomes
+``https://…``, verified with ``ca_file``, the OMA CA) and accepts only the enrolled token.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -38,6 +42,8 @@ class VmaInfo:
     env: dict[str, str] = field(repr=False, default_factory=dict)
     log_dir: Path = Path(".")
     starts: int = 1
+    #: the CA the API's HTTPS certificate is verified with (set by :meth:`enroll`)
+    ca_file: Path | None = None
 
     def __repr__(self) -> str:
         return f"VmaInfo(url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -55,7 +61,7 @@ class VmaInfo:
         if tok:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
-            with urllib.request.urlopen(req, timeout=60) as res:
+            with urllib.request.urlopen(req, timeout=60, context=self.ssl_context()) as res:
                 raw = res.read()
                 return res.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
@@ -65,6 +71,26 @@ class VmaInfo:
                 return exc.code, json.loads(raw)
             except ValueError:
                 return exc.code, raw.decode(errors="replace")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A context verifying the API's certificate with ``ca_file`` (None for http)."""
+        if not self.url.startswith("https://"):
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+    def enroll(self, oma_url: str, code: str, ca_fingerprint: str) -> str:
+        """Enroll with the OMA at ``oma_url`` using a one-time ``code`` and restart over HTTPS
+        with the issued certificate and token; returns the VMA's id at the OMA."""
+        from vma.services import identity
+        from vma_api_server.enroll import enroll
+
+        result = enroll(oma_url, code, ca_fingerprint, self.data_dir)
+        self.env.pop("VMA_API_TOKEN", None)
+        self.token = result["token"]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.ca_file = identity.paths(self.data_dir).ca
+        self.restart()
+        return str(result["vma_id"])
 
     def get(self, path: str) -> Any:
         """GET and return the body; AssertionError on a non-2xx status."""
@@ -136,7 +162,9 @@ def _argv() -> list[str]:
 def _wait_healthy(info: VmaInfo, timeout: float = 60.0) -> None:
     def _ok() -> bool:
         try:
-            with urllib.request.urlopen(f"{info.url}/api/v1/health", timeout=2) as res:
+            with urllib.request.urlopen(
+                f"{info.url}/api/v1/health", timeout=2, context=info.ssl_context()
+            ) as res:
                 return res.status == 200
         except (OSError, urllib.error.URLError):
             return False

@@ -26,7 +26,12 @@ class ApiClient:
         register_secret(config.token)
         self.url = config.url
         self._http = HttpClient(
-            f"{config.url}/api/v1", token=config.token, timeout=(5.0, 30.0), retries=1, backoff=0.3
+            f"{config.url}/api/v1",
+            token=config.token,
+            timeout=(5.0, 30.0),
+            retries=1,
+            backoff=0.3,
+            verify=config.verify,
         )
 
     def close(self) -> None:
@@ -60,7 +65,14 @@ class ApiClient:
 
         try:
             return self._http.request(method, path, **kw)
-        except HttpConnectionError:
+        except HttpConnectionError as exc:
+            if "TLS certificate" in str(exc):
+                raise CliError(
+                    f"the OMA API's certificate at {self.url} did not verify: {exc}",
+                    hint="set OMA_CA_FILE to the OMA's CA certificate (<data dir>/pki/ca.crt "
+                    "on the OMA)",
+                    code=ExitCode.UNREACHABLE,
+                ) from None
             raise CliError(
                 f"cannot reach the OMA API at {self.url}",
                 hint="start it with `oma serve`, or set OMA_URL to where it runs",
