@@ -4,16 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
+from pydantic import Field
 
 from ..database.repos import credentials
 from ._context import box
 from .auth import admin_only
-from .schemas import CREDENTIAL_CREATE, CREDENTIAL_PATCH, body
+from .requests import Body, Line, Name, Secret, body
 from .serialize import credential
-from .validation import boolean, json_body, no_unknown, secret, string
 
 bp = Blueprint("vmware_credentials", __name__, url_prefix="/api/v1/vmware-credentials")
+
+
+class _CredentialFields(Body):
+    name: Name = None  # type: ignore[assignment]
+    vcenter: Line = Field(None, description="host or host:port")  # type: ignore[assignment]
+    username: Line = None  # type: ignore[assignment]
+    password: Secret = None  # type: ignore[assignment]
+    datacenter: Line | None = None
+    insecure: bool = Field(False, description="skip TLS verification of the vCenter")
+
+
+class CredentialCreate(_CredentialFields):
+    """``POST /vmware-credentials``."""
+
+    name: Name
+    vcenter: Line = Field(description="host or host:port")
+    username: Line
+    password: Secret
+    is_default: bool = False
+
+
+class CredentialPatch(_CredentialFields):
+    """``PATCH /vmware-credentials/{id}``: only the fields given change (datacenter null
+    removes it)."""
 
 
 @bp.get("")
@@ -24,27 +48,19 @@ def list_credentials() -> Any:
 
 @bp.post("")
 @admin_only
-@body(CREDENTIAL_CREATE)
+@body(CredentialCreate)
 def create_credential() -> Any:
     """Save ``{"name", "vcenter", "username", "password", "datacenter"?, "insecure"?,
     "is_default"?}`` → 201."""
-    data = json_body()
-    no_unknown(
-        data, ("name", "vcenter", "username", "password", "datacenter", "insecure", "is_default")
-    )
-    name = string(data, "name", max_length=100)
-    vcenter = string(data, "vcenter")
-    username = string(data, "username")
-    password = secret(data, "password")
-    assert name and vcenter and username and password
+    data: CredentialCreate = g.body
     row = credentials.create_credential(
-        name,
-        vcenter,
-        username,
-        box().encrypt(password),
-        datacenter=string(data, "datacenter", required=False),
-        insecure=boolean(data, "insecure"),
-        is_default=boolean(data, "is_default"),
+        data.name.strip(),
+        data.vcenter.strip(),
+        data.username.strip(),
+        box().encrypt(data.password),
+        datacenter=data.datacenter.strip() if data.datacenter else None,
+        insecure=data.insecure,
+        is_default=data.is_default,
     )
     return jsonify(credential(row)), 201
 
@@ -57,25 +73,21 @@ def get_credential(credential_id: str) -> Any:
 
 @bp.patch("/<credential_id>")
 @admin_only
-@body(CREDENTIAL_PATCH)
+@body(CredentialPatch)
 def update_credential(credential_id: str) -> Any:
     """Change a credential's ``name``, ``vcenter``, ``username``, ``password``,
     ``datacenter`` or ``insecure``."""
     from ..database.models import VmwareCredential
     from ..database.repos._util import update_row
 
-    data = json_body()
-    no_unknown(data, ("name", "vcenter", "username", "password", "datacenter", "insecure"))
+    data: CredentialPatch = g.body
     fields: dict[str, Any] = {}
-    for name, limit in (("name", 100), ("vcenter", 255), ("username", 255)):
-        if name in data:
-            fields[name] = string(data, name, max_length=limit)
-    if "datacenter" in data:
-        fields["datacenter"] = string(data, "datacenter", required=False)
-    if "password" in data:
-        fields["password_encrypted"] = box().encrypt(secret(data, "password") or "")
-    if "insecure" in data:
-        fields["insecure"] = boolean(data, "insecure")
+    for name in data.given():
+        value = getattr(data, name)
+        if name == "password":
+            fields["password_encrypted"] = box().encrypt(value)
+        else:
+            fields[name] = value.strip() if isinstance(value, str) else value
     row = update_row(VmwareCredential, credential_id, "vmware credential", fields)
     return jsonify(credential(row))
 

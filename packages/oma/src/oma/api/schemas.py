@@ -38,18 +38,6 @@ SECRET = {"type": "string", "format": "password", "writeOnly": True}
 
 VMA_CREATE = obj(("name", "url", "token"), name=STR, url=URL, token=SECRET)
 VMA_PATCH = obj(name=STR, url=URL, token=SECRET)
-CREDENTIAL_FIELDS = {
-    "name": STR,
-    "vcenter": STR,
-    "username": STR,
-    "password": SECRET,
-    "datacenter": STR,
-    "insecure": BOOL,
-}
-CREDENTIAL_CREATE = obj(
-    ("name", "vcenter", "username", "password"), **CREDENTIAL_FIELDS, is_default=BOOL
-)
-CREDENTIAL_PATCH = obj(**CREDENTIAL_FIELDS)
 TARGET_FIELDS = {
     "name": STR,
     "endpoint": URL,
