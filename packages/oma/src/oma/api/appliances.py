@@ -87,7 +87,9 @@ def revoke_appliance(appliance_id: str) -> Any:
 
 @bp.post("/<appliance_id>/test")
 def test_appliance(appliance_id: str) -> Any:
-    """Call the VMA's health endpoint with the stored token: ``{"ok", "health" | "error"}``."""
+    """Prove the VMA answers and accepts the stored token: its public health endpoint, then
+    an authenticated call (``GET /api/v1/jobs?limit=1``) → ``{"ok", "health"}`` or ``{"ok":
+    false, "error", "status"}`` (401: the VMA refused the token)."""
     from ..errors import VmaClientError
     from ..vma_client import VmaClient
 
@@ -98,11 +100,18 @@ def test_appliance(appliance_id: str) -> Any:
             row, token, config(), timeout=min(config().vma_timeout, 10.0), retries=0
         ) as client:
             info = client.health()
+            # health is public: only an authenticated call proves the token
+            client._call("GET", "jobs", what="an authenticated call", params={"limit": 1})
     except VmaClientError as exc:
-        appliances.mark_seen(row.id, error=str(exc))
-        return jsonify(
-            {"ok": False, "error": str(exc), "status": getattr(exc, "status", None)}
-        ), 200
+        status = getattr(exc, "status", None)
+        error = (
+            f"the VMA refused the stored API token (HTTP 401); store its VMA_API_TOKEN "
+            f"again (PATCH /api/v1/vma-appliances/{row.id} with a new token): {exc}"
+            if status == 401
+            else str(exc)
+        )
+        appliances.mark_seen(row.id, error=error)
+        return jsonify({"ok": False, "error": error, "status": status}), 200
     version = info.get("version") if isinstance(info, dict) else None
     appliances.mark_seen(row.id, version=version)
     return jsonify({"ok": True, "health": info})

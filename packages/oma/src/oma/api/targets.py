@@ -366,8 +366,10 @@ def test_target(target_id: str) -> Any:
 
 @bp.get("/<target_id>/offerings")
 def list_offerings(target_id: str) -> Any:
-    """Service and disk offerings of the target; each disk offering carries
-    ``replica_problems``: the disks of the VMs known to this OMA it could not carry."""
+    """Service offerings of the target under ``items`` (as ``/networks`` and ``/templates``
+    answer; also under ``service_offerings``, the older key) and its disk offerings under
+    ``disk_offerings``, each with ``replica_problems``: the disks of the VMs known to this OMA
+    it could not carry."""
     row = targets.get_target(target_id)
     disks = known_disks(row)
     with client_for(row) as client:
@@ -381,9 +383,11 @@ def list_offerings(target_id: str) -> Any:
             }
             for o in client.list_disk_offerings()
         ]
+        service_offerings = client.list_service_offerings()
         return jsonify(
             {
-                "service_offerings": client.list_service_offerings(),
+                "items": service_offerings,
+                "service_offerings": service_offerings,
                 "disk_offerings": disk_offerings,
             }
         )

@@ -15,9 +15,13 @@ from typing import Any
 import click
 
 from ._errors import CliError, ExitCode
+from ._help import Group
+
+# commands that read the OMA's own settings (OMA_*), not a profile's URL and token
+SERVER_COMMANDS = frozenset({"serve", "worker", "db", "token", "config"})
 
 
-class _Group(click.Group):
+class _Group(Group):
     """A click group that turns our errors, config errors and Ctrl-C into one clear line."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -76,7 +80,8 @@ def _fail(err: CliError, debug: bool, cause: BaseException | None = None) -> Non
         import traceback
 
         traceback.print_exception(cause)
-    click.echo(f"error: {redact(err.message)}", err=True)
+    prefix = "" if err.code == ExitCode.CANCELLED else "error: "
+    click.echo(f"{prefix}{redact(err.message)}", err=True)
     if err.hint:
         click.echo(f"hint: {err.hint}", err=True)
     sys.exit(err.code)
@@ -96,25 +101,48 @@ def _version() -> str:
     envvar="OMA_DEBUG",
     help="Show tracebacks for errors (also OMA_DEBUG=1).",
 )
-def main(debug: bool) -> None:
-    """OSSEA Migration Appliance: API server, worker, database and operator commands."""
+@click.option(
+    "--profile",
+    envvar="OMA_PROFILE",
+    help="Profile of the CLI config file to take URL and token from (see `oma config`).",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool, profile: str | None) -> None:
+    """OSSEA Migration Appliance: API server, worker, database and operator commands.
+
+    Operator commands take the OMA's URL and token from OMA_URL and OMA_TOKEN, else from a
+    profile (`oma config set NAME --url URL`). Wherever a VM, job, VMA, vCenter or target is
+    named, its name, its id or a unique prefix of its id (4 characters or more) is accepted.
+    Shell completion: eval "$(_OMA_COMPLETE=bash_source oma)" (zsh_source, fish_source).
+    """
+    if ctx.invoked_subcommand and ctx.invoked_subcommand not in SERVER_COMMANDS:
+        from .profiles import apply_profile
+
+        apply_profile(profile)
 
 
 def _register() -> None:
     from . import (
+        cleanup,
         db,
+        discover,
         failover,
         groups,
         job,
         jobs,
+        profiles,
         replicate,
         retry,
         rollback,
         schedules,
         serve,
         stop,
+        targets,
         test_end,
         token,
+        vcenters,
+        vm,
+        vmas,
         vms,
         worker,
     )
@@ -124,7 +152,13 @@ def _register() -> None:
         worker,
         db,
         token,
+        profiles,
+        vmas,
+        vcenters,
+        targets,
+        discover,
         vms,
+        vm,
         replicate,
         jobs,
         job,
@@ -133,6 +167,7 @@ def _register() -> None:
         rollback,
         retry,
         stop,
+        cleanup,
         groups,
         schedules,
     ):

@@ -1,16 +1,85 @@
-"""Find a VM context from what an operator types: its id, its VM name or its VMware id."""
+"""Find what an operator names: a full id, a unique id prefix (as short as 4 characters), or a
+name. VM contexts are also found by their VMware id; jobs by a prefix of their id."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from ._client import ApiClient
 from ._errors import CliError, ExitCode
 
+MIN_PREFIX = 4  # shorter prefixes match too much to be meant
+PAGE = 500
+
+
+def _pages(api: ApiClient, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a paginated collection (``items``, ``total``)."""
+    offset = 0
+    while True:
+        page = api.get(path, limit=PAGE, offset=offset, **params)
+        yield from page["items"]
+        offset += len(page["items"])
+        if not page["items"] or offset >= page.get("total", offset):
+            return
+
+
+def pick(
+    items: list[dict[str, Any]], ref: str, *, what: str, hint: str, names: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The one item whose id is ``ref``, whose name (a key in ``names``) is ``ref``, or whose
+    id starts with ``ref``; NOT_FOUND when none, CONFLICT (listing them) when several."""
+    for item in items:
+        if item["id"] == ref:
+            return item
+    for matches in (
+        [i for i in items if any(i.get(n) == ref for n in names)],
+        [i for i in items if len(ref) >= MIN_PREFIX and str(i["id"]).startswith(ref.lower())],
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            shown = ", ".join(_label(i, names) for i in matches[:5])
+            raise CliError(
+                f"{ref!r} matches {len(matches)} {what}s: {shown}",
+                hint=f"give more of the id ({hint})",
+                code=ExitCode.CONFLICT,
+            )
+    raise CliError(f"no {what} matches {ref!r}", hint=f"see {hint}", code=ExitCode.NOT_FOUND)
+
+
+def _label(item: dict[str, Any], names: tuple[str, ...]) -> str:
+    name = next((item[n] for n in names if item.get(n)), None)
+    return f"{item['id']} ({name})" if name else str(item["id"])
+
+
+def find(api: ApiClient, collection: str, ref: str, *, what: str, hint: str) -> dict[str, Any]:
+    """An item of an unpaginated collection (VMAs, vCenters, targets) by id, name or prefix."""
+    return pick(api.get(collection)["items"], ref, what=what, hint=hint, names=("name",))
+
+
+def find_vma(api: ApiClient, ref: str) -> dict[str, Any]:
+    """A registered VMA by id, name or id prefix."""
+    return find(api, "vma-appliances", ref, what="VMA", hint="`oma vma list`")
+
+
+def find_vcenter(api: ApiClient, ref: str) -> dict[str, Any]:
+    """A saved vCenter login by id, name, vCenter host or id prefix."""
+    items = api.get("vmware-credentials")["items"]
+    return pick(
+        items, ref, what="vCenter login", hint="`oma vcenter list`", names=("name", "vcenter")
+    )
+
+
+def find_target(api: ApiClient, ref: str) -> dict[str, Any]:
+    """A CloudStack target by id, name or id prefix."""
+    return find(api, "cloudstack-targets", ref, what="CloudStack target", hint="`oma target list`")
+
 
 def find_context(api: ApiClient, ref: str) -> dict[str, Any]:
-    """The VM context named by ``ref`` (context id, exact VM name, or VMware VM id)."""
-    page = api.get("vm-contexts", name=ref, limit=500)
+    """The VM context named by ``ref``: its VM name, context id, VMware VM id, or a unique
+    prefix of the context id."""
+    page = api.get("vm-contexts", name=ref, limit=PAGE)
     exact = [c for c in page["items"] if c["name"] == ref]
     if len(exact) == 1:
         return exact[0]
@@ -26,20 +95,24 @@ def find_context(api: ApiClient, ref: str) -> dict[str, Any]:
         vm_id = canonical_vm_id(ref)  # VMware ids are stored canonical (a UUID in lower case)
     except ValueError:
         vm_id = ref
-    offset = 0
-    while True:
-        page = api.get("vm-contexts", limit=500, offset=offset)
-        for ctx in page["items"]:
-            if ref == ctx["id"] or vm_id == ctx["vm_id"]:
-                return ctx
-        offset += len(page["items"])
-        if not page["items"] or offset >= page["total"]:
-            break
-    raise CliError(
-        f"no managed VM matches {ref!r}",
-        hint="see `oma vms`; add VMs through discovery first",
-        code=ExitCode.NOT_FOUND,
-    )
+    items = list(_pages(api, "vm-contexts"))
+    for ctx in items:
+        if vm_id == ctx["vm_id"]:
+            return ctx
+    try:
+        return pick(items, ref, what="managed VM", hint="`oma vms`", names=("name",))
+    except CliError as exc:
+        if exc.code == ExitCode.NOT_FOUND:
+            exc.hint = "see `oma vms`; add VMs with `oma discover --add NAME`"
+        raise
+
+
+def find_job(api: ApiClient, ref: str) -> str:
+    """The id of the replication job ``ref`` names (its id or a unique id prefix)."""
+    if len(ref) >= 32 or len(ref) < MIN_PREFIX:
+        return ref  # a whole id (or too short to search for): the API says whether it exists
+    items = [{"id": j["id"]} for j in _pages(api, "replications")]
+    return pick(items, ref, what="job", hint="`oma jobs`")["id"]
 
 
 def latest_failover(api: ApiClient, ctx: dict[str, Any]) -> dict[str, Any]:

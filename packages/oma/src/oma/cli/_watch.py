@@ -69,27 +69,39 @@ class CtrlC:
 def watch(
     api: ApiClient, job_id: str, *, interval: float = 1.0, tty: bool | None = None
 ) -> dict[str, Any]:
-    """Poll the job's progress until it is terminal; return the final job document.
+    """Poll the job until it is terminal; return the final job document.
 
     On a TTY one bar line is redrawn in place; otherwise a plain ``key=value`` line is printed
-    at most every ``interval`` seconds, and at every status or phase change. An unreachable
-    API (a restart) is waited for up to ``UNREACHABLE_GRACE`` seconds. Ctrl-C (SIGINT) raises
-    KeyboardInterrupt whatever SIGINT disposition the process inherited (see :class:`CtrlC`).
+    at most every ``interval`` seconds, and at every status or phase change (a requested stop
+    shows as ``status=replicating(stop requested)``). An unreachable API (a restart) is waited
+    for up to ``UNREACHABLE_GRACE`` seconds. Ctrl-C (SIGINT) ends the watch, whatever SIGINT
+    disposition the process inherited (see :class:`CtrlC`), with a CANCELLED error saying that
+    the job goes on and how to re-attach.
     """
-    with CtrlC() as ctrl_c:
-        return _watch(api, job_id, interval=interval, tty=tty, ctrl_c=ctrl_c)
+    live = sys.stdout.isatty() if tty is None else tty
+    try:
+        with CtrlC() as ctrl_c:
+            return _watch(api, job_id, interval=interval, live=live, ctrl_c=ctrl_c)
+    except KeyboardInterrupt:
+        if live:
+            click.echo()  # off the bar's line
+        short = job_id[:8]
+        raise CliError(
+            f"cancelled; job {job_id} goes on (stop it with `oma stop {short}`)",
+            hint=f"re-attach with `oma job {short} --watch`",
+            code=ExitCode.CANCELLED,
+        ) from None
 
 
 def _watch(
-    api: ApiClient, job_id: str, *, interval: float, tty: bool | None, ctrl_c: CtrlC
+    api: ApiClient, job_id: str, *, interval: float, live: bool, ctrl_c: CtrlC
 ) -> dict[str, Any]:
-    live = sys.stdout.isatty() if tty is None else tty
     last_key: tuple[Any, ...] | None = None
     last_print = 0.0
     down_since: float | None = None
     while True:
         try:
-            p = api.get(f"progress/{job_id}")
+            job = api.get(f"replications/{job_id}")
         except CliError as exc:
             # The API may restart under us: keep watching for a while before giving up.
             if exc.code != ExitCode.UNREACHABLE:
@@ -101,7 +113,8 @@ def _watch(
             continue
         ctrl_c.check()
         down_since = None
-        key = (p.get("job_status"), p.get("phase"))
+        p = {**job, "job_status": job["status"]}
+        key = (job["status"], job.get("phase"), job.get("stop_requested"))
         now = time.monotonic()
         if live:
             click.echo("\r" + progress_bar(p).ljust(100), nl=False)
@@ -109,37 +122,56 @@ def _watch(
             click.echo(progress_line(p))
             last_print = now
         last_key = key
-        if p.get("job_status") in TERMINAL:
+        if job["status"] in TERMINAL:
             if live:
                 click.echo()
-            return api.get(f"replications/{job_id}")
+            return job
         ctrl_c.sleep(interval)
+
+
+def error_text(job: dict[str, Any]) -> str:
+    """``class: message`` of a job's error (just the message when it has no class)."""
+    message = job.get("error_message") or "no error recorded"
+    return f"{job['error_class']}: {message}" if job.get("error_class") else message
+
+
+def summary(job: dict[str, Any]) -> str:
+    """``moved 3.0 GiB in 0:01:02 (49.5 MiB/s)`` (what is known of it)."""
+    from ._format import duration, elapsed, rate, size
+
+    took = elapsed(job.get("started_at") or job.get("created_at"), job.get("finished_at"))
+    text = f"moved {size(job.get('bytes_done'))}"
+    if took:
+        text += f" in {duration(took)} ({rate((job.get('bytes_done') or 0) / took)})"
+    return text
 
 
 def finish(job: dict[str, Any]) -> None:
     """Print the outcome of a finished job and exit with its code."""
     from ._format import size
 
-    disks = job.get("disks") or []
-    for d in disks:
+    for d in job.get("disks") or []:
         click.echo(
             f"  disk {d['disk_key']}: {d['status']} {size(d['bytes_done'])} "
             f"(written {size(d['bytes_written'])}, zeroed {size(d['bytes_zeroed'])})"
             + (f" change_id={d['change_id']}" if d.get("change_id") else "")
         )
+    short = job["id"][:8]
     if job["status"] == "completed":
-        click.echo(
-            f"job {job['id']} completed: {size(job['bytes_done'])} moved "
-            f"({job['sync_type'] or job['type']})"
-        )
+        click.echo(f"job {job['id']} completed ({job['sync_type'] or job['type']}): {summary(job)}")
         return
     if job["status"] == "stopped":
-        raise CliError(f"job {job['id']} was stopped", code=ExitCode.JOB_STOPPED)
+        raise CliError(
+            f"job {job['id']} was stopped ({summary(job)})",
+            hint="run `oma replicate VM` to sync again (volumes are reused)",
+            code=ExitCode.JOB_STOPPED,
+        )
     raise CliError(
-        f"job {job['id']} failed: {job['error_class']}: {job['error_message']}",
-        hint="fix the cause, then run `oma replicate` again (volumes are reused)",
+        f"job {job['id']} of {job.get('vm_name') or 'the VM'} failed: {error_text(job)}",
+        hint=f"see `oma job {short}`; fix the cause, then run `oma replicate "
+        f"{job.get('vm_name') or 'VM'}` again (volumes are reused)",
         code=ExitCode.JOB_FAILED,
     )
 
 
-__all__ = ["CtrlC", "finish", "watch"]
+__all__ = ["CtrlC", "error_text", "finish", "summary", "watch"]

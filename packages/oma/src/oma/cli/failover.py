@@ -1,4 +1,5 @@
-"""``oma failover VM --network SRC=ID --offering ID [--test] [--watch]``: start a failover.
+"""``oma failover VM --network SRC=ID --offering ID [--test] [--watch]``: start a failover;
+``oma failover show|retry|rollback VM``: follow, resume or undo it.
 
 Calls ``POST /api/v1/vm-contexts/{id}/failover`` (the worker does the work) and prints the
 failover id as the last line; ``--watch`` follows its steps until it completes or fails.
@@ -13,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+
+from ._help import DefaultGroup
+from ._watch import CtrlC
 
 TERMINAL = {"completed", "failed", "rolled_back", "ended"}
 
@@ -30,7 +34,13 @@ def _mappings(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@click.command("failover")
+@click.group("failover", cls=DefaultGroup)
+def command() -> None:
+    """Fail a VM over to CloudStack: `oma failover VM --network SRC=ID --offering ID`
+    (the same as `oma failover start VM ...`); then show, retry or rollback."""
+
+
+@command.command("start")
 @click.argument("vm")
 @click.option(
     "--network",
@@ -67,7 +77,8 @@ def _mappings(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-force", is_flag=True, help="Fail instead of forcing the source off.")
 @click.option("--watch", is_flag=True, help="Follow the steps until the failover ends.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-def command(
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def start(
     vm: str,
     networks: tuple[str, ...],
     test: bool,
@@ -82,11 +93,13 @@ def command(
     no_force: bool,
     watch: bool,
     interval: float,
+    as_json: bool,
 ) -> None:
     """Fail VM over to CloudStack (live: the source is powered off; --test: a copy boots
     beside the running source); prints the failover id."""
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
+    from ._format import echo_json
     from ._resolve import find_context
 
     if test:
@@ -123,16 +136,71 @@ def command(
                     else "see `oma vms` (state) and `oma jobs --active --vm VM`"
                 )
             raise
-        verb = "resumed" if fo.get("resumed") else "requested"
-        kind = "test failover" if test else "failover"
-        click.echo(f"{kind} {fo['id']} {verb} for {ctx['name']} ({fo['status']})")
-        if fo.get("test_end_id"):
-            click.echo(f"the test failover ends first ({fo['test_end_id']})")
-        if not watch:
-            click.echo(fo["id"])
-            return
         path = "test-failovers" if test else "failovers"
-        finish(follow(api, fo["id"], interval=interval, path=path))
+        if as_json:
+            echo_json(fo)
+        else:
+            verb = "resumed" if fo.get("resumed") else "requested"
+            kind = "test failover" if test else "failover"
+            click.echo(f"{kind} {fo['id']} {verb} for {ctx['name']} ({fo['status']})")
+            if fo.get("test_end_id"):
+                click.echo(f"the test failover ends first ({fo['test_end_id']})")
+        if watch:
+            finish(
+                follow(api, fo["id"], interval=interval, path=path, vm=ctx["name"]), vm=ctx["name"]
+            )
+            return
+        # a failover that fails at once (its first step) is reported, not left for later
+        with CtrlC() as ctrl_c:
+            ctrl_c.sleep(interval)
+        fo = api.get(f"{path}/{fo['id']}")
+        if fo["status"] == "failed":
+            finish(fo, vm=ctx["name"])
+        if not as_json:
+            click.echo(fo["id"])
+
+
+@command.command("show")
+@click.argument("vm")
+@click.option("--watch", is_flag=True, help="Follow the steps until the failover ends.")
+@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def show(vm: str, watch: bool, interval: float, as_json: bool) -> None:
+    """Show VM's newest failover (live or test) step by step; --watch follows it."""
+    from ._client import ApiClient
+    from ._errors import CliError, ExitCode
+    from ._format import echo_json, when
+    from ._resolve import find_context
+
+    with ApiClient() as api:
+        ctx = find_context(api, vm)
+        items = api.get(f"vm-contexts/{ctx['id']}/failovers")["items"]
+        if not items:
+            raise CliError(
+                f"{ctx['name']} has no failover",
+                hint="start one with `oma failover VM --network SRC=ID --offering ID`",
+                code=ExitCode.NOT_FOUND,
+            )
+        fo = items[0]
+        path = "test-failovers" if fo.get("type") == "test" else "failovers"
+        if as_json and not watch:
+            echo_json(api.get(f"{path}/{fo['id']}"))
+            return
+        kind = "test failover" if fo.get("type") == "test" else "failover"
+        click.echo(
+            f"{kind} {fo['id']} of {ctx['name']}: {fo['status']} "
+            f"(started {when(fo.get('created_at'))})"
+        )
+        if watch:
+            finish(
+                follow(api, fo["id"], interval=interval, path=path, vm=ctx["name"]), vm=ctx["name"]
+            )
+            return
+        fo = api.get(f"{path}/{fo['id']}")
+        for step in fo["steps"]:
+            click.echo(_step_line(step))
+        if fo.get("error"):
+            click.echo(f"  error: {fo['error']}")
 
 
 def _test_body(
@@ -180,6 +248,7 @@ def follow(
     path: str = "failovers",
     steps_of: Any = None,
     done: Any = None,
+    vm: str = "VM",
 ) -> dict[str, Any]:
     """Print a line whenever a step changes (status, or what it waits for) until the
     failover is terminal; return the final record. Ctrl-C raises KeyboardInterrupt whatever
@@ -187,26 +256,37 @@ def follow(
 
     ``path`` is ``failovers`` or ``test-failovers``; ``steps_of(record)`` picks the steps to
     show and ``done(record)`` says when to stop (default: the record's steps, a terminal
-    status)."""
-    from ._watch import CtrlC
+    status). Ctrl-C says that the work goes on and how to re-attach (``vm``)."""
+    from ._errors import CliError, ExitCode
 
     seen: dict[str, tuple[Any, ...]] = {}
-    with CtrlC() as ctrl_c:
-        while True:
-            fo = api.get(f"{path}/{failover_id}")
-            ctrl_c.check()
-            for step in steps_of(fo) if steps_of else fo["steps"]:
-                key = (step["status"], step.get("waiting_for"), step.get("error"))
-                if seen.get(step["name"], ("pending", None, None)) != key:
-                    seen[step["name"]] = key
-                    click.echo(_step_line(step))
-            if done(fo) if done else fo["status"] in TERMINAL:
-                return fo
-            ctrl_c.sleep(interval)
+    try:
+        with CtrlC() as ctrl_c:
+            while True:
+                fo = api.get(f"{path}/{failover_id}")
+                ctrl_c.check()
+                for step in steps_of(fo) if steps_of else fo["steps"]:
+                    key = (step["status"], step.get("waiting_for"), step.get("error"))
+                    if seen.get(step["name"], ("pending", None, None)) != key:
+                        seen[step["name"]] = key
+                        click.echo(_step_line(step))
+                if done(fo) if done else fo["status"] in TERMINAL:
+                    return fo
+                ctrl_c.sleep(interval)
+    except KeyboardInterrupt:
+        again = (
+            f"`oma failover show {vm} --watch`" if path != "workflows" else f"`oma vm show {vm}`"
+        )
+        raise CliError(
+            f"cancelled; {failover_id} goes on in the worker",
+            hint=f"re-attach with {again}",
+            code=ExitCode.CANCELLED,
+        ) from None
 
 
-def finish(fo: dict[str, Any]) -> None:
-    """Print the outcome of a finished failover and exit with its code."""
+def finish(fo: dict[str, Any], vm: str = "VM") -> None:
+    """Print the outcome of a finished failover and exit with its code (``vm`` names the VM
+    in the hints)."""
     from ._errors import CliError, ExitCode
     from ._format import size
 
@@ -216,7 +296,7 @@ def finish(fo: dict[str, Any]) -> None:
             f"test failover {fo['id']} running: VM {result.get('test_vm_name')} "
             f"({result.get('test_vm_id')})"
             + (f", ends by itself at {fo['auto_end_at']}" if fo.get("auto_end_at") else "")
-            + "; end it with `oma test-end VM`"
+            + f"; end it with `oma test-end {vm}`"
         )
         return
     if fo["status"] == "completed":
@@ -231,14 +311,24 @@ def finish(fo: dict[str, Any]) -> None:
     if fo.get("type") == "test":
         raise CliError(
             f"test failover {fo['id']} {fo['status']}: {fo.get('error') or 'no error recorded'}",
-            hint="end it to remove what it created: `oma test-end VM`",
+            hint=f"end it to remove what it created: `oma test-end {vm}`",
             code=ExitCode.JOB_FAILED,
         )
     raise CliError(
         f"failover {fo['id']} {fo['status']}: {fo.get('error') or 'no error recorded'}",
-        hint="fix the cause and resume it with `oma retry VM`, or undo it with `oma rollback VM`",
+        hint=f"fix the cause and resume it with `oma failover retry {vm}`, "
+        f"or undo it with `oma failover rollback {vm}`",
         code=ExitCode.JOB_FAILED,
     )
 
+
+def _register() -> None:
+    from . import retry, rollback
+
+    command.add_command(retry.command, "retry")
+    command.add_command(rollback.command, "rollback")
+
+
+_register()
 
 __all__ = ["command", "finish", "follow"]

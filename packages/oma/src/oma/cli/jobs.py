@@ -22,10 +22,8 @@ def command(
     status: tuple[str, ...], active: bool, vm_ref: str | None, limit: int, as_json: bool
 ) -> None:
     """List replication jobs with status, progress and errors."""
-    import json
-
     from ._client import ApiClient
-    from ._format import size, table
+    from ._format import duration, echo_json, elapsed, size, table, when
     from ._resolve import find_context
 
     with ApiClient() as api:
@@ -38,24 +36,27 @@ def command(
             limit=limit,
         )
     if as_json:
-        click.echo(json.dumps(page, indent=2))
+        echo_json(page)
         return
     if not page["items"]:
         click.echo("no jobs")
         return
     rows = [
         (
-            j["id"],
+            j["id"][:8],
             j["vm_name"],
             j["sync_type"] or j["type"],
-            j["status"],
-            f"{j['percent']:.1f}%",
+            j["status"] + ("(stopping)" if j.get("stop_requested") and j["active"] else ""),
+            f"{float(j['percent'] or 0):.1f}%",
             f"{size(j['bytes_done'])}/{size(j['bytes_total'])}",
-            j["created_at"],
+            when(j["created_at"]),
+            duration(elapsed(j["started_at"], j["finished_at"])),
+            when(j["finished_at"]),
             j["error_class"],
         )
         for j in page["items"]
     ]
-    click.echo(table(("ID", "VM", "TYPE", "STATUS", "DONE", "BYTES", "CREATED", "ERROR"), rows))
+    headers = ("JOB", "VM", "TYPE", "STATUS", "DONE", "BYTES", "CREATED", "TOOK", "ENDED", "ERROR")
+    click.echo(table(headers, rows))
     if page["total"] > len(page["items"]):
         click.echo(f"({len(page['items'])} of {page['total']}; use --limit)")

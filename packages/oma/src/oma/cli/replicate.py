@@ -23,9 +23,13 @@ import click
 )
 @click.option("--watch", is_flag=True, help="Follow progress until the job finishes.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-def command(vm: str, kind: str, verify: bool | None, watch: bool, interval: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON (the new job).")
+def command(
+    vm: str, kind: str, verify: bool | None, watch: bool, interval: float, as_json: bool
+) -> None:
     """Replicate VM (its name, VMware id or context id); prints the job id."""
     from ._client import ApiClient
+    from ._format import echo_json
     from ._resolve import find_context
     from ._watch import finish
     from ._watch import watch as follow
@@ -36,9 +40,12 @@ def command(vm: str, kind: str, verify: bool | None, watch: bool, interval: floa
         if verify is not None:
             body["verify"] = verify
         job = api.post("replications", body)
-        verified = ", verified" if job.get("verify") else ""
-        click.echo(f"job {job['id']} {job['status']} ({kind}{verified}) for {ctx['name']}")
+        if as_json:
+            echo_json(job)
+        else:
+            verified = ", verified" if job.get("verify") else ""
+            click.echo(f"job {job['id']} {job['status']} ({kind}{verified}) for {ctx['name']}")
         if watch:
             finish(follow(api, job["id"], interval=interval))
-        else:
+        elif not as_json:
             click.echo(job["id"])

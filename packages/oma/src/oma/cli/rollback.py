@@ -20,10 +20,12 @@ TERMINAL = {"completed", "failed"}
 @click.argument("vm")
 @click.option("--watch", is_flag=True, help="Follow the steps until the rollback ends.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-def command(vm: str, watch: bool, interval: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def command(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     """Roll back VM's latest live failover (target VM removed, source powered on)."""
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
+    from ._format import echo_json
     from ._resolve import find_context, latest_failover
 
     with ApiClient() as api:
@@ -35,37 +37,32 @@ def command(vm: str, watch: bool, interval: float) -> None:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = "a failover is rolled back once it has completed or failed, and once"
             raise
-        verb = "resumed" if fo.get("resumed") else "requested"
-        click.echo(
-            f"rollback of failover {fo['id']} {verb} for {ctx['name']} ({fo['rollback']['status']})"
-        )
-        if not watch:
+        if as_json:
+            echo_json(fo)
+        else:
+            verb = "resumed" if fo.get("resumed") else "requested"
+            click.echo(
+                f"rollback of failover {fo['id']} {verb} for {ctx['name']} "
+                f"({fo['rollback']['status']})"
+            )
+        if watch:
+            finish(ctx["name"], follow(api, fo["id"], interval=interval, vm=ctx["name"]))
+        elif not as_json:
             click.echo(fo["id"])
-            return
-        finish(vm, follow(api, fo["id"], interval=interval))
 
 
-def follow(api: Any, failover_id: str, *, interval: float = 1.0) -> dict[str, Any]:
+def follow(api: Any, failover_id: str, *, interval: float = 1.0, vm: str = "VM") -> dict[str, Any]:
     """Print a line whenever a rollback step changes until the rollback ends; return the
-    failover's final record. Ctrl-C raises KeyboardInterrupt (see
-    :class:`oma.cli._watch.CtrlC`)."""
-    from ._watch import CtrlC
-    from .failover import _step_line
+    failover's final record. Ctrl-C says that the rollback goes on and how to re-attach."""
+    from . import failover
 
-    seen: dict[str, tuple[Any, ...]] = {}
-    with CtrlC() as ctrl_c:
-        while True:
-            fo = api.get(f"failovers/{failover_id}")
-            ctrl_c.check()
-            rollback = fo.get("rollback") or {"status": "pending", "steps": []}
-            for step in rollback["steps"]:
-                key = (step["status"], step.get("waiting_for"), step.get("error"))
-                if seen.get(step["name"], ("pending", None, None)) != key:
-                    seen[step["name"]] = key
-                    click.echo(_step_line(step))
-            if rollback["status"] in TERMINAL:
-                return fo
-            ctrl_c.sleep(interval)
+    def steps(fo: dict[str, Any]) -> list[dict[str, Any]]:
+        return list((fo.get("rollback") or {}).get("steps") or [])
+
+    def done(fo: dict[str, Any]) -> bool:
+        return (fo.get("rollback") or {}).get("status") in TERMINAL
+
+    return failover.follow(api, failover_id, interval=interval, steps_of=steps, done=done, vm=vm)
 
 
 def finish(vm: str, fo: dict[str, Any]) -> None:

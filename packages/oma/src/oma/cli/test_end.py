@@ -25,10 +25,12 @@ def _end_settled(record: dict[str, Any]) -> bool:
 @click.argument("vm")
 @click.option("--watch", is_flag=True, help="Follow the steps until the test has ended.")
 @click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-def command(vm: str, watch: bool, interval: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def command(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     """End VM's test failover: its test VM, volumes and snapshots go; prints the test's id."""
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
+    from ._format import echo_json
     from ._resolve import find_context
     from .failover import follow
 
@@ -40,9 +42,13 @@ def command(vm: str, watch: bool, interval: float) -> None:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = "see `oma vms` (state): only a VM in failed_over_test has a test"
             raise
-        click.echo(f"ending test failover {test['id']} of {ctx['name']} ({test['status']})")
+        if as_json:
+            echo_json(test)
+        else:
+            click.echo(f"ending test failover {test['id']} of {ctx['name']} ({test['status']})")
         if not watch:
-            click.echo(test["id"])
+            if not as_json:
+                click.echo(test["id"])
             return
         test = follow(
             api,
@@ -51,12 +57,13 @@ def command(vm: str, watch: bool, interval: float) -> None:
             path="test-failovers",
             steps_of=_end_steps,
             done=_end_settled,
+            vm=ctx["name"],
         )
         if test["status"] != "ended":
             end = test.get("end") or {}
             raise CliError(
                 f"ending test failover {test['id']} failed: {end.get('error') or 'no error'}",
-                hint="fix the cause and run `oma test-end VM` again (it resumes)",
+                hint=f"fix the cause and run `oma test-end {ctx['name']}` again (it resumes)",
                 code=ExitCode.JOB_FAILED,
             )
         click.echo(f"test failover {test['id']} ended: its VM, volumes and snapshots are gone")
