@@ -113,7 +113,7 @@ def test_two_nics_on_one_network_and_an_unknown_boot_disk_are_refused_at_request
     ctx = _context(app, spec={"nics": nics})
     body = {**BODY, "network_mappings": {"VM Network": "net-1", "Backend": "net-1"}}
     res = _post(client, auth, f"vm-contexts/{ctx}/failover", body)
-    assert res.status_code == 400, res.json
+    assert res.status_code == 422, res.json  # fits the schema; the VM's NICs refuse it
     error = res.json["error"]
     assert error["field"] == "network_mappings"
     assert "NIC 1 'Network adapter 1' MAC 00:50:56:aa:00:01" in error["message"]
@@ -121,7 +121,7 @@ def test_two_nics_on_one_network_and_an_unknown_boot_disk_are_refused_at_request
     assert "both mapped to network net-1" in error["message"]
 
     res = _post(client, auth, f"vm-contexts/{ctx}/failover", BODY)  # "Backend" unmapped
-    assert res.status_code == 400 and res.json["error"]["field"] == "network_mappings"
+    assert res.status_code == 422 and res.json["error"]["field"] == "network_mappings"
     assert "source network 'Backend' of NIC 2" in res.json["error"]["message"]
     mapped = {"VM Network": "net-1", "Backend": "net-2"}
     res = _post(
@@ -130,7 +130,7 @@ def test_two_nics_on_one_network_and_an_unknown_boot_disk_are_refused_at_request
         f"vm-contexts/{ctx}/failover",
         {**BODY, "network_mappings": mapped, "boot_disk_key": "2001"},
     )
-    assert res.status_code == 400 and res.json["error"]["field"] == "boot_disk_key"
+    assert res.status_code == 422 and res.json["error"]["field"] == "boot_disk_key"
     assert "boot_disk_key 2001 is not a disk of this VM (2000)" in res.json["error"]["message"]
     with app.app_context(), database.connection_context():
         assert Workflow.select().count() == 0  # nothing was started
@@ -384,7 +384,7 @@ def test_per_vm_failover_defaults_fill_the_request(app: Any, client: Any, auth: 
     assert (res.status_code, res.json["error"]["field"]) == (422, "failover_defaults.boot_disk_key")
     for body, field in [
         ({"failover_defaults": {"bootdisk": "2001"}}, "failover_defaults.bootdisk"),
-        ({"failover_defaults": {"template_id": ""}}, "failover_defaults.template_id"),
+        ({"failover_defaults": {"template_id": 7}}, "failover_defaults.template_id"),
         ({"failover_defaults": "2001"}, "failover_defaults"),
         ({"defaults": {}}, "defaults"),
     ]:

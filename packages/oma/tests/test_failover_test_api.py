@@ -107,7 +107,7 @@ def test_an_isolated_network_maps_every_nic_and_is_never_implied(
     # two NICs cannot share the one isolated network: map them
     two = _context(app, spec=TWO_NICS, vm="vm-2")
     res = _post(client, auth, f"vm-contexts/{two}/failover", {**body, "test_network_id": "iso"})
-    assert res.status_code == 400 and res.json["error"]["field"] == "network_mappings"
+    assert res.status_code == 422 and res.json["error"]["field"] == "network_mappings"
     assert "one NIC per network" in res.json["error"]["message"]
 
 
@@ -121,7 +121,6 @@ def test_an_isolated_network_maps_every_nic_and_is_never_implied(
         ({"test_network_id": "iso"}, "network_mappings"),  # both: one of them
         ({"auto_end_after": "soon"}, "auto_end_after"),
         ({"auto_end_after": 0}, "auto_end_after"),
-        ({"auto_end_after": "31d"}, "auto_end_after"),
         ({"auto_end_after": True}, "auto_end_after"),
         ({"vm_name": "-test"}, "vm_name"),
         ({"network_mappings": {}}, "network_mappings"),
@@ -135,6 +134,15 @@ def test_bad_test_requests_name_the_field(
     res = _post(client, auth, f"vm-contexts/{ctx}/failover", {**TEST, **change})
     assert res.status_code == 400, res.json
     assert res.json["error"]["field"] == field
+
+
+def test_a_duration_past_thirty_days_fits_the_schema_but_is_refused(
+    app: Any, client: Any, auth: Any
+) -> None:
+    ctx = _context(app)
+    res = _post(client, auth, f"vm-contexts/{ctx}/failover", {**TEST, "auto_end_after": "31d"})
+    assert res.status_code == 422 and res.json["error"]["field"] == "auto_end_after"
+    assert "between 1 second and 30 days" in res.json["error"]["message"]
 
 
 @pytest.mark.parametrize("field", ["auto_end_after", "test_network_id"])
@@ -219,10 +227,15 @@ def test_a_live_failover_with_end_test_queues_the_end_first(
 def test_openapi_documents_the_test_failover(client: Any, auth: Any) -> None:
     doc = client.get("/api/v1/openapi.json", headers=auth.viewer).json
     paths = doc["paths"]
+    schemas = doc["components"]["schemas"]
     start = paths["/api/v1/vm-contexts/{context_id}/failover"]["post"]
-    schema = start["requestBody"]["content"]["application/json"]["schema"]
-    assert {"auto_end_after", "test_network_id", "end_test"} <= set(schema["properties"])
-    assert schema["properties"]["type"]["enum"] == ["live", "test"]
+    ref = start["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    members = [m["$ref"].rsplit("/", 1)[1] for m in schemas[ref.rsplit("/", 1)[1]]["oneOf"]]
+    assert members == ["LiveFailover", "TestFailover"]
+    test, live = schemas["TestFailover"], schemas["LiveFailover"]
+    assert {"auto_end_after", "test_network_id"} <= set(test["properties"])
+    assert "end_test" in live["properties"] and "end_test" not in test["properties"]
+    assert test["properties"]["type"]["const"] == "test" and "type" in test["required"]
     assert "post" in paths["/api/v1/vm-contexts/{context_id}/test-failover/end"]
     assert "get" in paths["/api/v1/test-failovers/{test_id}"]
     assert "get" in paths["/api/v1/vm-contexts/{context_id}/test-failovers"]

@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from ..services._queries import write_transaction
-from .requests import Body, Id, Line, PageQuery, Query, body, query, unprocessable
+from .requests import Body, Id, Line, PageQuery, Query, body, optional, query, unprocessable
 from .serialize import context, disk, event, job, volume
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
@@ -34,8 +34,8 @@ class ContextQuery(Query):
 class FailoverDefaults(Body):
     """Failover request fields fixed per VM (null removes one)."""
 
-    boot_disk_key: Id | None = None
-    template_id: Id | None = None
+    boot_disk_key: optional(Id) = None
+    template_id: optional(Id) = None
 
 
 class ReplicationDefaults(Body):

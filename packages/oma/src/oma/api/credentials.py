@@ -10,7 +10,7 @@ from pydantic import Field
 from ..database.repos import credentials
 from ._context import box
 from .auth import admin_only
-from .requests import Body, Line, Name, Secret, body
+from .requests import Body, Line, Name, Secret, body, optional
 from .serialize import credential
 
 bp = Blueprint("vmware_credentials", __name__, url_prefix="/api/v1/vmware-credentials")
@@ -21,7 +21,7 @@ class _CredentialFields(Body):
     vcenter: Line = Field(None, description="host or host:port")  # type: ignore[assignment]
     username: Line = None  # type: ignore[assignment]
     password: Secret = None  # type: ignore[assignment]
-    datacenter: Line | None = None
+    datacenter: optional(Line) = None
     insecure: bool = Field(False, description="skip TLS verification of the vCenter")
 
 

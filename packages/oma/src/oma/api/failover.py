@@ -3,9 +3,19 @@ roll back; end a test failover."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from flask import Blueprint, jsonify, url_for
+from flask import Blueprint, g, jsonify, url_for
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    StringConstraints,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
 
 from migration_common import get_logger
 
@@ -19,125 +29,150 @@ from ..workflows.failover.target_vm import (
     TargetInvalid,
     boot_disk,
     choose_template,
-    is_host_name,
     nic_plan,
     source_nics,
 )
 from ..workflows.replication import context_target
-from .errors import ApiError, invalid
-from .schemas import FAILOVER, NO_FIELDS, body
+from .errors import ApiError
+from .requests import (
+    LINE_PATTERN,
+    Body,
+    Id,
+    Line,
+    body,
+    int_between,
+    line,
+    optional,
+    unprocessable,
+)
 from .serialize import ts
 from .targets import client_for
-from .validation import boolean, json_body, no_unknown, string
 
 bp = Blueprint("failover", __name__, url_prefix="/api/v1")
 log = get_logger(__name__)
 
-FIELDS = (
-    "type",
-    "network_mappings",
-    "service_offering_id",
-    "template_id",
-    "keep_macs",
-    "graceful_timeout_s",
-    "force",
-    "verify_final_sync",
-    "vm_name",
-    "boot_disk_key",
-    "end_test",
-    "test_network_id",
-    "auto_end_after",
-)
-LIVE_ONLY = ("graceful_timeout_s", "force", "verify_final_sync", "end_test")
-"""Fields a test failover (the source keeps running) does not take."""
-TEST_ONLY = ("test_network_id", "auto_end_after")
+HostName = Annotated[
+    str,
+    StringConstraints(max_length=63, pattern="^[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"),
+    Field(description="a host name: ASCII letters, digits and hyphens, starting with a letter"),
+]
+NetworkMappings = Annotated[
+    dict[Line, Id],
+    Field(min_length=1),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 255,
+                "pattern": LINE_PATTERN,
+            },
+            "additionalProperties": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": LINE_PATTERN,
+            },
+            "description": "source network name → CloudStack network id",
+        }
+    ),
+]
+Duration = Annotated[
+    int_between(tests.AUTO_END_MIN_S, tests.AUTO_END_MAX_S)
+    | Annotated[
+        str, StringConstraints(max_length=32, pattern="^ *([0-9]+|([0-9]+[smhdSMHD])+) *$")
+    ],
+    Field(description="seconds, or a duration such as 30m, 2h or 1h30m (1 s to 30 days)"),
+]
 
 
-def _mappings(data: dict[str, Any]) -> dict[str, str]:
-    mappings = data.get("network_mappings")
-    if not isinstance(mappings, dict) or not mappings:
-        raise invalid(
-            "network_mappings", "must be a non-empty object of source network → network id"
-        )
-    for source, network_id in mappings.items():
-        if not isinstance(network_id, str) or not network_id.strip() or not source.strip():
-            raise invalid(f"network_mappings.{source}", "must be a non-empty network id")
-    return {k.strip(): v.strip() for k, v in mappings.items()}
+class _Common(Body):
+    service_offering_id: Id
+    template_id: optional(Id) = None
+    vm_name: optional(HostName) = None
+    boot_disk_key: optional(line(32)) = None
 
 
-def _test_params(data: dict[str, Any]) -> dict[str, Any]:
-    """The validated test failover request: ``network_mappings`` or ``test_network_id`` (an
-    isolated network for every NIC; never the production mapping by default), MACs not kept
-    by default (the source keeps running with its own), ``auto_end_after``."""
-    for name in LIVE_ONLY:
-        if name in data:
-            raise invalid(name, "is not used by a test failover (the source keeps running)")
-    network = string(data, "test_network_id", required=False, max_length=64)
-    if ("network_mappings" in data) == (network is not None):
-        raise invalid(
-            "network_mappings",
-            "a test failover needs network_mappings or test_network_id (an isolated network "
-            "for every NIC), one of them",
-        )
-    after = data.get("auto_end_after")
-    if after is not None:
-        try:
-            after = tests.parse_duration(after)
-        except ValueError as exc:
-            raise invalid("auto_end_after", str(exc)) from exc
-    return {
-        "type": "test",
-        "network_mappings": _mappings(data) if network is None else {},
-        "test_network_id": network,
-        "service_offering_id": string(data, "service_offering_id", max_length=64),
-        "template_id": string(data, "template_id", required=False, max_length=64),
-        "keep_macs": boolean(data, "keep_macs", default=False),
-        "vm_name": _vm_name(data),
-        "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
-        "auto_end_after": after,
-    }
+class LiveFailover(_Common):
+    """A live failover: the source is powered off after a final sync."""
+
+    type: Literal["live"] = "live"
+    network_mappings: NetworkMappings
+    keep_macs: bool = True
+    graceful_timeout_s: int_between(0, 86400) = 300
+    force: bool = True
+    verify_final_sync: bool = Field(
+        True, description="the final sync reads every disk back and compares sha256"
+    )
+    end_test: bool = Field(False, description="end the VM's test failover first")
 
 
-def _vm_name(data: dict[str, Any]) -> str | None:
-    name = string(data, "vm_name", required=False, max_length=63)
-    if name is not None and not is_host_name(name):
-        raise invalid(
-            "vm_name",
-            "must be a host name: ASCII letters, digits and hyphens, starting with a letter, "
-            "not ending with a hyphen",
-        )
-    return name
+class TestFailover(_Common):
+    """A test failover: the source keeps running; the test VM runs on copies of the replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [{"required": ["network_mappings"]}, {"required": ["test_network_id"]}]
+        }
+    )
+
+    type: Literal["test"]
+    network_mappings: NetworkMappings = None  # type: ignore[assignment]
+    test_network_id: Id = Field(  # type: ignore[assignment]
+        None, description="an isolated network for every NIC (instead of network_mappings)"
+    )
+    keep_macs: bool = False
+    auto_end_after: Duration | None = None
+
+    @model_validator(mode="after")
+    def _one_network(self) -> TestFailover:
+        if ("network_mappings" in self.given()) == ("test_network_id" in self.given()):
+            raise ValueError(
+                "network_mappings: a test failover needs network_mappings or test_network_id "
+                "(an isolated network for every NIC), one of them"
+            )
+        return self
 
 
-def _params(data: dict[str, Any]) -> dict[str, Any]:
-    """The validated failover request (400 naming the field otherwise)."""
-    no_unknown(data, FIELDS)
-    kind = data.get("type", "live")
-    if kind not in ("live", "test"):
-        raise invalid("type", "must be live or test")
-    if kind == "test":
-        return _test_params(data)
-    for name in TEST_ONLY:
-        if name in data:
-            raise invalid(name, "is only for a test failover (type test)")
-    mappings = _mappings(data)
-    timeout = data.get("graceful_timeout_s", 300)
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 <= timeout <= 86400:
-        raise invalid("graceful_timeout_s", "must be an integer between 0 and 86400")
-    name = _vm_name(data)
-    return {
-        "type": "live",
-        "network_mappings": mappings,
-        "service_offering_id": string(data, "service_offering_id", max_length=64),
-        "template_id": string(data, "template_id", required=False, max_length=64),
-        "keep_macs": boolean(data, "keep_macs", default=True),
-        "graceful_timeout_s": timeout,
-        "force": boolean(data, "force", default=True),
-        "verify_final_sync": boolean(data, "verify_final_sync", default=True),
-        "vm_name": name,
-        "boot_disk_key": string(data, "boot_disk_key", required=False, max_length=32),
-        "end_test": boolean(data, "end_test", default=False),
-    }
+def _kind(value: Any) -> str:
+    return value.get("type", "live") if isinstance(value, dict) else "live"
+
+
+class FailoverRequest(RootModel[Any]):
+    """``POST /vm-contexts/{id}/failover``: live (the default) or test."""
+
+    model_config = ConfigDict(regex_engine="python-re", hide_input_in_errors=True)
+
+    root: Annotated[
+        Annotated[LiveFailover, Tag("live")] | Annotated[TestFailover, Tag("test")],
+        Discriminator(_kind),
+    ]
+
+
+class NoBody(Body):
+    """An action that takes no fields (an empty body or ``{}``)."""
+
+
+def _params(data: LiveFailover | TestFailover) -> dict[str, Any]:
+    """The failover's parameters from the validated request (names stripped)."""
+    params = data.model_dump()
+    for name in ("service_offering_id", "template_id", "boot_disk_key", "test_network_id"):
+        if isinstance(params.get(name), str):
+            params[name] = params[name].strip()
+    if params.get("network_mappings"):
+        params["network_mappings"] = {
+            k.strip(): v.strip() for k, v in params["network_mappings"].items()
+        }
+    if isinstance(data, TestFailover):
+        params["network_mappings"] = params["network_mappings"] or {}
+        if data.auto_end_after is not None:
+            try:
+                params["auto_end_after"] = tests.parse_duration(data.auto_end_after)
+            except ValueError as exc:
+                raise unprocessable("auto_end_after", str(exc)) from exc
+    return params
 
 
 def _isolated(ctx: VmContext, params: dict[str, Any]) -> None:
@@ -149,7 +184,7 @@ def _isolated(ctx: VmContext, params: dict[str, Any]) -> None:
 
 
 def _check_target(ctx: VmContext, params: dict[str, Any]) -> None:
-    """Refuse now (400 naming the field) what the ``validate`` step would refuse from the
+    """Refuse now (422 naming the field) what the ``validate`` step would refuse from the
     VM's spec: NICs sharing a network, an unknown boot disk, no usable template. The
     template check asks the context's CloudStack target; when none is configured or it does
     not answer, ``validate`` checks again."""
@@ -172,7 +207,7 @@ def _check_target(ctx: VmContext, params: dict[str, Any]) -> None:
             cs.close()
         choose_template(templates, spec, params["template_id"])
     except TargetInvalid as exc:
-        raise invalid(exc.field, exc.message) from exc
+        raise unprocessable(exc.field, exc.message) from exc
 
 
 def _step(row: WorkflowStep) -> dict[str, Any]:
@@ -247,14 +282,14 @@ def _accepted(wf: Workflow, resumed: bool) -> Any:
 
 
 @bp.post("/vm-contexts/<context_id>/failover")
-@body(FAILOVER)
+@body(FailoverRequest)
 def start_failover(context_id: str) -> Any:
     """Start a live failover (or resume the VM's failed one): ``{"type": "live",
     "network_mappings": {"<source network>": "<network id>"}, "service_offering_id",
     "template_id"?, "keep_macs"?, "graceful_timeout_s"?, "force"?, "verify_final_sync"?
     (default true: the final sync reads every disk back and compares sha256), "vm_name"?,
     "boot_disk_key"?, "end_test"?}`` → 202 with the failover (``boot_disk_key`` and
-    ``template_id`` default to the VM's ``failover_defaults``); 400 naming the field when two
+    ``template_id`` default to the VM's ``failover_defaults``); 422 naming the field when two
     NICs map to one network, the boot disk is unknown or no template fits the guest OS; 409
     when one is active or the VM is not ready_for_failover, and 409 naming ``end_test`` while a
     test failover is in place (``"end_test": true`` ends it first, the failover waits for that).
@@ -265,7 +300,7 @@ def start_failover(context_id: str) -> Any:
     failover → 202 with the test (``Location: /api/v1/test-failovers/{id}``); 409 while a
     test is in place or any failover of the VM is at work."""
     ctx = contexts.get_context(context_id)
-    params = _params(json_body())
+    params = _params(g.body.root)
     for name, value in (ctx.failover_defaults or {}).items():  # the operator's per-VM choices
         if params.get(name) is None:
             params[name] = value
@@ -314,13 +349,12 @@ def list_test_failovers(context_id: str) -> Any:
 
 
 @bp.post("/vm-contexts/<context_id>/test-failover/end")
-@body(NO_FIELDS)
+@body(NoBody)
 def end_test_failover(context_id: str) -> Any:
     """End the VM's test failover (202; a failed end is resumed): the test VM is destroyed, its
     volumes and snapshots deleted, the VM returns to ready_for_failover; 409 when no test is in
     place or it is still starting."""
     contexts.get_context(context_id)
-    json_body_optional()
     end = tests.end_test(context_id)
     record = test_record(tests.get_test(str((end.params or {})["test_id"])))
     response = jsonify(record)
@@ -342,28 +376,18 @@ def get_failover(failover_id: str) -> Any:
 
 
 @bp.post("/failovers/<failover_id>/retry")
+@body(NoBody)
 def retry_failover(failover_id: str) -> Any:
     """Resume a failed failover from its failed step (202); 409 unless it failed."""
-    json_body_optional()
     return _accepted(store.retry_failover(failover_id), True)
 
 
 @bp.post("/failovers/<failover_id>/rollback")
+@body(NoBody)
 def rollback_failover(failover_id: str) -> Any:
     """Undo a failed or completed failover (202): destroy the target VM (replicas kept),
     re-attach the replicas to the OMA with their exports, power the source back on."""
-    json_body_optional()
     _wf, resumed = store.start_rollback(failover_id)
     body = failover_record(store.get_failover(failover_id))
     body["resumed"] = resumed
     return jsonify(body), 202
-
-
-def json_body_optional() -> None:
-    """Accept an empty body or an empty JSON object (these actions take no fields)."""
-    from flask import request
-
-    if not request.get_data():
-        return
-    data = json_body()
-    no_unknown(data, ())

@@ -17,10 +17,18 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from flask import g, request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    ValidationError,
+)
 
 from .errors import ApiError, invalid
 from .validation import MAX_LIMIT, MAX_OFFSET, json_body
@@ -76,6 +84,15 @@ def int_between(minimum: int, maximum: int) -> Any:
     return Annotated[int, Field(strict=True, ge=minimum, le=maximum)]
 
 
+def _none_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def optional(kind: Any) -> Any:
+    """``kind``, null or "" (a form's empty choice); both read as None."""
+    return Annotated[kind | Literal[""] | None, AfterValidator(_none_if_empty)]
+
+
 class Body(BaseModel):
     """A request body: unknown fields refused, patterns in Python's syntax (surrogates)."""
 
@@ -106,10 +123,24 @@ def unprocessable(field: str, message: str) -> ApiError:
     return ApiError("unprocessable", f"{field}: {message}", 422, field)
 
 
+_UNION_MEMBERS = {
+    "int",
+    "str",
+    "bool",
+    "float",
+    "list",
+    "dict",
+    "none",
+    "constrained-str",
+    "constrained-int",
+}
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        if part == "[key]":
+        # "[key]" of a map, the member of a union ("int", "str", "function-after[...]")
+        if part == "[key]" or part in _UNION_MEMBERS or (isinstance(part, str) and "[" in part):
             continue
         if isinstance(part, int):
             out += f"[{part}]"
@@ -136,6 +167,8 @@ def _message(error: dict[str, Any]) -> str:
         return "must be true or false"
     if kind == "string_type":
         return "must be a string"
+    if kind == "union_tag_invalid":
+        return f"type: must be one of {ctx.get('expected_tags')}"
     if kind in ("greater_than_equal", "less_than_equal"):
         return error["msg"].replace("Input should be", "must be")
     return error["msg"].replace("Input should", "must").replace("Value error, ", "")
@@ -161,10 +194,13 @@ def validate(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
+        rooted = issubclass(model, RootModel)
+        if rooted and first["loc"]:
+            first["loc"] = first["loc"][1:]  # the union member's tag
         message = _bounds(model, first) or _message(first)
         # a model-wide rule names its field first: "vm_context_id: give exactly one of ..."
         named = re.match(r"^([a-z_]+): (.+)$", message, re.S)
-        if not first["loc"] and named and named.group(1) in model.model_fields:
+        if not first["loc"] and named and (rooted or named.group(1) in model.model_fields):
             raise invalid(named.group(1), named.group(2)) from None
         raise invalid(_field(first["loc"]), message) from None
 
@@ -175,7 +211,8 @@ def body(model: type[BaseModel]) -> Callable[[F], F]:
     def mark(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.body = validate(model, json_body())
+            # no body at all reads as {}: "name: is required" says more than "not JSON"
+            g.body = validate(model, json_body() if request.get_data().strip() else {})
             return view(*args, **kwargs)
 
         wrapper.request_model = model  # type: ignore[attr-defined]
