@@ -39,6 +39,7 @@ from .requests import (
     Body,
     Id,
     Line,
+    NoBody,
     body,
     int_between,
     line,
@@ -149,10 +150,6 @@ class FailoverRequest(RootModel[Any]):
         Annotated[LiveFailover, Tag("live")] | Annotated[TestFailover, Tag("test")],
         Discriminator(_kind),
     ]
-
-
-class NoBody(Body):
-    """An action that takes no fields (an empty body or ``{}``)."""
 
 
 def _params(data: LiveFailover | TestFailover) -> dict[str, Any]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify
+from pydantic import Field
 
 from ..database.models import ReplicationJob
 from ..database.repos import jobs
-from .errors import invalid
+from .requests import Query, query
 from .serialize import progress
 
 bp = Blueprint("progress", __name__, url_prefix="/api/v1/progress")
@@ -21,14 +22,23 @@ def job_progress(job_id: str) -> Any:
     return jsonify(progress(row, jobs.list_job_disks(job_id)))
 
 
+_ID = "[^,\\s\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]{1,64}"
+
+
+class ProgressQuery(Query):
+    """``GET /progress``: the jobs to report."""
+
+    job_ids: str = Field(
+        pattern=f"^{_ID}(,{_ID}){{0,499}}$",
+        description="comma-separated job ids (at most 500)",
+    )
+
+
 @bp.get("")
+@query(ProgressQuery)
 def batch_progress() -> Any:
     """``?job_ids=a,b`` → ``{"jobs": [...], "not_found": [...]}`` (at most 500 ids)."""
-    ids = [i for i in (request.args.get("job_ids") or "").split(",") if i]
-    if not ids:
-        raise invalid("job_ids", "is required (comma-separated job ids)")
-    if len(ids) > 500:
-        raise invalid("job_ids", "at most 500 ids per request")
+    ids = g.query.job_ids.split(",")
     rows = {r.id: r for r in ReplicationJob.select().where(ReplicationJob.id.in_(ids))}
     disks = jobs.job_disks_by_job(rows)
     return jsonify(

@@ -15,7 +15,7 @@ from ..errors import ConflictError
 from ..services._queries import write_transaction
 from ..workflows import records, resume
 from .errors import ApiError
-from .requests import Body, Id, PageQuery, VmId, body, query, unprocessable
+from .requests import Body, Id, NoBody, PageQuery, VmId, body, query, unprocessable
 from .serialize import job
 from .targets import refuse_disks_too_large
 
@@ -157,6 +157,7 @@ def get_replication(job_id: str) -> Any:
 
 
 @bp.post("/<job_id>/stop")
+@body(NoBody)
 def stop_replication(job_id: str) -> Any:
     """Stop a job: a pending job stops at once (200); a running one is flagged and the worker
     stops it on the VMA (202). 409 when the job is already finished."""

@@ -105,6 +105,10 @@ class Body(BaseModel):
         return set(self.model_fields_set)
 
 
+class NoBody(Body):
+    """An action that takes no fields (an empty body or ``{}``)."""
+
+
 class Query(BaseModel):
     """Query parameters: strings from the URL, integers and booleans converted."""
 

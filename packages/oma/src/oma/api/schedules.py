@@ -26,7 +26,7 @@ from ..database.models import (
 from ..database.repos import schedules as repo
 from ..services import cron
 from ..services.schedules import run_now
-from .requests import Body, Id, Name, PageQuery, body, line, query, unprocessable
+from .requests import Body, Id, Name, NoBody, PageQuery, body, line, query, unprocessable
 from .serialize import ts
 
 bp = Blueprint("schedules", __name__, url_prefix="/api/v1/schedules")
@@ -273,6 +273,7 @@ def delete_schedule(schedule_id: str) -> Any:
 
 
 @bp.post("/<schedule_id>/run-now")
+@body(NoBody)
 def run_schedule_now(schedule_id: str) -> Any:
     """Fire the schedule at once (enabled or not) → 202 with the run and what it did per VM."""
     repo.get_schedule(schedule_id)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, url_for
 
 from ..database.models import ReplicaVolume, VmContext, Workflow, WorkflowStep
 from ..database.repos import contexts
+from .requests import Id, NoBody, PageQuery, body, query
 from .serialize import ts
-from .validation import page
 
 bp = Blueprint("workflows", __name__, url_prefix="/api/v1")
 
@@ -50,21 +50,30 @@ def workflow(row: Workflow, *, with_steps: bool = True) -> dict[str, Any]:
     return data
 
 
+class WorkflowsQuery(PageQuery):
+    """``GET /workflows``."""
+
+    vm_context_id: Id | None = None
+    kind: Id | None = None
+    status: Id | None = None
+
+
 @bp.get("/workflows")
+@query(WorkflowsQuery)
 def list_workflows() -> Any:
     """Workflows, newest first: ``?vm_context_id=&kind=&status=&limit=&offset=``."""
-    limit, offset = page()
-    query = Workflow.select()
-    for name, column in (
-        ("vm_context_id", Workflow.context),
-        ("kind", Workflow.kind),
-        ("status", Workflow.status),
+    q: WorkflowsQuery = g.query
+    limit, offset = q.limit, q.offset
+    rows_query = Workflow.select()
+    for value, column in (
+        (q.vm_context_id, Workflow.context),
+        (q.kind, Workflow.kind),
+        (q.status, Workflow.status),
     ):
-        value = request.args.get(name)
         if value:
-            query = query.where(column == value)
-    total = query.count()
-    rows = query.order_by(Workflow.created_at.desc(), Workflow.id).limit(limit).offset(offset)
+            rows_query = rows_query.where(column == value)
+    total = rows_query.count()
+    rows = rows_query.order_by(Workflow.created_at.desc(), Workflow.id).limit(limit).offset(offset)
     return jsonify(
         {
             "items": [workflow(r, with_steps=False) for r in rows],
@@ -104,6 +113,7 @@ def queue_cleanup(ctx: VmContext, *, delete_context: bool) -> Any:
 
 
 @bp.post("/vm-contexts/<context_id>/cleanup")
+@body(NoBody)
 def cleanup_context(context_id: str) -> Any:
     """Remove the VM's replica volumes and their exports (the worker does it; the next sync is
     full) → 202 with the cleanup workflow; 409 while a job, failover or rollback is active or
