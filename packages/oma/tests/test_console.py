@@ -170,9 +170,8 @@ def test_admin_only_settings_follow_the_api(app, auth) -> None:
     res = console.post(
         "/create/vma-appliances", {"name": "v", "url": "http://127.0.0.1:1", "token": "t"}
     )
-    assert _flash(console.get(res.headers["Location"]).text) == [
-        "this action needs the admin role (your token is operator)"
-    ]
+    assert res.status_code == 403
+    assert _flash(res.text) == ["this action needs the admin role (your token is operator)"]
     assert console.post("/settings/tokens", {"name": "x", "role": "admin"}).status_code == 403
 
     admin = Console(app)
@@ -196,7 +195,7 @@ def test_refusal_shows_the_api_error_text(app, client, auth) -> None:
         json={"vm_context_id": ctx, "type": "incremental"},
         headers=auth.operator,
     )
-    assert api.status_code == 400
+    assert api.status_code in (400, 422)
     assert shown == [api.get_json()["error"]["message"]]
     assert "incremental needs a completed earlier sync" in shown[0]
     # a page for something that does not exist shows the API's 404 text
@@ -311,3 +310,61 @@ def test_vendored_htmx_matches_its_record() -> None:
     assert hashlib.sha256(data).hexdigest() == record["sha256"]
     assert record["package"] == "htmx.org" and record["version"]
     assert f'version:"{record["version"]}"' in data.decode() or record["version"] in data.decode()
+
+
+def test_refused_create_keeps_the_form_filled(app, auth) -> None:
+    admin = Console(app)
+    admin.sign_in(auth.tokens["admin"])
+    res = admin.post(
+        "/create/vmware-credentials",
+        {"name": "vc-1", "vcenter": "", "username": "ops", "password": "s3cret", "insecure": "1"},
+    )
+    assert res.status_code == 400
+    assert _flash(res.text) == ["vcenter: is required"]
+    assert 'name="username" value="ops"' in res.text
+    assert "s3cret" not in res.text  # secrets are typed again
+    assert '<input type="checkbox" name="insecure" value="1" checked>' in res.text
+    # the other forms on the page stay empty
+    assert 'id="vma-name" type="text" name="name" value=""' in res.text
+
+
+def test_failover_form_shows_the_api_refusal(app, client, auth) -> None:
+    ctx = _context(app)
+    console = Console(app)
+    console.sign_in(auth.tokens["operator"])
+    page = console.get(f"/vms/{ctx}/failover?type=live")
+    assert page.status_code == 200
+    assert "no CloudStack target is registered" in page.text
+    body = {"type": "live", "service_offering_id": "so-1", "keep_macs": "1", "force": "1"}
+    res = console.post(f"/vms/{ctx}/failover", body)
+    api = client.post(
+        f"/api/v1/vm-contexts/{ctx}/failover",
+        json={
+            "type": "live",
+            "service_offering_id": "so-1",
+            "keep_macs": True,
+            "force": True,
+            "network_mappings": {},
+            "end_test": False,
+            "verify_final_sync": False,
+        },
+        headers=auth.operator,
+    )
+    assert res.status_code == api.status_code >= 400
+    assert html.escape(api.get_json()["error"]["message"], quote=False) in res.text
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/vms/x", "/vms/x"),
+        ("//evil.example/", None),
+        ("/\\evil.example", None),
+        ("https://evil.example/", None),
+        ("", None),
+    ],
+)
+def test_only_local_paths_are_followed(target, expected) -> None:
+    from oma.console.session import local_path
+
+    assert local_path(target) == expected

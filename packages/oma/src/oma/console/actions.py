@@ -11,12 +11,12 @@ from werkzeug.wrappers import Response
 from ..workflows.failover.target_vm import source_nics
 from . import api_calls as api
 from .blueprint import bp
+from .session import local_path
 
 
 def _back(default: str) -> str:
     """Where to go after an action: the form's ``next`` when it is a local path."""
-    target = request.form.get("next") or ""
-    return target if target.startswith("/") and not target.startswith("//") else default
+    return local_path(request.form.get("next")) or default
 
 
 def _act(method: str, path: str, body: Any, done: str, back: str) -> Response:
@@ -152,7 +152,7 @@ def failover(context_id: str) -> Any:
     vm = api.get(f"vm-contexts/{context_id}", jobs=0, events=0)
     nics = source_nics(vm.get("spec") or {})
     choices, problem = _choices(_target_id(vm))
-    error = None
+    error, status = None, 200
     if request.method == "POST":
         answer = api.call(
             "POST",
@@ -162,7 +162,7 @@ def failover(context_id: str) -> Any:
         if answer.ok:
             flash(("Test failover" if kind == "test" else "Live failover") + " started.", "ok")
             return redirect(url_for("console.vm", context_id=context_id))
-        error = answer.error
+        error, status = answer.error, answer.status
     networks = list(dict.fromkeys(str(n.get("network") or n.get("network_name")) for n in nics))
     return render_template(
         "failover.html",
@@ -173,4 +173,4 @@ def failover(context_id: str) -> Any:
         problem=problem,
         error=error,
         form=request.form,
-    ), (422 if error else 200)
+    ), status

@@ -84,15 +84,16 @@ def _home(resource: str) -> str:
 
 
 @bp.post(f"/create/{RESOURCE}")
-def create(resource: str) -> Response:
-    """Create a VMA, vCenter login, CloudStack target, group or schedule."""
-    return _act(
-        "POST",
-        resource,
-        form_body(resource, request.form),
-        f"{LABELS[resource]} added.",
-        _home(resource),
-    )
+def create(resource: str) -> Any:
+    """Create a VMA, vCenter login, CloudStack target, group or schedule. A refusal shows the
+    API's error text on the same page, the form still filled in (secrets excepted)."""
+    answer = api.call("POST", resource, json=form_body(resource, request.form))
+    if answer.ok:
+        flash(f"{LABELS[resource]} added.", "ok")
+        return redirect(_home(resource))
+    flash(answer.error, "error")
+    view = groups if resource == "groups" else (schedules if resource == "schedules" else settings)
+    return view(), answer.status
 
 
 @bp.post(f"/delete/{RESOURCE}/<item_id>")

@@ -105,6 +105,14 @@ def csrf_token() -> str:
     return str(session["csrf"])
 
 
+def local_path(target: str | None) -> str | None:
+    """``target`` when it is a path on this console (never another host: no ``//`` or ``/\\``
+    prefix, no scheme), else None."""
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return None
+    return target
+
+
 def check_csrf() -> None:
     """400 unless a POST carries the session's CSRF token."""
     if request.method in ("GET", "HEAD", "OPTIONS"):

@@ -13,9 +13,7 @@ from .blueprint import bp
 
 def _local(target: str | None) -> str:
     """``next`` when it is a path on this console, else the overview."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return url_for("console.overview")
+    return session.local_path(target) or url_for("console.overview")
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
