@@ -37,7 +37,6 @@ from typing import Any
 import pytest
 
 from labtest.cloudstack import cloudstack_sim
-from labtest.identity import provision_vma_identity
 from labtest.labvm import (
     create_lab_disk,
     lab_disk_sha256,
@@ -45,7 +44,7 @@ from labtest.labvm import (
     vsphere_source_env,
     write_lab_disk,
 )
-from labtest.oma import oma_services
+from labtest.oma import enroll_vma, oma_services
 from labtest.procs import free_port, wait_until
 from labtest.vcsim import vcsim
 from labtest.vma import vma_server
@@ -180,13 +179,8 @@ class E2eLab:
 
     def register(self) -> str:
         """VMA, CloudStack target, saved vCenter login, discovery, add the VM → context id."""
-        vma = self.ok(
-            "POST",
-            "vma-appliances",
-            {"name": "vma-e2e", "url": self.vma.url, "token": self.vma.token},
-            201,
-        )
-        provision_vma_identity(self.oma, vma["id"], self.vma.data_dir)  # NBD over TLS
+        # enrolled: HTTPS with a certificate from the OMA CA, which NBD over TLS admits
+        vma = self.ok("GET", f"vma-appliances/{enroll_vma(self.oma, self.vma, 'vma-e2e')}")
         self.ok(
             "POST",
             "cloudstack-targets",

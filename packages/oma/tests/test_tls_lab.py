@@ -88,12 +88,26 @@ def test_an_enrolled_vma_serves_https_and_the_oma_verifies_it(tmp_path: Path) ->
         assert tested["ok"] is False and "revoked" in tested["error"]
 
 
+def _oma_cli(oma: Any, *args: str) -> Any:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OMA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "oma", *args],
+        env={**base, **oma.client_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_the_enroll_command(tmp_path: Path) -> None:
+    import json
+
     with oma_services(tmp_path / "oma") as oma:
-        status, created = oma.api(
-            "POST", "vma-enrollments", {"name": "vma-x", "url": "https://127.0.0.1:9"}
-        )
-        assert status == 201
+        shown = _oma_cli(oma, "vma", "enroll", "vma-x", "--url", "https://127.0.0.1:9")
+        assert shown.returncode == 0, shown.stderr
+        assert "vma-api-server enroll --oma" in shown.stdout and "--code-file" in shown.stdout
+        res = _oma_cli(oma, "vma", "enroll", "vma-x", "--url", "https://127.0.0.1:9", "--json")
+        created = json.loads(res.stdout)
         code_file = tmp_path / "code"
         code_file.write_text(created["code"] + "\n")
         data_dir = tmp_path / "vma-data"
@@ -128,6 +142,10 @@ def test_the_enroll_command(tmp_path: Path) -> None:
             "--ca-fingerprint", created["ca_fingerprint"], data_dir=tmp_path / "other",
         )  # fmt: skip
         assert again.returncode == 1 and "already used" in again.stderr
+
+        revoked = _oma_cli(oma, "vma", "revoke", "vma-x")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        assert oma.api("GET", "vma-appliances")[1]["items"][0]["revoked_at"]
 
 
 def test_the_oma_commands_verify_the_api_certificate(tmp_path: Path) -> None:

@@ -88,16 +88,21 @@ class Migration:
     def register(self) -> str:
         """Register VMA, CloudStack target and vCenter login; discover; add the VM → context id.
 
-        The VMA gets its certificate from the OMA's CA, so the replicas go over NBD with TLS."""
-        from labtest.identity import provision_vma_identity
+        The VMA enrolls with a one-time code: it gets its certificate from the OMA's CA and
+        serves HTTPS with it, and the replicas go over NBD with TLS."""
+        from labtest.oma import enroll_vma
+
+        from .stack import _secret_file
 
         lab, api = self.lab, self.api
-        vma = api.post(
-            "vma-appliances", {"name": "vma-lab", "url": lab.vma.url, "token": lab.vma.token}
-        )
+        vma = api.get(f"vma-appliances/{enroll_vma(lab.oma, lab.vma, 'vma-lab')}")
+        _secret_file(lab.workdir / "vma-token", lab.vma.token)  # the token the OMA issued
         api.post(f"vma-appliances/{vma['id']}/test")
-        provision_vma_identity(lab.oma, vma["id"], lab.vma.data_dir)
-        self.say("register", f"VMA {vma['name']} ({lab.vma.url}) registered and reachable")
+        self.say(
+            "register",
+            f"VMA {vma['name']} ({lab.vma.url}) enrolled (one-time code, certificate from the "
+            "OMA CA) and reachable over HTTPS",
+        )
         target = api.post(
             "cloudstack-targets",
             {

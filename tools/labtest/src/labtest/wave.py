@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .cloudstack import cloudstack_sim
-from .identity import provision_vma_identity
 from .labvm import create_lab_vm, lab_disk_sha256, write_lab_disk
-from .oma import OmaInfo, add_lab_vms, oma_services, register_lab
+from .oma import OmaInfo, add_lab_vms, enroll_vma, oma_services, register_lab
 from .procs import wait_until
 from .vcsim import vcsim
 from .vma import VmaInfo, vma_server
@@ -346,13 +345,9 @@ def wave_lab(
         for vma in vmas:
             stack.callback(_stop_vma_jobs, vma)  # before the services stop, also on failure
         first = register_lab(oma, vma=vmas[0], sim=sim)
-        status, second = oma.api(
-            "POST", "vma-appliances", {"name": "vma-2", "url": vmas[1].url, "token": vmas[1].token}
-        )
-        assert status == 201, second
-        provision_vma_identity(oma, str(second["id"]), vmas[1].data_dir)  # NBD over TLS
+        second = enroll_vma(oma, vmas[1], "vma-2")
         contexts: dict[str, str] = {}
-        for index, vma_id in enumerate((first, str(second["id"]))):
+        for index, vma_id in enumerate((first, second)):
             mine = [vm["id"] for vm in vms[index::2]]
             added = add_lab_vms(oma, vma_id=vma_id, vc=vc, vm_ids=mine)
             contexts.update(zip(mine, added, strict=True))
