@@ -368,3 +368,25 @@ def test_only_local_paths_are_followed(target, expected) -> None:
     from oma.console.session import local_path
 
     assert local_path(target) == expected
+
+
+def test_admin_creates_a_vma_enrollment_code(app, auth) -> None:
+    from oma.database.models import VmaEnrollment
+
+    admin = Console(app)
+    admin.sign_in(auth.tokens["admin"])
+    page = admin.post(
+        "/settings/enrollments", {"name": "vma-dc1", "url": "https://vma-dc1.example:8081"}
+    ).text
+    code = re.search(r'<code id="enrollment-code">([^<]+)</code>', page).group(1)
+    assert "vma-api-server enroll --oma http://localhost --code-file FILE" in page
+    assert re.search(r"--ca-fingerprint [0-9a-fA-F:]{20,}", page)
+    with app.app_context(), database.connection_context():
+        (row,) = VmaEnrollment.select()
+        assert row.vma_name == "vma-dc1" and code not in (row.code_hash or "")
+    operator = Console(app)
+    operator.sign_in(auth.tokens["operator"])
+    res = operator.post("/settings/enrollments", {"name": "x", "url": "https://x:1"})
+    assert _flash(operator.get(res.headers["Location"]).text) == [
+        "this action needs the admin role (your token is operator)"
+    ]

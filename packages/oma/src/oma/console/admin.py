@@ -116,19 +116,46 @@ def test_connection(resource: str, item_id: str) -> Response:
     return redirect(url_for("console.settings"))
 
 
-@bp.get("/settings")
-def settings() -> str:
-    """VMAs, vCenter logins, CloudStack targets, and (admins) API tokens."""
+def _settings(**shown: Any) -> str:
     from flask import g
 
-    token_rows = tokens.list_tokens() if g.role == Role.ADMIN.value else []
     return render_template(
         "settings.html",
         vmas=api.get("vma-appliances")["items"],
         credentials=api.get("vmware-credentials")["items"],
         targets=api.get("cloudstack-targets")["items"],
-        tokens=token_rows,
-        created=None,
+        tokens=tokens.list_tokens() if g.role == Role.ADMIN.value else [],
+        created=shown.get("created"),
+        enrollment=shown.get("enrollment"),
+    )
+
+
+@bp.get("/settings")
+def settings() -> str:
+    """VMAs, vCenter logins, CloudStack targets, and (admins) API tokens."""
+    return _settings()
+
+
+@bp.post("/settings/enrollments")
+def enroll_vma() -> Any:
+    """A one-time enrollment code for a VMA (admins), shown once with the CA fingerprint."""
+    body = {k: request.form.get(k, "") for k in ("name", "url")}
+    answer = api.call("POST", "vma-enrollments", json=body)
+    if not answer.ok:
+        flash(answer.error, "error")
+        return redirect(url_for("console.settings"))
+    return _settings(enrollment=answer.body | {"oma_url": request.host_url.rstrip("/")})
+
+
+@bp.post("/vma-appliances/<appliance_id>/revoke")
+def revoke_vma(appliance_id: str) -> Response:
+    """End a VMA's access (admins)."""
+    return _act(
+        "POST",
+        f"vma-appliances/{appliance_id}/revoke",
+        {},
+        "VMA revoked: the OMA no longer calls it and its NBD connections are refused.",
+        url_for("console.settings"),
     )
 
 
@@ -145,14 +172,7 @@ def create_token() -> Any:
     except ConflictError as exc:
         flash(str(exc), "error")
         return redirect(url_for("console.settings"))
-    return render_template(
-        "settings.html",
-        vmas=api.get("vma-appliances")["items"],
-        credentials=api.get("vmware-credentials")["items"],
-        targets=api.get("cloudstack-targets")["items"],
-        tokens=tokens.list_tokens(),
-        created={"name": row.name, "role": row.role, "token": plaintext},
-    )
+    return _settings(created={"name": row.name, "role": row.role, "token": plaintext})
 
 
 @bp.post("/settings/tokens/<name>/revoke")
