@@ -187,11 +187,12 @@ def test_one_vm_in_two_spellings_cannot_have_two_active_jobs(lab, vma, tmp_path)
 
 @pytest.mark.parametrize("bad", ["\n", "\x00", "\x7f", "\u200b"])
 def test_a_vm_id_with_a_control_character_is_refused_naming_the_field(lab, vma, bad):
-    vm_id = f"4200abcd-0000-4000-8000-0000000000ef{bad}"
+    vm_id = f"4200abcd-0000-4000-{bad}8000-0000000000ef"  # surrounding blanks are stripped
     status, res = vma.request("GET", f"vms/{quote(vm_id)}/power")
     assert status == 400 and res["error"]["field"] == "vm_id", res
-    assert "control characters" in res["error"]["message"]
+    assert "control character" in res["error"]["message"]
     body = _body("j-ctl", vm_id, {"2000": "nbd://127.0.0.1:1/"}, verify=False, target_is_zero=True)
     status, res = vma.request("POST", "replicate", body)
-    assert status == 422 and res["error"]["field"] == "vm_id", res
-    assert "control characters" in res["error"]["message"]
+    # the strict JSON parser refuses C0/C1 controls (400); the model refuses format characters
+    assert status in (400, 422) and res["error"]["field"] == "vm_id", res
+    assert "control character" in res["error"]["message"]

@@ -108,7 +108,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return _respond(ApiError(code, exc.description or exc.name, exc.code or 500))
+        response = _respond(ApiError(code, exc.description or exc.name, exc.code or 500))
+        allow = exc.get_response().headers.get("Allow")
+        if exc.code == 405 and allow:  # which methods the resource takes
+            response.headers["Allow"] = allow
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:

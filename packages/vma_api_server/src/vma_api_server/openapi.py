@@ -10,9 +10,18 @@ from functools import cache
 from importlib.metadata import version
 from typing import Any
 
+from pydantic import BaseModel
+
 from migration_common import DiskProgress, JobProgress
 
-from .schemas import DiscoverIn, PowerOffIn, ReplicateIn
+from .schemas import (
+    DiscoverIn,
+    JobsQuery,
+    LogQuery,
+    PowerOffIn,
+    ProgressQuery,
+    ReplicateIn,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -48,10 +57,28 @@ def _op(
         op["security"] = []
     if params:
         op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in params
+            {"name": p, "in": "path", "required": True, "schema": PATH_PARAM} for p in params
         ]
     return op
+
+
+# what the API accepts in a path segment: no control characters (job ids and VM ids)
+PATH_PARAM = {"type": "string", "minLength": 1, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"}
+
+
+def _query(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One query parameter per field of ``model`` (the model validates them)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": {k: v for k, v in prop.items() if k != "title"},
+        }
+        for name, prop in schema["properties"].items()
+    ]
 
 
 def _log_op() -> dict[str, Any]:
@@ -69,13 +96,7 @@ def _log_op() -> dict[str, Any]:
         },
         params=["job_id"],
     )
-    op["parameters"].append(
-        {
-            "name": "tail_bytes",
-            "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 1 << 20, "default": 65536},
-        }
-    )
+    op["parameters"] += _query(LogQuery)
     op["responses"]["404"] = _json(_ref("Error"), "No such job (code job_not_found)")
     op["responses"]["410"] = _json(
         _ref("Error"),
@@ -155,14 +176,7 @@ def document() -> dict[str, Any]:
         "/api/v1/jobs": {
             "get": {
                 **_op("Jobs, newest first"),
-                "parameters": [
-                    {"name": "status", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    },
-                ],
+                "parameters": _query(JobsQuery),
             }
         },
         "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
@@ -188,14 +202,7 @@ def document() -> dict[str, Any]:
                         },
                     },
                 ),
-                "parameters": [
-                    {
-                        "name": "job_ids",
-                        "in": "query",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                "parameters": _query(ProgressQuery),
             }
         },
     }

@@ -5,19 +5,29 @@ Unknown fields are rejected (``extra="forbid"``) so a misspelt option never pass
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from migration_common import canonical_vm_id
+from migration_common import ContractError, Status, canonical_vm_id, parse_json_body
 from vma.services.runner import DiskSpec, ReplicateSpec
 
-from .errors import ApiError
+from .errors import ApiError, from_validation
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# what migratekit can open: TCP (nbd://), TLS (nbds://) or a unix socket (nbd+unix://)
+NBD_URI_PATTERN = r"^(nbd|nbds|nbd\+unix|nbds\+unix)://[!-~]*$"
+_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+Q = TypeVar("Q", bound=_Query)
 
 
 class _Body(BaseModel):
@@ -28,15 +38,10 @@ class DiskIn(_Body):
     """One disk of a replicate request."""
 
     disk_key: str = Field(min_length=1, max_length=64)
-    target_uri: str = Field(min_length=1)
+    target_uri: str = Field(
+        pattern=NBD_URI_PATTERN, max_length=2048, description="nbd://, nbds:// or nbd+unix:// URI"
+    )
     previous_change_id: str | None = None
-
-    @field_validator("target_uri")
-    @classmethod
-    def _nbd_uri(cls, value: str) -> str:
-        if not value.startswith(("nbd://", "nbd+unix://", "nbds://")):
-            raise ValueError("must be an NBD URI (nbd://host:port/export)")
-        return value
 
     @field_validator("previous_change_id")
     @classmethod
@@ -112,14 +117,56 @@ class EmptyIn(_Body):
     """A body that carries nothing (``{}`` or none)."""
 
 
+class JobsQuery(_Query):
+    """``GET /api/v1/jobs``."""
+
+    status: Literal[tuple(s.value for s in Status)] | None = None  # type: ignore[valid-type]
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class LogQuery(_Query):
+    """``GET /api/v1/jobs/{job_id}/log``."""
+
+    tail_bytes: int = Field(65536, ge=1, le=1 << 20)
+
+
+class ProgressQuery(_Query):
+    """``GET /api/v1/progress``: at most 200 job ids."""
+
+    job_ids: str = Field(pattern=f"^{_ID}(,{_ID}){{0,199}}$", description="comma-separated")
+
+
+QUERIES = (JobsQuery, LogQuery, ProgressQuery)
+
+
+def query_args(model: type[Q]) -> Q:
+    """The request's query parameters as ``model`` (a 400 naming the field otherwise)."""
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        error = from_validation(exc)
+        error.status = 400
+        raise error from None
+
+
 def json_body(model: type[M], *, optional: bool = False) -> M:
-    """Parse the request's JSON body into ``model``; 400 when it is not a JSON object."""
+    """Parse the request's JSON body into ``model``; 400 when it is not a JSON object (or
+    nests too deep, or holds a lone surrogate or a control character)."""
     raw = request.get_data(cache=True)
     if not raw.strip() and optional:
         return model()
-    data: Any = request.get_json(silent=True)
-    if data is None:
-        raise ApiError("invalid_json", "request body must be a JSON object", 400)
+    data = strict_json()
+    return model.model_validate(data)
+
+
+def strict_json() -> dict[str, Any]:
+    """The request's JSON object (migration_common's strict parser); 400 otherwise."""
+    try:
+        data: Any = parse_json_body(request.get_data(cache=True))
+    except ContractError as exc:
+        if exc.field == "body":
+            raise ApiError("invalid_json", f"request body {exc.reason}", 400) from None
+        raise ApiError("invalid_field", str(exc), 400, exc.field) from None
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "request body must be a JSON object", 400)
-    return model.model_validate(data)
+    return data

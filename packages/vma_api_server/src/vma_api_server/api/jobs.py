@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 
-from migration_common import Status, redact
+from migration_common import redact
 from vma.services.progress import get_job, job_document
 from vma.services.retention import dir_pruned
 from vma.services.store import Job
 
 from ..errors import ApiError
-from ..schemas import EmptyIn, ReplicateIn, json_body
+from ..schemas import EmptyIn, JobsQuery, LogQuery, ReplicateIn, json_body, query_args
 from ._services import services
 
 bp = Blueprint("jobs", __name__)
@@ -38,15 +38,10 @@ def replicate() -> tuple[dict[str, Any], int]:
 @bp.get("/jobs")
 def list_jobs() -> dict[str, Any]:
     """Jobs, newest first, without progress: ``?status=running&limit=100`` (limit ≤ 1000)."""
-    raw_limit = request.args.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise ApiError("invalid_field", "limit must be an integer from 1 to 1000", 400, "limit")
-    query = Job.select().order_by(Job.created_at.desc()).limit(int(raw_limit))
-    status = request.args.get("status")
-    if status is not None:
-        if status not in {s.value for s in Status}:
-            raise ApiError("invalid_field", f"unknown status {status!r}", 400, "status")
-        query = query.where(Job.status == status)
+    args = query_args(JobsQuery)
+    query = Job.select().order_by(Job.created_at.desc()).limit(args.limit)
+    if args.status is not None:
+        query = query.where(Job.status == args.status)
     return {
         "jobs": [
             {
@@ -81,9 +76,7 @@ def job_log(job_id: str) -> dict[str, Any]:
     410 ``log_pruned`` when the finished job's directory was removed by job retention.
     """
     job = get_job(job_id)
-    raw = request.args.get("tail_bytes", "65536")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1 << 20:
-        raise ApiError("invalid_field", "tail_bytes must be from 1 to 1048576", 400, "tail_bytes")
+    tail = query_args(LogQuery).tail_bytes
     runner = services().runner
     if dir_pruned(job, runner.job_dir(job_id)):
         raise ApiError(
@@ -96,12 +89,12 @@ def job_log(job_id: str) -> dict[str, Any]:
         )
     path = runner.job_dir(job_id) / "migratekit.log"
     size = path.stat().st_size if path.exists() else 0
-    start = max(0, size - int(raw))
+    start = max(0, size - tail)
     text = ""
     if size:
         with path.open("rb") as fh:
             fh.seek(start)
-            text = fh.read(int(raw)).decode(errors="replace")
+            text = fh.read(tail).decode(errors="replace")
     return {"job_id": job_id, "log": redact(text), "truncated": start > 0, "size": size}
 
 
