@@ -3,7 +3,6 @@ against a real ``oma serve`` (gunicorn) process on a free loopback port."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +14,9 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography.fernet import Fernet
 
-from labtest.procs import ManagedProcess, free_port, wait_until
+from labtest.cli import cli_env, run_oma, served_oma
+from labtest.procs import ManagedProcess, wait_until
 from oma.cli._errors import ExitCode
 
 VM = {
@@ -31,25 +30,10 @@ VM = {
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMA_")}
-    env.update(
-        OMA_DATA_DIR=str(tmp_path / "data"),
-        OMA_SECRET_KEY=Fernet.generate_key().decode(),
-        OMA_LOG_LEVEL="WARNING",
-        **extra,
-    )
-    return env
+    return cli_env(tmp_path, **extra)
 
 
-def oma(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "oma", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+oma = run_oma
 
 
 @pytest.mark.parametrize(
@@ -147,28 +131,8 @@ def _health(url: str) -> dict[str, Any] | None:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A real `oma serve` (gunicorn) with an admin token; stopped by PID afterwards."""
-    port = free_port()
-    env = _env(tmp_path, OMA_BIND=f"127.0.0.1:{port}", OMA_API_WORKERS="2")
-    token = oma(env, "token", "create", "--name", "admin", "--role", "admin").stdout.split()[-1]
-    proc = ManagedProcess(
-        [sys.executable, "-m", "oma", "serve"],
-        env=env,
-        name="oma-serve",
-        log_path=tmp_path / "serve.log",
-    ).start()
-    try:
-        proc.wait_port(port)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _health(url) is not None, what="oma serve health", proc=proc.proc)
-        yield {
-            "url": url,
-            "token": token,
-            "env": {**env, "OMA_URL": url, "OMA_TOKEN": token},
-            "proc": proc,
-            "db": f"sqlite:///{tmp_path / 'data' / 'oma.db'}",
-        }
-    finally:
-        proc.stop()
+    with served_oma(tmp_path) as info:
+        yield info
 
 
 @pytest.mark.slow
@@ -201,7 +165,7 @@ def test_real_server_auth_and_operator_commands(served: dict[str, Any]) -> None:
     again = oma(env, "replicate", VM["id"])
     assert again.returncode == ExitCode.CONFLICT and "active job" in again.stderr
     jobs = oma(env, "jobs", "--active")
-    assert job_id in jobs.stdout and "pending" in jobs.stdout
+    assert job_id[:8] in jobs.stdout and "pending" in jobs.stdout
     shown = oma(env, "job", job_id)
     assert f"job={job_id} status=pending" in shown.stdout
     missing = oma(env, "job", "nope")
@@ -426,7 +390,10 @@ def test_ctrl_c_prints_cancelled_and_exits_130(served: dict[str, Any], inherited
             watcher.proc.kill()
             watcher.finish()
     assert code == ExitCode.CANCELLED, err
-    assert err.strip() == "cancelled"
+    assert err.strip().splitlines() == [
+        f"cancelled; job {job_id} goes on (stop it with `oma stop {job_id[:8]}`)",
+        f"hint: re-attach with `oma job {job_id[:8]} --watch`",
+    ]
     assert took < 10, f"exited {took:.1f} s after SIGINT"
     assert all(ln.startswith(f"job={job_id}") for ln in watcher.lines), watcher.lines
 
@@ -450,9 +417,24 @@ def test_progress_bar_and_plain_line_format() -> None:
     assert bar.endswith("replicating/copy")
     assert progress_line(p) == (
         "job=j1 status=replicating phase=copy percent=42.0 "
-        f"bytes_done={3 << 29} bytes_total={3 << 30} "
-        f"throughput_bps={85 << 20} eta_seconds=21"
+        "done=1.5GiB/3.0GiB rate=85.0MiB/s eta=0:00:21"
     )
+    # no rate yet: "-", not 0; a requested stop shows; no ETA while a disk has not reported
+    # its size (the total would still grow)
+    p.update(throughput_bps=0, stop_requested=True)
+    assert progress_line(p) == (
+        "job=j1 status=replicating(stop requested) phase=copy percent=42.0 "
+        "done=1.5GiB/3.0GiB rate=- eta=-"
+    )
+    p.update(
+        stop_requested=False,
+        disks=[
+            {"status": "running", "bytes_total": 3 << 30},
+            {"status": "queued", "bytes_total": 0},
+        ],
+    )
+    assert progress_line(p).endswith("done=1.5GiB/3.0GiB+1disks rate=- eta=-")
+    assert "3.0 GiB (+1 disks)" in progress_bar(p) and "ETA -" in progress_bar(p)
     assert (size(None), size(512), duration(None), duration(3725)) == ("-", "512 B", "-", "1:02:05")
 
 
@@ -643,9 +625,28 @@ def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> 
     assert code == ExitCode.JOB_FAILED
     assert err.splitlines()[0] == f"error: failover {wf_id} failed: deploy_target: boom"
     assert err.splitlines()[1] == (
-        "hint: fix the cause and resume it with `oma retry VM`, or undo it with `oma rollback VM`"
+        "hint: fix the cause and resume it with `oma failover retry cli-vm`, "
+        "or undo it with `oma failover rollback cli-vm`"
     )
     assert "step 7 deploy_target: failed - boom" in watcher.lines
+
+    # without --watch: a failover that fails at once (before the command's one re-read, an
+    # --interval later) is an error, not exit 0; `oma failover show` tells its steps
+    watcher = _Watcher(env, "", "failover", "cli-vm", *FAILOVER_ARGS, "--interval", "3")
+    try:
+        watcher.wait_for(f"failover {wf_id} resumed")
+        _failover_end(served["db"], wf_id, "failed", error="validate: no such network")
+        code, err = watcher.finish()
+    finally:
+        if watcher.proc.poll() is None:
+            watcher.proc.kill()
+            watcher.finish()
+    assert code == ExitCode.JOB_FAILED, err
+    assert err.splitlines()[0] == f"error: failover {wf_id} failed: validate: no such network"
+    shown = oma(env, "failover", "show", "cli-vm")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0].startswith(f"failover {wf_id} of cli-vm: failed")
+    assert "  error: validate: no such network" in shown.stdout
 
 
 def _rollback_id(db_url: str, failover_id: str) -> str:

@@ -4,6 +4,7 @@ name. VM contexts are also found by their VMware id; jobs by a prefix of their i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._client import ApiClient
@@ -129,3 +130,16 @@ def latest_failover(api: ApiClient, ctx: dict[str, Any]) -> dict[str, Any]:
             code=ExitCode.NOT_FOUND,
         )
     return items[0]
+
+
+@contextmanager
+def naming(ctx: dict[str, Any]) -> Iterator[None]:
+    """Inside the block, an API error that names the VM by its context id names it by its
+    VM name instead (``VM context 5f0c…`` → ``VM web-1``)."""
+    try:
+        yield
+    except CliError as exc:
+        for spelled in (f"VM context {ctx['id']}", f"vm context {ctx['id']}"):
+            exc.message = exc.message.replace(spelled, f"VM {ctx['name']}")
+        exc.message = exc.message.replace(ctx["id"], ctx["name"])
+        raise

@@ -19,13 +19,14 @@ def command(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context
+    from ._resolve import find_context, naming
     from ._workflow import follow_workflow
 
     with ApiClient() as api:
         ctx = find_context(api, vm)
         try:
-            wf = api.post(f"vm-contexts/{ctx['id']}/cleanup")
+            with naming(ctx):
+                wf = api.post(f"vm-contexts/{ctx['id']}/cleanup")
         except CliError as exc:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = (

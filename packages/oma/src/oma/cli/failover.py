@@ -100,7 +100,7 @@ def start(
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context
+    from ._resolve import find_context, naming
 
     if test:
         body = _test_body(networks, test_network, auto_end, end_test, offering)
@@ -127,7 +127,8 @@ def start(
     with ApiClient() as api:
         ctx = find_context(api, vm)
         try:
-            fo = api.post(f"vm-contexts/{ctx['id']}/failover", body)
+            with naming(ctx):
+                fo = api.post(f"vm-contexts/{ctx['id']}/failover", body)
         except CliError as exc:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = (

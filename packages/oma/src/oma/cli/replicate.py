@@ -29,8 +29,9 @@ def command(
 ) -> None:
     """Replicate VM (its name, VMware id or context id); prints the job id."""
     from ._client import ApiClient
+    from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context
+    from ._resolve import find_context, naming
     from ._watch import finish
     from ._watch import watch as follow
 
@@ -39,7 +40,16 @@ def command(
         body = {"vm_context_id": ctx["id"], "type": kind}
         if verify is not None:
             body["verify"] = verify
-        job = api.post("replications", body)
+        try:
+            with naming(ctx):
+                job = api.post("replications", body)
+        except CliError as exc:
+            if exc.code == ExitCode.CONFLICT:
+                exc.hint = (
+                    f"follow it with `oma jobs --active --vm {ctx['name']}`, "
+                    "or stop it with `oma stop JOB`"
+                )
+            raise
         if as_json:
             echo_json(job)
         else:

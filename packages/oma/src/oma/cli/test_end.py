@@ -31,13 +31,14 @@ def command(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context
+    from ._resolve import find_context, naming
     from .failover import follow
 
     with ApiClient() as api:
         ctx = find_context(api, vm)
         try:
-            test = api.post(f"vm-contexts/{ctx['id']}/test-failover/end", {})
+            with naming(ctx):
+                test = api.post(f"vm-contexts/{ctx['id']}/test-failover/end", {})
         except CliError as exc:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = "see `oma vms` (state): only a VM in failed_over_test has a test"

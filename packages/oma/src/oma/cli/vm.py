@@ -83,13 +83,14 @@ def remove(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context
+    from ._resolve import find_context, naming
     from ._workflow import follow_workflow
 
     with ApiClient() as api:
         ctx = find_context(api, vm)
         try:
-            wf = api.delete(f"vm-contexts/{ctx['id']}")
+            with naming(ctx):
+                wf = api.delete(f"vm-contexts/{ctx['id']}")
         except CliError as exc:
             if exc.code == ExitCode.CONFLICT:
                 exc.hint = (
