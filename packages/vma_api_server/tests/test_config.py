@@ -93,3 +93,32 @@ def test_gunicorn_argv_and_child_env_carry_no_secrets(monkeypatch):
     env = child_environment()
     assert "VMA_API_TOKEN" not in env and "VMA_VCENTER_PASSWORD" not in env
     assert env["VMA_VCENTER_USER"] == "u"
+
+
+def test_short_token_error_names_the_minimum_length(monkeypatch, capsys):
+    monkeypatch.setenv("VMA_API_TOKEN", "short-token")
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        "error: VMA_API_TOKEN: is too short: it must be at least 16 characters "
+        "(the value is not shown)"
+    )
+    assert "short-token" not in err
+
+
+@pytest.mark.parametrize(("arg", "what"), [("--bind", "option"), ("serve", "command")])
+def test_unknown_arguments_are_reported(monkeypatch, capsys, arg, what):
+    monkeypatch.setenv("VMA_API_TOKEN", TOKEN)
+    assert cli.main([arg, "x"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"error: unknown {what} {arg!r}"
+    assert err[1].startswith("hint: ") and "vma-api-server --help" in err[1]
+
+
+def test_help_shows_defaults_as_written_in_the_environment(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    bind = next(line for line in out.splitlines() if line.startswith("VMA_BIND "))
+    assert "0.0.0.0:8081" in bind and "(" not in bind.split("host:port")[0]
+    insecure = next(ln for ln in out.splitlines() if ln.startswith("VMA_VCENTER_INSECURE "))
+    assert " false " in insecure

@@ -77,10 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vma-api-server {version('vma-api-server')}")
         return 0
     if args and args[0] in ("--settings", "--help", "-h"):
+        print("usage: vma-api-server [--version | --settings | enroll ...]")
         print("vma-api-server: the VMA HTTP API under gunicorn. Settings (environment):")
         print("(`vma-api-server enroll --help`: enroll this VMA with an OMA)")
         print(settings_table())
         return 0
+    if args:
+        what = "option" if args[0].startswith("-") else "command"
+        print(f"error: unknown {what} {args[0]!r}", file=sys.stderr)
+        print(
+            "hint: settings come from the environment (VMA_*); run `vma-api-server --help`",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = load_config()
         warning = check_bind(settings)

@@ -19,7 +19,6 @@ from typing import Any
 from migration_common import (
     ConfigError,
     Setting,
-    describe,
     is_loopback,
     load_settings,
     parse_bool,
@@ -35,10 +34,13 @@ TOKEN_HASH_FILE = "api-token.sha256"
 SERVER_CERT_FILE = "server.crt"
 
 
+MIN_TOKEN_LENGTH = 16
+
+
 def _token(text: str) -> str:
     value = text.strip()
-    if len(value) < 16:
-        raise ValueError("must be at least 16 characters")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters")
     return value
 
 
@@ -137,7 +139,17 @@ _SECRET_VARIABLES = {f"{PREFIX}_{s.name}" for s in SETTINGS if s.secret}
 
 def load_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load and validate every setting; raise ConfigError naming the variable."""
-    values = load_settings(PREFIX, SETTINGS, overrides=overrides)
+    try:
+        values = load_settings(PREFIX, SETTINGS, overrides=overrides)
+    except ConfigError as exc:
+        if exc.variable == f"{PREFIX}_API_TOKEN":
+            # the loader does not repeat why a secret was refused; its only rule is the length
+            raise ConfigError(
+                exc.variable,
+                f"is too short: it must be at least {MIN_TOKEN_LENGTH} characters "
+                "(the value is not shown)",
+            ) from None
+        raise
     if values["VCENTER_HOST"]:
         for name in ("VCENTER_USER", "VCENTER_PASSWORD"):
             if not values[name]:
@@ -228,6 +240,19 @@ def child_environment(settings: Mapping[str, Any] | None = None) -> dict[str, st
     return env
 
 
+def _shown(default: Any) -> str:
+    """A default as it is written in the environment (``0.0.0.0:8081``, ``true``, ``-``)."""
+    if isinstance(default, tuple):
+        return ":".join(str(part) for part in default)
+    if isinstance(default, bool):
+        return str(default).lower()
+    return "-" if default is None else str(default)
+
+
 def settings_table() -> str:
-    """A plain-text table of every setting (for --help and the README)."""
-    return describe(PREFIX, SETTINGS)
+    """A plain-text table of every setting (for --help and the README): name, default as
+    written in the environment, meaning."""
+    return "\n".join(
+        f"{PREFIX}_{s.name:<24} {'(required)' if s.required else _shown(s.default):<24} {s.doc}"
+        for s in SETTINGS
+    )
