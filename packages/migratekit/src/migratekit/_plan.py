@@ -3,7 +3,7 @@
 ::
 
     {"job_id": "uuid", "max_parallel_disks": 2, "verify": false,
-     "checkpoint_dir": "checkpoints", "resume": false,
+     "checkpoint_dir": "checkpoints", "resume": false, "bandwidth_file": "bandwidth.json",
      "disks": [{"disk_key": "2000", "source": "nbd://…", "target": "nbd://…",
                 "mode": "full" | "incremental", "target_is_zero": false,
                 "changed_extents": null, "changed_extents_file": null,
@@ -38,13 +38,25 @@ _DISK_KEYS = {
     "source_id",
     "target_id",
 }
-_PLAN_KEYS = {"job_id", "max_parallel_disks", "verify", "disks", "checkpoint_dir", "resume"}
+_PLAN_KEYS = {
+    "job_id",
+    "max_parallel_disks",
+    "verify",
+    "disks",
+    "checkpoint_dir",
+    "resume",
+    "bandwidth_file",
+}
 
 
 class Plan:
-    """A validated plan (``job_id`` may be replaced by ``migratekit run --job-id``)."""
+    """A validated plan (``job_id`` may be replaced by ``migratekit run --job-id``).
 
-    __slots__ = ("disks", "job_id", "max_parallel_disks", "resume", "verify")
+    ``bandwidth_file`` (resolved against the plan's directory) holds the job's bandwidth
+    limit, ``{"limit_bps": N or null}``, re-read every progress interval.
+    """
+
+    __slots__ = ("bandwidth_file", "disks", "job_id", "max_parallel_disks", "resume", "verify")
 
     def __init__(
         self,
@@ -53,7 +65,9 @@ class Plan:
         max_parallel_disks: int = 2,
         verify: bool = False,
         resume: bool = False,
+        bandwidth_file: str | None = None,
     ) -> None:
+        self.bandwidth_file = bandwidth_file
         self.job_id = job_id
         self.disks = disks
         self.max_parallel_disks = max_parallel_disks
@@ -119,6 +133,9 @@ def parse_plan(data: Any, base_dir: Path | None = None) -> Plan:
         checkpoints = Path(checkpoint_dir)
         if base_dir is not None and not checkpoints.is_absolute():
             checkpoints = base_dir / checkpoints
+    bandwidth_file = _opt_str(data.get("bandwidth_file"), "bandwidth_file")
+    if bandwidth_file is not None and base_dir is not None:
+        bandwidth_file = str(base_dir / bandwidth_file)  # an absolute path stays as it is
     disks_raw = data.get("disks")
     if not isinstance(disks_raw, list) or not disks_raw:
         raise UsageError("must be a non-empty list of disks", "disks")
@@ -129,7 +146,12 @@ def parse_plan(data: Any, base_dir: Path | None = None) -> Plan:
             raise UsageError(f"duplicate disk_key {d.disk_key!r}", f"disks[{i}].disk_key")
         seen.add(d.disk_key)
     return Plan(
-        job_id=job_id, disks=disks, max_parallel_disks=parallel, verify=verify, resume=resume
+        job_id=job_id,
+        disks=disks,
+        max_parallel_disks=parallel,
+        verify=verify,
+        resume=resume,
+        bandwidth_file=bandwidth_file,
     )
 
 

@@ -107,9 +107,59 @@ def add_tuning_options(parser: argparse.ArgumentParser) -> None:
         help="VMA base URL; updates go to URL/api/v1/progress/JOB_ID/update "
         "with the token from MIGRATEKIT_PROGRESS_TOKEN.",
     )
+    group.add_argument(
+        "--bandwidth-limit",
+        metavar="RATE",
+        type=bandwidth_rate,
+        help="Bytes per second shared by every connection, e.g. 50M (50 MiB/s); 0 = unlimited.",
+    )
+    group.add_argument(
+        "--bandwidth-file",
+        metavar="FILE",
+        help='JSON {"limit_bps": N or null} re-read every progress interval (changes the '
+        "limit while copying; a missing file means --bandwidth-limit).",
+    )
     group.add_argument("--job-id", help="Job id used in progress URLs.")
     group.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR [default INFO].")
     group.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
+
+
+def bandwidth_rate(text: str) -> int:
+    """An argparse ``type`` for ``--bandwidth-limit``: bytes/s with K/M/G (binary) suffixes."""
+    from ..config import parse_size
+
+    if str(text).strip() == "0":
+        return 0
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def bandwidth(
+    params: dict[str, Any],
+    options: CopyOptions,
+    hub: ProgressHub,
+    limit_file: str | None = None,
+) -> None:
+    """With ``--bandwidth-limit``, ``--bandwidth-file`` or a plan's ``bandwidth_file``: one
+    token bucket shared by every connection of the job, its file polled every progress
+    tick and its limit reported with each update. Without any, no bucket at all."""
+    from pathlib import Path
+
+    from ..copy._throttle import LimitFile, TokenBucket
+
+    path = params.get("bandwidth_file") or limit_file
+    rate = params.get("bandwidth_limit")
+    if path is None and rate is None:
+        return
+    bucket = TokenBucket(rate)
+    options.throttle = bucket
+    hub.limit = lambda: bucket.rate
+    if path:
+        watcher = LimitFile(Path(path), bucket)
+        watcher.poll()
+        hub.on_tick.append(watcher.poll)
 
 
 def start(
@@ -120,6 +170,7 @@ def start(
 
     from ..config import load_config
     from ..copy import CopyOptions
+    from ..nbd._tls import tls_settings
 
     overrides = {
         "CONNECTIONS": params.get("connections"),
@@ -140,6 +191,7 @@ def start(
         splice=bool(config["SPLICE"]),
         flush_every=int(config["FLUSH_EVERY"]),
         checkpoint_interval=float(config["CHECKPOINT_INTERVAL"]),
+        tls=tls_settings(config),
     )
     setup_logging(str(config["LOG_LEVEL"]), stream=sys.stderr)
     register_secret(config.get("PROGRESS_TOKEN"))

@@ -97,6 +97,7 @@ def main(args: argparse.Namespace) -> None:
             checkpoint=params["checkpoint"],
         )
         with _common.progress(config, params, params["job_id"]) as hub:
+            _common.bandwidth(params, options, hub)
             result = copy_disk(spec, options, hub.tracker(spec.disk_key, spec.mode, spec.change_id))
         if params["as_json"]:
             doc = result.to_dict()

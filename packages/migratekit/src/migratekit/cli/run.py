@@ -54,6 +54,7 @@ def main(args: argparse.Namespace) -> None:
         options.verify = options.verify or plan.verify
         options.resume = params["resume"] or plan.resume
         with _common.progress(config, params, plan.job_id) as hub:
+            _common.bandwidth(params, options, hub, plan.bandwidth_file)
             results = run_plan(plan, options, hub)
         for r in results:
             print(_common.summary_line(r))

@@ -42,6 +42,7 @@ from ..nbd import _protocol as p
 from ..nbd._splice import SplicePipe, Unsupported, relay, splice_available
 from ..progress._tracker import DiskTracker
 from ._extents import ZERO_STEP, split
+from ._throttle import BURST_SECONDS, TokenBucket
 
 #: (offset, length, zero, redo) — ``redo`` requests were counted once already.
 Chunk = tuple[int, int, bool, bool]
@@ -72,10 +73,11 @@ class EngineOptions:
     """Tuning of one disk copy (keyword arguments; a plain class, see the README on start-up).
 
     ``stop`` is set by a signal handler: workers stop taking requests and the disk ends
-    ``stopped``. ``splice`` relays read data to the target with splice(2) (Linux), never
-    through Python buffers. ``flush_every`` flushes each target connection after that many
-    bytes (0: only at the end), which bounds what must be re-sent when a target server
-    restarts mid-copy.
+    ``stopped``. ``throttle`` (a :class:`~._throttle.TokenBucket` shared by every disk and
+    connection of a job) limits the bytes sent; None skips it entirely. ``splice`` relays
+    read data to the target with splice(2) (Linux), never through Python buffers.
+    ``flush_every`` flushes each target connection after that many bytes (0: only at the
+    end), which bounds what must be re-sent when a target server restarts mid-copy.
     """
 
     __slots__ = (
@@ -86,6 +88,7 @@ class EngineOptions:
         "retry_delay",
         "splice",
         "stop",
+        "throttle",
         "timeout",
         "window",
     )
@@ -102,6 +105,7 @@ class EngineOptions:
         stop: threading.Event | None = None,
         splice: bool = True,
         flush_every: int = 1 << 30,
+        throttle: TokenBucket | None = None,
     ) -> None:
         self.connections = connections
         self.request_size = request_size
@@ -112,6 +116,7 @@ class EngineOptions:
         self.stop = stop
         self.splice = splice
         self.flush_every = flush_every
+        self.throttle = throttle
 
 
 class _Side(Exception):
@@ -404,6 +409,7 @@ class CopyEngine:
         view = memoryview(buf)
         zeros = memoryview(bytes(self.request_size)) if not self.can_zero else None
         window = self.options.window
+        throttle = self.options.throttle
         tracker = self.tracker
         exhausted = False
         first_relay = True
@@ -418,6 +424,16 @@ class CopyEngine:
                     exhausted = True
                     break
                 offset, length, zero, _ = chunk
+                rate = throttle.rate if throttle is not None else None
+                if rate is not None and (zeros is not None or not zero):
+                    # Data crosses the network: pay for it. While the bucket is in debt, keep
+                    # only about a burst's worth of requests in flight (answered ones are
+                    # counted, so progress shows what was really sent), then wait.
+                    depth = max(2, min(window, int(rate * BURST_SECONDS) // length))
+                    if len(reads) + len(writes) >= depth and throttle.delay() > 0:
+                        pending.appendleft(chunk)
+                        break
+                    throttle.take(length, self._stopping)
                 if zero:
                     try:
                         handle = tgt.next_handle()

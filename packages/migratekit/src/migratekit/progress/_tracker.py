@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .._states import COMPLETED, COPY, DONE, QUEUED, RUNNING
@@ -138,6 +139,7 @@ class DiskTracker:
                 verified=None if self.digests is None else self.digests[0] == self.digests[1],
                 source_sha256=self.digests[0] if self.digests else None,
                 target_sha256=self.digests[1] if self.digests else None,
+                limit_bps=self.hub.limit() if self.hub.limit is not None else None,
             )
 
     def changed_since_publish(self) -> bool:
@@ -150,11 +152,18 @@ class DiskTracker:
 
 
 class ProgressHub:
-    """Publishes every disk's progress to the sinks, rate-limited per disk."""
+    """Publishes every disk's progress to the sinks, rate-limited per disk.
+
+    ``limit``, when set, returns the job's bandwidth limit in force (bytes/s or None), sent
+    as ``limit_bps`` with every update. ``on_tick`` callables run at the start of every tick,
+    before the updates are published (the bandwidth limit file is read there).
+    """
 
     def __init__(self, sinks: list[ProgressSink] | None = None, interval: float = 1.0) -> None:
         self.sinks = list(sinks or [])
         self.interval = interval
+        self.limit: Callable[[], int | None] | None = None
+        self.on_tick: list[Callable[[], object]] = []
         self._trackers: list[DiskTracker] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -187,6 +196,8 @@ class ProgressHub:
 
     def _tick(self) -> None:
         while not self._stop.wait(self.interval):
+            for hook in self.on_tick:
+                hook()
             with self._lock:
                 running = [t for t in self._trackers if t.status == RUNNING]
             for t in running:
