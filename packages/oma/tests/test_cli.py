@@ -449,6 +449,7 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
         "OMA_POLL_INTERVAL": "0.5",
         "OMA_WORKER_ID": "cli-test-worker",
         "OMA_BY_ID_DIR": str(tmp_path / "by-id"),
+        "OMA_LOG_LEVEL": "INFO",
     }
     worker = ManagedProcess(
         [sys.executable, "-m", "oma", "worker"],
@@ -464,9 +465,20 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
         )
         body = requests.get(f"{url}/health", timeout=5).json()
         assert body["worker"]["worker_id"] == "cli-test-worker"
+        wait_until(  # a few ticks of every scheduled job (each beat is one poll interval)
+            lambda: (
+                (_health(url) or {}).get("worker", {}).get("seen_at") != body["worker"]["seen_at"]
+            ),
+            what="a later heartbeat",
+            proc=worker.proc,
+        )
         worker.proc.send_signal(signal.SIGTERM)
         code = worker.proc.wait(60)  # a deadlock fails here (TimeoutExpired)
         assert code == 0, worker.log_text()
+        # idle at INFO: no line per scheduler tick (APScheduler's "Running job" / "executed")
+        log = worker.log_text()
+        assert "Running job" not in log and "executed successfully" not in log, log
+        assert len(log.splitlines()) < 30, log
     finally:
         worker.stop()
 
