@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from migration_common import DiskProgress, JobProgress
 
 from .schemas import (
+    BandwidthIn,
     DiscoverIn,
     JobsQuery,
     LogQuery,
@@ -110,7 +111,7 @@ def _log_op() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     """Build (once) and return the OpenAPI document."""
     schemas: dict[str, Any] = {}
-    for model in (ReplicateIn, DiscoverIn, PowerOffIn, DiskProgress, JobProgress):
+    for model in (ReplicateIn, DiscoverIn, PowerOffIn, BandwidthIn, DiskProgress, JobProgress):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -182,6 +183,14 @@ def document() -> dict[str, Any]:
         "/api/v1/jobs/{job_id}": {"get": _op("One job with progress", ok=job, params=["job_id"])},
         "/api/v1/jobs/{job_id}/log": {"get": _log_op()},
         "/api/v1/jobs/{job_id}/stop": {"post": _op("Stop a job", ok=job, params=["job_id"])},
+        "/api/v1/jobs/{job_id}/bandwidth": {
+            "get": _op("The job's bandwidth limit", params=["job_id"]),
+            "put": _op(
+                "Set the job's bandwidth limit (applied while it runs)",
+                body="BandwidthIn",
+                params=["job_id"],
+            ),
+        },
         "/api/v1/progress/{job_id}/update": {
             "post": _op(
                 "One disk's progress (from migratekit)", body="DiskProgress", params=["job_id"]

@@ -113,6 +113,12 @@ class PowerOffIn(_Body):
     force: bool = True
 
 
+class BandwidthIn(_Body):
+    """``PUT /api/v1/jobs/{job_id}/bandwidth``: bytes per second, null (or 0) for none."""
+
+    limit_bps: int | None = Field(ge=0, description="bytes per second; null: unlimited")
+
+
 class EmptyIn(_Body):
     """A body that carries nothing (``{}`` or none)."""
 

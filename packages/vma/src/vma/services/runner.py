@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..sources.base import DiskRequest, PreparedDisk, SourceState, stop_servers
 from ..sources.lab import LabSource
-from . import identity, processes, resume
+from . import bandwidth, identity, processes, resume
 from .progress import apply_update, disk_progress, get_job, hash_token
 from .retention import PruneResult, prune_job_dirs
 from .store import ACTIVE_STATUSES, Job, JobDisk, database, now_text
@@ -518,6 +518,7 @@ class JobRunner:
             "verify": bool(request.get("verify")),
             "checkpoint_dir": resume.CHECKPOINTS,
             "resume": bool(request.get("resume_from_job")),
+            "bandwidth_file": bandwidth.LIMIT_FILE,
             "disks": [
                 {
                     **p.plan_entry(targets[p.disk_key], bool(request.get("target_is_zero"))),

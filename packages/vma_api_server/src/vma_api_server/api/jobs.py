@@ -1,4 +1,5 @@
-"""Replication jobs: ``POST /replicate``, ``GET /jobs[/{id}]``, ``POST /jobs/{id}/stop``."""
+"""Replication jobs: ``POST /replicate``, ``GET /jobs[/{id}]``, ``POST /jobs/{id}/stop``,
+``GET|PUT /jobs/{id}/bandwidth``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 from flask import Blueprint
 
 from migration_common import redact
+from vma.services import bandwidth
 from vma.services.progress import get_job, job_document
 from vma.services.retention import dir_pruned
-from vma.services.store import Job
+from vma.services.store import ACTIVE_STATUSES, Job
 
 from ..errors import ApiError
-from ..schemas import EmptyIn, JobsQuery, LogQuery, ReplicateIn, json_body, query_args
+from ..schemas import BandwidthIn, EmptyIn, JobsQuery, LogQuery, ReplicateIn, json_body, query_args
 from ._services import services
 
 bp = Blueprint("jobs", __name__)
@@ -103,3 +105,27 @@ def stop(job_id: str) -> dict[str, Any]:
     """Stop the job (SIGTERM, SIGKILL after the grace period, snapshot removed)."""
     json_body(EmptyIn, optional=True)
     return job_document(services().runner.stop(job_id))
+
+
+@bp.get("/jobs/<job_id>/bandwidth")
+def get_bandwidth(job_id: str) -> dict[str, Any]:
+    """The job's bandwidth limit: ``{"job_id", "limit_bps" (null: unlimited), "updated_at"}``."""
+    get_job(job_id)
+    return {"job_id": job_id, **bandwidth.read_limit(services().runner.job_dir(job_id))}
+
+
+@bp.put("/jobs/<job_id>/bandwidth")
+def put_bandwidth(job_id: str) -> dict[str, Any]:
+    """Set the job's bandwidth limit, ``{"limit_bps": N | null}`` (bytes/s; null or 0: none).
+
+    A queued job starts with it; a running migratekit applies it within one progress
+    interval. 409 ``job_finished`` for a job that is no longer queued or running.
+    """
+    body = json_body(BandwidthIn)
+    job = get_job(job_id)
+    if job.status not in ACTIVE_STATUSES:
+        raise ApiError(
+            "job_finished", f"job {job_id} is {job.status}: no limit to change", 409, "job_id"
+        )
+    doc = bandwidth.write_limit(services().runner.job_dir(job_id), body.limit_bps)
+    return {"job_id": job_id, **doc}
