@@ -17,7 +17,7 @@ import click
 import pytest
 import requests
 
-from labtest.cli import run_oma, served_oma
+from labtest.cli import cli_env, run_oma, served_oma
 from oma.cli import main
 from oma.cli._errors import ExitCode
 
@@ -359,3 +359,14 @@ def test_vm_and_job_commands_take_short_ids(served: dict[str, Any], tmp_path: Pa
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.strip() == "cli-vm removed from management"
     assert run_oma(env, "vm", "show", "cli-vm").returncode == ExitCode.NOT_FOUND
+
+
+def test_shell_completion_completes_commands_and_subcommands(tmp_path: Path) -> None:
+    """The completion docs/cli.md documents: click's, through ``_OMA_COMPLETE``."""
+    env = cli_env(tmp_path, _OMA_COMPLETE="bash_complete", COMP_WORDS="oma fai", COMP_CWORD="1")
+    assert run_oma(env, "ignored").stdout.split() == ["plain,failover"]
+    env.update(COMP_WORDS="oma target ", COMP_CWORD="2")
+    subcommands = {line.split(",")[1] for line in run_oma(env).stdout.split()}
+    assert {"add", "list", "test", "offerings", "networks", "templates", "remove"} <= subcommands
+    script = run_oma({**env, "_OMA_COMPLETE": "bash_source"}).stdout
+    assert "_oma_completion" in script and "complete " in script
