@@ -557,3 +557,23 @@ class ScheduleRunVm(BaseModel):
 
 
 ALL_MODELS += (MachineGroup, GroupMember, Schedule, ScheduleRun, ScheduleRunVm)
+
+
+class BandwidthLimit(BaseModel):
+    """A bandwidth policy (migration 0009): global (``id`` ``global``), of a VMA
+    (``vma:<id>``) or of a job (``job:<id>``); evaluated by :mod:`oma.services.bandwidth`."""
+
+    id = CharField(primary_key=True, max_length=64)
+    scope = CharField(max_length=8)  # global | vma | job
+    vma = ForeignKeyField(VmaAppliance, null=True, backref="+", on_delete="CASCADE")
+    job = ForeignKeyField(ReplicationJob, null=True, backref="+", on_delete="CASCADE")
+    rate_bps = BigIntegerField(null=True)  # outside the windows; null: unlimited
+    timezone = CharField(max_length=64, default="UTC")
+    windows = JSONField(null=True)  # [{days, start, end, rate_bps}], first match wins
+    updated_at = UtcDateTimeField(default=now)
+
+    class Meta:
+        table_name = "bandwidth_limits"
+
+
+ALL_MODELS += (BandwidthLimit,)
