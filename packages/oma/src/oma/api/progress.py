@@ -22,7 +22,7 @@ def job_progress(job_id: str) -> Any:
     return jsonify(progress(row, jobs.list_job_disks(job_id)))
 
 
-_ID = "[^,\\s\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff]{1,64}"
+_ID = "[^,\\x00-\\x20\\x7f-\\xa0]{1,64}"
 
 
 class ProgressQuery(Query):

@@ -23,6 +23,7 @@ from flask import g, request
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -36,12 +37,15 @@ from .validation import MAX_LIMIT, MAX_OFFSET, json_body
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound=BaseModel)
 
-# characters no field may hold: C0 controls, DEL, C1 controls, lone UTF-16 surrogates
-_NEVER = "\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff"
-# free text keeps tab, line feed and carriage return
-_NEVER_IN_TEXT = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f\\ud800-\\udfff"
+# Characters no field may hold: C0 controls, DEL and C1 controls (lone UTF-16 surrogates are
+# refused by the JSON parser: a regular expression engine of the JSON schema world cannot
+# name them). Free text keeps tab, line feed and carriage return.
+_NEVER = "\\x00-\\x1f\\x7f-\\x9f"
+_NEVER_IN_TEXT = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"
+# blanks as str.strip() sees them, spelled out (regex engines disagree on what \\s means)
+_BLANK = "\\x20\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
 #: one line with at least one non-blank character (names, ids, hosts)
-LINE_PATTERN = f"^[^{_NEVER}]*[^\\s{_NEVER}][^{_NEVER}]*$"
+LINE_PATTERN = f"^[^{_NEVER}]*[^{_NEVER}{_BLANK}][^{_NEVER}]*$"
 TEXT_PATTERN = f"^[^{_NEVER_IN_TEXT}]*$"
 SECRET_PATTERN = f"^[^{_NEVER}]+$"
 
@@ -70,18 +74,28 @@ HttpUrl = Annotated[
         min_length=8,
         max_length=500,
         pattern=(
-            f"^https?://(\\[[0-9A-Fa-f:.]+\\]|[^/:@?#\\[\\]\\s{_NEVER}]+)(:[0-9]{{1,5}})?"
-            f"(/[^\\s{_NEVER}]*)?$"
+            f"^https?://(\\[[0-9A-Fa-f:.]+\\]|[^/:@?#\\[\\]{_NEVER}{_BLANK}]+)(:[0-9]{{1,5}})?"
+            f"(/[^{_NEVER}{_BLANK}]*)?$"
         ),
     ),
     Field(json_schema_extra={"format": "uri"}),
 ]
-Int = Annotated[int, Field(strict=True)]
+
+
+def _json_int(value: Any) -> Any:
+    # a JSON schema integer is any integral number (2.0 included), never a boolean or a string
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
 
 
 def int_between(minimum: int, maximum: int) -> Any:
-    """A JSON integer (booleans and floats refused) within bounds."""
-    return Annotated[int, Field(strict=True, ge=minimum, le=maximum)]
+    """A JSON integer (2.0 counts; booleans and strings do not) within bounds."""
+    return Annotated[int, BeforeValidator(_json_int), Field(ge=minimum, le=maximum)]
 
 
 def _none_if_empty(value: Any) -> Any:
