@@ -150,3 +150,40 @@ def test_unreachable_api_is_a_demo_error() -> None:
 
     with pytest.raises(DemoError, match="OMA API unreachable"):
         OmaApi(f"http://127.0.0.1:{free_port()}", "t", timeout=2).get("health")
+
+
+def test_add_vm_sizes() -> None:
+    from demo.addvm import parse_sizes
+
+    assert parse_sizes("64M,32M") == [64 * MiB, 32 * MiB]
+    assert parse_sizes("1G, 512MiB") == [1 << 30, 512 * MiB]
+    for bad in ("64X", "", "512K"):
+        with pytest.raises(DemoError):
+            parse_sizes(bad)
+
+
+@pytest.mark.slow
+def test_add_vm_creates_a_lab_vm_in_the_kept_vcsim(tmp_path: Path, capsys) -> None:
+    """What ``--keep`` leaves (vcenter.json, 0600) is what ``add-vm`` needs: the new VM is in
+    vcsim, powered on, with one NIC and a qcow2 image per disk where the VMA reads them."""
+    from demo.addvm import record_vcenter
+    from demo.cli import main
+
+    from labtest.vcsim import vcsim
+    from vma.vmware import VSphereClient
+
+    with vcsim(tmp_path / "vc") as vc:
+        missing = main(["add-vm", "web-2", "--workdir", str(tmp_path)])
+        assert missing == 1 and "no kept lab" in capsys.readouterr().err
+        path = record_vcenter(tmp_path, vc)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert main(["add-vm", "web-2", "--workdir", str(tmp_path), "--disks", "4M,2M"]) == 0
+        out = capsys.readouterr().out
+        assert "Add it to the OMA: oma discover --add web-2" in out
+        with VSphereClient(vc.host, vc.username, vc.password, port=vc.port, insecure=True) as c:
+            vm = next(v for v in c.discover() if v["name"] == "web-2")
+        assert [d["capacity_bytes"] for d in vm["disks"]] == [4 * MiB, 2 * MiB]
+        assert vm["power_state"] == "poweredOn" and len(vm["nics"]) == 1
+        images = sorted((tmp_path / "images" / vm["id"]).glob("*.qcow2"))
+        assert [p.stem for p in images] == sorted(str(d["key"]) for d in vm["disks"])
+    assert main(["add-vm", "--workdir", str(tmp_path)]) == 2

@@ -1,5 +1,6 @@
 """``python -m demo [--keep] [--workdir DIR] [--small] [--disk-offering custom|fixed]
-[--source lab|vsphere]`` and ``python -m demo stop --workdir DIR``.
+[--source lab|vsphere]``, ``python -m demo add-vm NAME --workdir DIR [--disks 64M,32M]`` (one
+more VM in a kept lab) and ``python -m demo stop --workdir DIR``.
 
 Exit codes: 0 success, 1 a step failed (one line ``demo failed: <reason>``), 2 missing
 prerequisites, 130 cancelled (Ctrl-C). Everything started is stopped by PID on every path,
@@ -32,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         "real OMA and VMA: full sync, incremental sync with a test failover, live failover, "
         "byte check.",
     )
-    p.add_argument("command", nargs="?", default="run", choices=["run", "stop"])
+    p.add_argument("command", nargs="?", default="run", choices=["run", "stop", "add-vm"])
+    p.add_argument("name", nargs="?", help="add-vm: name of the new lab VM")
+    p.add_argument(
+        "--disks",
+        default="64M,32M",
+        help="add-vm: the new VM's disk sizes, comma-separated (K, M, G) [default: 64M,32M]",
+    )
     p.add_argument("--keep", action="store_true", help="leave the services running at the end")
     p.add_argument(
         "--workdir", type=Path, help="where state, images and logs go (default: a new temp dir)"
@@ -73,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "stop":
         return _stop(args.workdir)
+    if args.command == "add-vm":
+        return _add_vm(args.workdir, args.name, args.disks)
+    if args.name:
+        print(f"demo failed: unexpected argument {args.name!r}", file=sys.stderr)
+        return 2
 
     from .preflight import missing
 
@@ -166,7 +178,29 @@ def _keep(lab) -> None:
     print(f"  logs           {w}")
     for name, pid in lab.pids().items():
         print(f"  {name:<15}pid {pid}")
+    print(
+        f"Another lab VM: python -m demo add-vm NAME --workdir {w} [--disks 64M,32M], "
+        "then `oma discover --add NAME`"
+    )
     print(f"Stop everything: python -m demo stop --workdir {w}   (reads {record.name})")
+
+
+def _add_vm(workdir: Path | None, name: str | None, disks: str) -> int:
+    from .addvm import add_vm, parse_sizes
+    from .api import DemoError
+
+    if workdir is None or not name:
+        print("demo failed: add-vm needs NAME and --workdir of a --keep run", file=sys.stderr)
+        return 2
+    try:
+        vm = add_vm(workdir, name, parse_sizes(disks))
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{d['key']}: {int(d['capacity_bytes']) >> 20} MiB" for d in vm["disks"])
+    _say("lab VM", f"{name} ({vm['id']}) powered on, disks {sizes}")
+    print(f"Add it to the OMA: oma discover --add {name}   (then: oma replicate {name} --watch)")
+    return 0
 
 
 def _stop(workdir: Path | None) -> int:

@@ -81,6 +81,10 @@ class Lab:
         }
         path = self.workdir / "services.json"
         path.write_text(json.dumps(record, indent=2))
+        if self.vc is not None:
+            from .addvm import record_vcenter
+
+            record_vcenter(self.workdir, self.vc)  # for `demo add-vm`
         return path
 
 
@@ -214,6 +218,7 @@ def stop_recorded(workdir: Path) -> list[str]:
         from labtest.oma import stop_exports
 
         stopped += [f"qemu-nbd export (pid {p})" for p in stop_exports(record["oma_exports"])]
+    (workdir / "vcenter.json").unlink(missing_ok=True)  # the login `demo add-vm` used
     return stopped
 
 
