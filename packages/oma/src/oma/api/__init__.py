@@ -42,6 +42,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     from ..secrets import secret_box
     from . import (
         appliances,
+        bandwidth,
         contexts,
         credentials,
         discovery,
@@ -117,6 +118,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         workflows,
         groups,
         schedules,
+        bandwidth,
         progress,
         openapi,
         metrics,

@@ -105,6 +105,7 @@ def build_document() -> dict[str, Any]:
                 "GET": ["200"],
                 "POST": ["200", "201", "202"],
                 "PATCH": ["200"],
+                "PUT": ["200"],
                 "DELETE": ["202", "204"],
             }[method]
             responses: dict[str, Any] = {c: {"description": _STATUS_TEXT[c]} for c in codes}
@@ -129,7 +130,7 @@ def build_document() -> dict[str, Any]:
             }
             if query := getattr(view, "query_model", None):
                 op["parameters"] = params + _query_params(query, components)
-            if method in ("POST", "PATCH"):
+            if method in ("POST", "PATCH", "PUT"):
                 model = getattr(view, "request_model", None)
                 schema = _component(model, components) if model else None
                 schema = schema or getattr(view, "request_schema", None)

@@ -182,7 +182,9 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         zone(tz.strip())
     except ValueError as exc:
         raise PolicyError("timezone", str(exc)) from None
-    windows_raw = data.get("windows") or []
+    windows_raw = data.get("windows")
+    if windows_raw is None:
+        windows_raw = []
     if not isinstance(windows_raw, list):
         raise PolicyError("windows", "must be a list of {days, start, end, rate_bps}")
     if len(windows_raw) > 50:
