@@ -7,17 +7,14 @@ from typing import Any
 import click
 
 from ._client import ApiClient
-from ._errors import CliError, ExitCode
+from ._errors import CliError
 
 
 def find_group(api: ApiClient, ref: str) -> dict[str, Any]:
-    """The group named ``ref`` (its name or id)."""
-    for group in api.get("groups")["items"]:
-        if ref in (group["name"], group["id"]):
-            return group
-    raise CliError(
-        f"no group matches {ref!r}", hint="see `oma groups list`", code=ExitCode.NOT_FOUND
-    )
+    """The group named ``ref`` (its name, id or a unique id prefix)."""
+    from ._resolve import find
+
+    return find(api, "groups", ref, what="group", hint="`oma groups list`")
 
 
 def _show(group: dict[str, Any]) -> None:

@@ -11,13 +11,10 @@ from ._errors import CliError, ExitCode
 
 
 def find_schedule(api: ApiClient, ref: str) -> dict[str, Any]:
-    """The schedule named ``ref`` (its name or id)."""
-    for schedule in api.get("schedules")["items"]:
-        if ref in (schedule["name"], schedule["id"]):
-            return schedule
-    raise CliError(
-        f"no schedule matches {ref!r}", hint="see `oma schedules list`", code=ExitCode.NOT_FOUND
-    )
+    """The schedule named ``ref`` (its name, id or a unique id prefix)."""
+    from ._resolve import find
+
+    return find(api, "schedules", ref, what="schedule", hint="`oma schedules list`")
 
 
 def _run_lines(run: dict[str, Any]) -> None:
