@@ -81,3 +81,22 @@ def test_vma_plaintext_off_loopback_is_refused_and_enrollment_turns_tls_on(tmp_p
     assert enrolled["TLS_CERT"] == pki_dir / "server.crt"
     assert check_bind(enrolled) is None
     assert enrolled["PROGRESS_URL"] == "https://127.0.0.1:8081"
+
+
+def test_vma_enroll_reads_the_servers_settings_and_wants_https(tmp_path, monkeypatch, capsys):
+    from vma_api_server.enroll import main
+
+    toml = tmp_path / "vma.toml"
+    toml.write_text(f'data_dir = "{tmp_path / "vma"}"\nthreads = 4\n')
+    monkeypatch.setenv("VMA_CONFIG", str(toml))
+    monkeypatch.delenv("VMA_API_TOKEN", raising=False)
+    code = tmp_path / "code"
+    code.write_text("c" * 43)
+    argv = ["--oma", "http://oma:8082", "--code-file", str(code), "--ca-fingerprint", "ab" * 32]
+    assert main(argv) == 1
+    assert "https://" in capsys.readouterr().err
+    assert main([*argv[:-1], "not-hex"]) == 1
+    assert "64 hex digits" in capsys.readouterr().err
+    code.write_text("\n")
+    assert main(argv) == 1
+    assert "is empty" in capsys.readouterr().err

@@ -216,9 +216,8 @@ def main(argv: list[str]) -> int:
 
             from .config import PREFIX, SETTINGS
 
-            data_dir = Path(
-                load_settings(PREFIX, [s for s in SETTINGS if s.name == "DATA_DIR"])["DATA_DIR"]
-            )
+            # the settings as the server reads them (VMA_CONFIG too); no token needed yet
+            data_dir = Path(load_settings(PREFIX, SETTINGS)["DATA_DIR"])
         result = enroll(
             args.oma,
             _read_code(args.code_file),
