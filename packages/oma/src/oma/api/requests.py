@@ -95,7 +95,7 @@ def _json_int(value: Any) -> Any:
 
 def int_between(minimum: int, maximum: int) -> Any:
     """A JSON integer (2.0 counts; booleans and strings do not) within bounds."""
-    return Annotated[int, BeforeValidator(_json_int), Field(ge=minimum, le=maximum)]
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_json_int)]
 
 
 def _none_if_empty(value: Any) -> Any:

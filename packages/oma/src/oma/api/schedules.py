@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from flask import Blueprint, g, jsonify, url_for
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
+from werkzeug.routing import BaseConverter
 
 from migration_common import utcnow
 
@@ -30,6 +31,16 @@ from .requests import Body, Id, Name, NoBody, PageQuery, body, line, query, unpr
 from .serialize import ts
 
 bp = Blueprint("schedules", __name__, url_prefix="/api/v1/schedules")
+
+
+class ScheduleIdConverter(BaseConverter):
+    """A schedule id: any path segment but ``runs`` (``/schedules/runs`` lists the runs, so
+    an OPTIONS on it must not offer a schedule's PATCH and DELETE)."""
+
+    regex = "(?!runs$)[^/]+"
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("sid", ScheduleIdConverter))
 
 
 def _zone(value: str) -> str:
@@ -250,13 +261,13 @@ def get_run(run_id: str) -> Any:
     return jsonify(run_json(run, vms=repo.run_vms(run.id)))
 
 
-@bp.get("/<schedule_id>")
+@bp.get("/<sid:schedule_id>")
 def get_schedule(schedule_id: str) -> Any:
     """One schedule."""
     return jsonify(schedule_json(repo.get_schedule(schedule_id)))
 
 
-@bp.patch("/<schedule_id>")
+@bp.patch("/<sid:schedule_id>")
 @body(SchedulePatch)
 def update_schedule(schedule_id: str) -> Any:
     """Change a schedule; a new cron or timezone, or enabling it again, counts occurrences
@@ -265,14 +276,14 @@ def update_schedule(schedule_id: str) -> Any:
     return jsonify(schedule_json(repo.update_schedule(schedule_id, _fields(g.body, current))))
 
 
-@bp.delete("/<schedule_id>")
+@bp.delete("/<sid:schedule_id>")
 def delete_schedule(schedule_id: str) -> Any:
     """Delete a schedule and its run history (jobs it created go on)."""
     repo.delete_schedule(schedule_id)
     return "", 204
 
 
-@bp.post("/<schedule_id>/run-now")
+@bp.post("/<sid:schedule_id>/run-now")
 @body(NoBody)
 def run_schedule_now(schedule_id: str) -> Any:
     """Fire the schedule at once (enabled or not) → 202 with the run and what it did per VM."""
@@ -283,7 +294,7 @@ def run_schedule_now(schedule_id: str) -> Any:
     return response, 202
 
 
-@bp.get("/<schedule_id>/runs")
+@bp.get("/<sid:schedule_id>/runs")
 @query(PageQuery)
 def list_schedule_runs(schedule_id: str) -> Any:
     """Runs of one schedule, newest first."""
