@@ -1,5 +1,6 @@
 """The lab migration through the web console only, in Debian's chromium (Playwright): sign in,
-register the VMA, the vCenter login and the CloudStack target, discover and add the VM,
+enroll the VMA (the one step on the VMA itself: ``vma-api-server enroll`` with the code the
+console shows), add the vCenter login and the CloudStack target, discover and add the VM,
 replicate it and watch the bar reach 100 %, test failover and end it, live failover, roll back.
 
 The lab is real (``throttled_lab``: vcsim, the CloudStack simulator, the VMA API server, ``oma
@@ -35,13 +36,6 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture
-def plaintext_nbd(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The lab VMA registered through the console is not enrolled: its replicas are exported
-    over plaintext NBD on loopback (set before the lab starts, which inherits it)."""
-    monkeypatch.setenv("OMA_NBD_ALLOW_PLAINTEXT", "true")
-
-
 class Shots:
     """Screenshots of pages: into ``CONSOLE_SCREENSHOTS`` when set."""
 
@@ -64,9 +58,7 @@ def _wait_text(page, selector: str, text: str, timeout: int = WAIT_MS) -> None:
     page.locator(selector, has_text=text).first.wait_for(timeout=timeout)
 
 
-def test_lab_migration_with_the_console_alone(
-    plaintext_nbd, throttled_lab, browser, tmp_path
-) -> None:
+def test_lab_migration_with_the_console_alone(throttled_lab, browser, tmp_path) -> None:
     from playwright.sync_api import expect
 
     lab = throttled_lab
@@ -101,12 +93,21 @@ def _migrate(lab, page, shots, expect) -> None:
 
     # settings: the VMA, the vCenter login, the CloudStack target
     page.locator("header nav").get_by_role("link", name="Settings").click()
-    page.get_by_text("Register a VMA").click()
-    page.locator("#vma-name").fill("vma-lab")
-    page.locator("#vma-url").fill(lab.vma.url)
-    page.locator("#vma-token").fill(lab.vma.token)
-    page.get_by_role("button", name="Register VMA").click()
-    expect(page.get_by_role("status")).to_have_text("VMA added.")
+    page.get_by_text("Enroll a VMA").click()
+    page.locator("#enr-name").fill("vma-lab")
+    page.locator("#enr-url").fill("vma.example:8081")
+    page.get_by_role("button", name="Create enrollment code").click()
+    expect(page.get_by_role("alert")).to_contain_text("url")  # the API's refusal
+    page.get_by_text("Enroll a VMA").click()
+    page.locator("#enr-name").fill("vma-lab")
+    page.locator("#enr-url").fill(f"https://127.0.0.1:{lab.vma.port}")
+    page.get_by_role("button", name="Create enrollment code").click()
+    code = page.locator("#enrollment-code").inner_text()
+    fingerprint = page.locator("#ca-fingerprint").inner_text()
+    shots.take("enrollment")
+    lab.vma.enroll(lab.oma.url, code, fingerprint)  # on the VMA: vma-api-server enroll
+    page.locator("header nav").get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("cell", name="vma-lab", exact=True)).to_be_visible()
     page.get_by_text("Add a vCenter login").click()
     page.locator("#vc-name").fill("vcsim")
     page.locator("#vc-host").fill(f"{lab.vc.host}:{lab.vc.port}")
@@ -127,11 +128,6 @@ def _migrate(lab, page, shots, expect) -> None:
     page.get_by_label("default target").check()
     page.get_by_role("button", name="Add CloudStack target").click()
     expect(page.get_by_role("status")).to_have_text("CloudStack target added.")
-    # a refused request shows the API's error text
-    page.get_by_text("Register a VMA").click()
-    page.locator("#vma-name").fill("vma-lab")
-    page.get_by_role("button", name="Register VMA").click()
-    expect(page.get_by_role("alert")).to_contain_text("url")
     page.get_by_role("button", name="Test", exact=True).first.click()
     expect(page.get_by_role("status")).to_have_text("VMA answers.")
     shots.take("settings")
