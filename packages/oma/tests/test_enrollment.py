@@ -120,6 +120,10 @@ def test_a_bad_csr_is_a_400_naming_it_and_does_not_use_the_code(client: Any, aut
     )
     missing = client.post("/api/v1/enroll", json={"csr": _csr()})
     assert missing.status_code == 400 and missing.json["error"]["field"] == "code"
+    plain = client.post(
+        "/api/v1/vma-enrollments", headers=auth.admin, json={"name": "p", "url": "http://vma:8081"}
+    )
+    assert plain.status_code == 400 and plain.json["error"]["field"] == "url"
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator"])

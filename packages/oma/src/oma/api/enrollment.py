@@ -65,6 +65,8 @@ def create_enrollment() -> Any:
     no_unknown(data, ("name", "url"))
     name = string(data, "name", max_length=100)
     url = http_url(data, "url")
+    if not url.startswith("https://"):
+        raise invalid("url", "must be an https:// URL (an enrolled VMA serves HTTPS only)")
     assert name
     code = secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(seconds=config().enrollment_ttl)
