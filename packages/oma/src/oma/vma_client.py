@@ -217,6 +217,16 @@ class VmaClient:
         """Ask the VMA to stop job ``job_id`` (SIGTERM, snapshot removal, status stopped)."""
         return self._call("POST", f"jobs/{job_id}/stop", json={}, what=f"stop job {job_id}")
 
+    def set_bandwidth(self, job_id: str, limit_bps: int | None) -> dict[str, Any]:
+        """Set job ``job_id``'s bandwidth limit in bytes/s (None: unlimited); a running
+        migratekit applies it within one progress interval."""
+        return self._call(
+            "PUT",
+            f"jobs/{job_id}/bandwidth",
+            json={"limit_bps": limit_bps},
+            what=f"set the bandwidth limit of job {job_id}",
+        )
+
     # -- inventory, power, CBT -----------------------------------------------------------
 
     def health(self) -> dict[str, Any]:

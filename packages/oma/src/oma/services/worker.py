@@ -1,7 +1,7 @@
 """``oma worker``: one process running the OMA's background jobs under APScheduler 3.x.
 
 :func:`run_worker` builds the worker's parts (:func:`build_worker`), reconciles NBD exports
-with the database, then runs a ``BlockingScheduler`` with four jobs, each with an explicit
+with the database, then runs a ``BlockingScheduler`` with five jobs, each with an explicit
 id, ``max_instances=1`` and ``coalesce=True``:
 
 - ``heartbeat``       — refreshes this worker's ``worker_heartbeats`` row (health reads it);
@@ -9,7 +9,9 @@ id, ``max_instances=1`` and ``coalesce=True``:
 - ``workflow-runner`` — :class:`oma.services.runner.WorkflowRunner` every second (replication
   and cleanup workflows, stop requests, and export reconciliation once a minute);
 - ``schedules``       — :class:`oma.services.schedules.ScheduleFirer` every
-  :data:`SCHEDULE_TICK` seconds (fires due schedules once, whatever the number of workers).
+  :data:`SCHEDULE_TICK` seconds (fires due schedules once, whatever the number of workers);
+- ``bandwidth``       — :class:`oma.services.bandwidth_push.BandwidthPusher` every second
+  (sends changed effective bandwidth limits of replicating jobs to their VMAs).
 
 All state lives in the database, so the process may be killed at any moment: a new worker
 resumes polling on its first tick, takes over expired workflow leases (at once for its own
@@ -43,6 +45,7 @@ from ..workflows.replicas import reconcile_attachments
 from ..workflows.replication import ReplicationServices, ReplicationWorkflow
 from ._queries import release_dead_local_leases
 from .admission import Caps
+from .bandwidth_push import BandwidthPusher
 from .classify import Timeouts
 from .exports import reconcile_exports
 from .poller import ProgressPoller
@@ -93,6 +96,7 @@ class Worker:
     exports: Any
     started_at: datetime = field(default_factory=utcnow)
     schedules: ScheduleFirer = field(default_factory=ScheduleFirer)
+    bandwidth: BandwidthPusher | None = None
     _caches: list[_ClientCache] = field(default_factory=list)
 
     def heartbeat(self) -> None:
@@ -123,6 +127,11 @@ class Worker:
     def run_workflows(self) -> None:
         """One workflow-runner tick (every kind of workflow)."""
         self.runner.tick()
+
+    def push_bandwidth(self) -> None:
+        """Send changed effective bandwidth limits of replicating jobs to their VMAs."""
+        if self.bandwidth is not None:
+            self.bandwidth.tick()
 
     def fire_schedules(self) -> None:
         """One schedule tick (due occurrences fire; earlier runs settle)."""
@@ -251,6 +260,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
         runner=runner,
         engine=engine,
         exports=exports,
+        bandwidth=BandwidthPusher(vma_for),
         _caches=[vma_cache, cs_cache],
     )
 
@@ -323,6 +333,7 @@ def _start(worker: Worker, scheduler: Any) -> None:
         (worker.poll, "progress-poller", config.poll_interval),
         (worker.run_workflows, "workflow-runner", min(1.0, config.poll_interval)),
         (worker.fire_schedules, "schedules", SCHEDULE_TICK),
+        (worker.push_bandwidth, "bandwidth", min(1.0, config.poll_interval)),
     ):
         scheduler.add_job(
             func, "interval", seconds=seconds, id=job_id, replace_existing=True, next_run_time=now
