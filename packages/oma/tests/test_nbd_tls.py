@@ -247,3 +247,21 @@ def test_a_dead_tls_export_is_restarted_for_the_same_vma(replica, lab: dict) -> 
     assert ensure_export(manager, rv) == uri
     with NbdClient(parse_uri(uri), tls=lab["mine"]) as client:
         assert client.pread(0, 512) == bytes(512)
+
+
+def test_reconciliation_closes_the_exports_of_a_revoked_vma(replica) -> None:
+    from migration_common import utcnow
+    from oma.database.models import NbdExport
+    from oma.services.exports import reconcile_exports
+    from oma.workflows.replicas import ensure_export
+
+    manager, vma, rv = replica
+    ensure_export(manager, rv)
+    row = NbdExport.get(NbdExport.volume == rv.id)
+    assert reconcile_exports(manager, manager.port_range).kept == [rv.cloudstack_volume_id]
+    vma.revoked_at = utcnow()
+    vma.save()
+    result = reconcile_exports(manager, manager.port_range)
+    assert result.refused == [rv.cloudstack_volume_id]
+    assert not manager.is_running(row.pid, rv.cloudstack_volume_id)
+    assert NbdExport.get_by_id(row.id).state == "stopped"

@@ -2,7 +2,10 @@
 
 For every export the database says is ``running``:
 
-- its process is alive (checked through ``/proc/<pid>/cmdline``, not just the PID) → kept;
+- its process is alive (checked through ``/proc/<pid>/cmdline``, not just the PID) → kept,
+  unless its VMA may no longer have it (revoked, or without a certificate while plaintext is
+  not allowed) → stopped (the row ``stopped``; reconciliation runs every minute, so a
+  revocation closes the VMA's exports within one);
 - it is dead but its volume is still attached and its device is found again by serial in
   the by-id directory → restarted, on the same port when that port is free (a VMA may hold
   the URI), for the same client (its VMA's certificate, as :func:`ensure_export` decides), and
@@ -34,6 +37,7 @@ class ReconcileResult:
     """What reconciliation did."""
 
     kept: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     orphans_stopped: list[int] = field(default_factory=list)
@@ -60,6 +64,26 @@ def _restart(exports: Any, row: NbdExport, rv: ReplicaVolume, port_range: tuple[
         return exports.start(
             rv.cloudstack_volume_id, rv.device_path, used_ports=others, client=client
         )
+
+
+def _refuse(exports: Any, row: NbdExport, rv: ReplicaVolume) -> str | None:
+    """Stop a live export its VMA may no longer have; the reason, or None when it stays."""
+    from ..workflows.replicas import export_client
+
+    try:
+        export_client(exports, rv)
+    except WorkflowError as exc:
+        reason = str(exc)
+    else:
+        return None
+    log.warning("stopping an export its VMA may no longer use", volume_id=row.volume_id)
+    exports.stop(row.pid, rv.cloudstack_volume_id)
+    now = utcnow()
+    with q.write_transaction():
+        row.state, row.updated_at = "stopped", now
+        row.save()
+        q.append_event(None, rv.context_id, "export_stopped", reason, at=now)
+    return reason
 
 
 def _current_device(rv: ReplicaVolume, by_id_dir: Path | None) -> str | None:
@@ -90,7 +114,10 @@ def reconcile_exports(
             rv = row.volume
             vol_id = rv.cloudstack_volume_id
             if row.pid and exports.is_running(row.pid, vol_id):
-                result.kept.append(vol_id)
+                if _refuse(exports, row, rv) is None:
+                    result.kept.append(vol_id)
+                else:
+                    result.refused.append(vol_id)
                 continue
             now = utcnow()
             device = _current_device(rv, Path(by_id_dir) if by_id_dir else None)
@@ -133,10 +160,11 @@ def reconcile_exports(
             log.warning("stopping orphan export", volume_id=info.volume_id, pid=info.pid)
             exports.stop(info.pid, info.volume_id)
             result.orphans_stopped.append(info.pid)
-    if result.restarted or result.dead or result.orphans_stopped:
+    if result.restarted or result.dead or result.orphans_stopped or result.refused:
         log.info(
             "exports reconciled",
             kept=len(result.kept),
+            refused=result.refused,
             restarted=result.restarted,
             dead=result.dead,
             orphans=result.orphans_stopped,
