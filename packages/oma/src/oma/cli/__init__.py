@@ -123,6 +123,7 @@ def main(ctx: click.Context, debug: bool, profile: str | None) -> None:
 
 def _register() -> None:
     from . import (
+        bandwidth,
         cleanup,
         db,
         discover,
@@ -170,6 +171,7 @@ def _register() -> None:
         cleanup,
         groups,
         schedules,
+        bandwidth,
     ):
         main.add_command(module.command)
 
