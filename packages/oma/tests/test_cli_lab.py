@@ -71,19 +71,24 @@ def _migrate(env: dict[str, str], vc, sim, vma, vm) -> None:
     job = json.loads(_ok(env, "jobs", "--vm", "web-1", "--json"))["items"][0]
     assert job["status"] == "completed" and job["bytes_done"] > 0
 
-    # fail over with what the target lists
+    # fail over with what the target lists, named as it lists them
     networks = json.loads(_ok(env, "target", "networks", "--json"))
-    assert sim.network_id in {n["id"] for n in networks}
+    network = next(n["name"] for n in networks if n["id"] == sim.network_id)
     offerings = json.loads(_ok(env, "target", "offerings", "--json"))["items"]
-    assert sim.custom_service_offering_id in {o["id"] for o in offerings}
+    offering = next(o["name"] for o in offerings if o["id"] == sim.custom_service_offering_id)
     nics = [n["network"] for n in vm.get("nics") or []] or ["VM Network"]
-    mapping = [arg for name in nics for arg in ("--network", f"{name}={sim.network_id}")]
+    mapping = [arg for name in nics for arg in ("--network", f"{name}={network}")]
     failed_over = _ok(
-        env, "failover", "web-1", *mapping, "--offering", sim.custom_service_offering_id,
-        "--template", sim.template_id, "--graceful-timeout", "5", "--watch",
+        env, "failover", "web-1", *mapping, "--offering", offering,
+        "--template", sim.template_id[:8], "--graceful-timeout", "5", "--watch",
         "--interval", "0.2", timeout=300,
     )  # fmt: skip
     assert " completed: target VM " in failed_over.strip().splitlines()[-1], failed_over
     shown = _ok(env, "vm", "show", "web-1")
     assert shown.startswith("web-1  failed_over"), shown
-    assert _ok(env, "failover", "show", "web-1").splitlines()[0].endswith(")")
+    record = json.loads(_ok(env, "failover", "show", "web-1", "--json"))
+    assert record["params"]["service_offering_id"] == sim.custom_service_offering_id
+    assert record["params"]["template_id"] == sim.template_id
+    assert set(record["params"]["network_mappings"].values()) == {sim.network_id}
+    shown = _ok(env, "failover", "show", "web-1")
+    assert shown.splitlines()[0].startswith("failover ") and " of web-1: completed " in shown

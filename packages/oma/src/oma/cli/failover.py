@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from ._format import echo_json
 from ._help import DefaultGroup
 from ._watch import CtrlC
 
@@ -47,7 +48,8 @@ def command() -> None:
     "networks",
     multiple=True,
     metavar="SRC=ID",
-    help="Map a source network (name) to a CloudStack network id; repeat per network.",
+    help="Map a source network (name) to a CloudStack network (id, name or id prefix); "
+    "repeat per network.",
 )
 @click.option("--test", "test", is_flag=True, help="A test failover: the source keeps running.")
 @click.option(
@@ -59,8 +61,13 @@ def command() -> None:
     "--auto-end", metavar="DURATION", help="Test only: end the test after e.g. 3600, 30m, 2h."
 )
 @click.option("--end-test", is_flag=True, help="Live only: end the VM's test failover first.")
-@click.option("--offering", required=True, help="CloudStack service offering id.")
-@click.option("--template", help="CloudStack template id (default: the one matching the guest OS).")
+@click.option(
+    "--offering", required=True, help="CloudStack service offering (id, name or id prefix)."
+)
+@click.option(
+    "--template",
+    help="CloudStack template (id, name or id prefix; default: the one matching the guest OS).",
+)
 @click.option("--vm-name", help="Name of the CloudStack VM (default: the VMware name).")
 @click.option(
     "--new-macs",
@@ -126,6 +133,7 @@ def start(
         body["vm_name"] = vm_name
     with ApiClient() as api:
         ctx = find_context(api, vm)
+        _cloudstack_ids(api, ctx, body)
         try:
             with naming(ctx):
                 fo = api.post(f"vm-contexts/{ctx['id']}/failover", body)
@@ -170,7 +178,7 @@ def show(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     """Show VM's newest failover (live or test) step by step; --watch follows it."""
     from ._client import ApiClient
     from ._errors import CliError, ExitCode
-    from ._format import echo_json, when
+    from ._format import when
     from ._resolve import find_context
 
     with ApiClient() as api:
@@ -182,26 +190,85 @@ def show(vm: str, watch: bool, interval: float, as_json: bool) -> None:
                 hint="start one with `oma failover VM --network SRC=ID --offering ID`",
                 code=ExitCode.NOT_FOUND,
             )
-        fo = items[0]
-        path = "test-failovers" if fo.get("type") == "test" else "failovers"
-        if as_json and not watch:
-            echo_json(api.get(f"{path}/{fo['id']}"))
-            return
-        kind = "test failover" if fo.get("type") == "test" else "failover"
-        click.echo(
-            f"{kind} {fo['id']} of {ctx['name']}: {fo['status']} "
-            f"(started {when(fo.get('created_at'))})"
-        )
+        path = "test-failovers" if items[0].get("type") == "test" else "failovers"
+        fo = api.get(f"{path}/{items[0]['id']}")
+        rollback = fo.get("rollback") or {}
         if watch:
-            finish(
-                follow(api, fo["id"], interval=interval, path=path, vm=ctx["name"]), vm=ctx["name"]
-            )
+            _watch_latest(api, fo, path, ctx["name"], interval=interval, as_json=as_json)
             return
-        fo = api.get(f"{path}/{fo['id']}")
-        for step in fo["steps"]:
+    if as_json:
+        echo_json(fo)
+        return
+    kind = "test failover" if fo.get("type") == "test" else "failover"
+    click.echo(
+        f"{kind} {fo['id']} of {ctx['name']}: {fo['status']} (started {when(fo.get('created_at'))})"
+    )
+    for step in fo["steps"]:
+        click.echo(_step_line(step))
+    if fo.get("error"):
+        click.echo(f"  error: {fo['error']}")
+    if rollback:
+        click.echo(f"rollback: {rollback.get('status')}")
+        for step in rollback.get("steps") or []:
             click.echo(_step_line(step))
-        if fo.get("error"):
-            click.echo(f"  error: {fo['error']}")
+
+
+def _watch_latest(
+    api: Any, fo: dict[str, Any], path: str, vm: str, *, interval: float, as_json: bool
+) -> None:
+    """Follow a failover, or its rollback when one runs, to its end (``oma failover show
+    --watch``: how a watch cut by Ctrl-C is taken up again)."""
+    from . import rollback
+
+    if (fo.get("rollback") or {}).get("status") not in (None, *rollback.TERMINAL):
+        final = rollback.follow(api, fo["id"], interval=interval, vm=vm)
+        echo_json(final) if as_json else rollback.finish(vm, final)
+        return
+    final = follow(api, fo["id"], interval=interval, path=path, vm=vm)
+    echo_json(final) if as_json else finish(final, vm=vm)
+
+
+def _cloudstack_ids(api: Any, ctx: dict[str, Any], body: dict[str, Any]) -> None:
+    """Turn names and id prefixes of the offering, template and networks into CloudStack ids
+    (the VM's target's, else the default target's); whole ids are sent as given."""
+    from ._resolve import pick
+
+    wanted = {
+        "service_offering_id": ("offerings", "service offering"),
+        "template_id": ("templates", "template"),
+        "test_network_id": ("networks", "network"),
+    }
+    refs = [body.get(k) for k in wanted] + list((body.get("network_mappings") or {}).values())
+    if all(_is_uuid(r) for r in refs if r):
+        return
+    target_id = ctx.get("cloudstack_target_id")
+    if not target_id:
+        targets = api.get("cloudstack-targets")["items"]
+        chosen = [t for t in targets if t["is_default"]] or targets
+        if len(chosen) != 1:
+            return  # the API names what is missing
+        target_id = chosen[0]["id"]
+    lists: dict[str, list[dict[str, Any]]] = {}
+
+    def resolve(ref: str, kind: str, what: str) -> str:
+        if _is_uuid(ref):
+            return ref
+        if kind not in lists:
+            lists[kind] = api.get(f"cloudstack-targets/{target_id}/{kind}")["items"]
+        hint = f"`oma target {kind}`"
+        return str(pick(lists[kind], ref, what=what, hint=hint, names=("name",))["id"])
+
+    for key, (kind, what) in wanted.items():
+        if body.get(key):
+            body[key] = resolve(body[key], kind, what)
+    for source, ref in list((body.get("network_mappings") or {}).items()):
+        body["network_mappings"][source] = resolve(ref, "networks", "network")
+
+
+def _is_uuid(text: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", text))
 
 
 def _test_body(
