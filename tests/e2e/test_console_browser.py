@@ -146,6 +146,9 @@ def _migrate(lab, page, shots, expect) -> None:
     vm_url = page.url
 
     # replicate: the bar moves while the slow link copies, then reaches 100 %
+    page.get_by_label("replication type").select_option("full")
+    page.wait_for_timeout(1500)  # a few live refreshes of the page: the choice stays
+    expect(page.get_by_label("replication type")).to_have_value("full")
     page.get_by_role("button", name="Replicate", exact=True).click()
     expect(page.get_by_role("status")).to_have_text("Replication requested.")
     running = page.locator('#live table .bar[data-status="replicating"]')
@@ -175,6 +178,7 @@ def _migrate(lab, page, shots, expect) -> None:
     expect(job_bar).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
     expect(job_bar).to_have_attribute("data-percent", "100.0")
     expect(job_bar.locator(".pct")).to_have_text("100.0 %")
+    expect(page.locator("#live h2:has-text('Jobs') + table tbody tr").first).to_contain_text("full")
     assert any(0 < p < 100 for p in seen), seen  # the bar was seen part-way
     assert seen == sorted(seen), seen  # and never went backwards
     expect(page.locator("#live p").first).to_contain_text("ready_for_failover")
