@@ -787,6 +787,9 @@ def test_stop_command(served: dict[str, Any], tmp_path: Path) -> None:
         )
     flagged = oma(env, "stop", running)
     assert flagged.returncode == 0, flagged.stderr
+    shown = oma(env, "job", running[:8]).stdout  # the pending stop shows until the VMA stopped
+    assert shown.startswith(f"job={running} status=replicating(stop requested) ")
+    assert "  stop requested: the worker is stopping it on the VMA" in shown
     assert flagged.stdout.splitlines() == [
         f"job {running} stop requested (replicating); follow it with `oma job {running} --watch`"
     ]
