@@ -90,6 +90,9 @@ def _migrate(lab, page, shots, expect) -> None:
     page.get_by_label("API token").fill(lab.oma.admin_token)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "oma_console"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+    assert cookie["secure"] == base.startswith("https://"), cookie
 
     # settings: the VMA, the vCenter login, the CloudStack target
     page.locator("header nav").get_by_role("link", name="Settings").click()
