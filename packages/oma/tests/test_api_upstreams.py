@@ -45,7 +45,8 @@ VMS = [
 
 
 class _VmaStub(BaseHTTPRequestHandler):
-    """Answers /api/v1/health and /api/v1/discover like the VMA (bearer token checked)."""
+    """Answers /api/v1/health (public) and /api/v1/jobs and /api/v1/discover (bearer token
+    checked) like the VMA."""
 
     seen: list[dict[str, Any]] = []
 
@@ -69,8 +70,10 @@ class _VmaStub(BaseHTTPRequestHandler):
         return True
 
     def do_GET(self) -> None:
-        if self._authorized() and self.path == "/api/v1/health":
+        if self.path == "/api/v1/health":
             self._reply(200, {"status": "ok", "version": "9.9.9"})
+        elif self._authorized() and self.path.startswith("/api/v1/jobs"):
+            self._reply(200, {"jobs": []})
 
     def do_POST(self) -> None:
         if not self._authorized():
