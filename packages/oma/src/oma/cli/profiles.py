@@ -217,6 +217,10 @@ def show(ctx: click.Context, as_json: bool) -> None:
         if not value:
             value = (profiles.get(chosen or "") or {}).get(key)
             source = f"profile {chosen}" if value else "default"
+            if not value:
+                from ..config import CLIENT_SETTINGS
+
+                value = next(s.default for s in CLIENT_SETTINGS if s.name == key.upper())
         elif key == "token":
             value = mask(value)
         effective[key] = {"value": value, "source": source}
