@@ -390,3 +390,23 @@ def test_admin_creates_a_vma_enrollment_code(app, auth) -> None:
     assert _flash(operator.get(res.headers["Location"]).text) == [
         "this action needs the admin role (your token is operator)"
     ]
+
+
+def test_vm_list_pages_and_group_filter_span_pages(app, client, auth) -> None:
+    with app.app_context():
+        seed_replicating_jobs([("vma-a", "http://127.0.0.1:9")], 250)
+    console = Console(app)
+    console.sign_in(auth.tokens["viewer"])
+    first = console.get("/vms").text
+    assert first.count("<tr data-vm=") == 200
+    assert "VMs 1\u2013200 of 250" in first and ">Next</a>" in first
+    second = console.get("/vms?offset=200").text
+    assert second.count("<tr data-vm=") == 50 and ">Previous</a>" in second
+    last = re.findall(r'<tr data-vm="([^"]+)"', second)[-1]
+    with app.app_context(), database.connection_context():
+        ctx_id = VmContext.get(VmContext.name == last).id
+    group = client.post(
+        "/api/v1/groups", json={"name": "wave-9", "vm_context_ids": [ctx_id]}, headers=auth.admin
+    ).get_json()
+    page = console.get(f"/vms?group={group['id']}").text
+    assert re.findall(r'<tr data-vm="([^"]+)"', page) == [last]

@@ -68,6 +68,12 @@ def average_rate(job: dict) -> str:
     return rate(job["bytes_done"] / seconds) if seconds > 0 else NONE
 
 
+def combine(base: dict, **changes: object) -> dict:
+    """``base`` with ``changes`` applied, empty values left out (for links that change one
+    query parameter)."""
+    return {k: v for k, v in {**base, **changes}.items() if v not in ("", None)}
+
+
 def register(app: Flask) -> None:
     """Install the filters on ``app``'s Jinja environment."""
     app.jinja_env.filters.update(
@@ -77,4 +83,5 @@ def register(app: Flask) -> None:
         when=when,
         percent=percent,
         average_rate=average_rate,
+        combine=combine,
     )

@@ -55,29 +55,43 @@ def overview_live() -> str:
     return render_template("_overview_live.html", **_overview())
 
 
+VMS_PER_PAGE = 200
+
+
 def _vm_filters() -> dict[str, str]:
-    return {k: request.args.get(k, "") for k in ("state", "group", "vma", "name")}
+    filters = {k: request.args.get(k, "") for k in ("state", "group", "vma", "name", "offset")}
+    if not filters["offset"].isdigit():
+        filters["offset"] = ""
+    return filters
 
 
 def _vm_rows(filters: dict[str, str]) -> dict[str, Any]:
-    listing = api.get(
-        "vm-contexts",
-        state=filters["state"],
-        vma_id=filters["vma"],
-        name=filters["name"],
-        limit=ACTIVE_LIMIT,
-    )
-    items = listing["items"]
-    if filters["group"]:
-        members = api.get(f"groups/{filters['group']}")["members"]
-        wanted = {m["vm_context_id"] for m in members}
-        items = [i for i in items if i["id"] in wanted]
+    query = {"state": filters["state"], "vma_id": filters["vma"], "name": filters["name"]}
+    offset = int(filters["offset"] or 0)
+    if filters["group"]:  # the group's members among every VM matching the other filters
+        wanted = {m["vm_context_id"] for m in api.get(f"groups/{filters['group']}")["members"]}
+        items, seen, total = [], 0, 1
+        while seen < total and len(items) < len(wanted):
+            listing = api.get("vm-contexts", **query, limit=ACTIVE_LIMIT, offset=seen)
+            total, seen = listing["total"], seen + ACTIVE_LIMIT
+            items += [i for i in listing["items"] if i["id"] in wanted]
+        total, offset = len(items), 0
+    else:
+        listing = api.get("vm-contexts", **query, limit=VMS_PER_PAGE, offset=offset)
+        items, total = listing["items"], listing["total"]
     active = {
         j["vm_context_id"]: j
         for j in api.get("replications", active="true", limit=ACTIVE_LIMIT)["items"]
     }
     vmas = {v["id"]: v["name"] for v in api.get("vma-appliances")["items"]}
-    return {"vms": items, "total": listing["total"], "jobs": active, "vma_names": vmas}
+    return {
+        "vms": items,
+        "total": total,
+        "offset": offset,
+        "per_page": VMS_PER_PAGE,
+        "jobs": active,
+        "vma_names": vmas,
+    }
 
 
 @bp.get("/vms")
