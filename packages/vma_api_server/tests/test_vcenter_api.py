@@ -84,3 +84,73 @@ def test_power_and_cbt(sim, tmp_path):
         enabled = vma.post(f"vms/{vm_id}/cbt/enable")
         assert enabled["enabled"] is True
         assert vma.get(f"vms/{vm_id}/cbt")["enabled"] is True
+
+
+def _listen(kind, tmp_path):
+    """A loopback server that is not a vCenter: plain HTTP, or HTTPS with its own certificate."""
+    import http.server
+    import ssl
+    import threading
+
+    class _Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    if kind == "https":
+        import subprocess
+
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-keyout", str(tmp_path / "s.key"), "-out", str(tmp_path / "s.crt"),
+             "-days", "1", "-subj", "/CN=127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def test_discovery_cannot_tell_closed_http_and_tls_ports_apart(sim, tmp_path):
+    """The vCenter address comes from the caller: whatever listens there (nothing, a plain
+    HTTP server, a TLS server), the answer is the same status and words but the address."""
+    from labtest.procs import free_port
+
+    answers = []
+    with vma_server(tmp_path) as vma:
+        closed = free_port()
+        status, err = vma.request(
+            "POST", "discover", _discover_body(sim, vcenter=f"127.0.0.1:{closed}", insecure=False)
+        )
+        answers.append(
+            (status, err["error"]["code"], err["error"]["message"].replace(str(closed), "P"))
+        )
+        for kind in ("http", "https"):
+            server, thread = _listen(kind, tmp_path)
+            port = server.server_address[1]
+            try:
+                for insecure in (False, True):
+                    body = _discover_body(sim, vcenter=f"127.0.0.1:{port}", insecure=insecure)
+                    status, err = vma.request("POST", "discover", body)
+                    message = err["error"]["message"].replace(str(port), "P")
+                    answers.append((status, err["error"]["code"], message))
+            finally:
+                server.shutdown()
+                server.server_close()
+                thread.join(10)
+        assert len(set(answers)) == 1, answers
+        status, code, message = answers[0]
+        assert (status, code) == (502, "vcenter_unreachable")
+        assert "no vCenter SDK answered at 127.0.0.1:P" in message
+        # a vCenter that refuses the login still says so: it tells nothing of other ports
+        status, err = vma.request("POST", "discover", _discover_body(sim, password="wrong-pw"))
+        assert status == 502 and "refused the login" in err["error"]["message"]

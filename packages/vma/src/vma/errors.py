@@ -39,6 +39,10 @@ class VmwareConnectionError(VmwareError):
     """vCenter could not be reached or refused the login."""
 
 
+class VmwareLoginError(VmwareConnectionError):
+    """A vCenter answered and refused the username or password."""
+
+
 class VmNotFoundError(VmwareError):
     """No VM with the requested id exists in vCenter."""
 

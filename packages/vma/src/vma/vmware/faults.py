@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from pyVmomi import vim, vmodl
 
-from vma.errors import VmNotFoundError, VmwareConnectionError, VmwareError
+from vma.errors import VmNotFoundError, VmwareConnectionError, VmwareError, VmwareLoginError
 
 #: Network-level failures: vCenter unreachable, connection dropped, TLS refused.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -43,7 +43,7 @@ def vsphere_errors(action: str, *, vm_id: str | None = None, where: str = "") ->
     except VmwareError:
         raise
     except vim.fault.InvalidLogin as exc:
-        raise VmwareConnectionError(
+        raise VmwareLoginError(
             f"vCenter {where} refused the login (wrong username or password)", vm_id=vm_id
         ) from exc
     except vim.fault.NotAuthenticated as exc:

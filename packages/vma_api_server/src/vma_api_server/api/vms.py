@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint
 
-from migration_common import canonical_vm_id
+from migration_common import canonical_vm_id, get_logger
+from vma.errors import VmwareConnectionError, VmwareLoginError
 from vma.services.vcenter import VcenterCredentials
 
 from ..errors import ApiError
@@ -14,6 +15,7 @@ from ..schemas import DiscoverIn, EmptyIn, PowerOffIn, json_body
 from ._services import services
 
 bp = Blueprint("vms", __name__)
+log = get_logger(__name__)
 
 
 @bp.url_value_preprocessor
@@ -42,8 +44,21 @@ def discover() -> dict[str, Any]:
     except ValueError as exc:
         raise ApiError("invalid_field", f"vcenter: {exc}", 422, "vcenter") from None
     provider = services().vcenter
-    with provider.client(creds) as vc:
-        vms = vc.discover()
+    try:
+        with provider.client(creds) as vc:
+            vms = vc.discover()
+    except VmwareLoginError:  # a vCenter answered: saying so tells nothing of other ports
+        raise
+    except VmwareConnectionError as exc:
+        # The address comes from the caller: one answer whatever is (or is not) listening
+        # there, so discovery cannot tell closed, plain HTTP and TLS ports apart. The cause
+        # goes to the VMA's log for its operator.
+        where = f"{creds.host}:{creds.port}"
+        log.warning("discovery could not reach a vCenter", vcenter=where, cause=str(exc))
+        raise VmwareConnectionError(
+            f"no vCenter SDK answered at {where} (unreachable, not a vCenter, or a "
+            "certificate the VMA does not trust); the VMA log has the cause"
+        ) from None
     provider.remember(creds)
     return {"vms": vms}
 
