@@ -5,6 +5,7 @@ database and the data path say they should."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -24,12 +25,13 @@ pytestmark = pytest.mark.slow
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str, token: str | None = None) -> Samples:
-    """GET ``url`` and parse it as Prometheus' text format."""
+def scrape(url: str, token: str | None = None, ca: Path | None = None) -> Samples:
+    """GET ``url`` and parse it as Prometheus' text format (https verified with ``ca``)."""
     req = urllib.request.Request(url)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=30) as res:
+    context = ssl.create_default_context(cafile=str(ca)) if url.startswith("https") else None
+    with urllib.request.urlopen(req, timeout=30, context=context) as res:
         assert res.headers["Content-Type"].startswith("text/plain"), res.headers
         text = res.read().decode()
     return {
@@ -85,14 +87,16 @@ def viewer_token(lab: E2eLab) -> str:
 def test_metrics_move_with_a_replication(metrics_lab: tuple[E2eLab, str]) -> None:
     lab, worker_url = metrics_lab
     token = viewer_token(lab)
-    oma_url, vma_url = f"{lab.oma.url}/metrics", f"{lab.vma.url}/metrics"
+    oma_url, ca = f"{lab.oma.url}/metrics", lab.oma.ca_file  # the VMA's certificate too, enrolled
     with pytest.raises(urllib.error.HTTPError) as denied:
-        scrape(oma_url)
+        scrape(oma_url, ca=ca)
     assert denied.value.code == 401
     denied.value.close()
 
     lab.register()
-    oma0, vma0, worker0 = scrape(oma_url, token), scrape(vma_url, lab.vma.token), scrape(worker_url)
+    vma_url = f"{lab.vma.url}/metrics"  # https once enrolled
+    oma0, vma0 = scrape(oma_url, token, ca), scrape(vma_url, lab.vma.token, ca)
+    worker0 = scrape(worker_url)
     assert value(oma0, "oma_replication_jobs", status="completed") == 0
     assert value(oma0, "oma_replication_bytes_total", sync_type="full") == 0
     assert value(vma0, "vma_jobs", status="completed") == 0
@@ -100,7 +104,8 @@ def test_metrics_move_with_a_replication(metrics_lab: tuple[E2eLab, str]) -> Non
 
     full = lab.wait_job(lab.replicate("full"))
     assert full["status"] == "completed", full.get("error_message") or full
-    oma1, vma1, worker1 = scrape(oma_url, token), scrape(vma_url, lab.vma.token), scrape(worker_url)
+    oma1, vma1 = scrape(oma_url, token, ca), scrape(vma_url, lab.vma.token, ca)
+    worker1 = scrape(worker_url)
     assert full["bytes_done"] > 0
     assert value(oma1, "oma_replication_jobs", status="completed") == 1
     assert value(oma1, "oma_replication_jobs", status="replicating") == 0
@@ -122,7 +127,7 @@ def test_metrics_move_with_a_replication(metrics_lab: tuple[E2eLab, str]) -> Non
     lab.write(0, 7 * MiB, MiB, seed=1)  # the guest writes 1 MiB: the incremental moves it
     incr = lab.wait_job(lab.replicate("incremental"))
     assert incr["status"] == "completed", incr
-    oma2, vma2 = scrape(oma_url, token), scrape(vma_url, lab.vma.token)
+    oma2, vma2 = scrape(oma_url, token, ca), scrape(vma_url, lab.vma.token, ca)
     assert value(oma2, "oma_replication_jobs", status="completed") == 2
     assert value(oma2, "oma_replication_bytes_total", sync_type="incremental") == MiB
     assert value(oma2, "oma_replication_bytes_total", sync_type="full") == full["bytes_done"]

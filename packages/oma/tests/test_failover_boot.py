@@ -132,7 +132,7 @@ def test_uefi_source_with_a_sata_boot_disk_boots_uefi_from_that_disk(
     spec = lab.api("GET", f"vm-contexts/{context_id}")["spec"]
     assert (spec["firmware"], spec["secure_boot"]) == ("efi", True)
     assert [d["controller_type"] for d in spec["disks"]] == ["scsi", "sata"]
-    with VmaClient(lab.vma.url, lab.vma.token) as client:
+    with VmaClient(lab.vma.url, lab.vma.token, verify=str(lab.vma.ca_file)) as client:
         client.power_on(vm["id"])
     assert _replicate(lab, context_id)["status"] == "completed"
 
