@@ -410,3 +410,18 @@ def test_vm_list_pages_and_group_filter_span_pages(app, client, auth) -> None:
     ).get_json()
     page = console.get(f"/vms?group={group['id']}").text
     assert re.findall(r'<tr data-vm="([^"]+)"', page) == [last]
+
+
+def test_overview_lists_failed_workflows(app, auth) -> None:
+    from oma.database.models import Workflow
+
+    ctx = _context(app, name="db-07")
+    with app.app_context(), database.connection_context():
+        Workflow.create(
+            kind="failover", context=ctx, status="failed", error="deploy_target: no capacity"
+        )
+    console = Console(app)
+    console.sign_in(auth.tokens["viewer"])
+    page = console.get("/").text
+    row = re.search(r"<tr><td><a href=\"/vms/[^\"]+\">db-07</a>.*?</tr>", page, re.S).group(0)
+    assert "failover" in row and "deploy_target: no capacity" in row

@@ -11,6 +11,7 @@ from typing import Any
 from flask import render_template, request
 
 from ..database.models import ContextState, VmContext
+from ..database.repos import contexts
 from ..workflows.failover.target_vm import source_nics
 from . import api_calls as api
 from .blueprint import bp
@@ -33,8 +34,11 @@ def _state_counts() -> dict[str, int]:
 def _overview() -> dict[str, Any]:
     active = api.get("replications", active="true", limit=ACTIVE_LIMIT)
     failed = api.get("replications", status="failed", limit=FAILURES_SHOWN)
+    workflows = api.get("workflows", status="failed", limit=FAILURES_SHOWN)["items"]
+    names = contexts.names({w["vm_context_id"] for w in workflows if w["vm_context_id"]})
     return {
         "counts": _state_counts(),
+        "failed_workflows": [w | {"vm_name": names.get(w["vm_context_id"])} for w in workflows],
         "active": active["items"],
         "active_total": active["total"],
         "failures": failed["items"],
