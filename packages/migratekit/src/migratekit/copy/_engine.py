@@ -426,11 +426,11 @@ class CopyEngine:
                 offset, length, zero, _ = chunk
                 rate = throttle.rate if throttle is not None else None
                 if rate is not None and (zeros is not None or not zero):
-                    # Data crosses the network: pay for it. While the bucket is in debt, keep
-                    # only about a burst's worth of requests in flight (answered ones are
-                    # counted, so progress shows what was really sent), then wait.
+                    # Data crosses the network: pay for it. A limited worker keeps only
+                    # about a burst's worth of requests in flight, so answers are collected
+                    # (and counted: progress shows what was really sent) between waits.
                     depth = max(2, min(window, int(rate * BURST_SECONDS) // length))
-                    if len(reads) + len(writes) >= depth and throttle.delay() > 0:
+                    if len(reads) + len(writes) >= depth:
                         pending.appendleft(chunk)
                         break
                     throttle.take(length, self._stopping)
