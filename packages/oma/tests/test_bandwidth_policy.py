@@ -139,3 +139,21 @@ def test_effective_limit_is_the_smallest_share() -> None:
     assert limits["j3"].effective == 25 * MiB and limits["j3"].vma_share is None
     unlimited = effective_limits(now, running, global_policy=None, vma_policies={}, job_policies={})
     assert {v.effective for v in unlimited.values()} == {None}
+
+
+def test_policies_stored_on_every_database(any_db: str) -> None:
+    from oma.database.models import BandwidthLimit, VmaAppliance
+    from oma.database.repos import bandwidth as repo
+
+    vma = VmaAppliance.create(name="vma-bw", url="http://127.0.0.1:9", token_encrypted="x")
+    office = parse_policy(OFFICE)
+    repo.set_policy("global", None, office)
+    repo.set_policy("global", None, parse_policy({"rate_bps": MiB}))  # replaced, not added
+    repo.set_policy("vma", vma.id, office)
+    glob, vmas, jobs = repo.all_policies()
+    assert glob == parse_policy({"rate_bps": MiB}) and vmas == {vma.id: office} and jobs == {}
+    assert repo.get_policy("vma", vma.id) == office
+    vma.delete_instance()  # the VMA's policy goes with it
+    assert repo.get_policy("vma", vma.id) is None
+    assert repo.delete_policy("global") and not repo.delete_policy("global")
+    assert BandwidthLimit.select().count() == 0
