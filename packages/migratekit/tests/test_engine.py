@@ -227,6 +227,8 @@ def test_relay_moves_exact_bytes_between_socket_pairs() -> None:
     from migratekit.nbd._splice import SplicePipe, relay
 
     class Fake:
+        tls = False
+
         def __init__(self, sock: socket.socket) -> None:
             self.sock, self.timeout, self.server = sock, 5.0, "fake"
 
@@ -272,6 +274,8 @@ def test_relay_on_blocking_sockets_times_out_when_the_source_stalls() -> None:
     from migratekit.nbd._splice import SplicePipe, relay
 
     class Fake:
+        tls = False
+
         def __init__(self, sock: socket.socket, server: str) -> None:
             self.sock, self.timeout, self.server = sock, 0.2, server
 
