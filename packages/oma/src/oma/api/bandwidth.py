@@ -19,25 +19,51 @@ from ..database.models import JobStatus, ReplicationJob
 from ..database.repos import appliances, jobs
 from ..database.repos import bandwidth as repo
 from ..errors import ConflictError
-from ..services.bandwidth import Policy, PolicyError, effective_limits, parse_policy
+from ..services.bandwidth import (
+    MAX_RATE,
+    MAX_WINDOWS,
+    Policy,
+    PolicyError,
+    effective_limits,
+    parse_policy,
+)
 from .errors import invalid
-from .schemas import STR, body, obj
+from .schemas import body, obj
 from .validation import json_body
 
 bp = Blueprint("bandwidth", __name__)
 
-RATE = {"type": "integer", "minimum": 0, "nullable": True, "description": "bytes/s; null: none"}
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+_TIME = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+RATE = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_RATE,
+    "nullable": True,
+    "description": "bytes per second; null (or 0): unlimited",
+}
 WINDOW = obj(
     ("days", "start", "end", "rate_bps"),
-    days={"type": "array", "items": STR, "description": 'e.g. ["mon-fri"] or ["sat", "sun"]'},
-    start={"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
-    end={"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
+    days={
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "pattern": f"^(\\*|{_DAY}(-{_DAY})?)$"},
+        "description": 'e.g. ["mon-fri"], ["sat", "sun"] or ["*"]',
+    },
+    start={"type": "string", "pattern": _TIME},
+    end={"type": "string", "pattern": _TIME, "description": "after start"},
     rate_bps=RATE,
 )
 POLICY = obj(
     rate_bps=RATE,
-    timezone={"type": "string", "description": "IANA name, default UTC"},
-    windows={"type": "array", "items": WINDOW, "description": "first match wins"},
+    timezone={"type": "string", "nullable": True, "description": "IANA name, default UTC"},
+    windows={
+        "type": "array",
+        "nullable": True,
+        "maxItems": MAX_WINDOWS,
+        "items": WINDOW,
+        "description": "first match wins",
+    },
 )
 
 

@@ -35,7 +35,7 @@ def parse_window(text: str) -> dict[str, Any]:
         )
     start, end = parts[1].split("-")
     return {
-        "days": [d for d in parts[0].split(",") if d],
+        "days": [d for d in parts[0].lower().split(",") if d],
         "start": start,
         "end": end,
         "rate_bps": _rate(parts[2], "--window"),

@@ -28,6 +28,9 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MAX_RATE = 1 << 50
 """The largest rate accepted (1 PiB/s): anything above is a typo."""
 
+MAX_WINDOWS = 50
+"""The most rules one policy may have."""
+
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -121,16 +124,14 @@ def parse_human_rate(text: str) -> int | None:
 
 def _days(value: Any, name: str) -> frozenset[int]:
     """``["mon", "tue"]``, ranges like ``"mon-fri"`` inside the list, or ``"*"`` (every day)."""
-    if isinstance(value, str):
-        value = [value]
     if not isinstance(value, list) or not value:
         raise PolicyError(name, 'must be a non-empty list of days such as ["mon-fri"]')
     days: set[int] = set()
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise PolicyError(f"{name}[{i}]", "must be a day name (mon … sun)")
-        word = item.strip().lower()
-        if word in ("*", "all", "daily"):
+        word = item
+        if word == "*":
             days.update(range(7))
             continue
         first, _, last = word.partition("-")
@@ -144,9 +145,9 @@ def _days(value: Any, name: str) -> frozenset[int]:
 
 
 def _minutes(value: Any, name: str) -> int:
-    if not isinstance(value, str) or not _TIME.match(value.strip()):
+    if not isinstance(value, str) or not _TIME.match(value):
         raise PolicyError(name, "must be a time HH:MM (00:00 to 24:00)")
-    hours, minutes = value.strip().split(":")
+    hours, minutes = value.split(":")
     return int(hours) * 60 + int(minutes)
 
 
@@ -187,8 +188,8 @@ def parse_policy(data: dict[str, Any]) -> Policy:
         windows_raw = []
     if not isinstance(windows_raw, list):
         raise PolicyError("windows", "must be a list of {days, start, end, rate_bps}")
-    if len(windows_raw) > 50:
-        raise PolicyError("windows", "must have at most 50 rules")
+    if len(windows_raw) > MAX_WINDOWS:
+        raise PolicyError("windows", f"must have at most {MAX_WINDOWS} rules")
     windows = tuple(parse_window(w, f"windows[{i}]") for i, w in enumerate(windows_raw))
     return Policy(parse_rate(data.get("rate_bps"), "rate_bps"), tz.strip(), windows)
 
