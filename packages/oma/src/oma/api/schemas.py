@@ -38,23 +38,6 @@ SECRET = {"type": "string", "format": "password", "writeOnly": True}
 
 VMA_CREATE = obj(("name", "url", "token"), name=STR, url=URL, token=SECRET)
 VMA_PATCH = obj(name=STR, url=URL, token=SECRET)
-TARGET_FIELDS = {
-    "name": STR,
-    "endpoint": URL,
-    "api_key": STR,
-    "secret_key": SECRET,
-    "zone_id": STR,
-    "oma_vm_id": STR,
-    "disk_offering_id": STR,
-    "disk_size_max_gib": {"type": "integer", "minimum": 1, "nullable": True},
-    "verify_tls": BOOL,
-}
-TARGET_CREATE = obj(
-    ("name", "endpoint", "api_key", "secret_key", "zone_id", "oma_vm_id"),
-    **TARGET_FIELDS,
-    is_default=BOOL,
-)
-TARGET_PATCH = obj(**TARGET_FIELDS)
 LOGIN = {
     "vma_id": STR,
     "credential_id": STR,

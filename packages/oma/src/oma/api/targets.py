@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
+from pydantic import Field
 
 from migration_common import get_logger, utcnow
 
@@ -26,10 +27,20 @@ from ..database.repos import targets
 from ..database.repos._util import update_row
 from ._context import box, config
 from .auth import admin_only
-from .errors import ApiError, invalid
-from .schemas import TARGET_CREATE, TARGET_PATCH, body
+from .errors import ApiError
+from .requests import (
+    Body,
+    HttpUrl,
+    Id,
+    Line,
+    Name,
+    NoBody,
+    Secret,
+    body,
+    int_between,
+    optional,
+)
 from .serialize import target, ts
-from .validation import boolean, http_url, json_body, no_unknown, secret, string
 
 log = get_logger(__name__)
 
@@ -47,30 +58,42 @@ def client_for(row: CloudStackTarget) -> CloudStackClient:
     )
 
 
-EDITABLE_FIELDS = (
-    "name",
-    "endpoint",
-    "api_key",
-    "secret_key",
-    "zone_id",
-    "oma_vm_id",
-    "disk_offering_id",
-    "disk_size_max_gib",
-    "verify_tls",
-)
-"""Body fields of a target that PATCH accepts; POST accepts them and ``is_default``."""
 FACTS_DEPEND_ON = ("endpoint", "api_key", "secret_key", "disk_offering_id")
 """Fields whose change makes the stored disk offering facts stale."""
 
 
-def _size_limit(data: dict[str, Any]) -> int | None:
-    """``disk_size_max_gib``: a whole number of GB ≥ 1, or null."""
-    value = data.get("disk_size_max_gib")
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise invalid("disk_size_max_gib", "must be a whole number of GB, at least 1, or null")
-    return value
+class _TargetFields(Body):
+    name: Name = None  # type: ignore[assignment]
+    endpoint: HttpUrl = Field(  # type: ignore[assignment]
+        None, description="the CloudStack API URL, e.g. https://cloud.example/client/api"
+    )
+    api_key: Line = None  # type: ignore[assignment]
+    secret_key: Secret = None  # type: ignore[assignment]
+    zone_id: Id = None  # type: ignore[assignment]
+    oma_vm_id: Id = Field(None, description="the CloudStack VM the OMA runs as")  # type: ignore[assignment]
+    disk_offering_id: optional(Id) = None
+    disk_size_max_gib: int_between(1, 1 << 20) | None = Field(
+        None,
+        description="the largest custom disk size (GB) CloudStack accepts, for an API key "
+        "that cannot read custom.diskoffering.size.max (else 1024 is assumed)",
+    )
+    verify_tls: bool = True
+
+
+class TargetCreate(_TargetFields):
+    """``POST /cloudstack-targets``."""
+
+    name: Name
+    endpoint: HttpUrl
+    api_key: Line
+    secret_key: Secret
+    zone_id: Id
+    oma_vm_id: Id
+    is_default: bool = False
+
+
+class TargetPatch(_TargetFields):
+    """``PATCH /cloudstack-targets/{id}``: only the fields given change."""
 
 
 # ----- what the target's disk offering can carry ----------------------------------------------
@@ -246,7 +269,7 @@ def list_targets() -> Any:
 
 @bp.post("")
 @admin_only
-@body(TARGET_CREATE)
+@body(TargetCreate)
 def create_target() -> Any:
     """Save ``{"name", "endpoint", "api_key", "secret_key", "zone_id", "oma_vm_id",
     "disk_offering_id"?, "disk_size_max_gib"?, "verify_tls"?, "is_default"?}`` → 201.
@@ -254,26 +277,18 @@ def create_target() -> Any:
     ``disk_size_max_gib``: the largest custom disk size (GB) CloudStack accepts, for an API key
     that cannot read ``custom.diskoffering.size.max`` (else 1024, CloudStack's default, is
     assumed)."""
-    data = json_body()
-    no_unknown(data, (*EDITABLE_FIELDS, "is_default"))
-    name = string(data, "name", max_length=100)
-    endpoint = http_url(data, "endpoint")
-    api_key = string(data, "api_key")
-    secret_key = secret(data, "secret_key")
-    zone_id = string(data, "zone_id", max_length=64)
-    oma_vm_id = string(data, "oma_vm_id", max_length=64)
-    assert name and api_key and secret_key and zone_id and oma_vm_id
-    limit = _size_limit(data)
+    data: TargetCreate = g.body
+    limit = data.disk_size_max_gib
     row = targets.create_target(
-        name,
-        endpoint,
-        api_key,
-        box().encrypt(secret_key),
-        zone_id=zone_id,
-        oma_vm_id=oma_vm_id,
-        disk_offering_id=string(data, "disk_offering_id", required=False, max_length=64),
-        verify_tls=boolean(data, "verify_tls", default=True),
-        is_default=boolean(data, "is_default"),
+        data.name.strip(),
+        data.endpoint.rstrip("/"),
+        data.api_key.strip(),
+        box().encrypt(data.secret_key),
+        zone_id=data.zone_id.strip(),
+        oma_vm_id=data.oma_vm_id.strip(),
+        disk_offering_id=data.disk_offering_id.strip() if data.disk_offering_id else None,
+        verify_tls=data.verify_tls,
+        is_default=data.is_default,
     )
     if limit is not None:
         row.disk_size_max_gib = limit
@@ -289,32 +304,23 @@ def get_target(target_id: str) -> Any:
 
 @bp.patch("/<target_id>")
 @admin_only
-@body(TARGET_PATCH)
+@body(TargetPatch)
 def update_target(target_id: str) -> Any:
     """Change a target's ``name``, ``endpoint``, keys, ``zone_id``, ``oma_vm_id``,
     ``disk_offering_id``, ``disk_size_max_gib`` or ``verify_tls``; a change of endpoint, keys or
     disk offering forgets the stored disk offering facts."""
-    data = json_body()
-    no_unknown(data, EDITABLE_FIELDS)
+    data: TargetPatch = g.body
+    given = data.given()
     fields: dict[str, Any] = {}
-    for name, limit in (
-        ("name", 100),
-        ("api_key", 255),
-        ("zone_id", 64),
-        ("oma_vm_id", 64),
-        ("disk_offering_id", 64),
-    ):
-        if name in data:
-            fields[name] = string(data, name, max_length=limit)
-    if "endpoint" in data:
-        fields["endpoint"] = http_url(data, "endpoint")
-    if "secret_key" in data:
-        fields["secret_key_encrypted"] = box().encrypt(secret(data, "secret_key") or "")
-    if "verify_tls" in data:
-        fields["verify_tls"] = boolean(data, "verify_tls")
-    if "disk_size_max_gib" in data:
-        fields["disk_size_max_gib"] = _size_limit(data)
-    if any(name in data for name in FACTS_DEPEND_ON):
+    for name in given:
+        value = getattr(data, name)
+        if name == "secret_key":
+            fields["secret_key_encrypted"] = box().encrypt(value)
+        elif name == "endpoint":
+            fields["endpoint"] = value.rstrip("/")
+        else:
+            fields[name] = value.strip() if isinstance(value, str) else value
+    if any(name in given for name in FACTS_DEPEND_ON):
         fields["disk_offering_facts"] = None
     row = update_row(CloudStackTarget, target_id, "cloudstack target", fields)
     return jsonify(target(row))
@@ -329,6 +335,7 @@ def delete_target(target_id: str) -> Any:
 
 
 @bp.post("/<target_id>/test")
+@body(NoBody)
 def test_target(target_id: str) -> Any:
     """Prove endpoint and keys work, that the zone and OMA VM exist and that the disk offering
     can carry the replicas of the VMs known to this OMA: ``{"ok", "error", "zones", "oma_vm",
