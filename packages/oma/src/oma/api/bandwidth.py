@@ -9,9 +9,10 @@ ending), and migratekit applies it within one progress interval.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify, request
+from pydantic import AfterValidator, Field
 
 from migration_common import utcnow
 
@@ -20,58 +21,65 @@ from ..database.repos import appliances, jobs
 from ..database.repos import bandwidth as repo
 from ..errors import ConflictError
 from ..services.bandwidth import (
+    DAY_PATTERN,
     MAX_RATE,
     MAX_WINDOWS,
+    TIME_PATTERN,
     Policy,
     PolicyError,
+    check_day,
+    check_time,
     effective_limits,
     parse_policy,
 )
-from .errors import invalid
-from .schemas import body, obj
-from .validation import json_body
+from .errors import ApiError
+from .requests import Body, body, int_between, line, unprocessable
 
 bp = Blueprint("bandwidth", __name__)
 
-_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
-_TIME = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
-RATE = {
-    "type": "integer",
-    "minimum": 0,
-    "maximum": MAX_RATE,
-    "nullable": True,
-    "description": "bytes per second; null (or 0): unlimited",
-}
-WINDOW = obj(
-    ("days", "start", "end", "rate_bps"),
-    days={
-        "type": "array",
-        "minItems": 1,
-        "items": {"type": "string", "pattern": f"^(\\*|{_DAY}(-{_DAY})?)$"},
-        "description": 'e.g. ["mon-fri"], ["sat", "sun"] or ["*"]',
-    },
-    start={"type": "string", "pattern": _TIME},
-    end={"type": "string", "pattern": _TIME, "description": "after start"},
-    rate_bps=RATE,
-)
-POLICY = obj(
-    rate_bps=RATE,
-    timezone={"type": "string", "nullable": True, "description": "IANA name, default UTC"},
-    windows={
-        "type": "array",
-        "nullable": True,
-        "maxItems": MAX_WINDOWS,
-        "items": WINDOW,
-        "description": "first match wins",
-    },
-)
+
+def _checked(check: Any, pattern: str) -> Any:
+    """A string documented with ``pattern`` and checked by ``check`` (a clear message)."""
+    return Annotated[str, Field(json_schema_extra={"pattern": pattern}), AfterValidator(check)]
+
+
+Rate = Annotated[
+    int_between(0, MAX_RATE) | None,
+    Field(description="bytes per second; null (or 0): unlimited"),
+]
+
+
+class WindowIn(Body):
+    """A time window: on ``days``, from ``start`` to ``end`` (local time), ``rate_bps``."""
+
+    days: Annotated[
+        list[_checked(check_day, DAY_PATTERN)],
+        Field(min_length=1, max_length=7, description='e.g. ["mon-fri"] or ["sat", "sun"]'),
+    ]
+    start: _checked(check_time, TIME_PATTERN)
+    end: Annotated[_checked(check_time, TIME_PATTERN), Field(description="after start")]
+    rate_bps: Rate
+
+
+class PolicyIn(Body):
+    """A bandwidth policy: ``rate_bps`` outside the windows, the first matching window's
+    rate inside one, evaluated in ``timezone`` (IANA, default UTC)."""
+
+    rate_bps: Rate = None
+    timezone: line(64) | None = None
+    windows: Annotated[list[WindowIn], Field(max_length=MAX_WINDOWS)] | None = None
 
 
 def _policy_from_body() -> Policy:
+    """The validated body as a Policy; 422 naming the field for what the schema cannot say
+    (an unknown timezone, an end not after its start). A PUT replaces the whole policy, so it
+    needs a body (``{}`` for "unlimited", stated)."""
+    if not request.get_data().strip():
+        raise ApiError("invalid_json", "the request body must be a JSON object", 400)
     try:
-        return parse_policy(json_body())
+        return parse_policy(g.body.model_dump())
     except PolicyError as exc:
-        raise invalid(exc.field, exc.message) from None
+        raise unprocessable(exc.field, exc.message) from None
 
 
 def _document(scope: str, owner_id: str | None) -> dict[str, Any]:
@@ -101,11 +109,12 @@ def get_global() -> Any:
 
 
 @bp.put("/api/v1/bandwidth")
-@body(POLICY)
+@body(PolicyIn)
 def put_global() -> Any:
     """Replace the global policy: ``{"rate_bps"?, "timezone"?, "windows"?: [{"days",
     "start", "end", "rate_bps"}]}``; 400 naming the field for a negative rate, an unknown
-    day or timezone, or an end not after its start."""
+    day or a time that is not HH:MM, 422 for an unknown timezone or an end not after its
+    start."""
     repo.set_policy(repo.GLOBAL, None, _policy_from_body())
     return jsonify(_document(repo.GLOBAL, None))
 
@@ -128,7 +137,7 @@ def get_vma(appliance_id: str) -> Any:
 
 
 @bp.put("/api/v1/vma-appliances/<appliance_id>/bandwidth")
-@body(POLICY)
+@body(PolicyIn)
 def put_vma(appliance_id: str) -> Any:
     """Replace the VMA's policy (same body as the global one)."""
     appliances.get_appliance(appliance_id)
@@ -165,7 +174,7 @@ def get_job(job_id: str) -> Any:
 
 
 @bp.put("/api/v1/replications/<job_id>/bandwidth")
-@body(POLICY)
+@body(PolicyIn)
 def put_job(job_id: str) -> Any:
     """Replace the job's own policy (same body as the global one); 409 once it ended."""
     job = jobs.get_job(job_id)

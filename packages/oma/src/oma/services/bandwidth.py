@@ -31,7 +31,14 @@ MAX_RATE = 1 << 50
 MAX_WINDOWS = 50
 """The most rules one policy may have."""
 
-_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
+DAY_PATTERN = "^(\\*|(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)$"
+"""A day of a window: a name, a range (``mon-fri``, wrapping ``fri-mon``) or ``*``."""
+
+TIME_PATTERN = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+"""A window's start or end, local time ``HH:MM`` (``24:00`` ends a day)."""
+
+_TIME = re.compile(TIME_PATTERN)
+_DAY = re.compile(DAY_PATTERN)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -119,6 +126,20 @@ def parse_human_rate(text: str) -> int | None:
     value = int(float(m.group(1)) * _UNITS[m.group(2)])
     if value <= 0:
         raise ValueError(f"expected a positive rate, got {text!r}")
+    return value
+
+
+def check_day(value: str) -> str:
+    """A day as the API accepts it (ValueError with the allowed words otherwise)."""
+    if not _DAY.match(value):
+        raise ValueError("must be a day (mon … sun), a range such as mon-fri, or *")
+    return value
+
+
+def check_time(value: str) -> str:
+    """A time as the API accepts it (ValueError otherwise)."""
+    if not _TIME.match(value):
+        raise ValueError("must be a time HH:MM (00:00 to 24:00)")
     return value
 
 
