@@ -156,7 +156,7 @@ class LimitFile:
             rate = read_limit(self.path)
         except FileNotFoundError:
             rate = self.default
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             error = str(exc)
             if error != self._last_error:
                 log.warning("bandwidth limit file ignored", path=str(self.path), error=error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,17 @@ def write_limit(job_dir: Path, limit_bps: int | None) -> dict[str, Any]:
         raise ValueError(f"limit_bps must be >= 0 or null, got {limit_bps}")
     job_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     doc = {"limit_bps": limit_bps or None, "updated_at": rfc3339(utcnow())}
-    tmp = job_dir / f".{LIMIT_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, job_dir / LIMIT_FILE)
+    # a unique temporary file (0600) per write: two API threads never share one
+    fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=f".{LIMIT_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, job_dir / LIMIT_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return doc
 
 
