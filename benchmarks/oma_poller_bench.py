@@ -103,7 +103,8 @@ def run(database: str, jobs: int, vmas: int, ticks: int, interval: float) -> boo
             elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
             times.append(elapsed)
             print(
-                f"  tick {tick}: {elapsed:.2f}s  (fetch {result.fetch_seconds:.2f}s, "
+                f"  tick {tick}: {elapsed:.2f}s  (read {result.read_seconds:.2f}s, "
+                f"fetch {result.fetch_seconds:.2f}s, "
                 f"write {result.write_seconds:.2f}s, CPU {cpu:.2f}s)  jobs={result.jobs} "
                 f"updated={result.updated} errors={len(result.errors)}"
             )

@@ -445,6 +445,41 @@ def test_two_workers_never_poll_the_same_job_and_a_dead_ones_jobs_move(any_db, c
         assert stub.requests == 3
 
 
+def test_a_progress_write_renews_the_lease_so_the_claim_rewrites_no_row(any_db, clock):
+    """A tick's progress UPDATE carries the lease: the next tick's claim has nothing to renew
+    (one job row write per tick, not two); a job with nothing new is renewed by the claim."""
+    from oma.services import _queries as q
+
+    with StubVma() as stub:
+        ids = next(iter(seed_replicating_jobs([("lease", stub.url)], 2, disks_per_job=1).values()))
+        moving, idle = ids
+        poller = ProgressPoller(
+            timeouts=TIMEOUTS,
+            token_for=lambda _v: stub.token,
+            clock=clock,
+            worker_id="worker-a",
+            lease_seconds=30,
+        )
+        try:
+            for step in (1, 2):
+                stub.set_progress(
+                    moving,
+                    progress_doc(
+                        moving,
+                        "running",
+                        [{"disk_key": "2000", "bytes_total": 9, "bytes_done": step, "seq": step}],
+                    ),
+                )
+                assert poller.tick().updated == 1
+                clock.advance(10)
+            # the moving job's lease was renewed by its write 10 s ago: still 20 s left
+            assert q.claim_replicating("worker-a", clock(), 30) == 1  # only the idle one
+            assert _job(moving).lease_until > clock() + timedelta(seconds=15)
+            assert _job(idle).lease_until > clock() + timedelta(seconds=25)
+        finally:
+            poller.close()
+
+
 def test_an_older_progress_answer_after_a_newer_one_changes_nothing(any_db, clock):
     """Out-of-order answers (lower ``seq``) never move a disk row or the job backwards."""
     with StubVma() as stub:

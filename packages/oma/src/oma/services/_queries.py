@@ -43,6 +43,10 @@ def claim_replicating(worker_id: str, now: datetime, lease_seconds: float) -> in
     One UPDATE: with several workers on PostgreSQL/MariaDB a job is polled by exactly one of
     them, and a dead worker's jobs are taken over once its lease (a few ticks) has expired.
     """
+    # Our own leases are renewed by each progress write (write_progress's ``lease_until``):
+    # only those past half their time (a job whose VMA had nothing new) are renewed here, so
+    # a tick does not rewrite every job row twice.
+    renew_before = lease_expiry(now, lease_seconds / 2)
     with write_transaction():
         return (
             ReplicationJob.update(
@@ -52,7 +56,10 @@ def claim_replicating(worker_id: str, now: datetime, lease_seconds: float) -> in
                 ReplicationJob.status == JobStatus.REPLICATING.value,
                 (ReplicationJob.lease_until.is_null())
                 | (ReplicationJob.lease_until < now)
-                | (ReplicationJob.claimed_by == worker_id),
+                | (
+                    (ReplicationJob.claimed_by == worker_id)
+                    & (ReplicationJob.lease_until < renew_before)
+                ),
             )
             .execute()
         )
@@ -133,7 +140,9 @@ WRITE_CHUNK = 1000
 """Jobs per set-based statement (their disks: one more statement per chunk)."""
 
 
-def write_progress(writes: Sequence[ProgressWrite], *, now: datetime) -> set[str]:
+def write_progress(
+    writes: Sequence[ProgressWrite], *, now: datetime, lease_until: datetime | None = None
+) -> set[str]:
     """Store many jobs' progress and their disks' rows in a few set-based statements.
 
     Call inside ``write_transaction()``. Returns the ids of the jobs still ``replicating``;
@@ -144,15 +153,19 @@ def write_progress(writes: Sequence[ProgressWrite], *, now: datetime) -> set[str
     one: answers that arrive out of order) changes nothing. Per chunk of :data:`WRITE_CHUNK`
     jobs: one UPDATE of the job rows, one of the disk rows that changed, one INSERT of the
     events (PostgreSQL ``UPDATE … FROM (VALUES …)``, MariaDB ``UPDATE … JOIN (SELECT … UNION
-    ALL VALUES …)``, SQLite ``executemany``).
+    ALL VALUES …)``, SQLite ``executemany``). ``lease_until`` (a polling worker's) renews the
+    lease of every job row written, in the same UPDATE.
     """
     live: set[str] = set()
+    lease = None if lease_until is None else _db_time(lease_until)
     for start in range(0, len(writes), WRITE_CHUNK):
-        live |= _write_chunk(writes[start : start + WRITE_CHUNK], _db_time(now), now)
+        live |= _write_chunk(writes[start : start + WRITE_CHUNK], _db_time(now), now, lease)
     return live
 
 
-def _write_chunk(writes: Sequence[ProgressWrite], stamp: Any, now: datetime) -> set[str]:
+def _write_chunk(
+    writes: Sequence[ProgressWrite], stamp: Any, now: datetime, lease: Any
+) -> set[str]:
     ids = [w.job_id for w in writes]
     live = {
         row[0]
@@ -241,8 +254,11 @@ def _write_chunk(writes: Sequence[ProgressWrite], stamp: Any, now: datetime) -> 
             {"job": w.job_id, "context": w.context_id, "kind": kind, "message": text, "at": now}
             for kind, text in w.events
         ]
-    _update_many("replication_jobs", _JOB_COLUMNS, jobs, stamp)
-    _update_many("job_disks", _DISK_COLUMNS, disks, stamp)
+    constants = {"vma_seen_at": stamp, "updated_at": stamp}
+    if lease is not None:
+        constants["lease_until"] = lease
+    _update_many("replication_jobs", _JOB_COLUMNS, jobs, constants)
+    _update_many("job_disks", _DISK_COLUMNS, disks, {"updated_at": stamp})
     for model, rows in ((JobDisk, new_disks), (JobEvent, events)):
         if rows:
             model.insert_many(rows).execute()
@@ -277,19 +293,21 @@ _DISK_COLUMNS = (
     ("target_sha256", "varchar"),
 )
 _KEEP_WHEN_NULL = {"last_progress_at"}
-_STAMPED = {"replication_jobs": ("vma_seen_at", "updated_at"), "job_disks": ("updated_at",)}
 
 
 def _update_many(
-    table: str, columns: Sequence[tuple[str, str]], rows: list[tuple[Any, ...]], stamp: Any
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: list[tuple[Any, ...]],
+    constants: dict[str, Any],
 ) -> None:
-    """Set each row ``(id, *values)`` of ``table`` to its values (and the stamped columns to
-    ``stamp``) in one statement (SQLite: one ``executemany``)."""
+    """Set each row ``(id, *values)`` of ``table`` to its values (and the ``constants``
+    columns to their one value) in one statement (SQLite: one ``executemany``)."""
     if not rows:
         return
     names = [name for name, _ in columns]
-    stamped = _STAMPED[table]
-    stamps = [stamp for _ in stamped]
+    stamped = list(constants)
+    stamps = list(constants.values())
     if is_sqlite():
         sets = [f"{n} = COALESCE(?, {n})" if n in _KEEP_WHEN_NULL else f"{n} = ?" for n in names]
         sets += [f"{n} = ?" for n in stamped]

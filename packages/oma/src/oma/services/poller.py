@@ -64,6 +64,7 @@ class TickResult:
     failed: int = 0
     stopped: int = 0
     waiting: int = 0
+    read_seconds: float = 0.0  # leasing and reading the replicating jobs
     fetch_seconds: float = 0.0
     write_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -172,9 +173,11 @@ class ProgressPoller:
     def _tick(self) -> TickResult:
         result = TickResult()
         with database.connection_context():
+            started = time.monotonic()
             if self.worker_id is not None:
                 q.claim_replicating(self.worker_id, self.clock(), self.lease_seconds)
             jobs, vmas = q.replicating_jobs(self.worker_id)
+            result.read_seconds = time.monotonic() - started
             result.jobs = len(jobs)
             if not jobs:
                 return result
@@ -221,7 +224,10 @@ class ProgressPoller:
         try:
             with q.write_transaction():
                 q.relax_durability()
-                result.updated += len(q.write_progress(chunk, now=now))
+                lease = (
+                    q.lease_expiry(now, self.lease_seconds) if self.worker_id is not None else None
+                )
+                result.updated += len(q.write_progress(chunk, now=now, lease_until=lease))
         except Exception as exc:
             if len(chunk) > 1:
                 log.warning(
