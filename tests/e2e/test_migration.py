@@ -106,6 +106,7 @@ def test_full_incremental_and_live_failover(lab) -> None:
     # every sync went over NBD with TLS, to exports only this VMA's certificate opens
     uris = [u for (u,) in lab.db("SELECT target_uri FROM job_disks")]
     assert uris and all(u.startswith("nbds://127.0.0.1:") for u in uris), uris
+    assert {tls for (tls,) in lab.db("SELECT tls FROM nbd_exports")} == {1}
 
 
 def test_rollback_after_live_failover_then_replicate_again(lab) -> None:

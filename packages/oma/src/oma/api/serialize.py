@@ -21,6 +21,7 @@ from ..database.models import (
     VmDisk,
     VmwareCredential,
 )
+from ..nbd.exports import export_uri
 
 TERMINAL = frozenset(s.value for s in TERMINAL_JOB_STATUSES)
 
@@ -157,7 +158,8 @@ def volume(row: ReplicaVolume, exports: list[NbdExport] | None = None) -> dict[s
                 "export_name": e.export_name,
                 "pid": e.pid,
                 "state": e.state,
-                "uri": f"nbd://{e.host}:{e.port}/{e.export_name}",
+                "tls": bool(e.tls),
+                "uri": export_uri(e.host, e.port, e.export_name, secure=bool(e.tls)),
             }
             for e in exports
         ]

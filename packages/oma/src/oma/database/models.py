@@ -333,6 +333,7 @@ class NbdExport(BaseModel):
     pid = IntegerField(null=True)
     worker_id = CharField(max_length=255, null=True)
     state = CharField(max_length=16, default="starting", index=True)
+    tls = BooleanField(default=False)  # the export requires TLS: its URI is nbds://
     created_at = UtcDateTimeField(default=now)
     updated_at = UtcDateTimeField(default=now)
 

@@ -296,6 +296,7 @@ def ensure_export(exports: Any, rv: ReplicaVolume, *, job_id: str | None = None)
         device_path=rv.device_path,
         pid=info.pid,
         state="running",
+        tls=str(info.uri).startswith("nbds"),
     )
     q.append_event(
         job_id,
