@@ -38,6 +38,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     """
     from migration_common import setup_logging
 
+    from ..console import init_console
     from ..database import database, init_db, upgrade
     from ..secrets import secret_box
     from . import (
@@ -58,7 +59,6 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         targets,
         workflows,
     )
-    from ..console import init_console
     from .auth import init_auth
     from .errors import register_error_handlers
 
