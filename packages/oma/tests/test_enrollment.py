@@ -105,15 +105,15 @@ def test_a_code_works_once_and_not_after_it_expires(client: Any, auth: Any) -> N
     assert expired.status_code == 410 and expired.json["error"]["code"] == "enrollment_expired"
 
 
-def test_a_bad_csr_is_a_400_naming_it_and_does_not_use_the_code(client: Any, auth: Any) -> None:
+def test_a_bad_csr_is_a_422_naming_it_and_does_not_use_the_code(client: Any, auth: Any) -> None:
     created = _code(client, auth)
     bad = client.post("/api/v1/enroll", json={"code": created["code"], "csr": "garbage"})
-    assert bad.status_code == 400 and bad.json["error"]["field"] == "csr"
+    assert bad.status_code == 422 and bad.json["error"]["field"] == "csr"  # a string, not a CSR
     rsa_like = client.post(
         "/api/v1/enroll",
         json={"code": created["code"], "csr": _csr(ec.generate_private_key(ec.SECP384R1()))},
     )
-    assert rsa_like.status_code == 400 and "P-256" in rsa_like.json["error"]["message"]
+    assert rsa_like.status_code == 422 and "P-256" in rsa_like.json["error"]["message"]
     assert (
         client.post("/api/v1/enroll", json={"code": created["code"], "csr": _csr()}).status_code
         == 200

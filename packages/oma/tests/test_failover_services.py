@@ -73,7 +73,7 @@ def test_live_failover_survives_a_worker_kill_and_a_deploy_failure(
 ):
     vc, sim, vm, vma, oma = stack
     context_id = register_lab_vm(vc, sim, vm, vma, oma)
-    with VmaClient(vma.url, vma.token) as client:
+    with VmaClient(vma.url, vma.token, verify=str(vma.ca_file) if vma.ca_file else True) as client:
         if client.power_state(vm["id"]) != "poweredOn":
             client.power_on(vm["id"])
         assert client.power_state(vm["id"]) == "poweredOn"
@@ -134,7 +134,7 @@ def test_live_failover_survives_a_worker_kill_and_a_deploy_failure(
     ctx = _ok(oma.api("GET", f"vm-contexts/{context_id}"))
     assert ctx["state"] == "failed_over_live"
 
-    with VmaClient(vma.url, vma.token) as client:
+    with VmaClient(vma.url, vma.token, verify=str(vma.ca_file) if vma.ca_file else True) as client:
         assert client.power_state(vm["id"]) == "poweredOff"
     cs = CloudStackClient(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05)
     try:

@@ -7,11 +7,19 @@ errors into :class:`ContractError` naming the offending field.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from ._errors import ContractError
 from ._time import utcnow
@@ -70,6 +78,18 @@ def _check_counters(total: int, done: int, written: int = 0, zeroed: int = 0) ->
 
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
+# what the APIs' strict JSON parser lets through (no C0/C1 controls; text keeps \t \n \r)
+ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _printable(value: Any) -> Any:
+    """An error text with control characters (a tool's colour codes…) replaced by ``?``."""
+    return _CONTROLS.sub("?", value) if isinstance(value, str) else value
+
+
+ErrorText = Annotated[str, BeforeValidator(_printable), Field(pattern=TEXT)]
 
 
 class DiskProgress(_Model):
@@ -85,7 +105,7 @@ class DiskProgress(_Model):
     (bytes per second shared by all of the job's disks; null: unlimited or not reported).
     """
 
-    disk_key: str = Field(min_length=1)
+    disk_key: str = Field(min_length=1, max_length=64, pattern=ONE_LINE)
     sync_type: SyncType = SyncType.FULL
     phase: Phase = Phase.COPY
     status: Status = Status.RUNNING
@@ -94,8 +114,8 @@ class DiskProgress(_Model):
     bytes_written: int = Field(default=0, ge=0)
     bytes_zeroed: int = Field(default=0, ge=0)
     throughput_bps: float = Field(default=0.0, ge=0)
-    change_id: str | None = None
-    error: str | None = None
+    change_id: str | None = Field(default=None, max_length=512, pattern=ONE_LINE)
+    error: ErrorText | None = None
     seq: int = Field(default=0, ge=0)
     sent_at: datetime = Field(default_factory=utcnow)
     verified: bool | None = None
@@ -140,7 +160,7 @@ class JobProgress(_Model):
     eta_seconds: float | None = Field(default=None, ge=0)
     started_at: datetime | None = None
     updated_at: datetime | None = None
-    error: str | None = None
+    error: ErrorText | None = None
     disks: list[DiskProgress] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from migration_common import ContractError, Status, canonical_vm_id, parse_json_body
+from migration_common._models import ONE_LINE
 from vma.services.runner import DiskSpec, ReplicateSpec
 
 from .errors import ApiError, from_validation
@@ -37,7 +38,7 @@ class _Body(BaseModel):
 class DiskIn(_Body):
     """One disk of a replicate request."""
 
-    disk_key: str = Field(min_length=1, max_length=64)
+    disk_key: str = Field(min_length=1, max_length=64, pattern=ONE_LINE)
     target_uri: str = Field(
         pattern=NBD_URI_PATTERN, max_length=2048, description="nbd://, nbds:// or nbd+unix:// URI"
     )
@@ -60,7 +61,8 @@ class ReplicateIn(_Body):
     """``POST /api/v1/replicate``."""
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
-    vm_id: str = Field(min_length=1, max_length=128)
+    # a UUID or a managed object id: printable ASCII (surrounding blanks are stripped)
+    vm_id: str = Field(min_length=1, max_length=128, pattern=r"^ *[!-~]+ *$")
     disks: list[DiskIn] = Field(min_length=1, max_length=64)
     options: OptionsIn = Field(default_factory=OptionsIn)
     # continue this failed full job's copy (its snapshot and checkpoints) when it fits

@@ -5,16 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
 
 from ..database.repos import appliances
 from ._context import box, config
 from .auth import admin_only
-from .schemas import VMA_CREATE, VMA_PATCH, body
+from .requests import Body, HttpUrl, Name, NoBody, Secret, body
 from .serialize import appliance
-from .validation import http_url, json_body, no_unknown, secret, string
 
 bp = Blueprint("vma_appliances", __name__, url_prefix="/api/v1/vma-appliances")
+
+
+class VmaCreate(Body):
+    """``POST /vma-appliances`` (registration by token; enrollment is the other way)."""
+
+    name: Name
+    url: HttpUrl
+    token: Secret
+
+
+class VmaPatch(Body):
+    """``PATCH /vma-appliances/{id}``: only the fields given change."""
+
+    name: Name = None  # type: ignore[assignment]
+    url: HttpUrl = None  # type: ignore[assignment]
+    token: Secret = None  # type: ignore[assignment]
 
 
 @bp.get("")
@@ -25,16 +40,13 @@ def list_appliances() -> Any:
 
 @bp.post("")
 @admin_only
-@body(VMA_CREATE)
+@body(VmaCreate)
 def register_appliance() -> Any:
     """Register a VMA: ``{"name", "url", "token"}`` → 201 (the token is never returned)."""
-    data = json_body()
-    no_unknown(data, ("name", "url", "token"))
-    name = string(data, "name", max_length=100)
-    url = http_url(data, "url")
-    token = secret(data, "token")
-    assert name and token
-    row = appliances.create_appliance(name, url, box().encrypt(token))
+    data: VmaCreate = g.body
+    row = appliances.create_appliance(
+        data.name.strip(), data.url.rstrip("/"), box().encrypt(data.token)
+    )
     return jsonify(appliance(row)), 201
 
 
@@ -46,21 +58,20 @@ def get_appliance(appliance_id: str) -> Any:
 
 @bp.patch("/<appliance_id>")
 @admin_only
-@body(VMA_PATCH)
+@body(VmaPatch)
 def update_appliance(appliance_id: str) -> Any:
     """Change a VMA's ``name``, ``url`` and/or ``token`` (e.g. after rotating the token)."""
     from ..database.models import VmaAppliance
     from ..database.repos._util import update_row
 
-    data = json_body()
-    no_unknown(data, ("name", "url", "token"))
+    data: VmaPatch = g.body
     fields: dict[str, Any] = {}
-    if "name" in data:
-        fields["name"] = string(data, "name", max_length=100)
-    if "url" in data:
-        fields["url"] = http_url(data, "url")
-    if "token" in data:
-        fields["token_encrypted"] = box().encrypt(secret(data, "token") or "")
+    if "name" in data.given():
+        fields["name"] = data.name.strip()
+    if "url" in data.given():
+        fields["url"] = data.url.rstrip("/")
+    if "token" in data.given():
+        fields["token_encrypted"] = box().encrypt(data.token)
     row = update_row(VmaAppliance, appliance_id, "vma appliance", fields)
     return jsonify(appliance(row))
 
@@ -75,6 +86,7 @@ def delete_appliance(appliance_id: str) -> Any:
 
 @bp.post("/<appliance_id>/revoke")
 @admin_only
+@body(NoBody)
 def revoke_appliance(appliance_id: str) -> Any:
     """End a VMA's access: the OMA stops calling it, forgets its pinned certificate (its NBD
     exports no longer admit it) and replaces its API token with a random one nobody holds.
@@ -86,6 +98,7 @@ def revoke_appliance(appliance_id: str) -> Any:
 
 
 @bp.post("/<appliance_id>/test")
+@body(NoBody)
 def test_appliance(appliance_id: str) -> Any:
     """Prove the VMA answers and accepts the stored token: its public health endpoint, then
     an authenticated call (``GET /api/v1/jobs?limit=1``) → ``{"ok", "health"}`` or ``{"ok":

@@ -22,10 +22,11 @@ from __future__ import annotations
 import hmac
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, g, jsonify
+from pydantic import StringConstraints
 
 from migration_common import utcnow
 
@@ -34,18 +35,28 @@ from ..database.db import database
 from ..database.models import VmaAppliance, VmaEnrollment
 from ._context import box, config
 from .auth import admin_only
-from .errors import ApiError, invalid
-from .schemas import STR, URL, obj
-from .schemas import body as doc_body
+from .errors import ApiError
+from .requests import TEXT_PATTERN, Body, HttpsUrl, Name, Secret, body, unprocessable
 from .serialize import ts
-from .validation import http_url, json_body, no_unknown, secret, string
 
 bp = Blueprint("vma_enrollment", __name__, url_prefix="/api/v1")
 
 #: The unauthenticated paths of this blueprint (auth.PUBLIC_PATHS includes them).
 PUBLIC = ("/api/v1/enroll", "/api/v1/enroll/ca")
-ENROLLMENT_CREATE = obj(("name", "url"), name=STR, url=URL)
-ENROLL = obj(("code", "csr"), code={"type": "string", "format": "password"}, csr=STR)
+
+
+class EnrollmentCreate(Body):
+    """``POST /vma-enrollments``: the VMA's name and its HTTPS URL (it serves HTTPS only)."""
+
+    name: Name
+    url: HttpsUrl
+
+
+class Enroll(Body):
+    """``POST /enroll``: the one-time code and the VMA's certificate signing request (PEM)."""
+
+    code: Secret
+    csr: Annotated[str, StringConstraints(min_length=1, max_length=20000, pattern=TEXT_PATTERN)]
 
 
 def _ca() -> pki.CertificateAuthority:
@@ -57,17 +68,12 @@ def _ca() -> pki.CertificateAuthority:
 
 @bp.post("/vma-enrollments")
 @admin_only
-@doc_body(ENROLLMENT_CREATE)
+@body(EnrollmentCreate)
 def create_enrollment() -> Any:
     """A one-time enrollment code for the VMA ``name`` at ``url`` (201; the code is shown only
     in this answer)."""
-    data = json_body()
-    no_unknown(data, ("name", "url"))
-    name = string(data, "name", max_length=100)
-    url = http_url(data, "url")
-    if not url.startswith("https://"):
-        raise invalid("url", "must be an https:// URL (an enrolled VMA serves HTTPS only)")
-    assert name
+    data: EnrollmentCreate = g.body
+    name, url = data.name.strip(), data.url.rstrip("/")
     code = secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(seconds=config().enrollment_ttl)
     token_row = getattr(g, "token", None)
@@ -138,15 +144,12 @@ def _server_hosts(url: str) -> list[str]:
 
 
 @bp.post("/enroll")
-@doc_body(ENROLL)
+@body(Enroll)
 def enroll() -> Any:
     """A VMA presents its one-time code and CSR; answers its certificates, the CA and its
     API token (200)."""
-    data = json_body()
-    no_unknown(data, ("code", "csr"))
-    code = secret(data, "code")
-    csr = string(data, "csr", max_length=20000)
-    assert code and csr
+    data: Enroll = g.body
+    code, csr = data.code, data.csr.strip()
     ca = _ca()
     with database.atomic():
         enrollment = _claim(code)
@@ -156,7 +159,7 @@ def enroll() -> Any:
             client = ca.sign_csr(csr.encode(), pki.vma_common_name(name))
             server = ca.sign_csr(csr.encode(), pki.vma_common_name(name), hosts=_server_hosts(url))
         except ValueError as exc:
-            raise invalid("csr", str(exc)) from None
+            raise unprocessable("csr", str(exc)) from None
         token = secrets.token_urlsafe(32)
         fields = {
             "url": url,

@@ -68,18 +68,22 @@ Secret = Annotated[
     StringConstraints(min_length=1, max_length=4096, pattern=SECRET_PATTERN),
     Field(json_schema_extra={"format": "password", "writeOnly": True}),
 ]
-HttpUrl = Annotated[
-    str,
-    StringConstraints(
-        min_length=8,
-        max_length=500,
-        pattern=(
-            f"^https?://(\\[[0-9A-Fa-f:.]+\\]|[^/:@?#\\[\\]{_NEVER}{_BLANK}]+)(:[0-9]{{1,5}})?"
-            f"(/[^{_NEVER}{_BLANK}]*)?$"
+_URL_REST = "(:[0-9]{1,5})?(/([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
+
+
+def _url(schemes: str) -> Any:
+    # RFC 3986 with a DNS name or IPv4 address as host and no user info: ASCII only
+    return Annotated[
+        str,
+        StringConstraints(
+            min_length=8, max_length=500, pattern=f"^{schemes}://[A-Za-z0-9.-]+{_URL_REST}"
         ),
-    ),
-    Field(json_schema_extra={"format": "uri"}),
-]
+        Field(json_schema_extra={"format": "uri"}),
+    ]
+
+
+HttpUrl = _url("https?")
+HttpsUrl = _url("https")
 
 
 def _json_int(value: Any) -> Any:
