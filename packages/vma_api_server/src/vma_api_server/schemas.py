@@ -42,7 +42,9 @@ class DiskIn(_Body):
     target_uri: str = Field(
         pattern=NBD_URI_PATTERN, max_length=2048, description="nbd://, nbds:// or nbd+unix:// URI"
     )
-    previous_change_id: str | None = None
+    previous_change_id: str | None = Field(
+        default=None, max_length=512, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )
 
     @field_validator("previous_change_id")
     @classmethod

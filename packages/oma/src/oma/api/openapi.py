@@ -38,6 +38,7 @@ _STATUS_TEXT = {
     "401": "Missing or invalid token",
     "403": "Role not allowed",
     "404": "Not found",
+    "410": "Gone (an enrollment code past its expiry)",
     "409": "Conflict (active job, duplicate name, wrong state, disk too large for the target)",
     "422": "The request fits its schema but a rule beyond it refuses it (error.field names it)",
     "502": "Upstream error",
@@ -111,8 +112,8 @@ def build_document() -> dict[str, Any]:
             responses: dict[str, Any] = {c: {"description": _STATUS_TEXT[c]} for c in codes}
             if media := getattr(view, "media_type", None):  # e.g. /metrics: text/plain
                 responses["200"]["content"] = {media: {"schema": {"type": "string"}}}
-            for code in ("400", "401", "403", "404", "409", "422", "502", "503"):
-                if public and code in ("401", "403"):
+            for code in ("400", "401", "403", "404", "409", "410", "422", "502", "503"):
+                if public and code == "401":
                     continue
                 responses[code] = {
                     "description": _STATUS_TEXT[code],
