@@ -20,7 +20,7 @@ from migratekit.errors import NbdConnectionError, NbdHandshakeError
 from migratekit.nbd import NbdClient, TlsSettings, parse_uri
 from oma.errors import NbdExportError
 from oma.nbd import ExportManager
-from oma.nbd.tls import server_credentials
+from oma.nbd.tls import gnutls_dn, server_credentials
 from oma.pki import load_ca, vma_common_name, write_private
 
 MIB = 1 << 20
@@ -48,7 +48,7 @@ def lab(tmp_path: Path) -> Iterator[dict]:
     oma_dir = tmp_path / "oma"
     creds = server_credentials(oma_dir, ["127.0.0.1"])
     mine, subject = _client_files(oma_dir, tmp_path / "vma-a", "site-a")
-    other, _ = _client_files(oma_dir, tmp_path / "vma-b", "site-b")
+    other, other_subject = _client_files(oma_dir, tmp_path / "vma-b", "site-b")
     base = min(free_port(), 65000)
     manager = ExportManager(
         state_dir=tmp_path / "exports", port_range=(base, base + 8), tls_dir=creds
@@ -65,6 +65,7 @@ def lab(tmp_path: Path) -> Iterator[dict]:
             "device": device,
             "manager": manager,
             "subject": subject,
+            "other_subject": other_subject,
             "tmp": tmp_path,
             "creds": creds,
         }
@@ -140,10 +141,9 @@ def test_nbdinfo_with_the_vmas_certificate(lab: dict) -> None:
 def test_restart_for_another_client_and_reuse_for_the_same(lab: dict) -> None:
     manager, info = lab["manager"], lab["info"]
     assert manager.start(VOLUME, str(lab["device"]), client=lab["subject"]).pid == info.pid
-    other = "CN=vma:site-b,O=OSSEA-Migrate"
-    moved = manager.start(VOLUME, str(lab["device"]), client=other)
+    moved = manager.start(VOLUME, str(lab["device"]), client=lab["other_subject"])
     assert moved.pid != info.pid
-    assert manager.admitted(moved.pid) == "O=OSSEA-Migrate,CN=vma:site-b"
+    assert manager.admitted(moved.pid) == gnutls_dn(lab["other_subject"])
     with NbdClient(parse_uri(moved.uri), tls=lab["other"]) as client:
         assert client.pread(0, 4096) == bytes(4096)
 
@@ -243,7 +243,7 @@ def test_a_dead_tls_export_is_restarted_for_the_same_vma(replica, lab: dict) -> 
     result = reconcile_exports(manager, manager.port_range)
     assert result.restarted == [rv.cloudstack_volume_id]
     row = NbdExport.get_by_id(row.id)
-    assert manager.admitted(row.pid) == "O=OSSEA-Migrate,CN=vma:site-a"
+    assert manager.admitted(row.pid) == gnutls_dn(lab["subject"])
     assert ensure_export(manager, rv) == uri
     with NbdClient(parse_uri(uri), tls=lab["mine"]) as client:
         assert client.pread(0, 512) == bytes(512)

@@ -4,7 +4,8 @@ certificates for enrolled VMAs.
 The CA lives in ``<OMA_DATA_DIR>/pki/``: ``ca.key`` (mode 0600, never leaves the OMA) and
 ``ca.crt`` (public; a VMA pins it). It is created on first use (EC P-256, ten years). Issued
 certificates are EC P-256 as well, valid for ``days`` (default 825, the longest that common TLS
-clients accept). A VMA's client certificate carries ``CN=vma:<name>`` and is identified by its
+clients accept). A VMA's client certificate carries ``CN=vma:<name>`` and an ``OU`` unique to
+the certificate (so its subject names one certificate, not a name), and is identified by its
 SHA-256 fingerprint, which the OMA stores with the appliance and pins.
 """
 
@@ -14,6 +15,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,12 +140,15 @@ class CertificateAuthority:
     ) -> Issued:
         # with ``public_key`` (from a CSR) the holder keeps its private key: key_pem is empty
         key = None if public_key is not None else ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]
-        )
+        attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)]
+        if usage == ExtendedKeyUsageOID.CLIENT_AUTH:
+            # a subject of its own per certificate: the NBD exports admit a client by subject,
+            # so a revoked certificate of a VMA enrolled again under its name stays refused
+            attributes.append(
+                x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, f"id-{secrets.token_hex(8)}")
+            )
+        attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        name = x509.Name(attributes)
         now = _now()
         builder = (
             x509.CertificateBuilder()
