@@ -4,58 +4,124 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..database import database
 from ..database.models import VmaAppliance
 from ..database.repos import appliances, contexts, credentials
 from ..errors import ConflictError
 from ._context import box, config
-from .errors import ApiError, invalid
-from .schemas import DISCOVER, DISCOVERY_ADD, body
+from .errors import ApiError
+from .requests import (
+    Body,
+    Id,
+    Line,
+    Secret,
+    Text,
+    VmId,
+    body,
+    int_between,
+    optional,
+    unprocessable,
+)
 from .serialize import context
-from .validation import boolean, json_body, no_unknown, secret, string, vm_id
+from .validation import vm_id
 
 bp = Blueprint("discovery", __name__, url_prefix="/api/v1/discovery")
 
-FIELDS = ("vma_id", "credential_id", "vcenter", "username", "password", "datacenter", "insecure")
+
+class Login(Body):
+    """Which VMA asks which vCenter: a saved login (``credential_id``, else the default one)
+    or ``vcenter`` + ``username`` + ``password``."""
+
+    vma_id: Id = Field(None, description="needed when more than one VMA is registered")  # type: ignore[assignment]
+    credential_id: Id = None  # type: ignore[assignment]
+    vcenter: Line = Field(None, description="host or host:port")  # type: ignore[assignment]
+    username: Line = None  # type: ignore[assignment]
+    password: Secret = None  # type: ignore[assignment]
+    datacenter: optional(Line) = None
+    insecure: bool = False
 
 
-def _vma(data: dict[str, Any]) -> VmaAppliance:
-    vma_id = string(data, "vma_id", required=False)
-    if vma_id:
-        return appliances.get_appliance(vma_id)
+class DiscoveredDisk(BaseModel):
+    """A disk of a discovered VM: its key (``disk_key``, ``key`` or ``id`` as ``disk-2000``)
+    and size; its other fields are kept."""
+
+    model_config = ConfigDict(extra="allow", regex_engine="python-re")
+
+    capacity_bytes: int_between(1, 1 << 62)
+
+
+class DiscoveredVm(BaseModel):
+    """A VM as discovery lists it (its other fields are kept as its spec)."""
+
+    model_config = ConfigDict(extra="allow", regex_engine="python-re")
+
+    id: VmId
+    name: Line
+    path: optional(Text) = None
+    disks: list[DiscoveredDisk] = Field(min_length=1, max_length=256)
+
+
+class DiscoveryAdd(Login):
+    """``POST /discovery/add``: ``vms`` (as discovery listed them) or ``vm_ids`` (discovered
+    again through the VMA), one of them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["vms"]}, {"required": ["vm_ids"]}]}
+    )
+
+    cloudstack_target_id: optional(Id) = None
+    vms: list[DiscoveredVm] = Field(None, min_length=1, max_length=1000)  # type: ignore[assignment]
+    vm_ids: list[VmId] = Field(None, min_length=1, max_length=1000)  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _one_list(self) -> DiscoveryAdd:
+        if ("vms" in self.given()) == ("vm_ids" in self.given()):
+            raise ValueError("vms: give vms (as discovery listed them) or vm_ids, one of them")
+        return self
+
+
+def _vma(data: Login) -> VmaAppliance:
+    if data.vma_id:
+        return appliances.get_appliance(data.vma_id.strip())
     rows = appliances.list_appliances()
     if len(rows) != 1:
-        raise invalid("vma_id", "is required" if rows else "no VMA is registered yet")
+        raise unprocessable(
+            "vma_id", "is required (more than one VMA)" if rows else "no VMA is registered yet"
+        )
     return rows[0]
 
 
-def _login(data: dict[str, Any]) -> dict[str, Any]:
+def _login(data: Login) -> dict[str, Any]:
     """vCenter, username, password, datacenter, insecure and credential id for the request."""
-    credential_id = string(data, "credential_id", required=False)
-    if credential_id or not data.get("username"):
+    datacenter = data.datacenter.strip() if data.datacenter else None
+    if data.credential_id or not data.username:
         row = (
-            credentials.get_credential(credential_id)
-            if credential_id
+            credentials.get_credential(data.credential_id.strip())
+            if data.credential_id
             else credentials.default_credential()
         )
         if row is None:
-            raise invalid("credential_id", "is required (or vcenter, username and password)")
+            raise unprocessable("credential_id", "is required (or vcenter, username and password)")
         return {
             "vcenter": row.vcenter,
             "username": row.username,
             "password": box().decrypt(row.password_encrypted),
-            "datacenter": string(data, "datacenter", required=False) or row.datacenter,
+            "datacenter": datacenter or row.datacenter,
             "insecure": row.insecure,
             "credential_id": row.id,
         }
+    for name in ("vcenter", "password"):
+        if getattr(data, name) is None:
+            raise unprocessable(name, "is required with username (or use credential_id)")
     return {
-        "vcenter": string(data, "vcenter"),
-        "username": string(data, "username"),
-        "password": secret(data, "password"),
-        "datacenter": string(data, "datacenter", required=False),
-        "insecure": boolean(data, "insecure"),
+        "vcenter": data.vcenter.strip(),
+        "username": data.username.strip(),
+        "password": data.password,
+        "datacenter": datacenter,
+        "insecure": data.insecure,
         "credential_id": None,
     }
 
@@ -99,13 +165,12 @@ def _managed(vcenter: str) -> dict[str, str]:
 
 
 @bp.post("")
-@body(DISCOVER)
+@body(Login)
 def discover() -> Any:
     """List a vCenter's VMs through a VMA: ``{"vma_id"?, "credential_id"? | "vcenter",
     "username", "password", "datacenter"?, "insecure"?}`` → ``{"vms": [...]}`` with
     ``vm_context_id`` set on VMs already managed."""
-    data = json_body()
-    no_unknown(data, FIELDS)
+    data: Login = g.body
     vma = _vma(data)
     login = _login(data)
     vms = _canonical_ids(_discover(vma, login))
@@ -115,57 +180,46 @@ def discover() -> Any:
     return jsonify({"vma_id": vma.id, "vcenter": login["vcenter"], "vms": vms})
 
 
-def _validate_vm(vm: Any, index: int) -> tuple[str, str, list[dict[str, Any]]]:
+def _validate_vm(vm: dict[str, Any], index: int) -> tuple[str, str, list[dict[str, Any]]]:
     where = f"vms[{index}]"
-    if not isinstance(vm, dict):
-        raise invalid(where, "must be an object (a VM as returned by discovery)")
-    if vm.get("id") is None:
-        raise invalid(f"{where}.id", "is required")
-    canonical, name = vm_id(vm["id"], f"{where}.id"), vm.get("name")
-    if not isinstance(name, str) or not name:
-        raise invalid(f"{where}.name", "is required")
+    canonical, name = vm_id(vm["id"], f"{where}.id"), str(vm["name"]).strip()
     try:
         disks = contexts.disk_rows_from_vm(vm)
     except ValueError as exc:
-        raise invalid(f"{where}.{str(exc).split(' ', 1)[0]}", str(exc).split(" ", 1)[1]) from None
+        field, _, reason = str(exc).partition(" ")
+        raise unprocessable(f"{where}.{field}", reason) from None
     if not disks:
-        raise invalid(f"{where}.disks", "must list at least one disk")
+        raise unprocessable(f"{where}.disks", "must list at least one disk")
     return canonical, name, disks
 
 
 @bp.post("/add")
-@body(DISCOVERY_ADD)
+@body(DiscoveryAdd)
 def add() -> Any:
     """Add VMs to management: ``{"vma_id"?, "credential_id"?, "vcenter"?, "vms": [VM...]}``
     or ``{..., "vm_ids": [...]}`` (discovered again through the VMA). Creates one vm_context
     with its disks per VM; VMs already managed are reported under ``skipped``. → 201."""
-    data = json_body()
-    no_unknown(data, (*FIELDS, "vms", "vm_ids", "cloudstack_target_id"))
+    data: DiscoveryAdd = g.body
     vma = _vma(data)
-    target_id = string(data, "cloudstack_target_id", required=False)
+    target_id = data.cloudstack_target_id.strip() if data.cloudstack_target_id else None
     if target_id:
         from ..database.repos import targets
 
         targets.get_target(target_id)
-    if "vms" in data:
-        vms = data["vms"]
-        if not isinstance(vms, list) or not vms:
-            raise invalid("vms", "must be a non-empty list")
-        credential_id = string(data, "credential_id", required=False)
-        if credential_id:
-            row = credentials.get_credential(credential_id)
-            vcenter = string(data, "vcenter", required=False) or row.vcenter
+    if data.vms is not None:
+        vms = [vm.model_dump() for vm in data.vms]
+        if data.credential_id:
+            row = credentials.get_credential(data.credential_id.strip())
+            vcenter = data.vcenter.strip() if data.vcenter else row.vcenter
+            credential_id = row.id
         else:
             row = credentials.default_credential()
-            vcenter = string(data, "vcenter", required=row is None) or (
-                row.vcenter if row else None
-            )
+            if data.vcenter is None and row is None:
+                raise unprocessable("vcenter", "is required (no default vCenter login is saved)")
+            vcenter = data.vcenter.strip() if data.vcenter else row.vcenter  # type: ignore[union-attr]
             credential_id = row.id if row else None
-    elif "vm_ids" in data:
-        given = data["vm_ids"]
-        if not isinstance(given, list) or not given:
-            raise invalid("vm_ids", "must be a non-empty list of VM ids")
-        wanted = list(dict.fromkeys(vm_id(v, f"vm_ids[{i}]") for i, v in enumerate(given)))
+    else:
+        wanted = list(dict.fromkeys(vm_id(v, f"vm_ids[{i}]") for i, v in enumerate(data.vm_ids)))
         login = _login(data)
         found = {vm.get("id"): vm for vm in _canonical_ids(_discover(vma, login))}
         missing = [v for v in wanted if v not in found]
@@ -178,8 +232,6 @@ def add() -> Any:
             )
         vms = [found[v] for v in wanted]
         vcenter, credential_id = login["vcenter"], login["credential_id"]
-    else:
-        raise invalid("vms", "is required (or vm_ids)")
     parsed = [_validate_vm(vm, i) for i, vm in enumerate(vms)]
     added, skipped = [], []
     for (canonical, name, disks), vm in zip(parsed, vms, strict=True):

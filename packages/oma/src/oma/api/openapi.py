@@ -134,7 +134,6 @@ def build_document() -> dict[str, Any]:
             if method in ("POST", "PATCH", "PUT"):
                 model = getattr(view, "request_model", None)
                 schema = _component(model, components) if model else None
-                schema = schema or getattr(view, "request_schema", None)
                 op["requestBody"] = {
                     "required": schema is not None,
                     "content": {"application/json": {"schema": schema or {"type": "object"}}},
