@@ -215,3 +215,33 @@ def test_the_cloudstack_api_key_is_masked(client: Any, auth: Any) -> None:
         listed = client.get("/api/v1/cloudstack-targets", headers=auth.headers(role))
         assert key not in listed.get_data(as_text=True)
         assert listed.json["items"][0]["api_key"] == "****6789"
+
+
+def test_the_cloudstack_api_key_is_stored_encrypted(app: Any, client: Any, auth: Any) -> None:
+    """Created through the API: only a hint is in clear. Stored in clear by an older OMA:
+    encrypted at the next start, and still the key the CloudStack client gets."""
+    from oma.database import database
+    from oma.database.models import CloudStackTarget
+    from oma.database.repos import targets
+
+    key = "Legacy-Key-0123456789-abcdefghijkl"
+    body = {
+        "name": "cs",
+        "endpoint": "http://127.0.0.1:1/client/api",
+        "api_key": key,
+        "secret_key": "s" * 40,
+        "zone_id": "z",
+        "oma_vm_id": "o",
+    }
+    r = client.post("/api/v1/cloudstack-targets", headers=auth.admin, json=body)
+    assert r.status_code == 201, r.json
+    box = app.extensions["oma_secrets"]
+    with app.app_context(), database.connection_context():
+        row = CloudStackTarget.get_by_id(r.json["id"])
+        assert key not in (row.api_key, row.api_key_encrypted) and row.api_key == "****ijkl"
+        assert targets.api_key(row, box) == key
+        # a row an older OMA wrote: the key in clear, nothing encrypted
+        CloudStackTarget.update(api_key=key, api_key_encrypted=None).execute()
+        assert targets.encrypt_api_keys(box) == 1 and targets.encrypt_api_keys(box) == 0
+        row = CloudStackTarget.get_by_id(r.json["id"])
+        assert row.api_key == "****ijkl" and targets.api_key(row, box) == key

@@ -77,6 +77,11 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
         upgrade()
     app.extensions["oma_config"] = cfg
     app.extensions["oma_secrets"] = secret_box(cfg)
+    if cfg.auto_upgrade:  # the process that migrates also encrypts keys stored in clear
+        from ..database.repos.targets import encrypt_api_keys
+
+        with database.connection_context():
+            encrypt_api_keys(app.extensions["oma_secrets"])
 
     @app.before_request
     def _open_db() -> None:

@@ -81,7 +81,7 @@ def target(row: CloudStackTarget) -> dict[str, Any]:
         "id": row.id,
         "name": row.name,
         "endpoint": row.endpoint,
-        "api_key": mask(row.api_key),
+        "api_key": row.api_key if row.api_key_encrypted else mask(row.api_key),
         "has_secret_key": bool(row.secret_key_encrypted),
         "zone_id": row.zone_id,
         "oma_vm_id": row.oma_vm_id,

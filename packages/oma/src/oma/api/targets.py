@@ -51,7 +51,7 @@ def client_for(row: CloudStackTarget) -> CloudStackClient:
     """A CloudStackClient for a stored target (the secret key is decrypted here only)."""
     return CloudStackClient(
         row.endpoint,
-        row.api_key,
+        targets.api_key(row, box()),
         box().decrypt(row.secret_key_encrypted),
         poll_interval=config().cloudstack_poll_interval,
         verify=row.verify_tls,
@@ -283,7 +283,8 @@ def create_target() -> Any:
         data.name.strip(),
         data.endpoint.rstrip("/"),
         data.api_key.strip(),
-        box().encrypt(data.secret_key),
+        data.secret_key,
+        box=box(),
         zone_id=data.zone_id.strip(),
         oma_vm_id=data.oma_vm_id.strip(),
         disk_offering_id=data.disk_offering_id.strip() if data.disk_offering_id else None,
@@ -316,6 +317,9 @@ def update_target(target_id: str) -> Any:
         value = getattr(data, name)
         if name == "secret_key":
             fields["secret_key_encrypted"] = box().encrypt(value)
+        elif name == "api_key":
+            fields["api_key"] = targets.key_hint(value.strip())
+            fields["api_key_encrypted"] = box().encrypt(value.strip())
         elif name == "endpoint":
             fields["endpoint"] = value.rstrip("/")
         else:

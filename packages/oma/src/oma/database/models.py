@@ -148,12 +148,13 @@ class VmwareCredential(BaseModel):
 
 
 class CloudStackTarget(BaseModel):
-    """A CloudStack endpoint, its API key pair (secret encrypted) and placement choices."""
+    """A CloudStack endpoint, its API key pair (both encrypted) and placement choices."""
 
     id = UUIDStrField(primary_key=True, default=new_id)
     name = CharField(max_length=100, unique=True)
     endpoint = CharField(max_length=500)
-    api_key = CharField(max_length=255)
+    api_key = CharField(max_length=255)  # a hint (****1a2b) once api_key_encrypted is set
+    api_key_encrypted = TextField(null=True)
     secret_key_encrypted = TextField()
     zone_id = CharField(max_length=64)
     oma_vm_id = CharField(max_length=64)

@@ -180,6 +180,7 @@ def nbd_credentials(config: Any) -> Path:
 def build_worker(config: Any, *, exports: Any = None) -> Worker:
     """Connect the database and build the poller, engine, runner and export manager."""
     from ..cloudstack import CloudStackClient, wait_for_device
+    from ..database.repos import targets as target_repo
     from ..nbd import ExportManager
     from ..secrets import secret_box
 
@@ -190,6 +191,8 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
 
         upgrade()
     box = secret_box(config)
+    with database.connection_context():
+        target_repo.encrypt_api_keys(box)  # keys stored in clear before they were encrypted
 
     vma_cache = _ClientCache(
         lambda row: VmaClient.for_appliance(row, box.decrypt(row.token_encrypted), config)
@@ -197,7 +200,7 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
     cs_cache = _ClientCache(
         lambda row: CloudStackClient(
             row.endpoint,
-            row.api_key,
+            target_repo.api_key(row, box),
             box.decrypt(row.secret_key_encrypted),
             poll_interval=config.cloudstack_poll_interval,
             verify=row.verify_tls,
@@ -209,7 +212,15 @@ def build_worker(config: Any, *, exports: Any = None) -> Worker:
 
     def cloudstack_for(row: CloudStackTarget) -> Any:
         return cs_cache.get(
-            row.id, (row.endpoint, row.api_key, row.secret_key_encrypted, row.verify_tls), row
+            row.id,
+            (
+                row.endpoint,
+                row.api_key_encrypted,
+                row.api_key,
+                row.secret_key_encrypted,
+                row.verify_tls,
+            ),
+            row,
         )
 
     if exports is None:
