@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from labtest.cli import cli_env, run_oma, served_oma
+from labtest.cli import cli_env, health, run_oma, served_oma
 from labtest.procs import ManagedProcess, wait_until
 from oma.cli._errors import ExitCode
 
@@ -117,15 +117,6 @@ def test_errors_are_one_line_with_a_named_exit_code(
     assert len(lines) <= 2 and all(not ln.startswith("Traceback") for ln in lines)
     if len(lines) == 2:
         assert lines[1].startswith("hint: ")
-
-
-def _health(url: str) -> dict[str, Any] | None:
-    """The health document, or None while the server does not answer (yet)."""
-    try:
-        r = requests.get(f"{url}/health", timeout=10)
-    except requests.RequestException:
-        return None
-    return r.json() if r.status_code == 200 else None
 
 
 @pytest.fixture
@@ -459,7 +450,7 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
     ).start()
     try:
         wait_until(
-            lambda: (_health(url) or {}).get("status") == "ok",
+            lambda: (health(url) or {}).get("status") == "ok",
             what="worker heartbeat",
             proc=worker.proc,
         )
@@ -467,7 +458,7 @@ def test_worker_heartbeat_makes_health_ok_and_sigterm_stops_it(
         assert body["worker"]["worker_id"] == "cli-test-worker"
         wait_until(  # a few ticks of every scheduled job (each beat is one poll interval)
             lambda: (
-                (_health(url) or {}).get("worker", {}).get("seen_at") != body["worker"]["seen_at"]
+                (health(url) or {}).get("worker", {}).get("seen_at") != body["worker"]["seen_at"]
             ),
             what="a later heartbeat",
             proc=worker.proc,

@@ -50,7 +50,8 @@ def run_oma(
     )
 
 
-def _health(url: str) -> dict[str, Any] | None:
+def health(url: str) -> dict[str, Any] | None:
+    """The OMA's health document, or None while it does not answer (yet)."""
     import requests
 
     try:
@@ -79,7 +80,7 @@ def served_oma(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         proc.wait_port(port)
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _health(url) is not None, what="oma serve health", proc=proc.proc)
+        wait_until(lambda: health(url) is not None, what="oma serve health", proc=proc.proc)
         yield {
             "url": url,
             "token": token,

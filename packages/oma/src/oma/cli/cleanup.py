@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import click
 
+from ._workflow import cleanup_options, follow_workflow, request_cleanup
+
 
 @click.command("cleanup")
-@click.argument("vm")
-@click.option("--watch", is_flag=True, help="Follow the cleanup's steps until it ends.")
-@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@cleanup_options
 def command(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     """Delete VM's replica volumes and exports (it stays managed; the next sync is full)."""
     from ._client import ApiClient
-    from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context, naming
-    from ._workflow import follow_workflow
 
     with ApiClient() as api:
-        ctx = find_context(api, vm)
-        try:
-            with naming(ctx):
-                wf = api.post(f"vm-contexts/{ctx['id']}/cleanup")
-        except CliError as exc:
-            if exc.code == ExitCode.CONFLICT:
-                exc.hint = (
-                    f"stop its job (`oma jobs --active --vm {ctx['name']}`, `oma stop JOB`) "
-                    f"or roll its failover back (`oma rollback {ctx['name']}`) first"
-                )
-            raise
+        ctx, wf = request_cleanup(api, vm, delete=False)
         if as_json:
             echo_json(wf)
         else:

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ._help import Group
+from ._workflow import cleanup_options
 
 
 @click.group("vm", cls=Group)
@@ -74,30 +75,15 @@ def _print(c: dict[str, Any]) -> None:
 
 
 @command.command("remove")
-@click.argument("vm")
-@click.option("--watch", is_flag=True, help="Follow the replicas' cleanup until it ends.")
-@click.option("--interval", type=click.FloatRange(0.1, 60), default=1.0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@cleanup_options
 def remove(vm: str, watch: bool, interval: float, as_json: bool) -> None:
     """Stop managing VM: its replica volumes are deleted first (by the worker), then the VM."""
     from ._client import ApiClient
-    from ._errors import CliError, ExitCode
     from ._format import echo_json
-    from ._resolve import find_context, naming
-    from ._workflow import follow_workflow
+    from ._workflow import follow_workflow, request_cleanup
 
     with ApiClient() as api:
-        ctx = find_context(api, vm)
-        try:
-            with naming(ctx):
-                wf = api.delete(f"vm-contexts/{ctx['id']}")
-        except CliError as exc:
-            if exc.code == ExitCode.CONFLICT:
-                exc.hint = (
-                    f"stop its job (`oma jobs --active --vm {ctx['name']}`, `oma stop JOB`) "
-                    f"or roll its failover back (`oma rollback {ctx['name']}`) first"
-                )
-            raise
+        ctx, wf = request_cleanup(api, vm, delete=True)
         if not wf:
             if as_json:
                 echo_json({"removed": True, "vm_context_id": ctx["id"]})
