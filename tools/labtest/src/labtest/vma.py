@@ -252,10 +252,12 @@ def _stop_leftover_processes(data_dir: Path) -> None:
         return
     with contextlib.closing(sqlite3.connect(db_path)) as db:
         rows = db.execute(
-            "SELECT supervisor_pid, supervisor_start, source_state FROM job "
+            "SELECT supervisor_pid, supervisor_start, pid, pid_start, source_state FROM job "
             "WHERE status IN ('queued', 'running')"
         ).fetchall()
-    for pid, start, state in rows:
+    for pid, start, child, child_start, state in rows:
         processes.stop(pid, start, grace=2.0)
+        # the supervisor stops migratekit as it exits, unless it was killed before it could
+        processes.stop(child, child_start, grace=2.0)
         for server in json.loads(state or "{}").get("servers", []):
             processes.stop(server.get("pid"), server.get("start"), grace=2.0)
