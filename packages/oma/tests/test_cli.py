@@ -15,18 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from labtest.cli import cli_env, health, run_oma, served_oma
+from labtest.cli import CLI_VM, add_cli_vm, cli_env, health, run_oma, served_oma
 from labtest.procs import ManagedProcess, wait_until
 from oma.cli._errors import ExitCode
 
-VM = {
-    "id": "4202-cli",
-    "name": "cli-vm",
-    "disks": [
-        {"key": "2000", "capacity_bytes": 4 << 20},
-        {"key": "2001", "capacity_bytes": 2 << 20},
-    ],
-}
+VM = CLI_VM
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -227,24 +220,9 @@ class _Watcher:
         return code, "".join(self._err)
 
 
-def _add_vm(served: dict[str, Any]) -> dict[str, Any]:
-    """Register a VMA and add ``cli-vm`` through the served API; the added VM context."""
-    url, headers = served["url"], {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{url}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    return requests.post(
-        f"{url}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    ).json()["added"][0]
-
-
 def _queue_job(served: dict[str, Any]) -> str:
     """``cli-vm`` added and ``oma replicate cli-vm`` run; the new job's id."""
-    _add_vm(served)
+    add_cli_vm(served)
     return oma(served["env"], "replicate", "cli-vm").stdout.strip().splitlines()[-1]
 
 
@@ -557,7 +535,7 @@ def test_failover_command_starts_watches_and_reports(served: dict[str, Any]) -> 
     from oma.database.repos import contexts
 
     env = served["env"]
-    added = _add_vm(served)
+    added = add_cli_vm(served)
     not_ready = oma(env, "failover", "cli-vm", *FAILOVER_ARGS)
     assert not_ready.returncode == ExitCode.CONFLICT
     assert "not ready_for_failover" in not_ready.stderr
@@ -680,7 +658,7 @@ def test_rollback_and_retry_commands(served: dict[str, Any]) -> None:
     from oma.database.repos import contexts
 
     env, db = served["env"], served["db"]
-    added = _add_vm(served)
+    added = add_cli_vm(served)
     none = oma(env, "rollback", "cli-vm")
     assert none.returncode == ExitCode.NOT_FOUND
     assert none.stderr.splitlines() == [

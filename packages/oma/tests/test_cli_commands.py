@@ -17,19 +17,12 @@ import click
 import pytest
 import requests
 
-from labtest.cli import cli_env, run_oma, served_oma
+from labtest.cli import CLI_VM, add_cli_vm, cli_env, run_oma, served_oma
 from oma.cli import main
 from oma.cli._errors import ExitCode
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "oma"
-VM = {
-    "id": "4202-cli",
-    "name": "cli-vm",
-    "disks": [
-        {"key": "2000", "capacity_bytes": 4 << 20},
-        {"key": "2001", "capacity_bytes": 2 << 20},
-    ],
-}
+VM = CLI_VM
 
 
 @pytest.fixture
@@ -277,25 +270,11 @@ def test_vcenter_and_target_commands(served: dict[str, Any], tmp_path: Path) -> 
     assert run_oma(env, "vcenter", "remove", "vc").stdout.strip() == "vCenter login vc removed"
 
 
-def _add_vm(served: dict[str, Any]) -> dict[str, Any]:
-    url, headers = served["url"], {"Authorization": f"Bearer {served['token']}"}
-    vma = requests.post(
-        f"{url}/api/v1/vma-appliances",
-        headers=headers,
-        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
-    ).json()
-    return requests.post(
-        f"{url}/api/v1/discovery/add",
-        headers=headers,
-        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [VM]},
-    ).json()["added"][0]
-
-
 def test_vm_and_job_commands_take_short_ids(served: dict[str, Any], tmp_path: Path) -> None:
     import sqlite3
 
     env = served["env"]
-    ctx = _add_vm(served)
+    ctx = add_cli_vm(served)
     shown = run_oma(env, "vm", "show", ctx["id"][:6])
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith("cli-vm  discovered, not ready for failover")

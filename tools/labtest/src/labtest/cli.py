@@ -90,3 +90,33 @@ def served_oma(tmp_path: Path) -> Iterator[dict[str, Any]]:
         }
     finally:
         proc.stop()
+
+
+#: The VM the CLI tests add through the served API (two small disks).
+CLI_VM: dict[str, Any] = {
+    "id": "4202-cli",
+    "name": "cli-vm",
+    "disks": [
+        {"key": "2000", "capacity_bytes": 4 << 20},
+        {"key": "2001", "capacity_bytes": 2 << 20},
+    ],
+}
+
+
+def add_cli_vm(served: dict[str, Any]) -> dict[str, Any]:
+    """Register a VMA and add :data:`CLI_VM` through the served API; the added VM context."""
+    import requests
+
+    url, headers = served["url"], {"Authorization": f"Bearer {served['token']}"}
+    vma = requests.post(
+        f"{url}/api/v1/vma-appliances",
+        headers=headers,
+        json={"name": "v", "url": "http://127.0.0.1:9", "token": "tok1"},
+        timeout=30,
+    ).json()
+    return requests.post(
+        f"{url}/api/v1/discovery/add",
+        headers=headers,
+        json={"vma_id": vma["id"], "vcenter": "vc", "vms": [CLI_VM]},
+        timeout=30,
+    ).json()["added"][0]
