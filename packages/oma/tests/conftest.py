@@ -234,6 +234,12 @@ def auth(app: Any) -> AuthHeaders:
     return AuthHeaders(app)
 
 
+@pytest.fixture
+def any_auth(any_app: Any) -> AuthHeaders:
+    """Tokens for admin, operator and viewer on ``any_app``'s database."""
+    return AuthHeaders(any_app)
+
+
 def _register_lab_vm(vc: Any, sim: Any, vm: Any, vma: Any, oma: Any) -> str:
     from labtest.oma import add_lab_vms, register_lab
 

@@ -64,10 +64,12 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
 
     overrides, flask_settings = _split(config)
     cfg = overrides.pop("__config__", None) or load_config(overrides)
+    from .json_provider import OrjsonProvider
+
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=16 * 1024 * 1024)
     app.config.update(flask_settings)
-    app.json.sort_keys = False
     if not app.testing:
         setup_logging(level=cfg.log_level, json_lines=cfg.log_format == "json")
 

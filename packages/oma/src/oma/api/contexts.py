@@ -10,13 +10,24 @@ from pydantic import ConfigDict, Field, model_validator
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from ..services._queries import write_transaction
-from .requests import Body, Id, Line, PageQuery, Query, body, optional, query, unprocessable
+from .paging import bad_cursor, page_json
+from .requests import (
+    Body,
+    Id,
+    KeysetPageQuery,
+    Line,
+    Query,
+    body,
+    optional,
+    query,
+    unprocessable,
+)
 from .serialize import context, disk, event, job, volume
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
 
 
-class ContextsQuery(PageQuery):
+class ContextsQuery(KeysetPageQuery):
     """``GET /vm-contexts``."""
 
     state: Literal[tuple(s.value for s in ContextState)] | None = None  # type: ignore[valid-type]
@@ -66,34 +77,38 @@ class ContextPatch(Body):
 @bp.get("")
 @query(ContextsQuery)
 def list_contexts() -> Any:
-    """Protected VMs: ``?state=&vma_id=&name=&limit=&offset=`` → ``{items, total, ...}``."""
+    """Protected VMs by name: ``?state=&vma_id=&name=&limit=&offset=&after=`` (``after``: the
+    previous page's ``next_after``) → ``{items, total, has_more, next_after, ...}``."""
     q: ContextsQuery = g.query
     limit, offset = q.limit, q.offset
-    rows, total = contexts.list_contexts(
-        state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset
-    )
-    disks = contexts.disks_by_context(r.id for r in rows)
+    with bad_cursor():
+        found = contexts.list_contexts(
+            state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset, after=q.after
+        )
+    disks = contexts.disks_by_context(r["id"] for r in found.items)
     items = []
-    for row in rows:
+    for row in found.items:
         item = context(row)
-        item["disks"] = [disk(d) for d in disks[row.id]]
+        item["disks"] = [disk(d) for d in disks[row["id"]]]
         items.append(item)
-    return jsonify({"items": items, "total": total, "limit": limit, "offset": offset})
+    return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 
 @bp.get("/<context_id>")
 @query(ContextQuery)
 def get_context(context_id: str) -> Any:
     """One VM context with its disks, replica volumes (and their NBD exports), recent jobs
-    (``?jobs=20``) and events (``?events=100``)."""
+    (``?jobs=20``; ``jobs_total`` counts its jobs up to 1,000, ``jobs_total_exact`` false
+    beyond) and events (``?events=100``)."""
     row = contexts.get_context(context_id)
     job_limit, event_limit = g.query.jobs, g.query.events
-    recent, total = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
+    recent = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
     data = context(row)
     data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
     data["volumes"] = _volumes(context_id)
-    data["jobs"] = [job(j, context_name=row.name) for j in recent[:job_limit]]
-    data["jobs_total"] = total
+    data["jobs"] = [job(j, context_name=row.name) for j in recent.items[:job_limit]]
+    data["jobs_total"] = recent.total
+    data["jobs_total_exact"] = recent.total_exact
     data["events"] = (
         [event(e) for e in events.list_events(context_id=context_id, limit=event_limit)]
         if event_limit

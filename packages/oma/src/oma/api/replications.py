@@ -15,7 +15,8 @@ from ..errors import ConflictError
 from ..services._queries import write_transaction
 from ..workflows import records, resume
 from .errors import ApiError
-from .requests import Body, Id, NoBody, PageQuery, VmId, body, query, unprocessable
+from .paging import bad_cursor, page_json
+from .requests import Body, Id, KeysetPageQuery, NoBody, VmId, body, query, unprocessable
 from .serialize import job
 from .targets import refuse_disks_too_large
 
@@ -47,7 +48,7 @@ class ReplicationCreate(Body):
 _STATUS = "|".join(s.value for s in JobStatus)
 
 
-class ReplicationsQuery(PageQuery):
+class ReplicationsQuery(KeysetPageQuery):
     """``GET /replications``."""
 
     status: str | None = Field(
@@ -122,26 +123,23 @@ def create_replication() -> Any:
 @bp.get("")
 @query(ReplicationsQuery)
 def list_replications() -> Any:
-    """Jobs, newest first: ``?status=a,b&vm_context_id=&vma_id=&active=&limit=&offset=``."""
+    """Jobs, newest first: ``?status=a,b&vm_context_id=&vma_id=&active=&limit=&offset=&after=``
+    (``after``: the previous page's ``next_after``)."""
     q: ReplicationsQuery = g.query
     limit, offset = q.limit, q.offset
-    rows, total = jobs.list_jobs(
-        status=q.status.split(",") if q.status else None,
-        context_id=q.vm_context_id,
-        vma_id=q.vma_id,
-        active=q.active,
-        limit=limit,
-        offset=offset,
-    )
-    names = contexts.names({r.context_id for r in rows})
-    return jsonify(
-        {
-            "items": [job(r, context_name=names.get(r.context_id)) for r in rows],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
-    )
+    with bad_cursor():
+        found = jobs.list_jobs(
+            status=q.status.split(",") if q.status else None,
+            context_id=q.vm_context_id,
+            vma_id=q.vma_id,
+            active=q.active,
+            limit=limit,
+            offset=offset,
+            after=q.after,
+        )
+    names = contexts.names({r["context"] for r in found.items})
+    items = [job(r, context_name=names.get(r["context"])) for r in found.items]
+    return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 
 @bp.get("/<job_id>")

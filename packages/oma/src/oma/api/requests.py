@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from .errors import ApiError, invalid
+from .paging import Cursor
 from .validation import MAX_LIMIT, MAX_OFFSET, json_body
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,10 +135,16 @@ class Query(BaseModel):
 
 
 class PageQuery(Query):
-    """``limit`` and ``offset`` of a list (the bounds :func:`validation.page` applies)."""
+    """``limit`` and ``offset`` of a list (:mod:`oma.api.paging`)."""
 
     limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 50
     offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
+
+
+class KeysetPageQuery(PageQuery):
+    """A list that also pages by ``after`` (a previous page's ``next_after``)."""
+
+    after: Cursor | None = None
 
 
 def unprocessable(field: str, message: str) -> ApiError:

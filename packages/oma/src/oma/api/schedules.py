@@ -27,6 +27,7 @@ from ..database.models import (
 from ..database.repos import schedules as repo
 from ..services import cron
 from ..services.schedules import run_now
+from .paging import page_json
 from .requests import Body, Id, Name, NoBody, PageQuery, body, line, query, unprocessable
 from .serialize import ts
 
@@ -248,10 +249,9 @@ def list_runs() -> Any:
     """Runs of every schedule (``?schedule_id=``), newest first, with their counts."""
     q: RunsQuery = g.query
     limit, offset = q.limit, q.offset
-    rows, total = repo.list_runs(schedule_id=q.schedule_id, limit=limit, offset=offset)
-    return jsonify(
-        {"items": [run_json(r) for r in rows], "total": total, "limit": limit, "offset": offset}
-    )
+    found = repo.list_runs(schedule_id=q.schedule_id, limit=limit, offset=offset)
+    items = [run_json(r) for r in found.items]
+    return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 
 @bp.get("/runs/<run_id>")
@@ -300,7 +300,6 @@ def list_schedule_runs(schedule_id: str) -> Any:
     """Runs of one schedule, newest first."""
     repo.get_schedule(schedule_id)
     limit, offset = g.query.limit, g.query.offset
-    rows, total = repo.list_runs(schedule_id=schedule_id, limit=limit, offset=offset)
-    return jsonify(
-        {"items": [run_json(r) for r in rows], "total": total, "limit": limit, "offset": offset}
-    )
+    found = repo.list_runs(schedule_id=schedule_id, limit=limit, offset=offset)
+    items = [run_json(r) for r in found.items]
+    return jsonify(page_json(found, items, limit=limit, offset=offset))

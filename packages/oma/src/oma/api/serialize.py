@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from peewee import Model
+
 from migration_common import rfc3339
 
 from ..database.models import (
@@ -33,10 +35,11 @@ def mask(value: str | None) -> str | None:
     return "****" + (value[-4:] if len(value) >= 16 else "")
 
 
-def ts(value: datetime | None) -> str | None:
-    """RFC 3339 UTC text of a timestamp (None stays None)."""
-    if value is None:
-        return None
+def ts(value: datetime | str | None) -> str | None:
+    """RFC 3339 UTC text of a timestamp (None stays None; a record's timestamp, already that
+    text — :func:`oma.database.repos._select.records` — stays as it is)."""
+    if value is None or isinstance(value, str):
+        return value
     if value.tzinfo is UTC:  # what the database's timestamp fields return: no conversion
         return value.isoformat()[:-6] + "Z"
     return rfc3339(value)
@@ -94,9 +97,14 @@ def target(row: CloudStackTarget) -> dict[str, Any]:
     }
 
 
-def disk(row: VmDisk) -> dict[str, Any]:
-    """A source disk of a context."""
-    d = row.__data__  # the row's values by field name (what its attributes read)
+def _data(row: Model | dict[str, Any]) -> dict[str, Any]:
+    """A row's values by field name (what its attributes read); a record is that already."""
+    return row if isinstance(row, dict) else row.__data__
+
+
+def disk(row: VmDisk | dict[str, Any]) -> dict[str, Any]:
+    """A source disk of a context (a row or a record)."""
+    d = _data(row)
     return {
         "disk_key": d.get("disk_key"),
         "label": d.get("label"),
@@ -110,9 +118,9 @@ def disk(row: VmDisk) -> dict[str, Any]:
     }
 
 
-def context(row: VmContext) -> dict[str, Any]:
-    """A VM context (without its disks, jobs and events)."""
-    d = row.__data__
+def context(row: VmContext | dict[str, Any]) -> dict[str, Any]:
+    """A VM context, a row or a record (without its disks, jobs and events)."""
+    d = _data(row)
     return {
         "id": d.get("id"),
         "name": d.get("name"),
@@ -190,10 +198,13 @@ def job_disk(row: JobDisk) -> dict[str, Any]:
 
 
 def job(
-    row: ReplicationJob, disks: list[JobDisk] | None = None, *, context_name: str | None = None
+    row: ReplicationJob | dict[str, Any],
+    disks: list[JobDisk] | None = None,
+    *,
+    context_name: str | None = None,
 ) -> dict[str, Any]:
-    """A replication job (with its disks when given)."""
-    d = row.__data__  # the row's values by field name (what its attributes read)
+    """A replication job, a row or a record (with its disks when given)."""
+    d = _data(row)
     status = d.get("status")
     data: dict[str, Any] = {
         "id": d.get("id"),
@@ -229,10 +240,10 @@ def job(
     return data
 
 
-def _verified(row: ReplicationJob, disks: list[JobDisk]) -> bool | None:
+def _verified(row: ReplicationJob | dict[str, Any], disks: list[JobDisk]) -> bool | None:
     """The job's verification result: true once every disk verified equal, false when one
     mismatched, null while unknown (not asked for, or not finished)."""
-    if not row.verify or not disks:
+    if not _data(row).get("verify") or not disks:
         return None
     results = [d.verified for d in disks]
     if False in results:

@@ -13,7 +13,9 @@ from migration_common import ContractError, bad_character, parse_json_body
 from .errors import ApiError, invalid
 
 MAX_LIMIT = 500
-MAX_OFFSET = 2**31 - 1  # past any table's size, within every database's integer range
+#: the deepest ``offset`` a list takes: it is read and skipped row by row, so deeper pages
+#: follow ``next_after`` (keyset paging through the list's index) instead
+MAX_OFFSET = 10_000
 
 
 def json_body() -> dict[str, Any]:

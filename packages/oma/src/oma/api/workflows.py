@@ -9,6 +9,8 @@ from flask import Blueprint, g, jsonify, url_for
 
 from ..database.models import ReplicaVolume, VmContext, Workflow, WorkflowStep
 from ..database.repos import contexts
+from ..database.repos._util import paginate
+from .paging import page_json
 from .requests import Id, NoBody, PageQuery, body, query
 from .serialize import ts
 
@@ -72,16 +74,9 @@ def list_workflows() -> Any:
     ):
         if value:
             rows_query = rows_query.where(column == value)
-    total = rows_query.count()
-    rows = rows_query.order_by(Workflow.created_at.desc(), Workflow.id).limit(limit).offset(offset)
-    return jsonify(
-        {
-            "items": [workflow(r, with_steps=False) for r in rows],
-            "total": total,
-            "limit": limit,
-            "offset": offset,
-        }
-    )
+    found = paginate(rows_query.order_by(Workflow.created_at.desc(), Workflow.id), limit, offset)
+    items = [workflow(r, with_steps=False) for r in found.items]
+    return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 
 @bp.get("/workflows/<workflow_id>")

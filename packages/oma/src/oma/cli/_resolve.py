@@ -14,14 +14,14 @@ MIN_PREFIX = 4  # shorter prefixes match too much to be meant
 PAGE = 500
 
 
-def _pages(api: ApiClient, path: str, **params: Any) -> Iterator[dict[str, Any]]:
-    """Every item of a paginated collection (``items``, ``total``)."""
-    offset = 0
+def pages(api: ApiClient, path: str, **params: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a paged collection, page after page by its ``next_after`` cursor."""
+    after = None
     while True:
-        page = api.get(path, limit=PAGE, offset=offset, **params)
+        page = api.get(path, limit=PAGE, after=after, **params)
         yield from page["items"]
-        offset += len(page["items"])
-        if not page["items"] or offset >= page.get("total", offset):
+        after = page.get("next_after")
+        if not page["items"] or not page.get("has_more") or not after:
             return
 
 
@@ -96,7 +96,7 @@ def find_context(api: ApiClient, ref: str) -> dict[str, Any]:
         vm_id = canonical_vm_id(ref)  # VMware ids are stored canonical (a UUID in lower case)
     except ValueError:
         vm_id = ref
-    items = list(_pages(api, "vm-contexts"))
+    items = list(pages(api, "vm-contexts"))
     for ctx in items:
         if vm_id == ctx["vm_id"]:
             return ctx
@@ -112,7 +112,7 @@ def find_job(api: ApiClient, ref: str) -> str:
     """The id of the replication job ``ref`` names (its id or a unique id prefix)."""
     if len(ref) >= 32 or len(ref) < MIN_PREFIX:
         return ref  # a whole id (or too short to search for): the API says whether it exists
-    items = [{"id": j["id"]} for j in _pages(api, "replications")]
+    items = [{"id": j["id"]} for j in pages(api, "replications")]
     return pick(items, ref, what="job", hint="`oma jobs`")["id"]
 
 

@@ -58,5 +58,6 @@ def command(
     ]
     headers = ("JOB", "VM", "TYPE", "STATUS", "DONE", "BYTES", "CREATED", "TOOK", "ENDED", "ERROR")
     click.echo(table(headers, rows))
-    if page["total"] > len(page["items"]):
-        click.echo(f"({len(page['items'])} of {page['total']}; use --limit)")
+    if page["has_more"]:
+        total = f"{page['total']}" + ("" if page["total_exact"] else "+")
+        click.echo(f"({len(page['items'])} of {total}; use --limit)")

@@ -14,15 +14,10 @@ def command(state: str | None, as_json: bool) -> None:
 
     from ._client import ApiClient
     from ._format import size, table
+    from ._resolve import pages
 
     with ApiClient() as api:
-        items, offset = [], 0
-        while True:
-            page = api.get("vm-contexts", state=state, limit=500, offset=offset)
-            items += page["items"]
-            offset += len(page["items"])
-            if not page["items"] or offset >= page["total"]:
-                break
+        items = list(pages(api, "vm-contexts", state=state))
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import render_template, request
 
+from ..api.validation import MAX_OFFSET
 from ..database.models import ContextState, VmContext
 from ..database.repos import contexts
 from ..workflows.failover.target_vm import source_nics
@@ -41,6 +42,7 @@ def _overview() -> dict[str, Any]:
         "failed_workflows": [w | {"vm_name": names.get(w["vm_context_id"])} for w in workflows],
         "active": active["items"],
         "active_total": active["total"],
+        "active_total_exact": active["total_exact"],
         "failures": failed["items"],
         "health": api.call("GET", "health").body or {},
         "vmas": api.get("vma-appliances")["items"],
@@ -74,15 +76,18 @@ def _vm_rows(filters: dict[str, str]) -> dict[str, Any]:
     offset = int(filters["offset"] or 0)
     if filters["group"]:  # the group's members among every VM matching the other filters
         wanted = {m["vm_context_id"] for m in api.get(f"groups/{filters['group']}")["members"]}
-        items, seen, total = [], 0, 1
-        while seen < total and len(items) < len(wanted):
-            listing = api.get("vm-contexts", **query, limit=ACTIVE_LIMIT, offset=seen)
-            total, seen = listing["total"], seen + ACTIVE_LIMIT
+        items, after, more = [], None, True
+        while more and len(items) < len(wanted):
+            listing = api.get("vm-contexts", **query, limit=ACTIVE_LIMIT, after=after)
+            more, after = listing["has_more"], listing["next_after"]
             items += [i for i in listing["items"] if i["id"] in wanted]
-        total, offset = len(items), 0
+        total, exact, more, offset = len(items), True, False, 0
     else:
+        offset = min(offset, MAX_OFFSET)
         listing = api.get("vm-contexts", **query, limit=VMS_PER_PAGE, offset=offset)
-        items, total = listing["items"], listing["total"]
+        items, total, exact = listing["items"], listing["total"], listing["total_exact"]
+        # deeper than the API's offset bound, the name and state filters narrow the list
+        more = listing["has_more"] and offset + VMS_PER_PAGE <= MAX_OFFSET
     active = {
         j["vm_context_id"]: j
         for j in api.get("replications", active="true", limit=ACTIVE_LIMIT)["items"]
@@ -91,6 +96,8 @@ def _vm_rows(filters: dict[str, str]) -> dict[str, Any]:
     return {
         "vms": items,
         "total": total,
+        "total_exact": exact,
+        "more": more,
         "offset": offset,
         "per_page": VMS_PER_PAGE,
         "jobs": active,

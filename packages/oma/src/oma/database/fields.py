@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from peewee import CharField, DateTimeField, TextField
 
 
@@ -43,7 +44,7 @@ class JSONField(TextField):
             return None
         if isinstance(value, dict | list):
             return value
-        return json.loads(value)
+        return orjson.loads(value)
 
 
 class UtcDateTimeField(DateTimeField):

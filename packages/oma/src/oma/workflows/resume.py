@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..database.models import JobDisk, JobEvent, JobStatus, ReplicationJob
+from ..database.repos._select import Where, first
 from ..services import _queries as q
 
 EVENT = "resume"
@@ -61,10 +62,6 @@ def record(job: ReplicationJob, answer: dict[str, Any]) -> None:
 
 def decision(job_id: str) -> dict[str, Any] | None:
     """The job's resume decision (the VMA's answer), None when it did not ask."""
-    row = (
-        JobEvent.select()
-        .where(JobEvent.job == job_id, JobEvent.kind == EVENT)
-        .order_by(JobEvent.at.desc())
-        .first()
-    )
+    where = Where().eq("job_id", job_id).eq("kind", EVENT)
+    row = first(JobEvent, where, order="at DESC, id DESC")  # the (job_id, at, id) index
     return row.data if row is not None else None

@@ -10,13 +10,15 @@ it are converted: timestamps, JSON, booleans).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
 from peewee import BooleanField, DateTimeField, FloatField, Model
 
 from ..db import database
-from ..fields import JSONField
+from ..fields import JSONField, UtcDateTimeField
 
 M = TypeVar("M", bound=Model)
 _CONVERTED = (DateTimeField, JSONField, BooleanField, FloatField)
@@ -66,12 +68,14 @@ def _quote(name: str) -> str:
 
 @cache
 def _columns(model: type[Model], chars: str) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
-    """(the SELECT list quoted with ``chars``, the field names, (position, converter) of each
-    field whose database value needs converting) of ``model``."""
+    """(the SELECT list quoted with ``chars``, the field names, (position, name, converter,
+    whether a timestamp) of each field whose database value needs converting) of ``model``."""
     fields = model._meta.sorted_fields
     select = ", ".join(f"{chars[0]}{f.column_name}{chars[1]}" for f in fields)
     convert = tuple(
-        (i, f.name, f.python_value) for i, f in enumerate(fields) if isinstance(f, _CONVERTED)
+        (i, f.name, f.python_value, isinstance(f, DateTimeField))
+        for i, f in enumerate(fields)
+        if isinstance(f, _CONVERTED)
     )
     return select, tuple(f.name for f in fields), convert
 
@@ -86,16 +90,14 @@ def instance(model: type[M], data: dict[str, Any]) -> M:
     return row
 
 
-def rows(
-    model: type[M],
-    where: Where | None = None,
-    *,
-    order: str = "",
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[M]:
-    """Instances of ``model`` matching ``where``, ordered by ``order`` (SQL, e.g.
-    ``created_at DESC, id DESC``), at most ``limit`` of them after skipping ``offset``."""
+def _query(
+    model: type[Model],
+    where: Where | None,
+    order: str,
+    limit: int | None,
+    offset: int,
+) -> tuple[list[tuple[Any, ...]], tuple[str, ...], tuple[Any, ...]]:
+    """(the raw result rows, the field names, the converters) of one SELECT of ``model``."""
     db = database.obj
     select, names, convert = _columns(model, db.quote)
     sql = f"SELECT {select} FROM {_quote(model._meta.table_name)}"
@@ -109,14 +111,66 @@ def rows(
         sql += f" LIMIT {int(limit)}"
         if offset:
             sql += f" OFFSET {int(offset)}"
+    return db.execute_sql(sql, params).fetchall(), names, convert
+
+
+def rows(
+    model: type[M],
+    where: Where | None = None,
+    *,
+    order: str = "",
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[M]:
+    """Instances of ``model`` matching ``where``, ordered by ``order`` (SQL, e.g.
+    ``created_at DESC, id DESC``), at most ``limit`` of them after skipping ``offset``."""
+    found, names, convert = _query(model, where, order, limit, offset)
     out = []
-    for raw in db.execute_sql(sql, params).fetchall():
+    for raw in found:
         data = dict(zip(names, raw, strict=True))
-        for i, name, python_value in convert:
+        for i, name, python_value, _ in convert:
             if raw[i] is not None:
                 data[name] = python_value(raw[i])
         out.append(instance(model, data))
     return out
+
+
+def records(
+    model: type[Model],
+    where: Where | None = None,
+    *,
+    order: str = "",
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Like :func:`rows`, but plain dicts (field name → value) ready for JSON: timestamps are
+    RFC 3339 UTC text (``2024-01-01T00:00:00Z``) instead of datetimes. For read-only lists,
+    where building and formatting a datetime per column costs more than the query."""
+    found, names, convert = _query(model, where, order, limit, offset)
+    out = []
+    for raw in found:
+        data = dict(zip(names, raw, strict=True))
+        for i, name, python_value, timestamp in convert:
+            value = raw[i]
+            if value is not None:
+                data[name] = utc_text(value) if timestamp else python_value(value)
+        out.append(data)
+    return out
+
+
+def utc_text(value: Any) -> str:
+    """RFC 3339 text of a stored UTC timestamp as the driver returns it: SQLite's
+    ``YYYY-MM-DD HH:MM:SS[.ffffff]`` text, or a naive (UTC) datetime from PostgreSQL/MariaDB.
+    The same text :func:`oma.api.serialize.ts` makes of the converted value."""
+    if isinstance(value, str):
+        if len(value) in (19, 26) and value[10] == " ":
+            return f"{value[:10]}T{value[11:]}Z"
+        value = UtcDateTimeField().python_value(value)  # any other stored form
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat() + "Z"
+    raise TypeError(f"not a timestamp: {value!r}")
 
 
 def first(model: type[M], where: Where, *, order: str = "") -> M | None:
@@ -125,15 +179,125 @@ def first(model: type[M], where: Where, *, order: str = "") -> M | None:
     return found[0] if found else None
 
 
-def count(model: type[Model], where: Where | None = None) -> int:
-    """How many rows of ``model`` match ``where``."""
+def count(model: type[Model], where: Where | None = None, *, cap: int | None = None) -> int:
+    """How many rows of ``model`` match ``where``; with ``cap``, counting stops after ``cap + 1``
+    (so a larger table is never read to the end just to be counted)."""
     db = database.obj
-    sql = f"SELECT COUNT(*) FROM {_quote(model._meta.table_name)}"
+    inner = f"FROM {_quote(model._meta.table_name)}"
     params: Sequence[Any] = ()
     if where is not None:
-        sql += where.sql()
+        inner += where.sql()
         params = where.params
+    if cap is None:
+        sql = f"SELECT COUNT(*) {inner}"
+    else:
+        sql = f"SELECT COUNT(*) FROM (SELECT 1 AS one {inner} LIMIT {int(cap) + 1}) counted"
     return int(db.execute_sql(sql, params).fetchone()[0])
+
+
+#: a list's ``total`` counts at most this many rows (more: ``total_exact`` is false)
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its items, the matching rows counted up to :data:`COUNT_CAP`
+    (``total_exact`` false when there are more), and whether rows follow the page
+    (``after``: the ordering key of its last item, for keyset paging, when they do)."""
+
+    items: list[Any]
+    total: int
+    total_exact: bool
+    has_more: bool
+    after: tuple[Any, ...] | None = None
+
+
+class BadCursor(ValueError):
+    """An ``after`` key that does not fit the list's ordering columns."""
+
+
+def _key_values(model: type[Model], columns: Sequence[str], key: Sequence[Any]) -> list[Any]:
+    """The database values of a page key given as its JSON values (timestamps as RFC 3339)."""
+    if len(key) != len(columns):
+        raise BadCursor(f"expected {len(columns)} values")
+    out = []
+    for column, value in zip(columns, key, strict=True):
+        field = model._meta.columns[column]
+        if not isinstance(value, str):
+            raise BadCursor(f"{column} must be text")
+        if isinstance(field, DateTimeField):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise BadCursor(f"{column} is not a timestamp") from exc
+        out.append(field.db_value(value))
+    return out
+
+
+def page(
+    model: type[Model],
+    where: Where,
+    *,
+    order: Sequence[str],
+    descending: bool = False,
+    limit: int,
+    offset: int = 0,
+    after: Sequence[Any] | None = None,
+) -> Page:
+    """A page of :func:`records` of ``model`` matching ``where`` in the order of the columns
+    ``order`` (all ascending, or all ``descending``; the last one unique, e.g. ``id``).
+
+    ``after`` (the key of the previous page's last item, :attr:`Page.after`) starts the page
+    right behind that item through the ordering index — keyset paging, which never reads the
+    rows before it, however deep the page — and ``offset`` skips rows after that. Reads at most
+    ``offset + limit + 1`` rows and counts at most :data:`COUNT_CAP` + 1.
+    """
+    rows_where = Where()
+    rows_where.parts, rows_where.params = list(where.parts), list(where.params)
+    if after is not None:
+        values = _key_values(model, order, after)
+        # (a, b) > (x, y) spelled so each database seeks the index on its first column:
+        # a >= x AND (a > x OR b > y)  — for two columns; longer keys nest the same way
+        op = "<" if descending else ">"
+        rows_where.raw(f"{order[0]} {op}= {{p}}", values[0])
+        rows_where.raw(_after(order, op), *_after_params(values))
+    direction = " DESC" if descending else ""
+    found = records(
+        model,
+        rows_where,
+        order=", ".join(c + direction for c in order),
+        limit=limit + 1,
+        offset=offset,
+    )
+    more = len(found) > limit
+    found = found[:limit]
+    if offset == 0 and after is None and not more:
+        total = len(found)  # the whole list is on this page: nothing to count
+    else:
+        total = count(model, where, cap=COUNT_CAP)
+    last = found[-1] if found and more else None
+    names = [model._meta.columns[c].name for c in order]
+    return Page(
+        items=found,
+        total=min(total, COUNT_CAP),
+        total_exact=total <= COUNT_CAP,
+        has_more=more,
+        after=tuple(last[n] for n in names) if last is not None else None,
+    )
+
+
+def _after(columns: Sequence[str], op: str) -> str:
+    """``c1 op x1 OR (c1 = x1 AND (c2 op x2 OR (…)))`` with ``{p}`` placeholders."""
+    head, *rest = columns
+    if not rest:
+        return f"{head} {op} {{p}}"
+    return f"({head} {op} {{p}} OR ({head} = {{p}} AND {_after(rest, op)}))"
+
+
+def _after_params(values: Sequence[Any]) -> list[Any]:
+    """The parameters of :func:`_after` for ``values``."""
+    head, *rest = values
+    return [head] if not rest else [head, head, *_after_params(rest)]
 
 
 def pairs(model: type[Model], key: str, value: str, where: Where) -> dict[Any, Any]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from peewee import IntegrityError, Model, ModelSelect
 
 from ...errors import ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    from ._select import Page
 
 M = TypeVar("M", bound=Model)
 
@@ -32,10 +35,23 @@ def get_or_raise(model: type[M], id: Any, kind: str) -> M:
     return row
 
 
-def paginate(query: ModelSelect, limit: int, offset: int) -> tuple[list[Any], int]:
-    """(rows of one page, total count) for ``query``."""
-    total = query.count()
-    return list(query.limit(limit).offset(offset)), total
+def paginate(query: ModelSelect, limit: int, offset: int) -> Page:
+    """One page of ``query``'s rows (model instances), its matching rows counted up to
+    :data:`~._select.COUNT_CAP` and whether more follow (see :class:`~._select.Page`)."""
+    from ._select import COUNT_CAP, Page
+
+    found = list(query.limit(limit + 1).offset(offset))
+    more = len(found) > limit
+    if offset == 0 and not more:
+        total = len(found)
+    else:  # peewee counts a limited query as a subquery: at most COUNT_CAP + 1 rows
+        total = query.order_by().limit(COUNT_CAP + 1).offset(None).count()
+    return Page(
+        items=found[:limit],
+        total=min(total, COUNT_CAP),
+        total_exact=total <= COUNT_CAP,
+        has_more=more,
+    )
 
 
 def update_row(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ...errors import ConflictError, InvalidStateError
@@ -129,9 +129,12 @@ def list_contexts(
     name: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[VmContext], int]:
-    """A page of contexts (by name, then id) and the total count. The state and VMA filters
-    with this order are served by an index (migration 0007); ``name`` matches a substring."""
+    after: Sequence[str] | None = None,
+) -> _select.Page:
+    """A page of contexts as JSON-ready records (by name, then id) with the matching count up
+    to :data:`_select.COUNT_CAP`; ``after`` is a previous page's :attr:`~_select.Page.after`
+    key. The state and VMA filters with this order are served by an index (migration 0007);
+    ``name`` matches a substring."""
     where = Where()
     if state:
         where.eq("state", state)
@@ -141,8 +144,9 @@ def list_contexts(
         # a case-insensitive substring: LIKE with "!" escaping the wildcards (same on all three)
         escaped = name.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
         where.raw("LOWER(name) LIKE {p} ESCAPE '!'", f"%{escaped}%")
-    page = _select.rows(VmContext, where, order="name, id", limit=limit, offset=offset)
-    return page, _select.count(VmContext, where)
+    return _select.page(
+        VmContext, where, order=("name", "id"), limit=limit, offset=offset, after=after
+    )
 
 
 def names(context_ids: Iterable[str]) -> dict[str, str]:
@@ -157,15 +161,16 @@ def list_disks(context_id: str) -> list[VmDisk]:
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
 
 
-def disks_by_context(context_ids: Iterable[str]) -> dict[str, list[VmDisk]]:
-    """Disks of many contexts in one query, each list ordered by disk key."""
+def disks_by_context(context_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Disks of many contexts in one query as JSON-ready records (see
+    :func:`_select.records`), each list ordered by disk key."""
     ids = list(context_ids)
-    out: dict[str, list[VmDisk]] = {i: [] for i in ids}
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     if ids:
-        for row in _select.rows(VmDisk, Where().is_in("context_id", ids)):
-            out[row.context_id].append(row)
+        for row in _select.records(VmDisk, Where().is_in("context_id", ids)):
+            out[row["context"]].append(row)
     for rows in out.values():
-        rows.sort(key=lambda d: (len(d.disk_key), d.disk_key))
+        rows.sort(key=lambda d: (len(d["disk_key"]), d["disk_key"]))
     return out
 
 

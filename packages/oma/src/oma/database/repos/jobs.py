@@ -121,9 +121,12 @@ def list_jobs(
     since: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> tuple[list[ReplicationJob], int]:
-    """A page of jobs, newest first (ties by id, descending), and the total count matching the
-    filters. Every filter with this order is served by an index (migration 0007)."""
+    after: Sequence[str] | None = None,
+) -> _select.Page:
+    """A page of jobs as JSON-ready records, newest first (ties by id, descending), with the
+    matching count up to :data:`_select.COUNT_CAP`; ``after`` is a previous page's
+    :attr:`~_select.Page.after` key. Every filter with this order is served by an index
+    (migration 0007)."""
     where = Where()
     if status:
         where.is_in("status", [status] if isinstance(status, str) else list(status))
@@ -135,10 +138,15 @@ def list_jobs(
         where.eq("vma_id", vma_id)
     if since is not None:
         where.raw("created_at >= {p}", ReplicationJob.created_at.db_value(since))
-    page = _select.rows(
-        ReplicationJob, where, order="created_at DESC, id DESC", limit=limit, offset=offset
+    return _select.page(
+        ReplicationJob,
+        where,
+        order=("created_at", "id"),
+        descending=True,
+        limit=limit,
+        offset=offset,
+        after=after,
     )
-    return page, _select.count(ReplicationJob, where)
 
 
 def list_job_disks(job_id: str) -> list[JobDisk]:

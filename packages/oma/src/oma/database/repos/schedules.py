@@ -11,6 +11,7 @@ from peewee import fn
 
 from ..fields import now
 from ..models import Schedule, ScheduleRun, ScheduleRunVm
+from ._select import Page
 from ._util import get_or_raise, paginate, translate_integrity, update_row
 
 TIMING = ("cron", "timezone")
@@ -82,9 +83,7 @@ def last_occurrences(schedule_ids: list[str]) -> dict[str, Any]:
     return {r.schedule_id: field.python_value(r.last) for r in rows}
 
 
-def list_runs(
-    *, schedule_id: str | None = None, limit: int = 50, offset: int = 0
-) -> tuple[list[ScheduleRun], int]:
+def list_runs(*, schedule_id: str | None = None, limit: int = 50, offset: int = 0) -> Page:
     """A page of runs, newest first."""
     query = ScheduleRun.select()
     if schedule_id:

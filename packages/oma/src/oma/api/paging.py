@@ -1,0 +1,76 @@
+"""Paged lists: the ``after`` cursor and the page every list answers.
+
+A list answers ``{items, total, total_exact, has_more, next_after, limit, offset}``:
+``total`` counts the matching rows up to a cap (``total_exact`` is false when there are more,
+so a request never reads a large table to the end), ``has_more`` tells whether rows follow the
+page and ``next_after`` — where a list supports keyset paging — is the cursor to pass as
+``?after=`` for the next page: it starts right behind this page's last item through the
+list's index, however deep the page. ``offset`` stays for shallow pages (at most
+:data:`~oma.api.validation.MAX_OFFSET`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from ..database.repos._select import BadCursor, Page
+from .errors import invalid
+
+
+def encode_cursor(key: Iterable[Any]) -> str:
+    """The opaque ``after`` text of a page key (its ordering columns' JSON values)."""
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> list[str]:
+    """The page key inside an ``after`` cursor; ValueError (a 400 naming ``after``) when it
+    is not one this API handed out."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        key = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        key = None
+    if not (isinstance(key, list) and key and all(isinstance(v, str) for v in key)):
+        raise ValueError("is not a cursor from a list's next_after")
+    return key
+
+
+#: ``?after=``: a list's ``next_after``, decoded to its page key
+Cursor = Annotated[
+    str,
+    Field(max_length=1000, description="the previous page's next_after (keyset paging)"),
+    AfterValidator(_decode_cursor),
+]
+
+
+def page_json(
+    page: Page, items: list[dict[str, Any]], *, limit: int, offset: int
+) -> dict[str, Any]:
+    """The JSON of one page of a list (see the module's documentation)."""
+    return {
+        "items": items,
+        "total": page.total,
+        "total_exact": page.total_exact,
+        "has_more": page.has_more,
+        "next_after": encode_cursor(page.after) if page.after is not None else None,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@contextmanager
+def bad_cursor() -> Iterator[None]:
+    """A cursor that decodes but does not fit the list (another list's, or edited) → 400
+    naming ``after``."""
+    try:
+        yield
+    except BadCursor as exc:
+        raise invalid("after", f"is not a cursor of this list ({exc})") from None

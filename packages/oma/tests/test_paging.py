@@ -1,0 +1,118 @@
+"""Paged lists on every database: keyset paging by ``next_after``, the bounded count, and
+the bounds on ``offset`` and ``after``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+
+def _seed(app: Any, contexts: int, jobs: int) -> tuple[list[str], list[str]]:
+    """``contexts`` contexts (names repeat: ties broken by id) and ``jobs`` jobs (created in
+    pairs at the same instant: ties broken by id); (context ids in list order, job ids newest
+    first)."""
+    from oma.database import database
+    from oma.database.models import ReplicationJob, VmaAppliance, VmContext
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with app.app_context(), database.connection_context(), database.atomic():
+        vma = VmaAppliance.create(name="vma-page", url="http://127.0.0.1:9", token_encrypted="x")
+        ctx_rows = [
+            {"id": str(uuid.uuid4()), "vma": vma.id, "vcenter": "vc", "vm_id": str(uuid.uuid4()),
+             "name": f"vm-{n // 2:03d}", "state": "discovered"}
+            for n in range(contexts)
+        ]  # fmt: skip
+        VmContext.insert_many(ctx_rows).execute()
+        job_rows = [
+            {"id": str(uuid.uuid4()), "context": ctx_rows[n % contexts]["id"], "vma": vma.id,
+             "requested_type": "auto", "status": "completed",
+             "created_at": start + timedelta(seconds=n // 2, microseconds=0 if n % 4 else 250)}
+            for n in range(jobs)
+        ]  # fmt: skip
+        ReplicationJob.insert_many(job_rows).execute()
+    ctx_order = [r["id"] for r in sorted(ctx_rows, key=lambda r: (r["name"], r["id"]))]
+    job_order = [
+        r["id"] for r in sorted(job_rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    ]
+    return ctx_order, job_order
+
+
+def _walk(client: Any, headers: dict[str, str], path: str, limit: int) -> list[dict[str, Any]]:
+    pages, after = [], None
+    while True:
+        query = ("&" if "?" in path else "?") + f"limit={limit}"
+        query += f"&after={after}" if after else ""
+        r = client.get(path + query, headers=headers)
+        assert r.status_code == 200, r.json
+        pages.append(r.json)
+        after = r.json["next_after"]
+        if not r.json["has_more"]:
+            assert after is None
+            return pages
+        assert after
+
+
+@pytest.mark.parametrize("path", ["/api/v1/replications", "/api/v1/vm-contexts"])
+def test_keyset_pages_cover_every_row_once_in_order_with_ties(
+    any_app: Any, any_auth: Any, path: str
+) -> None:
+    client, auth = any_app.test_client(), any_auth
+    ctx_order, job_order = _seed(any_app, 9, 11)
+    wanted = job_order if "replications" in path else ctx_order
+    pages = _walk(client, auth.viewer, path, 3)
+    assert [i["id"] for p in pages for i in p["items"]] == wanted
+    sizes = [3] * (len(wanted) // 3) + ([len(wanted) % 3] if len(wanted) % 3 else [])
+    assert [len(p["items"]) for p in pages] == sizes
+    assert all(p["total"] == len(wanted) and p["total_exact"] for p in pages)
+    # offset paging agrees with keyset paging
+    second = client.get(f"{path}?limit=3&offset=3", headers=auth.viewer).json
+    assert [i["id"] for i in second["items"]] == wanted[3:6] and second["has_more"]
+
+
+def test_a_filtered_keyset_walk_stays_within_the_filter(any_app: Any, any_auth: Any) -> None:
+    client, auth = any_app.test_client(), any_auth
+    ctx_order, job_order = _seed(any_app, 3, 12)
+    ctx = ctx_order[0]
+    pages = _walk(client, auth.viewer, f"/api/v1/replications?vm_context_id={ctx}", 2)
+    ids = [i["id"] for p in pages for i in p["items"]]
+    assert ids and all(i["vm_context_id"] == ctx for p in pages for i in p["items"])
+    assert ids == [j for j in job_order if j in set(ids)] and len(ids) == 4
+
+
+def test_the_total_is_counted_up_to_the_cap(app: Any, client: Any, auth: Any, monkeypatch) -> None:
+    from oma.database.repos import _select
+
+    _seed(app, 4, 8)
+    monkeypatch.setattr(_select, "COUNT_CAP", 5)
+    page = client.get("/api/v1/replications?limit=2", headers=auth.viewer).json
+    assert (page["total"], page["total_exact"], page["has_more"]) == (5, False, True)
+    page = client.get("/api/v1/vm-contexts?limit=2", headers=auth.viewer).json
+    assert (page["total"], page["total_exact"]) == (4, True)
+    last = client.get("/api/v1/replications?limit=2&offset=6", headers=auth.viewer).json
+    assert len(last["items"]) == 2 and not last["has_more"] and last["next_after"] is None
+
+
+def test_bad_cursors_and_deep_offsets_are_refused_naming_the_field(
+    app: Any, client: Any, auth: Any
+) -> None:
+    from oma.api.validation import MAX_OFFSET
+
+    _seed(app, 4, 4)
+    contexts_cursor = client.get("/api/v1/vm-contexts?limit=1", headers=auth.viewer).json
+    for cursor, message in (
+        ("not-a-cursor", "after: is not a cursor from a list's next_after"),
+        (contexts_cursor["next_after"], "after: is not a cursor of this list"),
+    ):
+        r = client.get(f"/api/v1/replications?after={cursor}", headers=auth.viewer)
+        assert r.status_code == 400, r.json
+        assert r.json["error"]["field"] == "after"
+        assert r.json["error"]["message"].startswith(message), r.json
+    r = client.get(f"/api/v1/vm-contexts?offset={MAX_OFFSET + 1}", headers=auth.viewer)
+    assert r.status_code == 400 and r.json["error"]["field"] == "offset"
+    assert (
+        client.get(f"/api/v1/vm-contexts?offset={MAX_OFFSET}", headers=auth.viewer).json["items"]
+        == []
+    )
