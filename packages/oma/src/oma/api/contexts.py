@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, model_validator
 from ..database.models import ContextState
 from ..database.repos import contexts, events, jobs
 from ..services._queries import write_transaction
-from .paging import bad_cursor, page_json
+from .paging import cursor_key, page_json
 from .requests import (
     Body,
     Id,
@@ -81,9 +81,9 @@ def list_contexts() -> Any:
     previous page's ``next_after``) → ``{items, total, has_more, next_after, ...}``."""
     q: ContextsQuery = g.query
     limit, offset = q.limit, q.offset
-    with bad_cursor():
+    with cursor_key(q.after) as after:
         found = contexts.list_contexts(
-            state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset, after=q.after
+            state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset, after=after
         )
     disks = contexts.disks_by_context(r["id"] for r in found.items)
     items = []

@@ -18,10 +18,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from ..database.repos._select import BadCursor, Page
-from .errors import invalid
+from .errors import ApiError
 
 
 def encode_cursor(key: Iterable[Any]) -> str:
@@ -31,23 +31,27 @@ def encode_cursor(key: Iterable[Any]) -> str:
 
 
 def _decode_cursor(text: str) -> list[str]:
-    """The page key inside an ``after`` cursor; ValueError (a 400 naming ``after``) when it
-    is not one this API handed out."""
+    """The page key inside an ``after`` cursor; BadCursor when it is not one this API handed
+    out."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         key = json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         key = None
     if not (isinstance(key, list) and key and all(isinstance(v, str) for v in key)):
-        raise ValueError("is not a cursor from a list's next_after")
+        raise BadCursor("not a next_after value")
     return key
 
 
-#: ``?after=``: a list's ``next_after``, decoded to its page key
+#: ``?after=``: a list's ``next_after`` (its form is checked by :func:`cursor_key`)
 Cursor = Annotated[
     str,
-    Field(max_length=1000, description="the previous page's next_after (keyset paging)"),
-    AfterValidator(_decode_cursor),
+    Field(
+        min_length=1,
+        max_length=1000,
+        pattern="^[A-Za-z0-9_-]+$",
+        description="the previous page's next_after (keyset paging)",
+    ),
 ]
 
 
@@ -67,10 +71,12 @@ def page_json(
 
 
 @contextmanager
-def bad_cursor() -> Iterator[None]:
-    """A cursor that decodes but does not fit the list (another list's, or edited) → 400
-    naming ``after``."""
+def cursor_key(after: str | None) -> Iterator[list[str] | None]:
+    """The page key inside ``after`` (None without one), for a list read in the ``with``
+    block. A cursor that is not one of this list's (another list's, edited, made up) fits
+    the schema but is refused: 422 naming ``after``."""
     try:
-        yield
+        yield _decode_cursor(after) if after is not None else None
     except BadCursor as exc:
-        raise invalid("after", f"is not a cursor of this list ({exc})") from None
+        message = f"after: is not a cursor of this list ({exc})"
+        raise ApiError("unprocessable", message, 422, "after") from None

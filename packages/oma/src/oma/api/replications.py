@@ -15,7 +15,7 @@ from ..errors import ConflictError
 from ..services._queries import write_transaction
 from ..workflows import records, resume
 from .errors import ApiError
-from .paging import bad_cursor, page_json
+from .paging import cursor_key, page_json
 from .requests import Body, Id, KeysetPageQuery, NoBody, VmId, body, query, unprocessable
 from .serialize import job
 from .targets import refuse_disks_too_large
@@ -127,7 +127,7 @@ def list_replications() -> Any:
     (``after``: the previous page's ``next_after``)."""
     q: ReplicationsQuery = g.query
     limit, offset = q.limit, q.offset
-    with bad_cursor():
+    with cursor_key(q.after) as after:
         found = jobs.list_jobs(
             status=q.status.split(",") if q.status else None,
             context_id=q.vm_context_id,
@@ -135,7 +135,7 @@ def list_replications() -> Any:
             active=q.active,
             limit=limit,
             offset=offset,
-            after=q.after,
+            after=after,
         )
     names = contexts.names({r["context"] for r in found.items})
     items = [job(r, context_name=names.get(r["context"])) for r in found.items]
