@@ -139,13 +139,14 @@ def test_stop_delete_and_list(any_db: str) -> None:
     requested = jobs.request_stop(second.id)
     assert (requested.status, requested.stop_requested) == ("pending", True)
     jobs.stop_job(second.id)
-    page = jobs.list_jobs(status="stopped", limit=1)
+    columns = (("id", "id"), ("created_at", "created_at"), ("status", "status"))
+    page = jobs.list_jobs(columns, status="stopped", limit=1)
     assert (page.total, page.total_exact, page.has_more, len(page.items)) == (2, True, True, 1)
     assert page.after == (page.items[0]["created_at"], page.items[0]["id"])
-    rest = jobs.list_jobs(status="stopped", limit=1, after=page.after)
+    rest = jobs.list_jobs(columns, status="stopped", limit=1, after=page.after)
     assert [j["id"] for j in page.items + rest.items] == [second.id, job.id]
     assert not rest.has_more and rest.after is None
-    assert jobs.list_jobs(active=True).items == []
+    assert jobs.list_jobs(columns, active=True).items == []
     jobs.delete_job(job.id)
     with pytest.raises(NotFoundError):
         jobs.get_job(job.id)

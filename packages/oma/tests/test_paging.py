@@ -121,3 +121,44 @@ def test_bad_cursors_and_deep_offsets_are_refused_naming_the_field(
         client.get(f"/api/v1/vm-contexts?offset={MAX_OFFSET}", headers=auth.viewer).json["items"]
         == []
     )
+
+
+def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any) -> None:
+    """Lists read their rows column by column (no model instances): the items must be what
+    the detail of the same job or VM answers."""
+    from oma.database import database
+    from oma.database.models import ReplicationJob, VmDisk
+
+    client, auth = any_app.test_client(), any_auth
+    ctx_order, job_order = _seed(any_app, 2, 3)
+    with any_app.app_context(), database.connection_context():
+        for key in ("2001", "2000"):
+            at = datetime(2026, 2, 3, 4, 5, 6, 7)
+            VmDisk.create(context=ctx_order[0], disk_key=key, capacity_bytes=1 << 30, label=key,
+                          change_id="52 aa/1", change_id_at=at)  # fmt: skip
+        ReplicationJob.update(
+            status="pending", wait_reason="room", verify=True, percent=12.5, phase="copying",
+            started_at=datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+        ).where(ReplicationJob.id == job_order[0]).execute()  # fmt: skip
+    listed = client.get("/api/v1/replications", headers=auth.viewer).json["items"]
+    for item in listed:
+        alone = client.get(f"/api/v1/replications/{item['id']}", headers=auth.viewer).json
+        for extra in ("disks", "verified", "resume"):
+            alone.pop(extra)
+        assert item == alone
+    first = next(i for i in listed if i["id"] == job_order[0])
+    assert (first["wait_reason"], first["verify"], first["active"]) == ("room", True, True)
+    assert first["started_at"] == "2026-05-06T07:08:09.123456Z"
+    listed = client.get("/api/v1/vm-contexts", headers=auth.viewer).json["items"]
+    assert [d["disk_key"] for d in listed[0]["disks"]] == ["2000", "2001"]
+    assert listed[0]["disks"][0]["change_id_at"] == "2026-02-03T04:05:06.000007Z"
+    for item in listed:
+        alone = client.get(f"/api/v1/vm-contexts/{item['id']}", headers=auth.viewer).json
+        assert item == {k: v for k, v in alone.items() if k in item}
+        assert set(alone) - set(item) == {
+            "volumes",
+            "jobs",
+            "jobs_total",
+            "jobs_total_exact",
+            "events",
+        }

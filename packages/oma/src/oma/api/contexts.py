@@ -22,7 +22,17 @@ from .requests import (
     query,
     unprocessable,
 )
-from .serialize import context, disk, event, job, volume
+from .serialize import (
+    CONTEXT_COLUMNS,
+    DISK_COLUMNS,
+    JOB_COLUMNS,
+    context,
+    context_item,
+    disk,
+    event,
+    job_item,
+    volume,
+)
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
 
@@ -83,14 +93,18 @@ def list_contexts() -> Any:
     limit, offset = q.limit, q.offset
     with cursor_key(q.after) as after:
         found = contexts.list_contexts(
-            state=q.state, vma_id=q.vma_id, name=q.name, limit=limit, offset=offset, after=after
+            CONTEXT_COLUMNS,
+            state=q.state,
+            vma_id=q.vma_id,
+            name=q.name,
+            limit=limit,
+            offset=offset,
+            after=after,
         )
-    disks = contexts.disks_by_context(r["id"] for r in found.items)
-    items = []
-    for row in found.items:
-        item = context(row)
-        item["disks"] = [disk(d) for d in disks[row["id"]]]
-        items.append(item)
+    disks = contexts.disks_by_context((r["id"] for r in found.items), DISK_COLUMNS)
+    items = found.items
+    for item in items:
+        context_item(item)["disks"] = disks[item["id"]]
     return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 
@@ -102,11 +116,11 @@ def get_context(context_id: str) -> Any:
     beyond) and events (``?events=100``)."""
     row = contexts.get_context(context_id)
     job_limit, event_limit = g.query.jobs, g.query.events
-    recent = jobs.list_jobs(context_id=context_id, limit=max(job_limit, 1))
+    recent = jobs.list_jobs(JOB_COLUMNS, context_id=context_id, limit=max(job_limit, 1))
     data = context(row)
     data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
     data["volumes"] = _volumes(context_id)
-    data["jobs"] = [job(j, context_name=row.name) for j in recent.items[:job_limit]]
+    data["jobs"] = [job_item(j, row.name) for j in recent.items[:job_limit]]
     data["jobs_total"] = recent.total
     data["jobs_total_exact"] = recent.total_exact
     data["events"] = (

@@ -17,7 +17,7 @@ from ..workflows import records, resume
 from .errors import ApiError
 from .paging import cursor_key, page_json
 from .requests import Body, Id, KeysetPageQuery, NoBody, VmId, body, query, unprocessable
-from .serialize import job
+from .serialize import JOB_COLUMNS, job, job_item
 from .targets import refuse_disks_too_large
 
 bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
@@ -129,6 +129,7 @@ def list_replications() -> Any:
     limit, offset = q.limit, q.offset
     with cursor_key(q.after) as after:
         found = jobs.list_jobs(
+            JOB_COLUMNS,
             status=q.status.split(",") if q.status else None,
             context_id=q.vm_context_id,
             vma_id=q.vma_id,
@@ -137,8 +138,8 @@ def list_replications() -> Any:
             offset=offset,
             after=after,
         )
-    names = contexts.names({r["context"] for r in found.items})
-    items = [job(r, context_name=names.get(r["context"])) for r in found.items]
+    names = contexts.names({r["vm_context_id"] for r in found.items})
+    items = [job_item(r, names.get(r["vm_context_id"])) for r in found.items]
     return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 

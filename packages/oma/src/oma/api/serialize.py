@@ -35,11 +35,10 @@ def mask(value: str | None) -> str | None:
     return "****" + (value[-4:] if len(value) >= 16 else "")
 
 
-def ts(value: datetime | str | None) -> str | None:
-    """RFC 3339 UTC text of a timestamp (None stays None; a record's timestamp, already that
-    text — :func:`oma.database.repos._select.records` — stays as it is)."""
-    if value is None or isinstance(value, str):
-        return value
+def ts(value: datetime | None) -> str | None:
+    """RFC 3339 UTC text of a timestamp (None stays None)."""
+    if value is None:
+        return None
     if value.tzinfo is UTC:  # what the database's timestamp fields return: no conversion
         return value.isoformat()[:-6] + "Z"
     return rfc3339(value)
@@ -97,50 +96,70 @@ def target(row: CloudStackTarget) -> dict[str, Any]:
     }
 
 
-def _data(row: Model | dict[str, Any]) -> dict[str, Any]:
-    """A row's values by field name (what its attributes read); a record is that already."""
-    return row if isinstance(row, dict) else row.__data__
+def _plain(value: Any) -> Any:
+    """A row's value as its JSON value (a timestamp as RFC 3339 text)."""
+    return ts(value) if isinstance(value, datetime) else value
 
 
-def disk(row: VmDisk | dict[str, Any]) -> dict[str, Any]:
-    """A source disk of a context (a row or a record)."""
-    d = _data(row)
-    return {
-        "disk_key": d.get("disk_key"),
-        "label": d.get("label"),
-        "capacity_bytes": d.get("capacity_bytes"),
-        "unit_number": d.get("unit_number"),
-        "controller_key": d.get("controller_key"),
-        "path": d.get("path"),
-        "replica_volume_id": d.get("replica_volume"),
-        "change_id": d.get("change_id"),
-        "change_id_at": ts(d.get("change_id_at")),
-    }
+def _project(row: Model, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """A model row read through ``columns`` — the shape :func:`_select.records` reads a list
+    in, so a row and a list item of the same kind cannot differ."""
+    d = row.__data__  # the row's values by field name (what its attributes read)
+    return {key: _plain(d.get(name)) for key, name in columns}
 
 
-def context(row: VmContext | dict[str, Any]) -> dict[str, Any]:
-    """A VM context, a row or a record (without its disks, jobs and events)."""
-    d = _data(row)
-    return {
-        "id": d.get("id"),
-        "name": d.get("name"),
-        "vm_id": d.get("vm_id"),
-        "vcenter": d.get("vcenter"),
-        "path": d.get("path"),
-        "vma_id": d.get("vma"),
-        "credential_id": d.get("credential"),
-        "cloudstack_target_id": d.get("target"),
-        "state": d.get("state"),
-        "ready_for_failover": d.get("ready_for_failover"),
-        "active_job_id": d.get("active_job_id"),
-        "last_job_id": d.get("last_job_id"),
-        "last_success_at": ts(d.get("last_success_at")),
-        "spec": d.get("spec"),
-        "failover_defaults": d.get("failover_defaults") or {},
-        "replication_defaults": d.get("replication_defaults") or {},
-        "created_at": ts(d.get("created_at")),
-        "updated_at": ts(d.get("updated_at")),
-    }
+#: a source disk: API key → field of vm_disks
+DISK_COLUMNS = (
+    ("disk_key", "disk_key"),
+    ("label", "label"),
+    ("capacity_bytes", "capacity_bytes"),
+    ("unit_number", "unit_number"),
+    ("controller_key", "controller_key"),
+    ("path", "path"),
+    ("replica_volume_id", "replica_volume"),
+    ("change_id", "change_id"),
+    ("change_id_at", "change_id_at"),
+)
+
+
+def disk(row: VmDisk) -> dict[str, Any]:
+    """A source disk of a context."""
+    return _project(row, DISK_COLUMNS)
+
+
+#: a VM context (without its disks, jobs and events): API key → field of vm_contexts
+CONTEXT_COLUMNS = (
+    ("id", "id"),
+    ("name", "name"),
+    ("vm_id", "vm_id"),
+    ("vcenter", "vcenter"),
+    ("path", "path"),
+    ("vma_id", "vma"),
+    ("credential_id", "credential"),
+    ("cloudstack_target_id", "target"),
+    ("state", "state"),
+    ("ready_for_failover", "ready_for_failover"),
+    ("active_job_id", "active_job_id"),
+    ("last_job_id", "last_job_id"),
+    ("last_success_at", "last_success_at"),
+    ("spec", "spec"),
+    ("failover_defaults", "failover_defaults"),
+    ("replication_defaults", "replication_defaults"),
+    ("created_at", "created_at"),
+    ("updated_at", "updated_at"),
+)
+
+
+def context_item(item: dict[str, Any]) -> dict[str, Any]:
+    """Finish a context read through :data:`CONTEXT_COLUMNS` (in place; returned)."""
+    item["failover_defaults"] = item["failover_defaults"] or {}
+    item["replication_defaults"] = item["replication_defaults"] or {}
+    return item
+
+
+def context(row: VmContext) -> dict[str, Any]:
+    """A VM context (without its disks, jobs and events)."""
+    return context_item(_project(row, CONTEXT_COLUMNS))
 
 
 def volume(row: ReplicaVolume, exports: list[NbdExport] | None = None) -> dict[str, Any]:
@@ -197,53 +216,64 @@ def job_disk(row: JobDisk) -> dict[str, Any]:
     }
 
 
+#: a replication job (without its disks): API key → field of replication_jobs
+JOB_COLUMNS = (
+    ("id", "id"),
+    ("job_id", "id"),
+    ("vm_context_id", "context"),
+    ("vma_id", "vma"),
+    ("type", "requested_type"),
+    ("verify", "verify"),
+    ("sync_type", "effective_type"),
+    ("status", "status"),
+    ("phase", "phase"),
+    ("percent", "percent"),
+    ("bytes_total", "bytes_total"),
+    ("bytes_done", "bytes_done"),
+    ("throughput_bps", "throughput_bps"),
+    ("eta_seconds", "eta_seconds"),
+    ("error_class", "error_class"),
+    ("error_message", "error_message"),
+    ("stop_requested", "stop_requested"),
+    ("wait_reason", "wait_reason"),
+    ("attempts", "attempts"),
+    ("created_at", "created_at"),
+    ("started_at", "started_at"),
+    ("updated_at", "updated_at"),
+    ("finished_at", "finished_at"),
+    ("last_progress_at", "last_progress_at"),
+)
+
+
+def job_item(item: dict[str, Any], context_name: str | None) -> dict[str, Any]:
+    """Finish a job read through :data:`JOB_COLUMNS` (in place; returned): the VM's name,
+    ``active``, and ``wait_reason`` only while it waits."""
+    status = item["status"]
+    item["vm_name"] = context_name
+    item["active"] = status not in TERMINAL
+    if status != _PENDING:
+        item["wait_reason"] = None
+    return item
+
+
+_PENDING = JobStatus.PENDING.value
+
+
 def job(
-    row: ReplicationJob | dict[str, Any],
-    disks: list[JobDisk] | None = None,
-    *,
-    context_name: str | None = None,
+    row: ReplicationJob, disks: list[JobDisk] | None = None, *, context_name: str | None = None
 ) -> dict[str, Any]:
-    """A replication job, a row or a record (with its disks when given)."""
-    d = _data(row)
-    status = d.get("status")
-    data: dict[str, Any] = {
-        "id": d.get("id"),
-        "job_id": d.get("id"),
-        "vm_context_id": d.get("context"),
-        "vm_name": context_name,
-        "vma_id": d.get("vma"),
-        "type": d.get("requested_type"),
-        "verify": d.get("verify"),
-        "sync_type": d.get("effective_type"),
-        "status": status,
-        "active": status not in TERMINAL,
-        "phase": d.get("phase"),
-        "percent": d.get("percent"),
-        "bytes_total": d.get("bytes_total"),
-        "bytes_done": d.get("bytes_done"),
-        "throughput_bps": d.get("throughput_bps"),
-        "eta_seconds": d.get("eta_seconds"),
-        "error_class": d.get("error_class"),
-        "error_message": d.get("error_message"),
-        "stop_requested": d.get("stop_requested"),
-        "wait_reason": d.get("wait_reason") if status == JobStatus.PENDING.value else None,
-        "attempts": d.get("attempts"),
-        "created_at": ts(d.get("created_at")),
-        "started_at": ts(d.get("started_at")),
-        "updated_at": ts(d.get("updated_at")),
-        "finished_at": ts(d.get("finished_at")),
-        "last_progress_at": ts(d.get("last_progress_at")),
-    }
+    """A replication job (with its disks when given)."""
+    data = job_item(_project(row, JOB_COLUMNS), context_name)
     if disks is not None:
         data["disks"] = [job_disk(d) for d in disks]
         data["verified"] = _verified(row, disks)
     return data
 
 
-def _verified(row: ReplicationJob | dict[str, Any], disks: list[JobDisk]) -> bool | None:
+def _verified(row: ReplicationJob, disks: list[JobDisk]) -> bool | None:
     """The job's verification result: true once every disk verified equal, false when one
     mismatched, null while unknown (not asked for, or not finished)."""
-    if not _data(row).get("verify") or not disks:
+    if not row.verify or not disks:
         return None
     results = [d.verified for d in disks]
     if False in results:

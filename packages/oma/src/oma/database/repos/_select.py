@@ -68,14 +68,12 @@ def _quote(name: str) -> str:
 
 @cache
 def _columns(model: type[Model], chars: str) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
-    """(the SELECT list quoted with ``chars``, the field names, (position, name, converter,
-    whether a timestamp) of each field whose database value needs converting) of ``model``."""
+    """(the SELECT list quoted with ``chars``, the field names, (position, name, converter) of
+    each field whose database value needs converting) of ``model``."""
     fields = model._meta.sorted_fields
     select = ", ".join(f"{chars[0]}{f.column_name}{chars[1]}" for f in fields)
     convert = tuple(
-        (i, f.name, f.python_value, isinstance(f, DateTimeField))
-        for i, f in enumerate(fields)
-        if isinstance(f, _CONVERTED)
+        (i, f.name, f.python_value) for i, f in enumerate(fields) if isinstance(f, _CONVERTED)
     )
     return select, tuple(f.name for f in fields), convert
 
@@ -90,17 +88,48 @@ def instance(model: type[M], data: dict[str, Any]) -> M:
     return row
 
 
+@cache
+def _projection(
+    model: type[Model], columns: tuple[tuple[str, str], ...], chars: str
+) -> tuple[str, Any]:
+    """(the SELECT list, a function turning one result row into its dict) of ``columns`` —
+    (key, field name) pairs — read as JSON-ready values: timestamps become RFC 3339 text
+    (:func:`utc_text`), booleans ``bool`` and JSON documents Python values; every other value
+    is the driver's own (floats come back as floats from REAL/DOUBLE columns on all three).
+
+    The function is generated once per projection, a single dict display reading the row by
+    position: per row and column, that is the least work Python can do.
+    """
+    fields = [model._meta.fields[name] for _, name in columns]
+    select = ", ".join(f"{chars[0]}{f.column_name}{chars[1]}" for f in fields)
+    parts = []
+    for i, ((key, _), f) in enumerate(zip(columns, fields, strict=True)):
+        if isinstance(f, DateTimeField):
+            value = f"_ts(v) if (v := r[{i}]) is not None else None"
+        elif isinstance(f, BooleanField):
+            value = f"bool(v) if (v := r[{i}]) is not None else None"
+        elif isinstance(f, JSONField):
+            value = f"_json(v) if (v := r[{i}]) is not None else None"
+        else:
+            value = f"r[{i}]"
+        parts.append(f"{key!r}: {value}")
+    source = "def read(r):\n    return {" + ", ".join(parts) + "}\n"
+    scope: dict[str, Any] = {"_ts": utc_text, "_json": JSONField().python_value}
+    exec(compile(source, f"<{model.__name__} projection>", "exec"), scope)
+    return select, scope["read"]
+
+
 def _query(
     model: type[Model],
     where: Where | None,
     order: str,
     limit: int | None,
     offset: int,
-) -> tuple[list[tuple[Any, ...]], tuple[str, ...], tuple[Any, ...]]:
-    """(the raw result rows, the field names, the converters) of one SELECT of ``model``."""
+    select: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """The raw result rows of one SELECT of ``model`` (every column, or ``select``)."""
     db = database.obj
-    select, names, convert = _columns(model, db.quote)
-    sql = f"SELECT {select} FROM {_quote(model._meta.table_name)}"
+    sql = f"SELECT {select or _columns(model, db.quote)[0]} FROM {_quote(model._meta.table_name)}"
     params: list[Any] = []
     if where is not None:
         sql += where.sql()
@@ -111,7 +140,7 @@ def _query(
         sql += f" LIMIT {int(limit)}"
         if offset:
             sql += f" OFFSET {int(offset)}"
-    return db.execute_sql(sql, params).fetchall(), names, convert
+    return db.execute_sql(sql, params).fetchall()
 
 
 def rows(
@@ -124,11 +153,11 @@ def rows(
 ) -> list[M]:
     """Instances of ``model`` matching ``where``, ordered by ``order`` (SQL, e.g.
     ``created_at DESC, id DESC``), at most ``limit`` of them after skipping ``offset``."""
-    found, names, convert = _query(model, where, order, limit, offset)
+    names, convert = _columns(model, database.obj.quote)[1:]
     out = []
-    for raw in found:
+    for raw in _query(model, where, order, limit, offset):
         data = dict(zip(names, raw, strict=True))
-        for i, name, python_value, _ in convert:
+        for i, name, python_value in convert:
             if raw[i] is not None:
                 data[name] = python_value(raw[i])
         out.append(instance(model, data))
@@ -137,25 +166,19 @@ def rows(
 
 def records(
     model: type[Model],
+    columns: Sequence[tuple[str, str]],
     where: Where | None = None,
     *,
     order: str = "",
     limit: int | None = None,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Like :func:`rows`, but plain dicts (field name → value) ready for JSON: timestamps are
-    RFC 3339 UTC text (``2024-01-01T00:00:00Z``) instead of datetimes. For read-only lists,
-    where building and formatting a datetime per column costs more than the query."""
-    found, names, convert = _query(model, where, order, limit, offset)
-    out = []
-    for raw in found:
-        data = dict(zip(names, raw, strict=True))
-        for i, name, python_value, timestamp in convert:
-            value = raw[i]
-            if value is not None:
-                data[name] = utc_text(value) if timestamp else python_value(value)
-        out.append(data)
-    return out
+    """Rows of ``model`` as JSON-ready dicts: ``columns`` are (key, field name) pairs — the
+    dict's keys and the fields read, in that order (a field may be read under two keys) —
+    and timestamps come as RFC 3339 UTC text (``2024-01-01T00:00:00Z``). For read-only
+    lists: building model instances and datetimes costs more than the query itself."""
+    select, read = _projection(model, tuple(columns), database.obj.quote)
+    return [read(raw) for raw in _query(model, where, order, limit, offset, select)]
 
 
 def utc_text(value: Any) -> str:
@@ -236,6 +259,7 @@ def _key_values(model: type[Model], columns: Sequence[str], key: Sequence[Any]) 
 
 def page(
     model: type[Model],
+    columns: Sequence[tuple[str, str]],
     where: Where,
     *,
     order: Sequence[str],
@@ -244,14 +268,19 @@ def page(
     offset: int = 0,
     after: Sequence[Any] | None = None,
 ) -> Page:
-    """A page of :func:`records` of ``model`` matching ``where`` in the order of the columns
-    ``order`` (all ascending, or all ``descending``; the last one unique, e.g. ``id``).
+    """A page of :func:`records` (``columns``) of ``model`` matching ``where`` in the order of
+    the columns ``order`` (all ascending, or all ``descending``; the last one unique, e.g.
+    ``id``; each read by ``columns`` too).
 
     ``after`` (the key of the previous page's last item, :attr:`Page.after`) starts the page
     right behind that item through the ordering index — keyset paging, which never reads the
     rows before it, however deep the page — and ``offset`` skips rows after that. Reads at most
     ``offset + limit + 1`` rows and counts at most :data:`COUNT_CAP` + 1.
     """
+    key_of = {name: key for key, name in reversed(columns)}  # the first key reading a field
+    names = [key_of.get(model._meta.columns[c].name) for c in order]
+    if None in names:
+        raise ValueError(f"the columns of a page must read its order columns {list(order)}")
     rows_where = Where()
     rows_where.parts, rows_where.params = list(where.parts), list(where.params)
     if after is not None:
@@ -264,6 +293,7 @@ def page(
     direction = " DESC" if descending else ""
     found = records(
         model,
+        columns,
         rows_where,
         order=", ".join(c + direction for c in order),
         limit=limit + 1,
@@ -276,7 +306,6 @@ def page(
     else:
         total = count(model, where, cap=COUNT_CAP)
     last = found[-1] if found and more else None
-    names = [model._meta.columns[c].name for c in order]
     return Page(
         items=found,
         total=min(total, COUNT_CAP),

@@ -123,6 +123,7 @@ def find_context(
 
 
 def list_contexts(
+    columns: Sequence[tuple[str, str]],
     *,
     state: str | None = None,
     vma_id: str | None = None,
@@ -131,7 +132,8 @@ def list_contexts(
     offset: int = 0,
     after: Sequence[str] | None = None,
 ) -> _select.Page:
-    """A page of contexts as JSON-ready records (by name, then id) with the matching count up
+    """A page of contexts as JSON-ready records of ``columns`` (:func:`_select.records`; they
+    include ``name`` and ``id``), by name then id, with the matching count up
     to :data:`_select.COUNT_CAP`; ``after`` is a previous page's :attr:`~_select.Page.after`
     key. The state and VMA filters with this order are served by an index (migration 0007);
     ``name`` matches a substring."""
@@ -145,7 +147,7 @@ def list_contexts(
         escaped = name.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
         where.raw("LOWER(name) LIKE {p} ESCAPE '!'", f"%{escaped}%")
     return _select.page(
-        VmContext, where, order=("name", "id"), limit=limit, offset=offset, after=after
+        VmContext, columns, where, order=("name", "id"), limit=limit, offset=offset, after=after
     )
 
 
@@ -161,17 +163,24 @@ def list_disks(context_id: str) -> list[VmDisk]:
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
 
 
-def disks_by_context(context_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    """Disks of many contexts in one query as JSON-ready records (see
-    :func:`_select.records`), each list ordered by disk key."""
+def disks_by_context(
+    context_ids: Iterable[str], columns: Sequence[tuple[str, str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Disks of many contexts in one query as JSON-ready records of ``columns``
+    (:func:`_select.records`), each list ordered by disk key."""
     ids = list(context_ids)
     out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     if ids:
-        for row in _select.records(VmDisk, Where().is_in("context_id", ids)):
-            out[row["context"]].append(row)
+        # the context id is read under a key of its own, taken off again
+        wanted = (*columns, (_CONTEXT_KEY, "context"))
+        for row in _select.records(VmDisk, wanted, Where().is_in("context_id", ids)):
+            out[row.pop(_CONTEXT_KEY)].append(row)
     for rows in out.values():
         rows.sort(key=lambda d: (len(d["disk_key"]), d["disk_key"]))
     return out
+
+
+_CONTEXT_KEY = "\0context"
 
 
 def list_volumes(context_id: str) -> list[ReplicaVolume]:

@@ -113,6 +113,7 @@ def get_job(job_id: str) -> ReplicationJob:
 
 
 def list_jobs(
+    columns: Sequence[tuple[str, str]],
     *,
     status: str | Sequence[str] | None = None,
     context_id: str | None = None,
@@ -123,7 +124,8 @@ def list_jobs(
     offset: int = 0,
     after: Sequence[str] | None = None,
 ) -> _select.Page:
-    """A page of jobs as JSON-ready records, newest first (ties by id, descending), with the
+    """A page of jobs as JSON-ready records of ``columns`` (:func:`_select.records`; they
+    include ``created_at`` and ``id``), newest first (ties by id, descending), with the
     matching count up to :data:`_select.COUNT_CAP`; ``after`` is a previous page's
     :attr:`~_select.Page.after` key. Every filter with this order is served by an index
     (migration 0007)."""
@@ -140,6 +142,7 @@ def list_jobs(
         where.raw("created_at >= {p}", ReplicationJob.created_at.db_value(since))
     return _select.page(
         ReplicationJob,
+        columns,
         where,
         order=("created_at", "id"),
         descending=True,
