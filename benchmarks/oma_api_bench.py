@@ -8,7 +8,9 @@ gthread, ``--workers`` x ``--threads``) on free loopback ports, and drives both 
 load generator (``wrk`` when installed, else a keep-alive Python client with ``--connections``
 threads, bounded in time and count) for four authenticated GETs: the jobs list, the contexts
 list (each one page of the API's default size), one job and one context. Prints requests/s
-for each and its ratio to the bare app (measured before and after the OMA runs, averaged);
+for each, its ratio to the bare app (measured before and after each OMA run: the ratio is
+against the mean of those two) and the server's CPU time per request (gunicorn's master and
+workers, from /proc) beside the bare app's;
 exits non-zero when a ratio is below ``--min-ratio`` or any answer was not 200. Everything
 it starts is stopped by PID.
 
@@ -170,14 +172,31 @@ def serve_bare() -> None:
 
 
 @contextlib.contextmanager
-def server(argv: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    """Start a server process, wait for its port, yield its URL, stop it by PID."""
+def server(argv: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[tuple[str, int]]:
+    """Start a server process, wait for its port, yield (its URL, its PID), stop it by PID."""
     proc = ManagedProcess(argv, env=env, name=argv[-1], log_path=log).start()
     try:
         proc.wait_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its children so far (gunicorn's
+    master and workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's PID
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def load_wrk(url: str, token: str, duration: float, connections: int) -> tuple[float, int, int]:
@@ -284,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         bare_port, oma_port = free_port(), free_port()
         bare_argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
         oma_argv = [sys.executable, "-m", "oma", "serve"]
-        bare_url = st.enter_context(
+        bare_url, bare_pid = st.enter_context(
             server(bare_argv, {**env, "OMA_BIND": f"127.0.0.1:{bare_port}"}, bare_port,
                    base / "bare.log")
         )  # fmt: skip
-        oma_url = st.enter_context(
+        oma_url, oma_pid = st.enter_context(
             server(oma_argv, {**env, "OMA_BIND": f"127.0.0.1:{oma_port}"}, oma_port,
                    base / "oma.log")
         )  # fmt: skip
@@ -299,28 +318,38 @@ def main(argv: list[str] | None = None) -> int:
             ("context detail", f"/api/v1/vm-contexts/{context_id}"),
         ]
 
-        def measure(url: str) -> tuple[float, int, int]:
+        def measure(url: str, pid: int) -> tuple[float, int, int, float]:
+            """(requests/s, requests, failures, server CPU ms per request)."""
             load(url, token, min(2.0, args.duration), args.connections)  # warm up
-            return load(url, token, args.duration, args.connections)
+            before = cpu_seconds(pid)
+            rate, count, failed = load(url, token, args.duration, args.connections)
+            return rate, count, failed, 1000 * (cpu_seconds(pid) - before) / max(count, 1)
 
-        bare_before, _, bad = measure(bare_url + "/api/v1/replications")
-        print(f"{'bare Flask':16} {bare_before:9.0f} req/s")
+        # the bare app is measured before and after each OMA request (the machine's speed
+        # drifts): each ratio is against the mean of the two runs around it
+        bare_path = bare_url + "/api/v1/replications"
+        bare_runs = [measure(bare_path, bare_pid)]
+        ok = bare_runs[0][2] == 0
         results = []
         for name, path in targets:
-            rate, count, failed = measure(oma_url + path)
-            results.append((name, rate, count, failed))
-        bare_after, _, bad_after = measure(bare_url + "/api/v1/replications")
-        bare = (bare_before + bare_after) / 2
-        ok = bad == bad_after == 0
-        for name, rate, count, failed in results:
-            ratio = rate / bare
+            results.append((name, *measure(oma_url + path, oma_pid)))
+            bare_runs.append(measure(bare_path, bare_pid))
+            ok = ok and bare_runs[-1][2] == 0
+        bare_cpu = sum(r[3] for r in bare_runs) / len(bare_runs)
+        print(
+            f"{'bare Flask':16} {sum(r[0] for r in bare_runs) / len(bare_runs):9.0f} req/s  "
+            f"(runs {', '.join(f'{r[0]:.0f}' for r in bare_runs)}); server CPU "
+            f"{bare_cpu:.2f} ms/request"
+        )
+        for i, (name, rate, count, failed, cpu_ms) in enumerate(results):
+            ratio = rate / ((bare_runs[i][0] + bare_runs[i + 1][0]) / 2)
             print(
-                f"{name:16} {rate:9.0f} req/s  ratio {ratio:.2f}  ({count} requests"
+                f"{name:16} {rate:9.0f} req/s  ratio {ratio:.2f}  server CPU {cpu_ms:.2f} "
+                f"ms/request ({cpu_ms / bare_cpu:.1f}x bare; {count} requests"
                 + (f", {failed} failed" if failed else "")
                 + ")"
             )
             ok = ok and failed == 0 and ratio >= args.min_ratio
-        print(f"{'bare Flask':16} {bare_after:9.0f} req/s (after; mean {bare:.0f})")
         print("OK" if ok else f"FAIL: a ratio is below {args.min_ratio} or a request failed")
     return 0 if ok else 1
 
