@@ -137,9 +137,9 @@ def list_replications() -> Any:
             limit=limit,
             offset=offset,
             after=after,
+            context_name="vm_name",
         )
-    names = contexts.names({r["vm_context_id"] for r in found.items})
-    items = [job_item(r, names.get(r["vm_context_id"])) for r in found.items]
+    items = [job_item(r) for r in found.items]
     return jsonify(page_json(found, items, limit=limit, offset=offset))
 
 

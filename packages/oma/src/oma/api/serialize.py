@@ -245,11 +245,13 @@ JOB_COLUMNS = (
 )
 
 
-def job_item(item: dict[str, Any], context_name: str | None) -> dict[str, Any]:
-    """Finish a job read through :data:`JOB_COLUMNS` (in place; returned): the VM's name,
-    ``active``, and ``wait_reason`` only while it waits."""
+def job_item(item: dict[str, Any], context_name: str | None = None) -> dict[str, Any]:
+    """Finish a job read through :data:`JOB_COLUMNS` (in place; returned): the VM's name
+    (``context_name`` unless the list read it as ``vm_name``), ``active``, and
+    ``wait_reason`` only while it waits."""
     status = item["status"]
-    item["vm_name"] = context_name
+    if "vm_name" not in item:
+        item["vm_name"] = context_name
     item["active"] = status not in TERMINAL
     if status != _PENDING:
         item["wait_reason"] = None

@@ -90,12 +90,13 @@ def instance(model: type[M], data: dict[str, Any]) -> M:
 
 @cache
 def _projection(
-    model: type[Model], columns: tuple[tuple[str, str], ...], chars: str
+    model: type[Model], columns: tuple[tuple[str, str], ...], extra: tuple[str, ...], chars: str
 ) -> tuple[str, Any]:
     """(the SELECT list, a function turning one result row into its dict) of ``columns`` —
     (key, field name) pairs — read as JSON-ready values: timestamps become RFC 3339 text
     (:func:`utc_text`), booleans ``bool`` and JSON documents Python values; every other value
     is the driver's own (floats come back as floats from REAL/DOUBLE columns on all three).
+    The keys ``extra`` read the values of extra SELECT expressions that follow the columns.
 
     The function is generated once per projection, a single dict display reading the row by
     position: per row and column, that is the least work Python can do.
@@ -113,6 +114,7 @@ def _projection(
         else:
             value = f"r[{i}]"
         parts.append(f"{key!r}: {value}")
+    parts += [f"{key!r}: r[{len(columns) + j}]" for j, key in enumerate(extra)]
     source = "def read(r):\n    return {" + ", ".join(parts) + "}\n"
     scope: dict[str, Any] = {"_ts": utc_text, "_json": JSONField().python_value}
     exec(compile(source, f"<{model.__name__} projection>", "exec"), scope)
@@ -126,11 +128,13 @@ def _query(
     limit: int | None,
     offset: int,
     select: str | None = None,
+    select_params: Sequence[Any] = (),
 ) -> list[tuple[Any, ...]]:
-    """The raw result rows of one SELECT of ``model`` (every column, or ``select``)."""
+    """The raw result rows of one SELECT of ``model`` (every column, or ``select`` with the
+    parameters ``select_params``)."""
     db = database.obj
     sql = f"SELECT {select or _columns(model, db.quote)[0]} FROM {_quote(model._meta.table_name)}"
-    params: list[Any] = []
+    params: list[Any] = list(select_params)
     if where is not None:
         sql += where.sql()
         params.extend(where.params)
@@ -172,13 +176,19 @@ def records(
     order: str = "",
     limit: int | None = None,
     offset: int = 0,
+    extra: Sequence[tuple[str, str, Sequence[Any]]] = (),
 ) -> list[dict[str, Any]]:
     """Rows of ``model`` as JSON-ready dicts: ``columns`` are (key, field name) pairs — the
     dict's keys and the fields read, in that order (a field may be read under two keys) —
-    and timestamps come as RFC 3339 UTC text (``2024-01-01T00:00:00Z``). For read-only
-    lists: building model instances and datetimes costs more than the query itself."""
-    select, read = _projection(model, tuple(columns), database.obj.quote)
-    return [read(raw) for raw in _query(model, where, order, limit, offset, select)]
+    and timestamps come as RFC 3339 UTC text (``2024-01-01T00:00:00Z``). ``extra`` adds
+    (key, SQL expression, its parameters) read in the same statement — a scalar subquery
+    such as the row's VM name, instead of a query of its own. For read-only lists: building
+    model instances and datetimes costs more than the query itself."""
+    keys = tuple(key for key, _, _ in extra)
+    select, read = _projection(model, tuple(columns), keys, database.obj.quote)
+    select += "".join(f", {sql}" for _, sql, _ in extra)
+    params = [p for _, _, ps in extra for p in ps]
+    return [read(raw) for raw in _query(model, where, order, limit, offset, select, params)]
 
 
 def utc_text(value: Any) -> str:
@@ -220,6 +230,7 @@ def count(model: type[Model], where: Where | None = None, *, cap: int | None = N
 
 #: a list's ``total`` counts at most this many rows (more: ``total_exact`` is false)
 COUNT_CAP = 1000
+_TOTAL = "\0total"  # the key a page's count is read under (taken off each item)
 
 
 @dataclass(frozen=True)
@@ -267,6 +278,7 @@ def page(
     limit: int,
     offset: int = 0,
     after: Sequence[Any] | None = None,
+    extra: Sequence[tuple[str, str, Sequence[Any]]] = (),
 ) -> Page:
     """A page of :func:`records` (``columns``) of ``model`` matching ``where`` in the order of
     the columns ``order`` (all ascending, or all ``descending``; the last one unique, e.g.
@@ -275,7 +287,8 @@ def page(
     ``after`` (the key of the previous page's last item, :attr:`Page.after`) starts the page
     right behind that item through the ordering index — keyset paging, which never reads the
     rows before it, however deep the page — and ``offset`` skips rows after that. Reads at most
-    ``offset + limit + 1`` rows and counts at most :data:`COUNT_CAP` + 1.
+    ``offset + limit + 1`` rows and counts at most :data:`COUNT_CAP` + 1, in one statement
+    (the count is a scalar subquery; ``extra`` as for :func:`records`).
     """
     key_of = {name: key for key, name in reversed(columns)}  # the first key reading a field
     names = [key_of.get(model._meta.columns[c].name) for c in order]
@@ -291,6 +304,10 @@ def page(
         rows_where.raw(f"{order[0]} {op}= {{p}}", values[0])
         rows_where.raw(_after(order, op), *_after_params(values))
     direction = " DESC" if descending else ""
+    counted = (
+        f"(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {_quote(model._meta.table_name)}"
+        f"{where.sql()} LIMIT {COUNT_CAP + 1}) counted)"
+    )
     found = records(
         model,
         columns,
@@ -298,13 +315,15 @@ def page(
         order=", ".join(c + direction for c in order),
         limit=limit + 1,
         offset=offset,
+        extra=(*extra, (_TOTAL, counted, where.params)),
     )
     more = len(found) > limit
     found = found[:limit]
-    if offset == 0 and after is None and not more:
-        total = len(found)  # the whole list is on this page: nothing to count
-    else:
-        total = count(model, where, cap=COUNT_CAP)
+    for item in found:
+        total = item.pop(_TOTAL)
+    if not found:  # nothing came back to carry the count
+        empty = offset == 0 and after is None
+        total = 0 if empty else count(model, where, cap=COUNT_CAP)
     last = found[-1] if found and more else None
     return Page(
         items=found,

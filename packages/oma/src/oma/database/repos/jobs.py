@@ -123,11 +123,13 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
     after: Sequence[str] | None = None,
+    context_name: str | None = None,
 ) -> _select.Page:
     """A page of jobs as JSON-ready records of ``columns`` (:func:`_select.records`; they
     include ``created_at`` and ``id``), newest first (ties by id, descending), with the
     matching count up to :data:`_select.COUNT_CAP`; ``after`` is a previous page's
-    :attr:`~_select.Page.after` key. Every filter with this order is served by an index
+    :attr:`~_select.Page.after` key; ``context_name``: the key to read each job's VM name
+    under (in the same statement). Every filter with this order is served by an index
     (migration 0007)."""
     where = Where()
     if status:
@@ -149,7 +151,12 @@ def list_jobs(
         limit=limit,
         offset=offset,
         after=after,
+        extra=((context_name, _VM_NAME, ()),) if context_name else (),
     )
+
+
+# the job's VM name, a primary-key lookup per row inside the list's own statement
+_VM_NAME = "(SELECT name FROM vm_contexts WHERE vm_contexts.id = replication_jobs.context_id)"
 
 
 def list_job_disks(job_id: str) -> list[JobDisk]:
