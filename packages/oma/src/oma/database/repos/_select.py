@@ -4,7 +4,8 @@ Building and rendering a peewee query costs more than running it on an indexed t
 list and detail reads of the API write their SQL here: :class:`Where` collects conditions
 (column names are the repositories' own, never user input; values are always parameters) and
 :func:`rows` turns the result into model instances directly (only the column types that need
-it are converted: timestamps, JSON, booleans).
+it are converted: timestamps, JSON, booleans). Lists read JSON-ready dicts instead
+(:func:`records`, :func:`page`: no model instances, no datetimes).
 """
 
 from __future__ import annotations
@@ -245,6 +246,23 @@ class Page:
     has_more: bool
     after: tuple[Any, ...] | None = None
 
+    @classmethod
+    def of(cls, found: list[Any], limit: int, count: int, key: Sequence[str] = ()) -> Page:
+        """The page of ``found`` — up to ``limit + 1`` rows read, the one past ``limit``
+        only telling that more follow — with ``count`` matching rows (counted up to at least
+        :data:`COUNT_CAP` + 1); ``key``: the item keys of the ordering columns, for
+        :attr:`after`."""
+        more = len(found) > limit
+        items = found[:limit]
+        last = items[-1] if items and more and key else None
+        return cls(
+            items=items,
+            total=min(count, COUNT_CAP),
+            total_exact=count <= COUNT_CAP,
+            has_more=more,
+            after=tuple(last[k] for k in key) if last is not None else None,
+        )
+
 
 class BadCursor(ValueError):
     """An ``after`` key that does not fit the list's ordering columns."""
@@ -317,21 +335,12 @@ def page(
         offset=offset,
         extra=(*extra, (_TOTAL, counted, where.params)),
     )
-    more = len(found) > limit
-    found = found[:limit]
     for item in found:
         total = item.pop(_TOTAL)
     if not found:  # nothing came back to carry the count
         empty = offset == 0 and after is None
         total = 0 if empty else count(model, where, cap=COUNT_CAP)
-    last = found[-1] if found and more else None
-    return Page(
-        items=found,
-        total=min(total, COUNT_CAP),
-        total_exact=total <= COUNT_CAP,
-        has_more=more,
-        after=tuple(last[n] for n in names) if last is not None else None,
-    )
+    return Page.of(found, limit, total, names)
 
 
 def _after(columns: Sequence[str], op: str) -> str:

@@ -41,17 +41,11 @@ def paginate(query: ModelSelect, limit: int, offset: int) -> Page:
     from ._select import COUNT_CAP, Page
 
     found = list(query.limit(limit + 1).offset(offset))
-    more = len(found) > limit
-    if offset == 0 and not more:
+    if offset == 0 and len(found) <= limit:
         total = len(found)
     else:  # peewee counts a limited query as a subquery: at most COUNT_CAP + 1 rows
         total = query.order_by().limit(COUNT_CAP + 1).offset(None).count()
-    return Page(
-        items=found[:limit],
-        total=min(total, COUNT_CAP),
-        total_exact=total <= COUNT_CAP,
-        has_more=more,
-    )
+    return Page.of(found, limit, total)
 
 
 def update_row(
