@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from oma.database import applied, database, pending, upgrade
 from oma.database.fields import now
 from oma.database.models import ReplicationJob, VmContext, VmDisk, WorkerHeartbeat
+from oma.database.repos import _documents as docs
 from oma.database.repos import contexts, events, heartbeats, jobs, tokens
 from oma.errors import ConflictError, InvalidStateError, NotFoundError
 
@@ -139,14 +141,15 @@ def test_stop_delete_and_list(any_db: str) -> None:
     requested = jobs.request_stop(second.id)
     assert (requested.status, requested.stop_requested) == ("pending", True)
     jobs.stop_job(second.id)
-    columns = (("id", "id"), ("created_at", "created_at"), ("status", "status"))
-    page = jobs.list_jobs(columns, status="stopped", limit=1)
-    assert (page.total, page.total_exact, page.has_more, len(page.items)) == (2, True, True, 1)
-    assert page.after == (page.items[0]["created_at"], page.items[0]["id"])
-    rest = jobs.list_jobs(columns, status="stopped", limit=1, after=page.after)
-    assert [j["id"] for j in page.items + rest.items] == [second.id, job.id]
+    doc = docs.fields(ReplicationJob, (("id", "id"), ("created_at", "created_at")))
+    page = jobs.list_jobs(doc, status="stopped", limit=1)
+    items = orjson.loads(page.items.text)
+    assert (page.total, page.total_exact, page.has_more, len(items)) == (2, True, True, 1)
+    assert page.after == (items[0]["created_at"], items[0]["id"])
+    rest = jobs.list_jobs(doc, status="stopped", limit=1, after=page.after)
+    assert [j["id"] for j in items + orjson.loads(rest.items.text)] == [second.id, job.id]
     assert not rest.has_more and rest.after is None
-    assert jobs.list_jobs(columns, active=True).items == []
+    assert jobs.list_jobs(doc, active=True).items.text == "[]"
     jobs.delete_job(job.id)
     with pytest.raises(NotFoundError):
         jobs.get_job(job.id)

@@ -124,10 +124,11 @@ def test_bad_cursors_and_deep_offsets_are_refused_naming_the_field(
 
 
 def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any) -> None:
-    """Lists read their rows column by column (no model instances): the items must be what
-    the detail of the same job or VM answers."""
+    """Lists are rendered as JSON by the database, details by Python: the items must be what
+    the detail of the same job or VM answers, value for value (timestamps with and without
+    microseconds, nulls, booleans, floats as the poller stores them, JSON columns)."""
     from oma.database import database
-    from oma.database.models import ReplicationJob, VmDisk
+    from oma.database.models import ReplicationJob, VmContext, VmDisk
 
     client, auth = any_app.test_client(), any_auth
     ctx_order, job_order = _seed(any_app, 2, 3)
@@ -137,9 +138,18 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
             VmDisk.create(context=ctx_order[0], disk_key=key, capacity_bytes=1 << 30, label=key,
                           change_id="52 aa/1", change_id_at=at)  # fmt: skip
         ReplicationJob.update(
-            status="pending", wait_reason="room", verify=True, percent=12.5, phase="copying",
+            status="pending", wait_reason="room", verify=True, percent=12.57, phase="copying",
             started_at=datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC),
+            throughput_bps=round(104857600.1 + 0.2, 1), eta_seconds=round(1e5 / 3, 1),
         ).where(ReplicationJob.id == job_order[0]).execute()  # fmt: skip
+        ReplicationJob.update(
+            status="failed", wait_reason="stale", error_message='copy "failed" \\ ü',
+            finished_at=datetime(2026, 5, 6, 7, 8, 10, tzinfo=UTC),
+        ).where(ReplicationJob.id == job_order[1]).execute()  # fmt: skip
+        VmContext.update(
+            spec={"cpus": 2, "nics": [{"id": "n1", "mac": None}]},
+            failover_defaults={"boot_disk_key": "2000"}, ready_for_failover=True,
+        ).where(VmContext.id == ctx_order[0]).execute()  # fmt: skip
     listed = client.get("/api/v1/replications", headers=auth.viewer).json["items"]
     for item in listed:
         alone = client.get(f"/api/v1/replications/{item['id']}", headers=auth.viewer).json
@@ -162,3 +172,10 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
             "jobs_total_exact",
             "events",
         }
+        jobs = {i["id"]: i for i in client.get(
+            f"/api/v1/replications?vm_context_id={item['id']}", headers=auth.viewer
+        ).json["items"]}  # fmt: skip
+        assert alone["jobs"] and alone["jobs"] == [jobs[j["id"]] for j in alone["jobs"]]
+    assert listed[0]["spec"]["nics"] == [{"id": "n1", "mac": None}]
+    assert listed[0]["failover_defaults"] == {"boot_disk_key": "2000"}
+    assert listed[1]["failover_defaults"] == {} and listed[1]["disks"] == []

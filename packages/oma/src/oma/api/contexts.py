@@ -22,17 +22,7 @@ from .requests import (
     query,
     unprocessable,
 )
-from .serialize import (
-    CONTEXT_COLUMNS,
-    DISK_COLUMNS,
-    JOB_COLUMNS,
-    context,
-    context_item,
-    disk,
-    event,
-    job_item,
-    volume,
-)
+from .serialize import context, context_document, disk, event, job_document, volume
 
 bp = Blueprint("vm_contexts", __name__, url_prefix="/api/v1/vm-contexts")
 
@@ -93,7 +83,7 @@ def list_contexts() -> Any:
     limit, offset = q.limit, q.offset
     with cursor_key(q.after) as after:
         found = contexts.list_contexts(
-            CONTEXT_COLUMNS,
+            context_document(),
             state=q.state,
             vma_id=q.vma_id,
             name=q.name,
@@ -101,11 +91,7 @@ def list_contexts() -> Any:
             offset=offset,
             after=after,
         )
-    disks = contexts.disks_by_context((r["id"] for r in found.items), DISK_COLUMNS)
-    items = found.items
-    for item in items:
-        context_item(item)["disks"] = disks[item["id"]]
-    return jsonify(page_json(found, items, limit=limit, offset=offset))
+    return jsonify(page_json(found, limit=limit, offset=offset))
 
 
 @bp.get("/<context_id>")
@@ -116,11 +102,11 @@ def get_context(context_id: str) -> Any:
     beyond) and events (``?events=100``)."""
     row = contexts.get_context(context_id)
     job_limit, event_limit = g.query.jobs, g.query.events
-    recent = jobs.list_jobs(JOB_COLUMNS, context_id=context_id, limit=max(job_limit, 1))
+    recent = jobs.list_jobs(job_document(), context_id=context_id, limit=job_limit)
     data = context(row)
     data["disks"] = [disk(d) for d in contexts.list_disks(context_id)]
     data["volumes"] = _volumes(context_id)
-    data["jobs"] = [job_item(j, row.name) for j in recent.items[:job_limit]]
+    data["jobs"] = recent.items
     data["jobs_total"] = recent.total
     data["jobs_total_exact"] = recent.total_exact
     data["events"] = (

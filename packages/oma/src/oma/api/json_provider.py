@@ -6,6 +6,8 @@ output is the same JSON (UTF-8 instead of ``\\u`` escapes, no spaces); values or
 take the way Flask does (a datetime, which Flask writes as an HTTP date, a ``Decimal``, an
 object with ``__html__``) go through Flask's own ``default``, and a document orjson refuses
 altogether (an integer beyond 64 bits, a lone surrogate) is written by the standard encoder.
+JSON the database wrote (:class:`~oma.database.repos._documents.JsonText`, a page of a list)
+is embedded as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import orjson
 from flask import Response
 from flask.json.provider import DefaultJSONProvider
 
+from ..database.repos._documents import JsonText
+
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
@@ -24,12 +28,24 @@ class OrjsonProvider(DefaultJSONProvider):
 
     sort_keys = False
 
+    @staticmethod
+    def default(o: Any) -> Any:
+        """Flask's rules, and :class:`JsonText` as its value (for the standard encoder)."""
+        if isinstance(o, JsonText):
+            return orjson.loads(o.text)
+        return DefaultJSONProvider.default(o)
+
+    def _orjson_default(self, o: Any) -> Any:
+        if isinstance(o, JsonText):
+            return orjson.Fragment(o.text)
+        return self.default(o)
+
     def _encode(self, obj: Any, *, indent: bool) -> bytes | None:
         """``obj`` as UTF-8 JSON, or None when orjson cannot take it."""
         try:
             return orjson.dumps(
                 obj,
-                default=self.default,
+                default=self._orjson_default,
                 option=_OPTIONS | (orjson.OPT_INDENT_2 if indent else 0),
             )
         except orjson.JSONEncodeError:

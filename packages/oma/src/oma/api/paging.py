@@ -55,12 +55,11 @@ Cursor = Annotated[
 ]
 
 
-def page_json(
-    page: Page, items: list[dict[str, Any]], *, limit: int, offset: int
-) -> dict[str, Any]:
-    """The JSON of one page of a list (see the module's documentation)."""
+def page_json(page: Page, items: Any = None, *, limit: int, offset: int) -> dict[str, Any]:
+    """The JSON of one page of a list (see the module's documentation): ``items``, or the
+    page's own."""
     return {
-        "items": items,
+        "items": page.items if items is None else items,
         "total": page.total,
         "total_exact": page.total_exact,
         "has_more": page.has_more,

@@ -17,7 +17,7 @@ from ..workflows import records, resume
 from .errors import ApiError
 from .paging import cursor_key, page_json
 from .requests import Body, Id, KeysetPageQuery, NoBody, VmId, body, query, unprocessable
-from .serialize import JOB_COLUMNS, job, job_item
+from .serialize import job, job_document
 from .targets import refuse_disks_too_large
 
 bp = Blueprint("replications", __name__, url_prefix="/api/v1/replications")
@@ -129,7 +129,7 @@ def list_replications() -> Any:
     limit, offset = q.limit, q.offset
     with cursor_key(q.after) as after:
         found = jobs.list_jobs(
-            JOB_COLUMNS,
+            job_document(),
             status=q.status.split(",") if q.status else None,
             context_id=q.vm_context_id,
             vma_id=q.vma_id,
@@ -137,10 +137,8 @@ def list_replications() -> Any:
             limit=limit,
             offset=offset,
             after=after,
-            context_name="vm_name",
         )
-    items = [job_item(r) for r in found.items]
-    return jsonify(page_json(found, items, limit=limit, offset=offset))
+    return jsonify(page_json(found, limit=limit, offset=offset))
 
 
 @bp.get("/<job_id>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from peewee import Model
@@ -23,6 +24,7 @@ from ..database.models import (
     VmDisk,
     VmwareCredential,
 )
+from ..database.repos import _documents as docs
 from ..nbd.exports import export_uri
 
 TERMINAL = frozenset(s.value for s in TERMINAL_JOB_STATUSES)
@@ -102,8 +104,9 @@ def _plain(value: Any) -> Any:
 
 
 def _project(row: Model, columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-    """A model row read through ``columns`` — the shape :func:`_select.records` reads a list
-    in, so a row and a list item of the same kind cannot differ."""
+    """A model row read through ``columns`` — the columns its list's document renders
+    (:func:`job_document`, :func:`context_document`), so a row and a list item of the same
+    kind hold the same keys."""
     d = row.__data__  # the row's values by field name (what its attributes read)
     return {key: _plain(d.get(name)) for key, name in columns}
 
@@ -160,6 +163,28 @@ def context_item(item: dict[str, Any]) -> dict[str, Any]:
 def context(row: VmContext) -> dict[str, Any]:
     """A VM context (without its disks, jobs and events)."""
     return context_item(_project(row, CONTEXT_COLUMNS))
+
+
+def context_document() -> docs.Document:
+    """A context as a list renders it in the database: :func:`context` with its ``disks``
+    (:func:`disk`, by disk key)."""
+    return _context_document(docs.dialect())
+
+
+@cache
+def _context_document(_: object) -> docs.Document:
+    out = dict(docs.fields(VmContext, CONTEXT_COLUMNS))
+    for key in ("failover_defaults", "replication_defaults"):  # as context_item: {} for none
+        stored = docs.column(VmContext, key)
+        out[key] = docs.Value(f"COALESCE(NULLIF({stored}, ''), '{{}}')", docs.JSON)
+    disk_key = docs.column(VmDisk, "disk_key")
+    out["disks"] = docs.nested(
+        VmDisk,
+        docs.fields(VmDisk, DISK_COLUMNS),
+        ("context", docs.column(VmContext, "id")),
+        (f"LENGTH({disk_key})", disk_key),
+    )
+    return tuple(out.items())
 
 
 def volume(row: ReplicaVolume, exports: list[NbdExport] | None = None) -> dict[str, Any]:
@@ -259,6 +284,28 @@ def job_item(item: dict[str, Any], context_name: str | None = None) -> dict[str,
 
 
 _PENDING = JobStatus.PENDING.value
+
+
+def job_document() -> docs.Document:
+    """A job as a list renders it in the database: :func:`job` without its disks — its VM's
+    name read in the same statement."""
+    return _job_document(docs.dialect())
+
+
+@cache
+def _job_document(_: object) -> docs.Document:
+    out = dict(docs.fields(ReplicationJob, JOB_COLUMNS))
+    status = docs.column(ReplicationJob, "status")
+    waiting = docs.column(ReplicationJob, "wait_reason")
+    pending = docs.literal(_PENDING)
+    out["wait_reason"] = docs.Value(f"CASE WHEN {status} = {pending} THEN {waiting} END")
+    terminal = ", ".join(docs.literal(s) for s in sorted(TERMINAL))
+    out["active"] = docs.Value(f"{status} NOT IN ({terminal})", docs.BOOLEAN)
+    contexts = docs.quote(VmContext._meta.table_name)
+    name, key = docs.column(VmContext, "name"), docs.column(VmContext, "id")
+    parent = docs.column(ReplicationJob, "context")
+    out["vm_name"] = docs.Value(f"(SELECT {name} FROM {contexts} WHERE {key} = {parent})")
+    return tuple(out.items())
 
 
 def job(

@@ -16,8 +16,8 @@ import hmac
 import secrets
 from pathlib import Path
 
-from flask import Flask, abort, g, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, abort, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from ..api.auth import RANK
 from ..database.models import ApiToken, Role
@@ -27,10 +27,18 @@ from ..secrets import load_key
 COOKIE = "oma_console"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+API_PREFIXES = ("/api/", "/metrics")  # paths without sessions
 
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, Secure whenever the request itself came over TLS."""
+    """Flask's signed-cookie sessions, Secure whenever the request itself came over TLS.
+    Only the console has sessions: the API authenticates every request by its bearer token
+    and never reads a cookie, so its requests get Flask's null session (nothing to verify)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(API_PREFIXES):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure

@@ -123,6 +123,9 @@ def connect_database(url: str, *, pooled: bool = False) -> Database:
         url = ("mysql+pool://" if pooled else "mysql://") + url.split("://", 1)[1]
         kwargs["charset"] = "utf8mb4"
         kwargs["field_types"] = {"UTCDATETIME": "DATETIME(6)"}
+        # a page of a list is one JSON_ARRAYAGG, whose text is cut at group_concat_max_len
+        # (1 MiB by default) — a page of 500 items with large specs may need more
+        kwargs["init_command"] = "SET SESSION group_concat_max_len = 67108864"
     else:
         url = ("postgresql+pool://" if pooled else "postgresql://") + url.split("://", 1)[1]
         kwargs["field_types"] = {"UTCDATETIME": "TIMESTAMP"}

@@ -205,11 +205,13 @@ def _write_chunk(
             (
                 w.job_id,
                 answer.phase.value,
-                answer.percent,
+                # rounded as the VMA rounds them: 15 significant digits render the same from
+                # every database's JSON functions and from Python (the API's lists and details)
+                round(answer.percent, 2),
                 answer.bytes_total,
                 answer.bytes_done,
-                answer.throughput_bps,
-                answer.eta_seconds,
+                round(answer.throughput_bps, 1),
+                None if answer.eta_seconds is None else round(answer.eta_seconds, 1),
                 answer.sync_type.value,
                 stamp if w.advanced else None,
             )

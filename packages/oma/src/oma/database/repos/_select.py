@@ -4,22 +4,22 @@ Building and rendering a peewee query costs more than running it on an indexed t
 list and detail reads of the API write their SQL here: :class:`Where` collects conditions
 (column names are the repositories' own, never user input; values are always parameters) and
 :func:`rows` turns the result into model instances directly (only the column types that need
-it are converted: timestamps, JSON, booleans). Lists read JSON-ready dicts instead
-(:func:`records`, :func:`page`: no model instances, no datetimes).
+it are converted: timestamps, JSON, booleans). Pages of lists are rendered as JSON by the
+database itself (:mod:`._documents`); :class:`Page` and :func:`keyset` are shared by both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
 from peewee import BooleanField, DateTimeField, FloatField, Model
 
 from ..db import database
-from ..fields import JSONField, UtcDateTimeField
+from ..fields import JSONField
 
 M = TypeVar("M", bound=Model)
 _CONVERTED = (DateTimeField, JSONField, BooleanField, FloatField)
@@ -61,7 +61,7 @@ class Where:
         return " WHERE " + " AND ".join(self.parts) if self.parts else ""
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
     """``name`` as a quoted identifier of the bound database (``"x"``, or ```x``` on MySQL)."""
     chars = database.obj.quote
     return f"{chars[0]}{name}{chars[1]}"
@@ -89,39 +89,6 @@ def instance(model: type[M], data: dict[str, Any]) -> M:
     return row
 
 
-@cache
-def _projection(
-    model: type[Model], columns: tuple[tuple[str, str], ...], extra: tuple[str, ...], chars: str
-) -> tuple[str, Any]:
-    """(the SELECT list, a function turning one result row into its dict) of ``columns`` —
-    (key, field name) pairs — read as JSON-ready values: timestamps become RFC 3339 text
-    (:func:`utc_text`), booleans ``bool`` and JSON documents Python values; every other value
-    is the driver's own (floats come back as floats from REAL/DOUBLE columns on all three).
-    The keys ``extra`` read the values of extra SELECT expressions that follow the columns.
-
-    The function is generated once per projection, a single dict display reading the row by
-    position: per row and column, that is the least work Python can do.
-    """
-    fields = [model._meta.fields[name] for _, name in columns]
-    select = ", ".join(f"{chars[0]}{f.column_name}{chars[1]}" for f in fields)
-    parts = []
-    for i, ((key, _), f) in enumerate(zip(columns, fields, strict=True)):
-        if isinstance(f, DateTimeField):
-            value = f"_ts(v) if (v := r[{i}]) is not None else None"
-        elif isinstance(f, BooleanField):
-            value = f"bool(v) if (v := r[{i}]) is not None else None"
-        elif isinstance(f, JSONField):
-            value = f"_json(v) if (v := r[{i}]) is not None else None"
-        else:
-            value = f"r[{i}]"
-        parts.append(f"{key!r}: {value}")
-    parts += [f"{key!r}: r[{len(columns) + j}]" for j, key in enumerate(extra)]
-    source = "def read(r):\n    return {" + ", ".join(parts) + "}\n"
-    scope: dict[str, Any] = {"_ts": utc_text, "_json": JSONField().python_value}
-    exec(compile(source, f"<{model.__name__} projection>", "exec"), scope)
-    return select, scope["read"]
-
-
 def _query(
     model: type[Model],
     where: Where | None,
@@ -134,7 +101,7 @@ def _query(
     """The raw result rows of one SELECT of ``model`` (every column, or ``select`` with the
     parameters ``select_params``)."""
     db = database.obj
-    sql = f"SELECT {select or _columns(model, db.quote)[0]} FROM {_quote(model._meta.table_name)}"
+    sql = f"SELECT {select or _columns(model, db.quote)[0]} FROM {quote(model._meta.table_name)}"
     params: list[Any] = list(select_params)
     if where is not None:
         sql += where.sql()
@@ -169,44 +136,6 @@ def rows(
     return out
 
 
-def records(
-    model: type[Model],
-    columns: Sequence[tuple[str, str]],
-    where: Where | None = None,
-    *,
-    order: str = "",
-    limit: int | None = None,
-    offset: int = 0,
-    extra: Sequence[tuple[str, str, Sequence[Any]]] = (),
-) -> list[dict[str, Any]]:
-    """Rows of ``model`` as JSON-ready dicts: ``columns`` are (key, field name) pairs — the
-    dict's keys and the fields read, in that order (a field may be read under two keys) —
-    and timestamps come as RFC 3339 UTC text (``2024-01-01T00:00:00Z``). ``extra`` adds
-    (key, SQL expression, its parameters) read in the same statement — a scalar subquery
-    such as the row's VM name, instead of a query of its own. For read-only lists: building
-    model instances and datetimes costs more than the query itself."""
-    keys = tuple(key for key, _, _ in extra)
-    select, read = _projection(model, tuple(columns), keys, database.obj.quote)
-    select += "".join(f", {sql}" for _, sql, _ in extra)
-    params = [p for _, _, ps in extra for p in ps]
-    return [read(raw) for raw in _query(model, where, order, limit, offset, select, params)]
-
-
-def utc_text(value: Any) -> str:
-    """RFC 3339 text of a stored UTC timestamp as the driver returns it: SQLite's
-    ``YYYY-MM-DD HH:MM:SS[.ffffff]`` text, or a naive (UTC) datetime from PostgreSQL/MariaDB.
-    The same text :func:`oma.api.serialize.ts` makes of the converted value."""
-    if isinstance(value, str):
-        if len(value) in (19, 26) and value[10] == " ":
-            return f"{value[:10]}T{value[11:]}Z"
-        value = UtcDateTimeField().python_value(value)  # any other stored form
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.isoformat() + "Z"
-    raise TypeError(f"not a timestamp: {value!r}")
-
-
 def first(model: type[M], where: Where, *, order: str = "") -> M | None:
     """The first instance of ``model`` matching ``where`` (in ``order``), or None."""
     found = rows(model, where, order=order, limit=1)
@@ -217,7 +146,7 @@ def count(model: type[Model], where: Where | None = None, *, cap: int | None = N
     """How many rows of ``model`` match ``where``; with ``cap``, counting stops after ``cap + 1``
     (so a larger table is never read to the end just to be counted)."""
     db = database.obj
-    inner = f"FROM {_quote(model._meta.table_name)}"
+    inner = f"FROM {quote(model._meta.table_name)}"
     params: Sequence[Any] = ()
     if where is not None:
         inner += where.sql()
@@ -231,7 +160,6 @@ def count(model: type[Model], where: Where | None = None, *, cap: int | None = N
 
 #: a list's ``total`` counts at most this many rows (more: ``total_exact`` is false)
 COUNT_CAP = 1000
-_TOTAL = "\0total"  # the key a page's count is read under (taken off each item)
 
 
 @dataclass(frozen=True)
@@ -255,13 +183,16 @@ class Page:
         more = len(found) > limit
         items = found[:limit]
         last = items[-1] if items and more and key else None
-        return cls(
-            items=items,
-            total=min(count, COUNT_CAP),
-            total_exact=count <= COUNT_CAP,
-            has_more=more,
-            after=tuple(last[k] for k in key) if last is not None else None,
-        )
+        after = tuple(last[k] for k in key) if last is not None else None
+        return cls.counted(items, count, more=more, after=after)
+
+    @classmethod
+    def counted(
+        cls, items: Any, count: int, *, more: bool, after: tuple[Any, ...] | None = None
+    ) -> Page:
+        """The page of ``items`` with ``count`` matching rows (counted up to at least
+        :data:`COUNT_CAP` + 1)."""
+        return cls(items, min(count, COUNT_CAP), count <= COUNT_CAP, more, after)
 
 
 class BadCursor(ValueError):
@@ -286,61 +217,22 @@ def _key_values(model: type[Model], columns: Sequence[str], key: Sequence[Any]) 
     return out
 
 
-def page(
-    model: type[Model],
-    columns: Sequence[tuple[str, str]],
+def keyset(
     where: Where,
-    *,
+    model: type[Model],
     order: Sequence[str],
+    after: Sequence[Any],
+    *,
     descending: bool = False,
-    limit: int,
-    offset: int = 0,
-    after: Sequence[Any] | None = None,
-    extra: Sequence[tuple[str, str, Sequence[Any]]] = (),
-) -> Page:
-    """A page of :func:`records` (``columns``) of ``model`` matching ``where`` in the order of
-    the columns ``order`` (all ascending, or all ``descending``; the last one unique, e.g.
-    ``id``; each read by ``columns`` too).
-
-    ``after`` (the key of the previous page's last item, :attr:`Page.after`) starts the page
-    right behind that item through the ordering index — keyset paging, which never reads the
-    rows before it, however deep the page — and ``offset`` skips rows after that. Reads at most
-    ``offset + limit + 1`` rows and counts at most :data:`COUNT_CAP` + 1, in one statement
-    (the count is a scalar subquery; ``extra`` as for :func:`records`).
-    """
-    key_of = {name: key for key, name in reversed(columns)}  # the first key reading a field
-    names = [key_of.get(model._meta.columns[c].name) for c in order]
-    if None in names:
-        raise ValueError(f"the columns of a page must read its order columns {list(order)}")
-    rows_where = Where()
-    rows_where.parts, rows_where.params = list(where.parts), list(where.params)
-    if after is not None:
-        values = _key_values(model, order, after)
-        # (a, b) > (x, y) spelled so each database seeks the index on its first column:
-        # a >= x AND (a > x OR b > y)  — for two columns; longer keys nest the same way
-        op = "<" if descending else ">"
-        rows_where.raw(f"{order[0]} {op}= {{p}}", values[0])
-        rows_where.raw(_after(order, op), *_after_params(values))
-    direction = " DESC" if descending else ""
-    counted = (
-        f"(SELECT COUNT(*) FROM (SELECT 1 AS one FROM {_quote(model._meta.table_name)}"
-        f"{where.sql()} LIMIT {COUNT_CAP + 1}) counted)"
-    )
-    found = records(
-        model,
-        columns,
-        rows_where,
-        order=", ".join(c + direction for c in order),
-        limit=limit + 1,
-        offset=offset,
-        extra=(*extra, (_TOTAL, counted, where.params)),
-    )
-    for item in found:
-        total = item.pop(_TOTAL)
-    if not found:  # nothing came back to carry the count
-        empty = offset == 0 and after is None
-        total = 0 if empty else count(model, where, cap=COUNT_CAP)
-    return Page.of(found, limit, total, names)
+) -> None:
+    """Add to ``where`` the rows that follow the key ``after`` (the JSON values of the
+    columns ``order`` of the previous page's last item) in that order."""
+    values = _key_values(model, order, after)
+    # (a, b) > (x, y) spelled so each database seeks the index on its first column:
+    # a >= x AND (a > x OR (a = x AND b > y))  — longer keys nest the same way
+    op = "<" if descending else ">"
+    where.raw(f"{order[0]} {op}= {{p}}", values[0])
+    where.raw(_after(order, op), *_after_params(values))
 
 
 def _after(columns: Sequence[str], op: str) -> str:
@@ -360,7 +252,5 @@ def _after_params(values: Sequence[Any]) -> list[Any]:
 def pairs(model: type[Model], key: str, value: str, where: Where) -> dict[Any, Any]:
     """``{key: value}`` of two plain columns of the rows matching ``where``."""
     db = database.obj
-    sql = (
-        f"SELECT {_quote(key)}, {_quote(value)} FROM {_quote(model._meta.table_name)}" + where.sql()
-    )
+    sql = f"SELECT {quote(key)}, {quote(value)} FROM {quote(model._meta.table_name)}" + where.sql()
     return dict(db.execute_sql(sql, where.params).fetchall())

@@ -9,7 +9,7 @@ from ...errors import ConflictError, InvalidStateError
 from ..db import database
 from ..fields import now
 from ..models import ContextState, NbdExport, ReplicaVolume, VmContext, VmDisk
-from . import _select, events
+from . import _documents, _select, events
 from ._select import Where
 from ._util import get_or_raise, translate_integrity
 
@@ -123,7 +123,7 @@ def find_context(
 
 
 def list_contexts(
-    columns: Sequence[tuple[str, str]],
+    document: _documents.Document,
     *,
     state: str | None = None,
     vma_id: str | None = None,
@@ -132,8 +132,8 @@ def list_contexts(
     offset: int = 0,
     after: Sequence[str] | None = None,
 ) -> _select.Page:
-    """A page of contexts as JSON-ready records of ``columns`` (:func:`_select.records`; they
-    include ``name`` and ``id``), by name then id, with the matching count up
+    """A page of contexts rendered as ``document`` (:func:`_documents.page`), by name then
+    id, with the matching count up
     to :data:`_select.COUNT_CAP`; ``after`` is a previous page's :attr:`~_select.Page.after`
     key. The state and VMA filters with this order are served by an index (migration 0007);
     ``name`` matches a substring."""
@@ -146,8 +146,8 @@ def list_contexts(
         # a case-insensitive substring: LIKE with "!" escaping the wildcards (same on all three)
         escaped = name.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")
         where.raw("LOWER(name) LIKE {p} ESCAPE '!'", f"%{escaped}%")
-    return _select.page(
-        VmContext, columns, where, order=("name", "id"), limit=limit, offset=offset, after=after
+    return _documents.page(
+        VmContext, document, where, order=("name", "id"), limit=limit, offset=offset, after=after
     )
 
 
@@ -161,26 +161,6 @@ def list_disks(context_id: str) -> list[VmDisk]:
     """A context's disks ordered by disk key (numerically where possible)."""
     rows = _select.rows(VmDisk, Where().eq("context_id", context_id))
     return sorted(rows, key=lambda d: (len(d.disk_key), d.disk_key))
-
-
-def disks_by_context(
-    context_ids: Iterable[str], columns: Sequence[tuple[str, str]]
-) -> dict[str, list[dict[str, Any]]]:
-    """Disks of many contexts in one query as JSON-ready records of ``columns``
-    (:func:`_select.records`), each list ordered by disk key."""
-    ids = list(context_ids)
-    out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        # the context id is read under a key of its own, taken off again
-        wanted = (*columns, (_CONTEXT_KEY, "context"))
-        for row in _select.records(VmDisk, wanted, Where().is_in("context_id", ids)):
-            out[row.pop(_CONTEXT_KEY)].append(row)
-    for rows in out.values():
-        rows.sort(key=lambda d: (len(d["disk_key"]), d["disk_key"]))
-    return out
-
-
-_CONTEXT_KEY = "\0context"
 
 
 def list_volumes(context_id: str) -> list[ReplicaVolume]:

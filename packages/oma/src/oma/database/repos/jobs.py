@@ -33,7 +33,7 @@ from ..models import (
     RequestedType,
     VmContext,
 )
-from . import _select, events
+from . import _documents, _select, events
 from ._select import Where
 from ._util import get_or_raise
 
@@ -113,7 +113,7 @@ def get_job(job_id: str) -> ReplicationJob:
 
 
 def list_jobs(
-    columns: Sequence[tuple[str, str]],
+    document: _documents.Document,
     *,
     status: str | Sequence[str] | None = None,
     context_id: str | None = None,
@@ -123,14 +123,11 @@ def list_jobs(
     limit: int = 50,
     offset: int = 0,
     after: Sequence[str] | None = None,
-    context_name: str | None = None,
 ) -> _select.Page:
-    """A page of jobs as JSON-ready records of ``columns`` (:func:`_select.records`; they
-    include ``created_at`` and ``id``), newest first (ties by id, descending), with the
-    matching count up to :data:`_select.COUNT_CAP`; ``after`` is a previous page's
-    :attr:`~_select.Page.after` key; ``context_name``: the key to read each job's VM name
-    under (in the same statement). Every filter with this order is served by an index
-    (migration 0007)."""
+    """A page of jobs rendered as ``document`` (:func:`_documents.page`), newest first (ties
+    by id, descending), with the matching count up to :data:`_select.COUNT_CAP`; ``after`` is
+    a previous page's :attr:`~_select.Page.after` key. Every filter with this order is served
+    by an index (migration 0007)."""
     where = Where()
     if status:
         where.is_in("status", [status] if isinstance(status, str) else list(status))
@@ -142,21 +139,16 @@ def list_jobs(
         where.eq("vma_id", vma_id)
     if since is not None:
         where.raw("created_at >= {p}", ReplicationJob.created_at.db_value(since))
-    return _select.page(
+    return _documents.page(
         ReplicationJob,
-        columns,
+        document,
         where,
         order=("created_at", "id"),
         descending=True,
         limit=limit,
         offset=offset,
         after=after,
-        extra=((context_name, _VM_NAME, ()),) if context_name else (),
     )
-
-
-# the job's VM name, a primary-key lookup per row inside the list's own statement
-_VM_NAME = "(SELECT name FROM vm_contexts WHERE vm_contexts.id = replication_jobs.context_id)"
 
 
 def list_job_disks(job_id: str) -> list[JobDisk]:
