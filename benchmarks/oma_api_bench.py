@@ -7,15 +7,16 @@ no database, no auth) under the same gunicorn settings (:func:`oma.cli.serve.gun
 gthread, ``--workers`` x ``--threads``) on free loopback ports, and drives both with a bounded
 load generator (``wrk`` when installed, else a keep-alive Python client with ``--connections``
 threads, bounded in time and count) for four authenticated GETs: the jobs list, the contexts
-list (each one page of the API's default size), one job and one context. Prints requests/s
-for each, its ratio to the bare app (measured before and after each OMA run: the ratio is
-against the mean of those two) and the server's CPU time per request (gunicorn's master and
-workers, from /proc) beside the bare app's;
+list (each one page of the API's default size), one job and one context. Prints for each its
+ratio of requests/s to the bare app's (measured before and after each OMA run: the ratio is
+against the mean of those two; the whole sequence runs ``--rounds`` times and the median
+round counts) and the server's CPU time per request (gunicorn's master and workers, from
+/proc) beside the bare app's;
 exits non-zero when a ratio is below ``--min-ratio`` or any answer was not 200. Everything
 it starts is stopped by PID.
 
     python benchmarks/oma_api_bench.py [--database sqlite|postgresql|mariadb]
-        [--contexts 10000] [--jobs 100000] [--duration 10] [--connections 16]
+        [--contexts 10000] [--jobs 100000] [--duration 5] [--rounds 3] [--connections 16]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import http.client
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
     ap.add_argument("--threads", type=int, default=4, help="threads per worker (both apps)")
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions of the whole sequence")
     ap.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients")
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     ap.add_argument("--min-ratio", type=float, default=0.5)
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             f"API benchmark: {args.database}, {args.contexts} contexts, {args.jobs} jobs "
             f"(seeded in {time.monotonic() - started:.1f}s); gunicorn {args.workers} workers x "
             f"{args.threads} threads; {'wrk' if use_wrk else 'python client'}, "
-            f"{args.connections} connections, {args.duration:.0f}s per run"
+            f"{args.connections} connections, {args.duration:.0f}s per run, {args.rounds} rounds"
         )
         env = {
             **os.environ,
@@ -320,32 +323,40 @@ def main(argv: list[str] | None = None) -> int:
 
         def measure(url: str, pid: int) -> tuple[float, int, int, float]:
             """(requests/s, requests, failures, server CPU ms per request)."""
-            load(url, token, min(2.0, args.duration), args.connections)  # warm up
+            load(url, token, min(1.0, args.duration), args.connections)  # warm up
             before = cpu_seconds(pid)
             rate, count, failed = load(url, token, args.duration, args.connections)
             return rate, count, failed, 1000 * (cpu_seconds(pid) - before) / max(count, 1)
 
-        # the bare app is measured before and after each OMA request (the machine's speed
-        # drifts): each ratio is against the mean of the two runs around it
+        # The machine's speed drifts by tens of percent within minutes: the bare app is
+        # measured before and after each OMA run, each ratio is against the mean of those two,
+        # and the whole sequence is repeated --rounds times (each result: the median round).
         bare_path = bare_url + "/api/v1/replications"
-        bare_runs = [measure(bare_path, bare_pid)]
-        ok = bare_runs[0][2] == 0
-        results = []
-        for name, path in targets:
-            results.append((name, *measure(oma_url + path, oma_pid)))
+        bare_runs: list[tuple[float, int, int, float]] = []
+        rounds: dict[str, list[tuple[float, float, int, int]]] = {n: [] for n, _ in targets}
+        for _ in range(args.rounds):
             bare_runs.append(measure(bare_path, bare_pid))
-            ok = ok and bare_runs[-1][2] == 0
-        bare_cpu = sum(r[3] for r in bare_runs) / len(bare_runs)
+            for name, path in targets:
+                rate, count, failed, cpu_ms = measure(oma_url + path, oma_pid)
+                bare_runs.append(measure(bare_path, bare_pid))
+                around = (bare_runs[-2][0] + bare_runs[-1][0]) / 2
+                rounds[name].append((rate / around, cpu_ms, count, failed))
+        ok = all(r[2] == 0 for r in bare_runs)
+        bare_cpu = statistics.median(r[3] for r in bare_runs)
         print(
-            f"{'bare Flask':16} {sum(r[0] for r in bare_runs) / len(bare_runs):9.0f} req/s  "
-            f"(runs {', '.join(f'{r[0]:.0f}' for r in bare_runs)}); server CPU "
-            f"{bare_cpu:.2f} ms/request"
+            f"{'bare Flask':16} {statistics.median(r[0] for r in bare_runs):9.0f} req/s  "
+            f"(runs {min(r[0] for r in bare_runs):.0f}-{max(r[0] for r in bare_runs):.0f}); "
+            f"server CPU {bare_cpu:.2f} ms/request"
         )
-        for i, (name, rate, count, failed, cpu_ms) in enumerate(results):
-            ratio = rate / ((bare_runs[i][0] + bare_runs[i + 1][0]) / 2)
+        for name, _ in targets:
+            ratios = sorted(r[0] for r in rounds[name])
+            ratio = statistics.median(ratios)
+            cpu_ms = statistics.median(r[1] for r in rounds[name])
+            failed = sum(r[3] for r in rounds[name])
             print(
-                f"{name:16} {rate:9.0f} req/s  ratio {ratio:.2f}  server CPU {cpu_ms:.2f} "
-                f"ms/request ({cpu_ms / bare_cpu:.1f}x bare; {count} requests"
+                f"{name:16} ratio {ratio:.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})  "
+                f"server CPU {cpu_ms:.2f} ms/request ({cpu_ms / bare_cpu:.1f}x bare; "
+                f"{sum(r[2] for r in rounds[name])} requests"
                 + (f", {failed} failed" if failed else "")
                 + ")"
             )

@@ -179,3 +179,19 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
     assert listed[0]["spec"]["nics"] == [{"id": "n1", "mac": None}]
     assert listed[0]["failover_defaults"] == {"boot_disk_key": "2000"}
     assert listed[1]["failover_defaults"] == {} and listed[1]["disks"] == []
+
+
+def test_a_page_of_more_than_a_mebibyte_comes_back_whole(any_app: Any, any_auth: Any) -> None:
+    """A page is one aggregate in the database; MariaDB cuts JSON_ARRAYAGG at
+    group_concat_max_len (1 MiB by default), which the OMA raises for its connections."""
+    from oma.database import database
+    from oma.database.models import VmContext
+
+    ctx_order, _ = _seed(any_app, 500, 0)
+    with any_app.app_context(), database.connection_context():
+        VmContext.update(spec={"notes": "x" * 3000}).execute()
+    r = any_app.test_client().get("/api/v1/vm-contexts?limit=500", headers=any_auth.viewer)
+    assert r.status_code == 200
+    assert len(r.data) > 1.5 * (1 << 20)
+    assert [i["id"] for i in r.json["items"]] == ctx_order
+    assert all(i["spec"] == {"notes": "x" * 3000} for i in r.json["items"])

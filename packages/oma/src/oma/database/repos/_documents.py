@@ -36,7 +36,7 @@ from ._select import COUNT_CAP, Page, Where, keyset, quote
 PLAIN, TIMESTAMP, BOOLEAN, JSON, DOCUMENT = "plain", "timestamp", "boolean", "json", "document"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: documents are built once
 class Value:
     """One value of a document: a SQL expression over the row, and how it is rendered —
     :data:`PLAIN` (a number or text as it is), :data:`TIMESTAMP` (a stored UTC timestamp),
@@ -129,6 +129,10 @@ class _Dialect:
         JSON array as text (``[]`` without rows)."""
         raise NotImplementedError
 
+    def text(self, query: str) -> str:
+        """The scalar subquery ``query`` (one JSON value) as text."""
+        return f"({query})"
+
     def nested(self, expr: str, source: str, order: str) -> str:
         """A scalar subquery: the JSON array of ``expr`` over the rows of ``source`` (``FROM …
         WHERE …``) in ``order``, as a JSON value of the enclosing object."""
@@ -159,10 +163,10 @@ class _Sqlite(_Dialect):
 class _Postgresql(_Dialect):
     object_function = "json_build_object"
 
+    # one to_char (the costly part), its ".000000" dropped as Python's isoformat drops it
     def timestamp(self, sql: str) -> str:
-        whole = f"date_trunc('second', {sql}) = {sql}"
-        micro = f"CASE WHEN {whole} THEN '' ELSE to_char({sql}, '.US') END"
-        return f"""to_char({sql}, 'YYYY-MM-DD"T"HH24:MI:SS') || {micro} || 'Z'"""
+        text = f"""to_char({sql}, 'YYYY-MM-DD"T"HH24:MI:SS.US')"""
+        return f"replace({text}, '.000000', '') || 'Z'"
 
     def boolean(self, sql: str) -> str:
         return sql
@@ -172,6 +176,9 @@ class _Postgresql(_Dialect):
 
     def aggregate(self, expr: str, order: str) -> str:
         return f"COALESCE(json_agg({expr} ORDER BY {order}), '[]')::text"
+
+    def text(self, query: str) -> str:
+        return f"({query})::text"
 
     def nested(self, expr: str, source: str, order: str) -> str:
         return f"(SELECT COALESCE(json_agg({expr} ORDER BY {order}), '[]'::json) {source})"
@@ -261,9 +268,10 @@ def page(
         int(offset),
         COUNT_CAP,
     )
-    params = [*rows_where.params, *where.params, *rows_where.params]  # in the text's order
-    items, keys, more, count = database.obj.execute_sql(sql, params).fetchone()
-    last = orjson.loads(keys)[-1] if more and limit else None
+    rows, counted = rows_where.params, where.params
+    params = [*rows, *rows, *counted, *rows]  # in the order of the statement's text
+    items, key, more, count = database.obj.execute_sql(sql, params).fetchone()
+    last = orjson.loads(key) if more and key else None
     return Page.counted(
         JsonText(items),
         int(count),
@@ -293,17 +301,18 @@ def _statement(
     by = ", ".join(v.sql + direction for _, v in key)
     positions = ", ".join(f"{v.sql} AS o{i}" for i, (_, v) in enumerate(key))
     inner = (
-        f"SELECT {d.object(document)} AS item, {d.object(key)} AS item_key, {positions} "
+        f"SELECT {d.object(document)} AS item, {positions} "
         f"FROM {table}{rows_sql} ORDER BY {by} LIMIT {limit} OFFSET {offset}"
     )
-    follows = (
-        f"SELECT 1 AS one FROM {table}{rows_sql} ORDER BY {by} LIMIT 1 OFFSET {offset + limit}"
-    )
+    # the key of the page's last item (the cursor to the next page), and whether a row follows
+    # it: both read through the ordering index alone
+    at = f"FROM {table}{rows_sql} ORDER BY {by} LIMIT 1 OFFSET"
+    last = d.text(f"SELECT {d.object(key)} AS k {at} {offset + limit - 1}") if limit else "NULL"
+    follows = f"SELECT 1 AS one {at} {offset + limit}"
     counted = f"SELECT 1 AS one FROM {table}{where_sql} LIMIT {cap + 1}"
-    # the aggregates order by the page's own columns (SQLite's keep the subquery's order)
+    # the aggregate orders by the page's own columns (SQLite's keeps the subquery's order)
     again = ", ".join(f"o{i}{direction}" for i in range(len(order)))
     return (
-        f"SELECT {d.aggregate('item', again)}, {d.aggregate('item_key', again)}, "
-        f"(SELECT COUNT(*) FROM ({follows}) follows), (SELECT COUNT(*) FROM ({counted}) counted) "
-        f"FROM ({inner}) page"
+        f"SELECT {d.aggregate('item', again)}, {last}, (SELECT COUNT(*) FROM ({follows}) follows), "
+        f"(SELECT COUNT(*) FROM ({counted}) counted) FROM ({inner}) page"
     )
