@@ -151,3 +151,27 @@ def test_the_lists_read_through_their_indexes_on_sqlite(db: str) -> None:
         )
         assert f"INDEX {index}" in plan, plan
         assert "TEMP B-TREE" not in plan, plan
+
+
+@pytest.mark.parametrize("first", ["oma", "sqlite3"])
+def test_sqlite_memory_statistics_are_off_once_oma_is_imported_first(first: str) -> None:
+    """The threads of an API process would contend on SQLite's global allocation statistics
+    mutex; importing ``oma`` turns the statistics off, which only works before ``sqlite3``
+    is imported (otherwise nothing changes and nothing breaks)."""
+    script = (
+        f"import {first}, oma, sqlite3, ctypes\n"
+        "from oma.sqlite_setup import disable_memory_statistics\n"
+        "con = sqlite3.connect(':memory:')\n"
+        "con.execute('CREATE TABLE t (x)')\n"
+        "print(ctypes.CDLL('libsqlite3.so.0').sqlite3_memory_used(), "
+        "disable_memory_statistics())\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    used, again = res.stdout.split()
+    assert again == "False"  # too late once SQLite is initialized
+    if first == "oma":
+        assert used == "0"
+    else:
+        assert int(used) > 0
