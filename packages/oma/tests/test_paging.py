@@ -176,6 +176,9 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
             f"/api/v1/replications?vm_context_id={item['id']}", headers=auth.viewer
         ).json["items"]}  # fmt: skip
         assert alone["jobs"] and alone["jobs"] == [jobs[j["id"]] for j in alone["jobs"]]
+        none = client.get(f"/api/v1/vm-contexts/{item['id']}?jobs=0", headers=auth.viewer)
+        assert none.status_code == 200, none.json
+        assert (none.json["jobs"], none.json["jobs_total"]) == ([], len(alone["jobs"]))
     assert listed[0]["spec"]["nics"] == [{"id": "n1", "mac": None}]
     assert listed[0]["failover_defaults"] == {"boot_disk_key": "2000"}
     assert listed[1]["failover_defaults"] == {} and listed[1]["disks"] == []

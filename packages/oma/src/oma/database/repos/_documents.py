@@ -307,7 +307,9 @@ def _statement(
     # the key of the page's last item (the cursor to the next page), and whether a row follows
     # it: both read through the ordering index alone
     at = f"FROM {table}{rows_sql} ORDER BY {by} LIMIT 1 OFFSET"
-    last = d.text(f"SELECT {d.object(key)} AS k {at} {offset + limit - 1}") if limit else "NULL"
+    # (with limit 0 the same subquery answers null: the statement takes the same parameters)
+    last_key = d.object(key) if limit else "NULL"
+    last = d.text(f"SELECT {last_key} AS k {at} {max(offset + limit - 1, 0)}")
     follows = f"SELECT 1 AS one {at} {offset + limit}"
     counted = f"SELECT 1 AS one FROM {table}{where_sql} LIMIT {cap + 1}"
     # the aggregate orders by the page's own columns (SQLite's keeps the subquery's order)
