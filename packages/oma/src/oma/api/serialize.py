@@ -272,11 +272,10 @@ JOB_COLUMNS = (
 
 def job_item(item: dict[str, Any], context_name: str | None = None) -> dict[str, Any]:
     """Finish a job read through :data:`JOB_COLUMNS` (in place; returned): the VM's name
-    (``context_name`` unless the list read it as ``vm_name``), ``active``, and
-    ``wait_reason`` only while it waits."""
+    ``context_name``, ``active``, and ``wait_reason`` only while it waits — what
+    :func:`job_document` renders in the database for lists."""
     status = item["status"]
-    if "vm_name" not in item:
-        item["vm_name"] = context_name
+    item["vm_name"] = context_name
     item["active"] = status not in TERMINAL
     if status != _PENDING:
         item["wait_reason"] = None
