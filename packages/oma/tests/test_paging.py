@@ -82,17 +82,32 @@ def test_a_filtered_keyset_walk_stays_within_the_filter(any_app: Any, any_auth: 
     assert ids == [j for j in job_order if j in set(ids)] and len(ids) == 4
 
 
-def test_the_total_is_counted_up_to_the_cap(app: Any, client: Any, auth: Any, monkeypatch) -> None:
-    from oma.database.repos import _select
+def test_the_total_is_counted_up_to_the_cap(any_app: Any, any_auth: Any, monkeypatch) -> None:
+    from oma.database.repos import _documents, _select
 
-    _seed(app, 4, 8)
+    client, auth = any_app.test_client(), any_auth
+    ctx_order, _ = _seed(any_app, 4, 16)
+    _documents._statement.cache_clear()  # the cap is part of each statement's text
+    monkeypatch.setattr(_documents, "COUNT_CAP", 5)
     monkeypatch.setattr(_select, "COUNT_CAP", 5)
-    page = client.get("/api/v1/replications?limit=2", headers=auth.viewer).json
-    assert (page["total"], page["total_exact"], page["has_more"]) == (5, False, True)
-    page = client.get("/api/v1/vm-contexts?limit=2", headers=auth.viewer).json
-    assert (page["total"], page["total_exact"]) == (4, True)
-    last = client.get("/api/v1/replications?limit=2&offset=6", headers=auth.viewer).json
-    assert len(last["items"]) == 2 and not last["has_more"] and last["next_after"] is None
+    try:
+        page = client.get("/api/v1/replications?limit=2", headers=auth.viewer).json
+        assert (page["total"], page["total_exact"], page["has_more"]) == (5, False, True)
+        page = client.get("/api/v1/vm-contexts?limit=2", headers=auth.viewer).json
+        assert (page["total"], page["total_exact"]) == (4, True)
+        last = client.get("/api/v1/replications?limit=2&offset=14", headers=auth.viewer).json
+        assert len(last["items"]) == 2 and not last["has_more"] and last["next_after"] is None
+        # a filter is counted with the same cap: 4 jobs of one VM exactly, 16 over the cap
+        one = f"/api/v1/replications?limit=1&vm_context_id={ctx_order[0]}"
+        page = client.get(one, headers=auth.viewer).json
+        assert (page["total"], page["total_exact"], page["has_more"]) == (4, True, True)
+        page = client.get("/api/v1/replications?limit=1&status=completed", headers=auth.viewer)
+        assert (page.json["total"], page.json["total_exact"]) == (5, False)
+        assert (
+            client.get("/api/v1/replications?status=failed", headers=auth.viewer).json["total"] == 0
+        )
+    finally:
+        _documents._statement.cache_clear()
 
 
 def test_bad_cursors_and_deep_offsets_are_refused_naming_the_field(
@@ -133,7 +148,7 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
     client, auth = any_app.test_client(), any_auth
     ctx_order, job_order = _seed(any_app, 2, 3)
     with any_app.app_context(), database.connection_context():
-        for key in ("2001", "2000"):
+        for key in ("2001", "16000", "2000"):  # by length, then text: 2000, 2001, 16000
             at = datetime(2026, 2, 3, 4, 5, 6, 7)
             VmDisk.create(context=ctx_order[0], disk_key=key, capacity_bytes=1 << 30, label=key,
                           change_id="52 aa/1", change_id_at=at)  # fmt: skip
@@ -160,7 +175,7 @@ def test_a_list_item_equals_the_same_row_read_alone(any_app: Any, any_auth: Any)
     assert (first["wait_reason"], first["verify"], first["active"]) == ("room", True, True)
     assert first["started_at"] == "2026-05-06T07:08:09.123456Z"
     listed = client.get("/api/v1/vm-contexts", headers=auth.viewer).json["items"]
-    assert [d["disk_key"] for d in listed[0]["disks"]] == ["2000", "2001"]
+    assert [d["disk_key"] for d in listed[0]["disks"]] == ["2000", "2001", "16000"]
     assert listed[0]["disks"][0]["change_id_at"] == "2026-02-03T04:05:06.000007Z"
     for item in listed:
         alone = client.get(f"/api/v1/vm-contexts/{item['id']}", headers=auth.viewer).json

@@ -17,6 +17,22 @@ from flask import Flask
 from ..config import SETTINGS, OmaConfig, load_config
 
 
+class OmaFlask(Flask):
+    """Flask, asking once per function whether a view or hook is a coroutine (Flask asks
+    :func:`inspect.iscoroutinefunction` again for each hook and view of every request)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._synced: dict[Any, Any] = {}
+
+    def ensure_sync(self, func: Any) -> Any:
+        """``func`` as Flask runs it (the same answer as Flask's, found once)."""
+        synced = self._synced.get(func)
+        if synced is None:
+            synced = self._synced[func] = super().ensure_sync(func)
+        return synced
+
+
 def _split(config: Mapping[str, Any] | OmaConfig | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(OMA settings overrides, plain Flask settings) from the factory's argument."""
     if config is None:
@@ -66,7 +82,7 @@ def create_app(config: Mapping[str, Any] | OmaConfig | None = None) -> Flask:
     cfg = overrides.pop("__config__", None) or load_config(overrides)
     from .json_provider import OrjsonProvider
 
-    app = Flask(__name__)
+    app = OmaFlask(__name__)
     app.json = OrjsonProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=16 * 1024 * 1024)
     app.config.update(flask_settings)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
+import orjson
 from pydantic import Field
 
 from ..database.repos._select import BadCursor, Page
@@ -26,7 +26,7 @@ from .errors import ApiError
 
 def encode_cursor(key: Iterable[Any]) -> str:
     """The opaque ``after`` text of a page key (its ordering columns' JSON values)."""
-    raw = json.dumps(list(key), separators=(",", ":")).encode()
+    raw = orjson.dumps(list(key))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -35,8 +35,8 @@ def _decode_cursor(text: str) -> list[str]:
     out."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        key = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        key = orjson.loads(raw)
+    except (binascii.Error, ValueError):  # orjson.JSONDecodeError is a ValueError
         key = None
     if not (isinstance(key, list) and key and all(isinstance(v, str) for v in key)):
         raise BadCursor("not a next_after value")

@@ -171,6 +171,10 @@ def context_document() -> docs.Document:
     return _context_document(docs.dialect())
 
 
+#: the index of a VM's disks in this order (migration 0013, SQLite)
+DISK_ORDER_INDEX = "vmdisk_context_id_disk_order"
+
+
 @cache
 def _context_document(_: object) -> docs.Document:
     out = dict(docs.fields(VmContext, CONTEXT_COLUMNS))
@@ -183,6 +187,7 @@ def _context_document(_: object) -> docs.Document:
         docs.fields(VmDisk, DISK_COLUMNS),
         ("context", docs.column(VmContext, "id")),
         (f"LENGTH({disk_key})", disk_key),
+        index=DISK_ORDER_INDEX,
     )
     return tuple(out.items())
 

@@ -133,9 +133,10 @@ class _Dialect:
         """The scalar subquery ``query`` (one JSON value) as text."""
         return f"({query})"
 
-    def nested(self, expr: str, source: str, order: str) -> str:
-        """A scalar subquery: the JSON array of ``expr`` over the rows of ``source`` (``FROM …
-        WHERE …``) in ``order``, as a JSON value of the enclosing object."""
+    def nested(self, expr: str, table: str, condition: str, order: str, index: str) -> str:
+        """A scalar subquery: the JSON array of ``expr`` over the rows of ``table`` matching
+        ``condition``, in ``order`` (the order of ``table``'s index ``index``, if it has
+        one: the empty string when not), as a JSON value of the enclosing object."""
         raise NotImplementedError
 
 
@@ -144,8 +145,9 @@ class _Sqlite(_Dialect):
     def timestamp(self, sql: str) -> str:
         return f"replace({sql}, ' ', 'T') || 'Z'"
 
+    # json('true') has constant arguments: SQLite evaluates it once per statement, not per row
     def boolean(self, sql: str) -> str:
-        return f"json(CASE WHEN ({sql}) THEN 'true' WHEN NOT ({sql}) THEN 'false' END)"
+        return f"CASE WHEN ({sql}) THEN json('true') WHEN NOT ({sql}) THEN json('false') END"
 
     def json(self, sql: str) -> str:
         return f"json(NULLIF({sql}, ''))"
@@ -155,9 +157,23 @@ class _Sqlite(_Dialect):
     def aggregate(self, expr: str, order: str) -> str:
         return f"COALESCE('[' || group_concat({expr}, ',') || ']', '[]')"
 
-    def nested(self, expr: str, source: str, order: str) -> str:
-        inner = f"SELECT {expr} AS nested_item {source} ORDER BY {order}"
+    def nested(self, expr: str, table: str, condition: str, order: str, index: str) -> str:
+        if index and _subtypes_cross_subqueries():
+            # the rows in the index's order, each object joined as JSON (its subtype says so)
+            # into the array, which keeps its own subtype through the scalar subquery: no sort,
+            # no JSON parsed again
+            rows = f"FROM {table} INDEXED BY {index} WHERE {condition}"
+            return f"(SELECT json_group_array({expr}) {rows})"
+        inner = f"SELECT {expr} AS nested_item FROM {table} WHERE {condition} ORDER BY {order}"
         return f"json((SELECT {self.aggregate('nested_item', '')} FROM ({inner}) nested))"
+
+
+@lru_cache(maxsize=1)
+def _subtypes_cross_subqueries() -> bool:
+    """Whether this SQLite keeps a JSON value's subtype through a scalar subquery (3.40 and
+    later do; without it, a nested array would be embedded as a string)."""
+    probe = "SELECT json_object('a', (SELECT json_group_array(json_object('b', 1))))"
+    return database.obj.execute_sql(probe).fetchone()[0] == '{"a":[{"b":1}]}'
 
 
 class _Postgresql(_Dialect):
@@ -180,8 +196,9 @@ class _Postgresql(_Dialect):
     def text(self, query: str) -> str:
         return f"({query})::text"
 
-    def nested(self, expr: str, source: str, order: str) -> str:
-        return f"(SELECT COALESCE(json_agg({expr} ORDER BY {order}), '[]'::json) {source})"
+    def nested(self, expr: str, table: str, condition: str, order: str, index: str) -> str:
+        aggregate = f"COALESCE(json_agg({expr} ORDER BY {order}), '[]'::json)"
+        return f"(SELECT {aggregate} FROM {table} WHERE {condition})"
 
 
 class _Mysql(_Dialect):
@@ -203,8 +220,9 @@ class _Mysql(_Dialect):
     def aggregate(self, expr: str, order: str) -> str:
         return f"COALESCE(JSON_ARRAYAGG({expr} ORDER BY {order}), '[]')"
 
-    def nested(self, expr: str, source: str, order: str) -> str:
-        return f"JSON_EXTRACT((SELECT {self.aggregate(expr, order)} {source}), '$')"
+    def nested(self, expr: str, table: str, condition: str, order: str, index: str) -> str:
+        aggregate = self.aggregate(expr, order)
+        return f"JSON_EXTRACT((SELECT {aggregate} FROM {table} WHERE {condition}), '$')"
 
 
 def dialect() -> _Dialect:
@@ -221,14 +239,21 @@ _SQLITE, _POSTGRESQL, _MYSQL = _Sqlite(), _Postgresql(), _Mysql()
 
 
 def nested(
-    model: type[Model], document: Document, link: tuple[str, str], order: Sequence[str]
+    model: type[Model],
+    document: Document,
+    link: tuple[str, str],
+    order: Sequence[str],
+    *,
+    index: str = "",
 ) -> Value:
     """The rows of ``model`` whose field ``link[0]`` equals the enclosing row's column
     ``link[1]`` (qualified SQL), as a JSON array of ``document`` in the order of the SQL
-    expressions ``order``."""
+    expressions ``order`` — on SQLite, the order of ``model``'s index ``index`` when given
+    (its columns: ``link[0]``, then ``order``), read through it instead of sorted."""
     d = dialect()
-    source = f"FROM {quote(model._meta.table_name)} WHERE {column(model, link[0])} = {link[1]}"
-    return Value(d.nested(d.object(document), source, ", ".join(order)), DOCUMENT)
+    table, condition = quote(model._meta.table_name), f"{column(model, link[0])} = {link[1]}"
+    expr = d.object(document)
+    return Value(d.nested(expr, table, condition, ", ".join(order), index), DOCUMENT)
 
 
 def page(
@@ -269,7 +294,7 @@ def page(
         COUNT_CAP,
     )
     rows, counted = rows_where.params, where.params
-    params = [*rows, *rows, *counted, *rows]  # in the order of the statement's text
+    params = [*rows, *rows, *counted, *counted, *rows]  # in the order of the text
     items, key, more, count = database.obj.execute_sql(sql, params).fetchone()
     last = orjson.loads(key) if more and key else None
     return Page.counted(
@@ -311,10 +336,15 @@ def _statement(
     last_key = d.object(key) if limit else "NULL"
     last = d.text(f"SELECT {last_key} AS k {at} {max(offset + limit - 1, 0)}")
     follows = f"SELECT 1 AS one {at} {offset + limit}"
-    counted = f"SELECT 1 AS one FROM {table}{where_sql} LIMIT {cap + 1}"
+    # the count up to the cap: past it, one probe through the index says "more" (counting the
+    # rows of a limited subquery costs the databases more per row than stepping past them)
+    counted = (
+        f"CASE WHEN EXISTS (SELECT 1 FROM {table}{where_sql} LIMIT 1 OFFSET {cap}) "
+        f"THEN {cap + 1} ELSE (SELECT COUNT(*) FROM {table}{where_sql}) END"
+    )
     # the aggregate orders by the page's own columns (SQLite's keeps the subquery's order)
     again = ", ".join(f"o{i}{direction}" for i in range(len(order)))
     return (
         f"SELECT {d.aggregate('item', again)}, {last}, (SELECT COUNT(*) FROM ({follows}) follows), "
-        f"(SELECT COUNT(*) FROM ({counted}) counted) FROM ({inner}) page"
+        f"{counted} FROM ({inner}) page"
     )

@@ -142,22 +142,6 @@ def first(model: type[M], where: Where, *, order: str = "") -> M | None:
     return found[0] if found else None
 
 
-def count(model: type[Model], where: Where | None = None, *, cap: int | None = None) -> int:
-    """How many rows of ``model`` match ``where``; with ``cap``, counting stops after ``cap + 1``
-    (so a larger table is never read to the end just to be counted)."""
-    db = database.obj
-    inner = f"FROM {quote(model._meta.table_name)}"
-    params: Sequence[Any] = ()
-    if where is not None:
-        inner += where.sql()
-        params = where.params
-    if cap is None:
-        sql = f"SELECT COUNT(*) {inner}"
-    else:
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 AS one {inner} LIMIT {int(cap) + 1}) counted"
-    return int(db.execute_sql(sql, params).fetchone()[0])
-
-
 #: a list's ``total`` counts at most this many rows (more: ``total_exact`` is false)
 COUNT_CAP = 1000
 
