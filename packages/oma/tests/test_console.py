@@ -73,6 +73,13 @@ def _context(app: Any, name: str = "web-01") -> str:
         return ctx.id
 
 
+def _more_context(app: Any, name: str) -> str:
+    """Another VM on the VMA :func:`_context` made."""
+    with app.app_context(), database.connection_context():
+        vma = VmaAppliance.get(VmaAppliance.name == "vma-1")
+        return VmContext.create(vma=vma.id, vcenter="vc.lab", vm_id=f"vm-{name}", name=name).id
+
+
 def test_sign_in_page_and_redirect(app) -> None:
     console = Console(app)
     res = console.get("/vms?state=discovered")
@@ -425,3 +432,22 @@ def test_overview_lists_failed_workflows(app, auth) -> None:
     page = console.get("/").text
     row = re.search(r"<tr><td><a href=\"/vms/[^\"]+\">db-07</a>.*?</tr>", page, re.S).group(0)
     assert "failover" in row and "deploy_target: no capacity" in row
+
+
+def test_overview_counts_vms_by_state_up_to_the_cap(app, auth, monkeypatch) -> None:
+    from oma.database.repos import _select
+
+    _context(app, name="web-00")
+    for name in ("web-01", "web-02"):
+        _more_context(app, name)
+    monkeypatch.setattr(_select, "COUNT_CAP", 2)
+    console = Console(app)
+    console.sign_in(auth.tokens["viewer"])
+    page = console.get("/").text
+    cards = dict(
+        (label, n)
+        for n, label in re.findall(
+            r'<div class="n">([^<]+)</div><div class="l">([^<]+)</div>', page
+        )
+    )
+    assert cards["discovered"] == "2+" and cards["ready for failover"] == "0"

@@ -213,3 +213,21 @@ def test_a_page_of_more_than_a_mebibyte_comes_back_whole(any_app: Any, any_auth:
     assert len(r.data) > 1.5 * (1 << 20)
     assert [i["id"] for i in r.json["items"]] == ctx_order
     assert all(i["spec"] == {"notes": "x" * 3000} for i in r.json["items"])
+
+
+def test_vms_are_counted_by_state_up_to_the_cap(any_app: Any, monkeypatch) -> None:
+    from oma.database import database
+    from oma.database.models import ContextState, VmContext
+    from oma.database.repos import _select, contexts
+
+    ctx_order, _ = _seed(any_app, 5, 0)  # 5 VMs, all discovered
+    monkeypatch.setattr(_select, "COUNT_CAP", 3)
+    with any_app.app_context(), database.connection_context():
+        VmContext.update(state="ready_for_failover").where(VmContext.id == ctx_order[0]).execute()
+        assert contexts.count_by_state()["ready_for_failover"] == (1, True)
+        counts = contexts.count_by_state()
+    assert set(counts) == {s.value for s in ContextState}
+    assert counts["discovered"] == (3, False)  # 4 VMs: past the cap of 3
+    assert all(
+        counts[s] == (0, True) for s in counts if s not in ("discovered", "ready_for_failover")
+    )

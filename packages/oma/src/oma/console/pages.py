@@ -11,7 +11,7 @@ from typing import Any
 from flask import render_template, request
 
 from ..api.validation import MAX_OFFSET
-from ..database.models import ContextState, VmContext
+from ..database.models import ContextState
 from ..database.repos import contexts
 from ..workflows.failover.target_vm import source_nics
 from . import api_calls as api
@@ -21,24 +21,13 @@ ACTIVE_LIMIT = 500  # the API's page maximum: every active job on one page
 FAILURES_SHOWN = 10
 
 
-def _state_counts() -> dict[str, int]:
-    from peewee import fn
-
-    rows = VmContext.select(VmContext.state, fn.COUNT(VmContext.id).alias("n")).group_by(
-        VmContext.state
-    )
-    counts = {s.value: 0 for s in ContextState}
-    counts.update({r.state: r.n for r in rows})
-    return counts
-
-
 def _overview() -> dict[str, Any]:
     active = api.get("replications", active="true", limit=ACTIVE_LIMIT)
     failed = api.get("replications", status="failed", limit=FAILURES_SHOWN)
     workflows = api.get("workflows", status="failed", limit=FAILURES_SHOWN)["items"]
     names = contexts.names({w["vm_context_id"] for w in workflows if w["vm_context_id"]})
     return {
-        "counts": _state_counts(),
+        "counts": contexts.count_by_state(),
         "failed_workflows": [w | {"vm_name": names.get(w["vm_context_id"])} for w in workflows],
         "active": active["items"],
         "active_total": active["total"],

@@ -30,7 +30,7 @@ from peewee import BooleanField, DateTimeField, Model, MySQLDatabase, Postgresql
 
 from ..db import database
 from ..fields import JSONField
-from ._select import COUNT_CAP, Page, Where, keyset, quote
+from ._select import COUNT_CAP, Page, Where, capped_count, keyset, quote
 
 #: how a :class:`Value` is rendered
 PLAIN, TIMESTAMP, BOOLEAN, JSON, DOCUMENT = "plain", "timestamp", "boolean", "json", "document"
@@ -336,12 +336,7 @@ def _statement(
     last_key = d.object(key) if limit else "NULL"
     last = d.text(f"SELECT {last_key} AS k {at} {max(offset + limit - 1, 0)}")
     follows = f"SELECT 1 AS one {at} {offset + limit}"
-    # the count up to the cap: past it, one probe through the index says "more" (counting the
-    # rows of a limited subquery costs the databases more per row than stepping past them)
-    counted = (
-        f"CASE WHEN EXISTS (SELECT 1 FROM {table}{where_sql} LIMIT 1 OFFSET {cap}) "
-        f"THEN {cap + 1} ELSE (SELECT COUNT(*) FROM {table}{where_sql}) END"
-    )
+    counted = capped_count(table, where_sql, cap)
     # the aggregate orders by the page's own columns (SQLite's keeps the subquery's order)
     again = ", ".join(f"o{i}{direction}" for i in range(len(order)))
     return (

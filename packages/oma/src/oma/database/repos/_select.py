@@ -146,6 +146,18 @@ def first(model: type[M], where: Where, *, order: str = "") -> M | None:
 COUNT_CAP = 1000
 
 
+def capped_count(table: str, where_sql: str, cap: int) -> str:
+    """A SQL expression: how many rows of ``table`` (quoted) match ``where_sql`` (`` WHERE …``,
+    or empty; its parameters are needed twice, in order), counted up to ``cap`` — ``cap + 1``
+    when more match. Past the cap, one probe through an index says so: no count reads more
+    than ``cap`` rows (counting a limited subquery instead costs the databases more per row
+    than stepping past the rows)."""
+    return (
+        f"CASE WHEN EXISTS (SELECT 1 FROM {table}{where_sql} LIMIT 1 OFFSET {int(cap)}) "
+        f"THEN {int(cap) + 1} ELSE (SELECT COUNT(*) FROM {table}{where_sql}) END"
+    )
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of a list: its items, the matching rows counted up to :data:`COUNT_CAP`

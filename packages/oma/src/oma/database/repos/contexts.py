@@ -151,6 +151,20 @@ def list_contexts(
     )
 
 
+def count_by_state() -> dict[str, tuple[int, bool]]:
+    """``{state: (VMs in it, exact)}`` for every state, each counted through the state index
+    up to :data:`_select.COUNT_CAP` (beyond it: the cap, not exact), in one statement."""
+    cap, table = _select.COUNT_CAP, _select.quote(VmContext._meta.table_name)
+    states = [s.value for s in ContextState]
+    where = f" WHERE {_select.quote('state')} = {database.param}"
+    counts = ", ".join(_select.capped_count(table, where, cap) for _ in states)
+    params = [state for state in states for _ in range(2)]  # each count names its state twice
+    found = database.obj.execute_sql(f"SELECT {counts}", params).fetchone()
+    return {
+        state: (min(int(n), cap), int(n) <= cap) for state, n in zip(states, found, strict=True)
+    }
+
+
 def names(context_ids: Iterable[str]) -> dict[str, str]:
     """``{context id: VM name}`` of the given contexts (unknown ids are left out)."""
     ids = list(context_ids)
