@@ -94,6 +94,7 @@ def seed(contexts: int, jobs: int) -> tuple[str, str]:
                     {
                         "id": str(uuid.uuid4()),
                         "context": ctx_ids[n % contexts],
+                        "vm_name": f"vm-{n % contexts:05d}",  # its context's, as jobs copy it
                         "vma": vma.id,
                         "requested_type": "auto",
                         "effective_type": "incremental" if n >= contexts else "full",

@@ -231,3 +231,31 @@ def test_vms_are_counted_by_state_up_to_the_cap(any_app: Any, monkeypatch) -> No
     assert all(
         counts[s] == (0, True) for s in counts if s not in ("discovered", "ready_for_failover")
     )
+
+
+def test_a_job_carries_its_vms_name_and_older_jobs_get_it_copied(
+    any_app: Any, any_auth: Any
+) -> None:
+    import importlib
+
+    from oma.database import database
+    from oma.database.models import ReplicationJob
+    from oma.database.repos import jobs
+
+    client, auth = any_app.test_client(), any_auth
+    ctx_order, job_order = _seed(any_app, 2, 2)  # rows inserted without a name, as before 0014
+    copy = importlib.import_module("oma.database.migrations.0014_job_vm_name").copy_names
+    with any_app.app_context(), database.connection_context():
+        ReplicationJob.update(status="failed").execute()
+        created = jobs.create_job(ctx_order[1])
+        assert created.vm_name == "vm-000"  # its context's name, copied at creation
+        assert ReplicationJob.get_by_id(job_order[0]).vm_name is None
+    listed = client.get("/api/v1/replications", headers=auth.viewer).json["items"]
+    assert {i["id"]: i["vm_name"] for i in listed} == dict.fromkeys(
+        [created.id, *job_order], "vm-000"
+    )  # a job without the copy shows its context's name
+    detail = client.get(f"/api/v1/replications/{created.id}", headers=auth.viewer).json
+    assert detail["vm_name"] == "vm-000"
+    with any_app.app_context(), database.connection_context():
+        copy(database.obj)
+        assert {j.vm_name for j in ReplicationJob.select()} == {"vm-000"}

@@ -147,7 +147,7 @@ def get_replication(job_id: str) -> Any:
     failed one's copy (``from_job``, ``resumed``, per-disk byte ``disks`` offsets, ``reason``
     when not) — null when it did not ask."""
     row = jobs.get_job(job_id)
-    name = contexts.names([row.context_id]).get(row.context_id)
+    name = row.vm_name or contexts.names([row.context_id]).get(row.context_id)
     data = job(row, jobs.list_job_disks(job_id), context_name=name)
     data["resume"] = resume.decision(job_id)
     return jsonify(data)

@@ -308,7 +308,10 @@ def _job_document(_: object) -> docs.Document:
     contexts = docs.quote(VmContext._meta.table_name)
     name, key = docs.column(VmContext, "name"), docs.column(VmContext, "id")
     parent = docs.column(ReplicationJob, "context")
-    out["vm_name"] = docs.Value(f"(SELECT {name} FROM {contexts} WHERE {key} = {parent})")
+    # the copy on the job's own row; its context's row only for a job without one
+    copied = docs.column(ReplicationJob, "vm_name")
+    looked_up = f"(SELECT {name} FROM {contexts} WHERE {key} = {parent})"
+    out["vm_name"] = docs.Value(f"COALESCE({copied}, {looked_up})")
     return tuple(out.items())
 
 

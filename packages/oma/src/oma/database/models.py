@@ -256,6 +256,9 @@ class ReplicationJob(BaseModel):
 
     id = UUIDStrField(primary_key=True, default=new_id)
     context = ForeignKeyField(VmContext, backref="jobs", on_delete="CASCADE")
+    # the context's name, copied when the job is created (a context's name never changes), so
+    # a page of jobs reads no context row (migration 0014); null: read the context's
+    vm_name = CharField(max_length=255, null=True)
     vma = ForeignKeyField(VmaAppliance, null=True, backref="jobs", on_delete="SET NULL")
     requested_type = CharField(max_length=16, default=RequestedType.AUTO.value)
     verify = BooleanField(default=False)  # the VMA verifies every disk (sha256 read-back)

@@ -72,6 +72,7 @@ def create_job(
                 verify = bool((ctx.replication_defaults or {}).get("verify", False))
             job = ReplicationJob.create(
                 context=ctx.id,
+                vm_name=ctx.name,
                 vma=vma_id or ctx.vma_id,
                 requested_type=requested.value,
                 verify=verify,
