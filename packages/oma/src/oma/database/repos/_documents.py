@@ -170,8 +170,8 @@ class _Sqlite(_Dialect):
 
 @lru_cache(maxsize=1)
 def _subtypes_cross_subqueries() -> bool:
-    """Whether this SQLite keeps a JSON value's subtype through a scalar subquery (3.40 and
-    later do; without it, a nested array would be embedded as a string)."""
+    """Whether this SQLite keeps a JSON value's subtype through a scalar subquery (3.40.1,
+    the version tested here, does; without it, a nested array would be embedded as a string)."""
     probe = "SELECT json_object('a', (SELECT json_group_array(json_object('b', 1))))"
     return database.obj.execute_sql(probe).fetchone()[0] == '{"a":[{"b":1}]}'
 
