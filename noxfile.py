@@ -56,6 +56,10 @@ def _install_workspace(session: nox.Session) -> None:
     for tool in LAB_TOOLS:
         args += ["-e", tool]
     session.install(*TEST_DEPS, *args)
+    # Editable sources get no bytecode from pip, and with PYTHONDONTWRITEBYTECODE set every
+    # process the tests start (oma, gunicorn, migratekit...) would compile them again.
+    sources = [f"packages/{pkg}/src" for pkg in PACKAGES] + [f"{t}/src" for t in LAB_TOOLS]
+    session.run("python", "-m", "compileall", "-q", *sources)
 
 
 @nox.session

@@ -8,18 +8,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from migratekit.progress import BarSink, HttpProgressSink, PlainSink, ProgressHub
+from migratekit.progress import BarSink, DiskUpdate, HttpProgressSink, PlainSink, ProgressHub
 from migration_common import DiskProgress, Status, parse_disk_update
 
 from .conftest import Recorder
 
 
 class ListSink:
+    """Keeps every update, each validated by the contract's model as the VMA validates it."""
+
     def __init__(self) -> None:
         self.updates: list[DiskProgress] = []
 
-    def offer(self, update: DiskProgress) -> None:
-        self.updates.append(update)
+    def offer(self, update: DiskUpdate) -> None:
+        self.updates.append(DiskProgress.model_validate(update.to_dict()))
 
     def close(self) -> None:
         pass
@@ -128,3 +130,45 @@ def test_plain_and_bar_sinks_format() -> None:
     BarSink(bar).offer(update)
     assert "disk 2000" in bar.getvalue() and " 50.0% " in bar.getvalue()
     assert "1.0 KiB/2.0 KiB" in bar.getvalue()
+
+
+def test_an_update_is_the_contracts_json_without_pydantic() -> None:
+    failed = DiskUpdate(
+        "2000",
+        "incremental",
+        "copy",
+        "failed",
+        10,
+        4,
+        3,
+        1,
+        2.5,
+        None,
+        "nbd: \x1b[31mboom\x1b[0m\n",
+        7,
+        limit_bps=1000,
+    )
+    verified = DiskUpdate(
+        "2001",
+        "full",
+        "done",
+        "completed",
+        8,
+        8,
+        8,
+        0,
+        1.0,
+        "gen-2",
+        None,
+        3,
+        verified=True,
+        source_sha256="a" * 64,
+        target_sha256="a" * 64,
+    )
+    for update in (failed, verified, DiskUpdate("2002")):
+        doc = update.to_dict()
+        model = DiskProgress.model_validate(doc)
+        assert model.to_dict() == doc  # the same JSON, value for value
+        assert model.percent == update.percent
+    assert failed.error == "nbd: ?[31mboom?[0m\n"  # control characters replaced, as the model does
+    assert DiskUpdate("x", bytes_total=0, status="completed").percent == 100.0

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         parse_disk_update,
         parse_job_progress,
     )
+    from ._text import printable
     from ._time import rfc3339, utcnow
 
 _WHERE = {
@@ -85,6 +86,7 @@ _WHERE = {
     "parse_job_progress": "._models",
     "parse_port_range": "._config",
     "parse_seconds": "._config",
+    "printable": "._text",
     "redact": "._logging",
     "redact_fields": "._logging",
     "register_secret": "._logging",
@@ -140,6 +142,7 @@ __all__ = [
     "parse_json_body",
     "parse_port_range",
     "parse_seconds",
+    "printable",
     "redact",
     "redact_fields",
     "register_secret",

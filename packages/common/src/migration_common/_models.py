@@ -7,7 +7,6 @@ errors into :class:`ContractError` naming the offending field.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -22,6 +21,7 @@ from pydantic import (
 )
 
 from ._errors import ContractError
+from ._text import ONE_LINE, TEXT, printable
 from ._time import utcnow
 
 
@@ -78,18 +78,7 @@ def _check_counters(total: int, done: int, written: int = 0, zeroed: int = 0) ->
 
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
-# what the APIs' strict JSON parser lets through (no C0/C1 controls; text keeps \t \n \r)
-ONE_LINE = r"^[^\x00-\x1f\x7f-\x9f]+$"
-TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def _printable(value: Any) -> Any:
-    """An error text with control characters (a tool's colour codes…) replaced by ``?``."""
-    return _CONTROLS.sub("?", value) if isinstance(value, str) else value
-
-
-ErrorText = Annotated[str, BeforeValidator(_printable), Field(pattern=TEXT)]
+ErrorText = Annotated[str, BeforeValidator(printable), Field(pattern=TEXT)]
 
 
 class DiskProgress(_Model):

@@ -2,8 +2,7 @@
 
 They are the values of ``migration_common.Status``, ``Phase`` and ``SyncType`` (checked by
 ``tests/test_states.py``); migratekit uses the strings internally so that copying does not
-import pydantic, and every update is validated by ``migration_common.DiskProgress`` when it
-is built.
+import pydantic; the VMA validates every update against ``migration_common.DiskProgress``.
 """
 
 from __future__ import annotations

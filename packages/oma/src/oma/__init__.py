@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version as _version
+from typing import Any
 
 from .sqlite_setup import disable_memory_statistics
 
 disable_memory_statistics()  # before anything imports sqlite3 (see oma.sqlite_setup)
 
-__version__ = _version("oma")
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+        from importlib.metadata import version
+
+        return version("oma")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

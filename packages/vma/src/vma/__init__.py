@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version as _version
+from typing import Any
 
-__version__ = _version("vma")
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+        from importlib.metadata import version
+
+        return version("vma")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

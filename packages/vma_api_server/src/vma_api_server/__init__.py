@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version as _version
+from typing import Any
 
 from .app import create_app
 
-__version__ = _version("vma-api-server")
-
 __all__ = ["create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+        from importlib.metadata import version
+
+        return version("vma-api-server")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,5 +8,14 @@ from __future__ import annotations
 from ._http import HttpProgressSink
 from ._terminal import BarSink, PlainSink
 from ._tracker import DiskTracker, ProgressHub, ProgressSink
+from ._update import DiskUpdate
 
-__all__ = ["BarSink", "DiskTracker", "HttpProgressSink", "PlainSink", "ProgressHub", "ProgressSink"]
+__all__ = [
+    "BarSink",
+    "DiskTracker",
+    "DiskUpdate",
+    "HttpProgressSink",
+    "PlainSink",
+    "ProgressHub",
+    "ProgressSink",
+]

@@ -18,13 +18,13 @@ from .._log import get_logger
 from .._states import TERMINAL
 
 if TYPE_CHECKING:
-    from migration_common import DiskProgress
+    from ._update import DiskUpdate
 
 log = get_logger(__name__)
 
 
 class HttpProgressSink:
-    """Posts DiskProgress updates to ``{base}/api/v1/progress/{job_id}/update`` (an https base
+    """Posts progress updates to ``{base}/api/v1/progress/{job_id}/update`` (an https base
     is verified with ``verify``: a CA file, or True for the system's CAs)."""
 
     def __init__(
@@ -48,13 +48,13 @@ class HttpProgressSink:
         self.close_timeout = close_timeout
         self.sent = 0
         self.failed = 0
-        self._pending: dict[str, DiskProgress] = {}
+        self._pending: dict[str, DiskUpdate] = {}
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="progress-http", daemon=True)
         self._thread.start()
 
-    def offer(self, update: DiskProgress) -> None:
+    def offer(self, update: DiskUpdate) -> None:
         """Queue ``update`` as its disk's newest (replacing an unsent older one)."""
         with self._cond:
             self._pending[update.disk_key] = update
@@ -71,7 +71,7 @@ class HttpProgressSink:
                 update = self._pending.pop(key)
             self._post(update)
 
-    def _post(self, update: DiskProgress) -> None:
+    def _post(self, update: DiskUpdate) -> None:
         from migration_common import HttpError
 
         final = update.status in TERMINAL

@@ -12,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from migration_common import DiskProgress
+    from ._update import DiskUpdate
 
 
 def human_bytes(n: float) -> str:
@@ -31,7 +31,7 @@ class PlainSink:
         self.stream = stream or sys.stderr
         self._lock = threading.Lock()
 
-    def offer(self, update: DiskProgress) -> None:
+    def offer(self, update: DiskUpdate) -> None:
         """Print the update as one line."""
         line = (
             f"progress disk={update.disk_key} phase={update.phase} status={update.status} "
@@ -57,7 +57,7 @@ class BarSink:
         self._drawn = 0
         self._lock = threading.Lock()
 
-    def _row(self, u: DiskProgress) -> str:
+    def _row(self, u: DiskUpdate) -> str:
         fill = int(self.WIDTH * u.percent / 100)
         bar = "#" * fill + "-" * (self.WIDTH - fill)
         eta = ""
@@ -69,7 +69,7 @@ class BarSink:
             f"{human_bytes(u.throughput_bps)}/s {u.phase}/{u.status}{eta}"
         )
 
-    def offer(self, update: DiskProgress) -> None:
+    def offer(self, update: DiskUpdate) -> None:
         """Redraw all bars with this update."""
         with self._lock:
             self._rows[update.disk_key] = self._row(update)

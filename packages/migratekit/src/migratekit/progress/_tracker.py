@@ -1,9 +1,9 @@
-"""Per-disk progress counters and the hub that turns them into DiskProgress updates.
+"""Per-disk progress counters and the hub that turns them into progress updates.
 
 Copy workers call :meth:`DiskTracker.add` from several threads; the hub publishes a
-:class:`migration_common.DiskProgress` to every sink at most once per ``interval`` per disk
-(from its ticker thread) and immediately on every phase or status change. ``seq`` increases
-per disk. Sinks must never block the caller: they queue or drop.
+:class:`DiskUpdate` (the contract's ``DiskProgress``) to every sink at most once per
+``interval`` per disk (from its ticker thread) and immediately on every phase or status
+change. ``seq`` increases per disk. Sinks must never block the caller: they queue or drop.
 """
 
 from __future__ import annotations
@@ -11,18 +11,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from .._states import COMPLETED, COPY, DONE, QUEUED, RUNNING
-
-if TYPE_CHECKING:
-    from migration_common import DiskProgress
+from ._update import DiskUpdate
 
 
 class ProgressSink(Protocol):
     """Somewhere progress updates go (HTTP, terminal)."""
 
-    def offer(self, update: DiskProgress) -> None:
+    def offer(self, update: DiskUpdate) -> None:
         """Take an update without blocking (queue, coalesce or drop)."""
 
     def close(self) -> None:
@@ -116,14 +114,12 @@ class DiskTracker:
         secs = self.seconds
         return self.bytes_done / secs if secs > 0 else 0.0
 
-    def snapshot(self) -> DiskProgress:
+    def snapshot(self) -> DiskUpdate:
         """The next update (increments seq)."""
-        from migration_common import DiskProgress
-
         with self._lock:
             self._seq += 1
             done = min(self.bytes_done, self.bytes_total)
-            return DiskProgress(
+            return DiskUpdate(
                 disk_key=self.disk_key,
                 sync_type=self.sync_type,
                 phase=self.phase,

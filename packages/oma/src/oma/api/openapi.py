@@ -7,7 +7,6 @@ never drifts from the code; security is bearer auth except on the health endpoin
 from __future__ import annotations
 
 import re
-from importlib.metadata import version
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -141,6 +140,8 @@ def build_document() -> dict[str, Any]:
             if public:
                 op["security"] = []
             paths.setdefault(path, {})[method.lower()] = op
+    from importlib.metadata import version  # here, not at import: it costs ~90 ms
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "OSSEA-Migrate OMA API", "version": version("oma")},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from importlib.metadata import version
 from typing import Any
 
 from flask import Blueprint
@@ -19,6 +18,8 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health() -> dict[str, Any]:
     """Liveness plus job counts."""
+    from importlib.metadata import version  # here, not at import: it costs ~90 ms
+
     counts = {s: Job.select().where(Job.status == s).count() for s in ("queued", "running")}
     return {
         "status": "ok",
