@@ -30,7 +30,7 @@ from peewee import BooleanField, DateTimeField, Model, MySQLDatabase, Postgresql
 
 from ..db import database
 from ..fields import JSONField
-from ._select import COUNT_CAP, Page, Where, capped_count, keyset, quote
+from ._select import COUNT_CAP, Page, Where, capped_count, execute, keyset, quote
 
 #: how a :class:`Value` is rendered
 PLAIN, TIMESTAMP, BOOLEAN, JSON, DOCUMENT = "plain", "timestamp", "boolean", "json", "document"
@@ -295,7 +295,7 @@ def page(
     )
     rows, counted = rows_where.params, where.params
     params = [*rows, *rows, *counted, *counted, *rows]  # in the order of the text
-    items, key, more, count = database.obj.execute_sql(sql, params).fetchone()
+    items, key, more, count = execute(sql, params).fetchone()
     last = orjson.loads(key) if more and key else None
     return Page.counted(
         JsonText(items),

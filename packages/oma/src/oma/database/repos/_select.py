@@ -10,19 +10,68 @@ database itself (:mod:`._documents`); :class:`Page` and :func:`keyset` are share
 
 from __future__ import annotations
 
+import re
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from peewee import BooleanField, DateTimeField, FloatField, Model
+from peewee import BooleanField, DateTimeField, FloatField, Model, PostgresqlDatabase
 
 from ..db import database
 from ..fields import JSONField
 
 M = TypeVar("M", bound=Model)
 _CONVERTED = (DateTimeField, JSONField, BooleanField, FloatField)
+
+
+#: the statements prepared on each PostgreSQL connection: {connection: {SQL text: name}}
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+_PREPARED_LOCK = threading.Lock()
+_PREPARED_PER_CONNECTION = 256
+_PLACEHOLDER = re.compile(r"%s")
+
+
+def execute(sql: str, params: Sequence[Any] = ()) -> Any:
+    """Run one read statement of this module (``%s`` placeholders); return its cursor.
+
+    On PostgreSQL each text is prepared once per connection (``PREPARE``) and then run with
+    ``EXECUTE``: the server parses it once and, after a few runs, keeps a generic plan instead
+    of planning every request's statement again (about 0.3 ms for a page of a list). Other
+    databases run the text as it is.
+    """
+    db = database.obj
+    # inside a transaction a failed PREPARE would abort it: there the text runs as it is
+    if not isinstance(db, PostgresqlDatabase) or "%%" in sql or db.in_transaction():
+        return db.execute_sql(sql, params)
+    conn = db.connection()  # a connection serves one thread at a time
+    with _PREPARED_LOCK:
+        names = _PREPARED.setdefault(conn, {})
+    name = names.get(sql)
+    if name is None:
+        name = _prepare(db, sql, f"oma_read_{len(names)}", len(names))
+        names[sql] = name
+    if not name:
+        return db.execute_sql(sql, params)
+    args = f"({', '.join(['%s'] * len(params))})" if params else ""
+    return db.execute_sql(f"EXECUTE {name}{args}", params)
+
+
+def _prepare(db: Any, sql: str, name: str, prepared: int) -> str:
+    """``name`` once ``sql`` is prepared as it, or "" when it is not (too many statements on
+    the connection already, or a parameter whose type the server cannot infer)."""
+    if prepared >= _PREPARED_PER_CONNECTION:
+        return ""
+    numbered = iter(range(1, sql.count("%s") + 1))
+    text = _PLACEHOLDER.sub(lambda _: f"${next(numbered)}", sql)
+    try:
+        db.execute_sql(f"PREPARE {name} AS {text}")
+    except Exception:  # the driver's error: the text still runs unprepared
+        return ""
+    return name
 
 
 class Where:
@@ -112,7 +161,7 @@ def _query(
         sql += f" LIMIT {int(limit)}"
         if offset:
             sql += f" OFFSET {int(offset)}"
-    return db.execute_sql(sql, params).fetchall()
+    return execute(sql, params).fetchall()
 
 
 def rows(
