@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .._states import COMPLETED, COPY, DONE, QUEUED, RUNNING
-from ._update import DiskUpdate
+from ._update import DiskUpdate, now
 
 
 class ProgressSink(Protocol):
@@ -136,6 +136,7 @@ class DiskTracker:
                 source_sha256=self.digests[0] if self.digests else None,
                 target_sha256=self.digests[1] if self.digests else None,
                 limit_bps=self.hub.limit() if self.hub.limit is not None else None,
+                sent_at=now(),
             )
 
     def changed_since_publish(self) -> bool:
