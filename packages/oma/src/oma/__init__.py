@@ -10,8 +10,9 @@ disable_memory_statistics()  # before anything imports sqlite3 (see oma.sqlite_s
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+    if name == "__version__":  # read once, when asked: importlib.metadata costs ~90 ms
         from importlib.metadata import version
 
-        return version("oma")
+        value = globals()["__version__"] = version("oma")
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

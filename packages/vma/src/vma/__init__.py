@@ -6,8 +6,9 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+    if name == "__version__":  # read once, when asked: importlib.metadata costs ~90 ms
         from importlib.metadata import version
 
-        return version("vma")
+        value = globals()["__version__"] = version("vma")
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

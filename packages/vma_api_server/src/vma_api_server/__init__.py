@@ -10,8 +10,9 @@ __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":  # read lazily: importlib.metadata costs ~90 ms at start-up
+    if name == "__version__":  # read once, when asked: importlib.metadata costs ~90 ms
         from importlib.metadata import version
 
-        return version("vma-api-server")
+        value = globals()["__version__"] = version("vma-api-server")
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return enroll_main(args[1:])
     if args and args[0] == "--version":
-        from importlib.metadata import version  # here, not at import: it costs ~90 ms
+        import vma_api_server
 
-        print(f"vma-api-server {version('vma-api-server')}")
+        print(f"vma-api-server {vma_api_server.__version__}")
         return 0
     if args and args[0] in ("--settings", "--help", "-h"):
         print("usage: vma-api-server [--version | --settings | enroll ...]")

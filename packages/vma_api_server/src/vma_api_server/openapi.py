@@ -214,11 +214,11 @@ def document() -> dict[str, Any]:
             }
         },
     }
-    from importlib.metadata import version  # here, not at import: it costs ~90 ms
+    import vma_api_server
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": "OSSEA-Migrate VMA API", "version": version("vma-api-server")},
+        "info": {"title": "OSSEA-Migrate VMA API", "version": vma_api_server.__version__},
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {

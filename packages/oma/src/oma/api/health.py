@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from typing import Any
 
 from flask import Blueprint, jsonify
+
+import oma
 
 from ..database import database
 from ..database.fields import now
@@ -45,14 +46,6 @@ def _write_refused() -> str | None:
     return error
 
 
-@functools.cache
-def _version() -> str:
-    """The installed oma's version (read once: the package metadata is parsed from disk)."""
-    from importlib.metadata import version
-
-    return version("oma")
-
-
 @bp.get("/health")
 @bp.get("/api/v1/health")
 def health() -> Any:
@@ -61,7 +54,7 @@ def health() -> Any:
     ``status`` is ``ok`` with a live worker, ``degraded`` when no worker heartbeat arrived
     within three poll intervals (jobs will not progress), ``error`` without a database.
     """
-    body: dict[str, Any] = {"service": "oma", "version": _version()}
+    body: dict[str, Any] = {"service": "oma", "version": oma.__version__}
     try:
         database.execute_sql("SELECT 1")
         beat = heartbeats.latest()

@@ -140,11 +140,11 @@ def build_document() -> dict[str, Any]:
             if public:
                 op["security"] = []
             paths.setdefault(path, {})[method.lower()] = op
-    from importlib.metadata import version  # here, not at import: it costs ~90 ms
+    import oma
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": "OSSEA-Migrate OMA API", "version": version("oma")},
+        "info": {"title": "OSSEA-Migrate OMA API", "version": oma.__version__},
         "servers": [{"url": "/"}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -87,12 +87,6 @@ def _fail(err: CliError, debug: bool, cause: BaseException | None = None) -> Non
     sys.exit(err.code)
 
 
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("oma")
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="oma", prog_name="oma")
 @click.option(

@@ -151,8 +151,7 @@ class MysqlPool(_ReusedWithoutRoundTrips, PooledMySQLDatabase):
     """The API's MariaDB/MySQL pool (see :class:`_ReusedWithoutRoundTrips`)."""
 
     def _closed_locally(self, conn: Any) -> bool:
-        is_open = getattr(conn, "open", None)
-        return not is_open if is_open is not None else super()._is_closed(conn)
+        return not conn.open  # pymysql and MySQLdb both keep it
 
     def _reusable(self, conn: Any) -> bool:
         status = getattr(conn, "server_status", None)  # pymysql's; other drivers: as before

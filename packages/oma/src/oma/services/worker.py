@@ -101,13 +101,13 @@ class Worker:
 
     def heartbeat(self) -> None:
         """Refresh this worker's heartbeat row."""
-        from importlib.metadata import version
+        import oma
 
         from ..database.repos import heartbeats
 
         with database.connection_context():
             heartbeats.beat(
-                self.config.worker_id, version=version("oma"), started_at=self.started_at
+                self.config.worker_id, version=oma.__version__, started_at=self.started_at
             )
 
     def poll(self) -> None:

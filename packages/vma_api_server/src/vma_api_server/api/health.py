@@ -18,12 +18,12 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 def health() -> dict[str, Any]:
     """Liveness plus job counts."""
-    from importlib.metadata import version  # here, not at import: it costs ~90 ms
+    import vma_api_server
 
     counts = {s: Job.select().where(Job.status == s).count() for s in ("queued", "running")}
     return {
         "status": "ok",
-        "version": version("vma-api-server"),
+        "version": vma_api_server.__version__,
         "uptime_s": round(time.monotonic() - services().started, 3),
         "jobs": counts,
     }

@@ -52,19 +52,20 @@ def execute(sql: str, params: Sequence[Any] = ()) -> Any:
         names = _PREPARED.setdefault(conn, {})
     name = names.get(sql)
     if name is None:
-        name = _prepare(db, sql, f"oma_read_{len(names)}", len(names))
-        names[sql] = name
+        name = names[sql] = _prepare(db, sql, len(names))
     if not name:
         return db.execute_sql(sql, params)
     args = f"({', '.join(['%s'] * len(params))})" if params else ""
     return db.execute_sql(f"EXECUTE {name}{args}", params)
 
 
-def _prepare(db: Any, sql: str, name: str, prepared: int) -> str:
-    """``name`` once ``sql`` is prepared as it, or "" when it is not (too many statements on
-    the connection already, or a parameter whose type the server cannot infer)."""
-    if prepared >= _PREPARED_PER_CONNECTION:
+def _prepare(db: Any, sql: str, index: int) -> str:
+    """The name ``sql`` is prepared under as the connection's statement number ``index``, or
+    "" when it is not prepared (too many statements on the connection already, or a parameter
+    whose type the server cannot infer)."""
+    if index >= _PREPARED_PER_CONNECTION:
         return ""
+    name = f"oma_read_{index}"
     numbered = iter(range(1, sql.count("%s") + 1))
     text = _PLACEHOLDER.sub(lambda _: f"${next(numbered)}", sql)
     try:
